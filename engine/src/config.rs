@@ -1,0 +1,527 @@
+//! Configuration: `kylin.properties` (Java properties syntax) plus environment overrides.
+//!
+//! Every key can be overridden by an environment variable named after it: upper-cased, with
+//! `.` and `-` turned into `_` (`kylin.metadata.url` → `KYLIN_METADATA_URL`). Unknown keys in
+//! the file are warned about (a typo should not pass silently); a malformed value stops start-up
+//! with the key named.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Errors while loading configuration. Each names the file or key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config key {key}: invalid value {value:?}: {reason}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// One known key: its name, an optional alias (older Kylin name) and its default value.
+struct KeySpec {
+    key: &'static str,
+    alias: Option<&'static str>,
+    default: &'static str,
+    doc: &'static str,
+}
+
+/// Every key Qilin reads. The README's configuration table is generated from the same facts.
+const KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "kylin.metadata.url",
+        alias: None,
+        default: "data/meta",
+        doc: "metadata store: a local directory",
+    },
+    KeySpec {
+        key: "kylin.storage.url",
+        alias: None,
+        default: "data/segments",
+        doc: "segment storage: a local directory",
+    },
+    KeySpec {
+        key: "kylin.source.url",
+        alias: None,
+        default: "data/source",
+        doc: "directory that source table files are resolved against",
+    },
+    KeySpec {
+        key: "kylin.server.mode",
+        alias: None,
+        default: "all",
+        doc: "all | query | job",
+    },
+    KeySpec {
+        key: "kylin.rest.servers",
+        alias: Some("kylin.server.cluster-servers"),
+        default: "",
+        doc: "comma-separated host:port of every instance to notify of metadata changes",
+    },
+    KeySpec {
+        key: "kylin.server.host",
+        alias: None,
+        default: "127.0.0.1",
+        doc: "address the query server binds",
+    },
+    KeySpec {
+        key: "kylin.server.port",
+        alias: None,
+        default: "7070",
+        doc: "port the query server binds",
+    },
+    KeySpec {
+        key: "kylin.sample.scale",
+        alias: None,
+        default: "0.1",
+        doc: "SSB scale factor of the sample created on an empty embedded store",
+    },
+    KeySpec {
+        key: "kylin.query.pushdown.enabled",
+        alias: None,
+        default: "false",
+        doc: "run queries no cube can answer on the raw source tables",
+    },
+    KeySpec {
+        key: "kylin.cube.aggrgroup.max-combination",
+        alias: None,
+        default: "4096",
+        doc: "most cuboids one aggregation group may produce",
+    },
+    KeySpec {
+        key: "kylin.storage.block-rows",
+        alias: None,
+        default: "8192",
+        doc: "rows per stored block (the unit of pruning and checksums)",
+    },
+    KeySpec {
+        key: "kylin.job.heartbeat-seconds",
+        alias: None,
+        default: "5",
+        doc: "how often a running job records that its process is alive",
+    },
+    KeySpec {
+        key: "kylin.job.orphan-timeout-seconds",
+        alias: None,
+        default: "60",
+        doc: "a RUNNING job whose heartbeat is older than this is taken over",
+    },
+];
+
+/// What a server instance does (Kylin's `kylin.server.mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerMode {
+    All,
+    Query,
+    Job,
+}
+
+impl FromStr for ServerMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" => Ok(ServerMode::All),
+            "query" => Ok(ServerMode::Query),
+            "job" => Ok(ServerMode::Job),
+            _ => Err("expected all, query or job".into()),
+        }
+    }
+}
+
+impl fmt::Display for ServerMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ServerMode::All => "all",
+            ServerMode::Query => "query",
+            ServerMode::Job => "job",
+        })
+    }
+}
+
+/// The effective configuration of one process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the values came from, for messages.
+    pub source: String,
+    pub metadata_url: String,
+    pub storage_url: String,
+    pub source_url: String,
+    pub server_mode: ServerMode,
+    pub rest_servers: Vec<String>,
+    pub server_host: String,
+    pub server_port: u16,
+    pub sample_scale: f64,
+    pub pushdown_enabled: bool,
+    pub max_cuboids_per_group: u64,
+    pub block_rows: usize,
+    pub job_heartbeat_seconds: u64,
+    pub job_orphan_timeout_seconds: u64,
+    /// Every effective key → value (file, then environment), including defaults.
+    pub values: BTreeMap<String, String>,
+}
+
+/// The default config file location, relative to the working directory.
+pub const DEFAULT_CONF_PATH: &str = "conf/kylin.properties";
+
+impl Config {
+    /// Loads `path` (or the defaults alone when `path` is `None`) and applies environment
+    /// overrides from the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let source = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in defaults".into());
+        Self::from_parts(&text, &source, |k| std::env::var(k).ok())
+    }
+
+    /// Builds a config from properties text and an environment lookup (tests pass a map).
+    pub fn from_parts(
+        text: &str,
+        source: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let mut values: BTreeMap<String, String> = KEYS
+            .iter()
+            .map(|k| (k.key.to_string(), k.default.to_string()))
+            .collect();
+        for (key, value) in parse_properties(text) {
+            let canonical = KEYS
+                .iter()
+                .find(|k| k.key == key || k.alias == Some(key.as_str()))
+                .map(|k| k.key.to_string());
+            match canonical {
+                Some(k) => {
+                    values.insert(k, value);
+                }
+                None => {
+                    log::warn!("{source}: unknown config key {key} (ignored)");
+                    values.insert(key, value);
+                }
+            }
+        }
+        for spec in KEYS {
+            for name in std::iter::once(spec.key).chain(spec.alias) {
+                if let Some(v) = env(&env_var_name(name)) {
+                    values.insert(spec.key.to_string(), v);
+                }
+            }
+        }
+        Self::from_values(values, source)
+    }
+
+    fn from_values(values: BTreeMap<String, String>, source: &str) -> Result<Config, ConfigError> {
+        let get = |k: &str| {
+            values
+                .get(k)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        };
+        let non_empty = |k: &str| -> Result<String, ConfigError> {
+            let v = get(k);
+            if v.is_empty() {
+                Err(invalid(k, &v, "must not be empty"))
+            } else {
+                Ok(v)
+            }
+        };
+        let server_port: u16 = parse_key(&get, "kylin.server.port")?;
+        let block_rows: usize = parse_key(&get, "kylin.storage.block-rows")?;
+        if block_rows == 0 {
+            return Err(invalid(
+                "kylin.storage.block-rows",
+                "0",
+                "must be at least 1",
+            ));
+        }
+        let sample_scale: f64 = parse_key(&get, "kylin.sample.scale")?;
+        if !(sample_scale > 0.0 && sample_scale <= 1000.0) {
+            return Err(invalid(
+                "kylin.sample.scale",
+                &get("kylin.sample.scale"),
+                "must be in (0, 1000]",
+            ));
+        }
+        let rest_servers = get("kylin.rest.servers")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.rsplit_once(':') {
+                Some((h, p)) if !h.is_empty() && p.parse::<u16>().is_ok() => Ok(s.to_string()),
+                _ => Err(invalid(
+                    "kylin.rest.servers",
+                    s,
+                    "each entry must be host:port",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Config {
+            source: source.to_string(),
+            metadata_url: non_empty("kylin.metadata.url")?,
+            storage_url: non_empty("kylin.storage.url")?,
+            source_url: non_empty("kylin.source.url")?,
+            server_mode: parse_key(&get, "kylin.server.mode")?,
+            rest_servers,
+            server_host: non_empty("kylin.server.host")?,
+            server_port,
+            sample_scale,
+            pushdown_enabled: parse_bool(&get, "kylin.query.pushdown.enabled")?,
+            max_cuboids_per_group: parse_key(&get, "kylin.cube.aggrgroup.max-combination")?,
+            block_rows,
+            job_heartbeat_seconds: parse_key(&get, "kylin.job.heartbeat-seconds")?,
+            job_orphan_timeout_seconds: parse_key(&get, "kylin.job.orphan-timeout-seconds")?,
+            values,
+        })
+    }
+
+    /// Every key Qilin knows with its default and meaning (for `--help` texts and docs).
+    pub fn known_keys() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
+        KEYS.iter().map(|k| (k.key, k.default, k.doc))
+    }
+}
+
+/// `kylin.metadata.url` → `KYLIN_METADATA_URL`.
+pub fn env_var_name(key: &str) -> String {
+    key.chars()
+        .map(|c| match c {
+            '.' | '-' => '_',
+            c => c.to_ascii_uppercase(),
+        })
+        .collect()
+}
+
+fn invalid(key: &str, value: &str, reason: &str) -> ConfigError {
+    ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_key<T: FromStr>(get: &impl Fn(&str) -> String, key: &str) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    let v = get(key);
+    v.parse::<T>().map_err(|e| invalid(key, &v, &e.to_string()))
+}
+
+fn parse_bool(get: &impl Fn(&str) -> String, key: &str) -> Result<bool, ConfigError> {
+    let v = get(key);
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(invalid(key, &v, "expected true or false")),
+    }
+}
+
+/// Parses Java properties text: `#`/`!` comments, `key=value`, `key: value` or `key value`,
+/// backslash line continuations and the escapes `\t \n \r \\ \uXXXX`.
+pub fn parse_properties(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut logical = String::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let trimmed = line.trim_start();
+        if logical.is_empty() && (trimmed.is_empty() || trimmed.starts_with(['#', '!'])) {
+            continue;
+        }
+        let continued = ends_with_odd_backslashes(trimmed);
+        logical.push_str(if continued {
+            &trimmed[..trimmed.len() - 1]
+        } else {
+            trimmed
+        });
+        if continued {
+            if lines.clone().next().is_some() {
+                continue;
+            }
+        }
+        if let Some(pair) = split_key_value(&logical) {
+            out.push(pair);
+        }
+        logical.clear();
+    }
+    out
+}
+
+fn ends_with_odd_backslashes(s: &str) -> bool {
+    s.chars().rev().take_while(|&c| c == '\\').count() % 2 == 1
+}
+
+fn split_key_value(line: &str) -> Option<(String, String)> {
+    let chars: Vec<char> = line.chars().collect();
+    let mut i = 0;
+    let mut key_end = chars.len();
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 2,
+            '=' | ':' | ' ' | '\t' => {
+                key_end = i;
+                break;
+            }
+            _ => i += 1,
+        }
+    }
+    let key: String = chars[..key_end.min(chars.len())].iter().collect();
+    let mut rest = key_end;
+    while rest < chars.len() && matches!(chars[rest], ' ' | '\t') {
+        rest += 1;
+    }
+    if rest < chars.len() && matches!(chars[rest], '=' | ':') {
+        rest += 1;
+    }
+    while rest < chars.len() && matches!(chars[rest], ' ' | '\t') {
+        rest += 1;
+    }
+    let value: String = chars[rest.min(chars.len())..].iter().collect();
+    let key = unescape(&key);
+    if key.is_empty() {
+        return None;
+    }
+    Some((key, unescape(value.trim_end())))
+}
+
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('t') => out.push('\t'),
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = chars.clone().take(4).collect();
+                match u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32) {
+                    Some(ch) if hex.len() == 4 => {
+                        out.push(ch);
+                        for _ in 0..4 {
+                            chars.next();
+                        }
+                    }
+                    _ => out.push('u'),
+                }
+            }
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_parts(text, "test", |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_without_a_file() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.metadata_url, "data/meta");
+        assert_eq!(c.storage_url, "data/segments");
+        assert_eq!(c.source_url, "data/source");
+        assert_eq!(c.server_mode, ServerMode::All);
+        assert_eq!(c.server_host, "127.0.0.1");
+        assert_eq!(c.server_port, 7070);
+        assert!(c.rest_servers.is_empty());
+        assert!(!c.pushdown_enabled);
+    }
+
+    #[test]
+    fn properties_syntax_is_java_like() {
+        let text =
+            "# comment\n! also comment\n  kylin.server.port = 8080\nkylin.server.host:0.0.0.0\n\
+                    kylin.metadata.url /tmp/a\\\n   b\nkylin.source.url=C:\\\\data\\u0041\n";
+        let c = load(text, &[]).unwrap();
+        assert_eq!(c.server_port, 8080);
+        assert_eq!(c.server_host, "0.0.0.0");
+        assert_eq!(c.metadata_url, "/tmp/ab");
+        assert_eq!(c.source_url, "C:\\dataA");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load(
+            "kylin.metadata.url=/from/file\n",
+            &[
+                ("KYLIN_METADATA_URL", "/from/env"),
+                ("KYLIN_SERVER_MODE", "query"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.metadata_url, "/from/env");
+        assert_eq!(c.server_mode, ServerMode::Query);
+        assert_eq!(
+            env_var_name("kylin.cube.aggrgroup.max-combination"),
+            "KYLIN_CUBE_AGGRGROUP_MAX_COMBINATION"
+        );
+    }
+
+    #[test]
+    fn cluster_servers_is_an_alias_of_rest_servers() {
+        let c = load("kylin.server.cluster-servers=a:7070, b:7071\n", &[]).unwrap();
+        assert_eq!(c.rest_servers, vec!["a:7070", "b:7071"]);
+        let c = load("", &[("KYLIN_SERVER_CLUSTER_SERVERS", "c:1")]).unwrap();
+        assert_eq!(c.rest_servers, vec!["c:1"]);
+    }
+
+    #[test]
+    fn malformed_values_name_the_key() {
+        for (text, key) in [
+            ("kylin.server.port=70x0", "kylin.server.port"),
+            ("kylin.server.port=70000", "kylin.server.port"),
+            ("kylin.server.mode=both", "kylin.server.mode"),
+            (
+                "kylin.query.pushdown.enabled=maybe",
+                "kylin.query.pushdown.enabled",
+            ),
+            ("kylin.rest.servers=host-without-port", "kylin.rest.servers"),
+            ("kylin.metadata.url=", "kylin.metadata.url"),
+            ("kylin.storage.block-rows=0", "kylin.storage.block-rows"),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_but_not_fatal() {
+        let c = load("kylin.typo.key=1\n", &[]).unwrap();
+        assert_eq!(
+            c.values.get("kylin.typo.key").map(String::as_str),
+            Some("1")
+        );
+    }
+
+    #[test]
+    fn missing_file_is_an_error_naming_it() {
+        let err = Config::load(Some(Path::new("/nonexistent/kylin.properties"))).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/kylin.properties"));
+    }
+}

@@ -1,0 +1,15 @@
+//! Qilin engine: configuration, metadata store, cube model, measures, segment storage and
+//! cube building. Knows nothing of command-line parsing or gRPC.
+
+pub mod build;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod measure;
+pub mod metadata;
+pub mod model;
+pub mod names;
+pub mod sample;
+pub mod storage;
+
+pub use error::{Error, Result};

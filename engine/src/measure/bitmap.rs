@@ -1,0 +1,612 @@
+//! Roaring bitmap of 64-bit integers: the stored, mergeable state of an exact
+//! `COUNT(DISTINCT)` measure over an integer column.
+//!
+//! The cube builder keeps one bitmap per group row, unions bitmaps when it aggregates a child
+//! cuboid from its parent and writes them into an Arrow `Binary` column; the query server
+//! reads them back, unions them and counts. Both sides must agree bit for bit, so the value
+//! mapping and byte format below are a contract: changing either requires a new format version.
+//!
+//! # Value mapping
+//!
+//! An `i64` is stored as the `u64` with its sign bit flipped (`v as u64 ^ 1 << 63`). This is a
+//! bijection, so negative values stay distinct from positive ones, and it preserves order
+//! (`i64::MIN` -> 0, -1 -> 2^63 - 1, 0 -> 2^63, `i64::MAX` -> 2^64 - 1), so iteration order is
+//! numeric order and small negative and positive values land in adjacent roaring buckets.
+//!
+//! # Binary format, version 1
+//!
+//! One byte `1` (format version), then the mapped set in the portable 64-bit roaring format
+//! (the `RoaringTreemap` layout shared with CRoaring's portable 64-bit serialization), all
+//! integers little-endian:
+//!
+//! * `u64` number of buckets, then per bucket in strictly increasing key order: `u32` key (the
+//!   high 32 bits of its values) followed by a 32-bit roaring bitmap of the low 32 bits in the
+//!   standard portable format (<https://github.com/RoaringBitmap/RoaringFormatSpec>).
+//! * Writers (the `roaring` crate) emit the variant without run containers (cookie 12346) and
+//!   never an empty bucket. Readers also accept run containers (cookie 12347).
+//!
+//! [`DistinctBitmap::from_bytes`] does not trust the `roaring` crate's deserializer with
+//! untrusted input: it walks the whole layout itself, checking every length, that bucket,
+//! container and array keys strictly increase, that container offsets and declared
+//! cardinalities match their contents and that no bytes trail, then builds the set through
+//! the crate's public constructors. Malformed input gives [`SketchError::Corrupt`], never a
+//! panic or an invalid in-memory bitmap.
+
+use roaring::{RoaringBitmap, RoaringTreemap};
+
+use super::hll::SketchError;
+
+const FORMAT_VERSION: u8 = 1;
+/// Portable-format cookie of a 32-bit bitmap without run containers.
+const COOKIE_NO_RUNS: u32 = 12346;
+/// Portable-format cookie (low 16 bits) of a 32-bit bitmap with run containers.
+const COOKIE_RUNS: u32 = 12347;
+/// Containers with at most this many values are arrays, larger ones 8 KiB bitmaps.
+const ARRAY_LIMIT: u32 = 4096;
+const BITMAP_CONTAINER_BYTES: usize = 8192;
+/// With run containers, the offset header is present only from this many containers on.
+const RUN_FORMAT_OFFSET_THRESHOLD: usize = 4;
+
+/// Exact set of distinct `i64` values. See the module docs for the mapping and byte format.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DistinctBitmap {
+    values: RoaringTreemap,
+}
+
+impl DistinctBitmap {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a value (stored with its sign bit flipped, see the module docs).
+    pub fn add_i64(&mut self, v: i64) {
+        self.values.insert(to_stored(v));
+    }
+
+    /// Unions `other` into `self`.
+    pub fn merge(&mut self, other: &Self) {
+        self.values |= &other.values;
+    }
+
+    /// Exact number of distinct values added.
+    pub fn cardinality(&self) -> u64 {
+        self.values.len()
+    }
+
+    /// Whether no value was added.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The distinct values in increasing numeric order.
+    pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
+        self.values.iter().map(from_stored)
+    }
+
+    /// Serializes in the format documented at module level.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(1 + self.values.serialized_size());
+        out.push(FORMAT_VERSION);
+        // Writing into a Vec cannot fail: its io::Write implementation only grows the buffer.
+        self.values
+            .serialize_into(&mut out)
+            .expect("serializing into a Vec<u8> is infallible");
+        out
+    }
+
+    /// Parses bytes written by [`to_bytes`](Self::to_bytes). Never panics: any malformed input
+    /// gives a [`SketchError`].
+    pub fn from_bytes(b: &[u8]) -> Result<Self, SketchError> {
+        let Some((&version, payload)) = b.split_first() else {
+            return Err(corrupt("empty input"));
+        };
+        if version != FORMAT_VERSION {
+            return Err(SketchError::UnsupportedVersion(version));
+        }
+        let mut input = Cursor {
+            bytes: payload,
+            pos: 0,
+        };
+        let buckets = input.u64("bucket count")?;
+        let mut parsed = Vec::new();
+        // Each bucket consumes at least 12 bytes, so a huge count fails at the end of input
+        // rather than looping or allocating.
+        for _ in 0..buckets {
+            let key = input.u32("bucket key")?;
+            if parsed.last().is_some_and(|&(prev, _)| prev >= key) {
+                return Err(corrupt("bucket keys not strictly increasing"));
+            }
+            let bitmap = read_bitmap(&mut input, key)?;
+            parsed.push((key, bitmap));
+        }
+        if input.pos != payload.len() {
+            return Err(corrupt(format!(
+                "{} trailing bytes after the bitmap",
+                payload.len() - input.pos
+            )));
+        }
+        Ok(Self {
+            values: RoaringTreemap::from_bitmaps(parsed),
+        })
+    }
+}
+
+/// Flips the sign bit: an order-preserving bijection from `i64` onto `u64`.
+fn to_stored(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
+fn from_stored(u: u64) -> i64 {
+    (u ^ (1 << 63)) as i64
+}
+
+fn corrupt(message: impl Into<String>) -> SketchError {
+    SketchError::Corrupt(message.into())
+}
+
+/// Bounds-checked reader over the untrusted payload.
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: usize, what: &str) -> Result<&'a [u8], SketchError> {
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|&end| end <= self.bytes.len());
+        let Some(end) = end else {
+            return Err(corrupt(format!(
+                "truncated: {what} needs {len} bytes at offset {}, {} left",
+                self.pos,
+                self.bytes.len() - self.pos
+            )));
+        };
+        let slice = &self.bytes[self.pos..end];
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn u16(&mut self, what: &str) -> Result<u16, SketchError> {
+        let b = self.take(2, what)?;
+        Ok(u16::from_le_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self, what: &str) -> Result<u32, SketchError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self, what: &str) -> Result<u64, SketchError> {
+        let b = self.take(8, what)?;
+        let mut word = [0u8; 8];
+        word.copy_from_slice(b);
+        Ok(u64::from_le_bytes(word))
+    }
+}
+
+fn le_u16(bytes: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([bytes[at], bytes[at + 1]])
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]])
+}
+
+/// Reads and fully validates one portable 32-bit roaring bitmap (bucket `bucket`, for
+/// messages), rebuilding it through the `roaring` crate's public constructors.
+fn read_bitmap(input: &mut Cursor<'_>, bucket: u32) -> Result<RoaringBitmap, SketchError> {
+    let start = input.pos;
+    let cookie = input.u32("bitmap cookie")?;
+    let (containers, run_flags, has_offsets) = if cookie == COOKIE_NO_RUNS {
+        let containers = input.u32("container count")? as usize;
+        if containers == 0 || containers > 1 << 16 {
+            return Err(corrupt(format!(
+                "bucket {bucket}: container count {containers} outside 1..=65536"
+            )));
+        }
+        (containers, None, true)
+    } else if cookie & 0xFFFF == COOKIE_RUNS {
+        let containers = (cookie >> 16) as usize + 1;
+        let flags = input.take(containers.div_ceil(8), "run container flags")?;
+        (
+            containers,
+            Some(flags),
+            containers >= RUN_FORMAT_OFFSET_THRESHOLD,
+        )
+    } else {
+        return Err(corrupt(format!(
+            "bucket {bucket}: unknown roaring cookie {cookie:#010x}"
+        )));
+    };
+    // At most 65536 containers, so these lengths are at most 256 KiB.
+    let descriptions = input.take(containers * 4, "container descriptions")?;
+    let offsets = if has_offsets {
+        Some(input.take(containers * 4, "container offsets")?)
+    } else {
+        None
+    };
+
+    let mut bitmap = RoaringBitmap::new();
+    let mut previous_key: Option<u16> = None;
+    for i in 0..containers {
+        let key = le_u16(descriptions, 4 * i);
+        let cardinality = u32::from(le_u16(descriptions, 4 * i + 2)) + 1;
+        if previous_key.is_some_and(|prev| prev >= key) {
+            return Err(corrupt(format!(
+                "bucket {bucket}: container keys not strictly increasing"
+            )));
+        }
+        previous_key = Some(key);
+        if let Some(offsets) = offsets {
+            let declared = le_u32(offsets, 4 * i) as usize;
+            if declared != input.pos - start {
+                return Err(corrupt(format!(
+                    "bucket {bucket}: container {i} offset {declared} does not match its \
+                     position {}",
+                    input.pos - start
+                )));
+            }
+        }
+        let base = u32::from(key) << 16;
+        let is_run = run_flags.is_some_and(|flags| flags[i / 8] & (1 << (i % 8)) != 0);
+        let actual = if is_run {
+            read_run_container(input, base, &mut bitmap)?
+        } else if cardinality <= ARRAY_LIMIT {
+            let raw = input.take(cardinality as usize * 2, "array container")?;
+            let values = raw
+                .chunks_exact(2)
+                .map(|v| base | u32::from(u16::from_le_bytes([v[0], v[1]])));
+            // Keys increase, so a sorted container continues the bitmap and append succeeds.
+            bitmap
+                .append(values)
+                .map_err(|_| corrupt(format!("bucket {bucket}: array values not sorted")))?;
+            cardinality
+        } else {
+            let raw = input.take(BITMAP_CONTAINER_BYTES, "bitmap container")?;
+            let ones: u32 = raw.iter().map(|b| b.count_ones()).sum();
+            if ones == cardinality {
+                // 64-bit little-endian words are exactly LSB-0 bit order.
+                bitmap |= RoaringBitmap::from_lsb0_bytes(base, raw);
+            }
+            ones
+        };
+        if actual != cardinality {
+            return Err(corrupt(format!(
+                "bucket {bucket}: container {i} declares {cardinality} values, holds {actual}"
+            )));
+        }
+    }
+    Ok(bitmap)
+}
+
+/// Reads a run container into `bitmap` and returns how many values it holds.
+fn read_run_container(
+    input: &mut Cursor<'_>,
+    base: u32,
+    bitmap: &mut RoaringBitmap,
+) -> Result<u32, SketchError> {
+    let runs = usize::from(input.u16("run count")?);
+    if runs == 0 {
+        return Err(corrupt("run container without runs"));
+    }
+    let raw = input.take(runs * 4, "runs")?;
+    let mut total = 0u32;
+    let mut previous_end: Option<u32> = None;
+    for run in raw.chunks_exact(4) {
+        let first = u32::from(le_u16(run, 0));
+        let last = first + u32::from(le_u16(run, 2));
+        if last > 0xFFFF {
+            return Err(corrupt("run extends past its container"));
+        }
+        if previous_end.is_some_and(|end| first <= end) {
+            return Err(corrupt("runs overlap or are not sorted"));
+        }
+        previous_end = Some(last);
+        total += last - first + 1;
+        bitmap.insert_range((base | first)..=(base | last));
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Small deterministic PRNG (xorshift64*) for fuzz-style tests.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+    }
+
+    fn bitmap_of(values: impl IntoIterator<Item = i64>) -> DistinctBitmap {
+        let mut bitmap = DistinctBitmap::new();
+        for v in values {
+            bitmap.add_i64(v);
+        }
+        bitmap
+    }
+
+    #[test]
+    fn exact_cardinality() {
+        let mut bitmap = DistinctBitmap::new();
+        assert_eq!(bitmap.cardinality(), 0);
+        assert!(bitmap.is_empty());
+        for round in 0..3 {
+            for v in 0..100_000i64 {
+                bitmap.add_i64(v * 7 + round % 2);
+            }
+        }
+        assert_eq!(bitmap.cardinality(), 200_000);
+        let mut rng = Rng(42);
+        let mut reference = std::collections::BTreeSet::new();
+        let mut bitmap = DistinctBitmap::new();
+        for _ in 0..50_000 {
+            let v = (rng.next() as i64) >> rng.below(64);
+            reference.insert(v);
+            bitmap.add_i64(v);
+        }
+        assert_eq!(bitmap.cardinality(), reference.len() as u64);
+        assert!(bitmap.iter().eq(reference.iter().copied()));
+    }
+
+    #[test]
+    fn negative_values_stay_distinct_and_ordered() {
+        let values = [i64::MIN, -1 << 40, -2, -1, 0, 1, 2, 1 << 40, i64::MAX];
+        let mut bitmap = bitmap_of(values.iter().rev().copied());
+        bitmap.add_i64(-1);
+        bitmap.add_i64(1);
+        assert_eq!(bitmap.cardinality(), values.len() as u64);
+        assert_eq!(bitmap.iter().collect::<Vec<_>>(), values);
+        assert_eq!(to_stored(i64::MIN), 0);
+        assert_eq!(to_stored(-1), (1 << 63) - 1);
+        assert_eq!(to_stored(0), 1 << 63);
+        assert_eq!(to_stored(i64::MAX), u64::MAX);
+        for v in values {
+            assert_eq!(from_stored(to_stored(v)), v);
+        }
+    }
+
+    #[test]
+    fn merge_is_union() {
+        let a = bitmap_of(-5_000..10_000);
+        let b = bitmap_of(5_000..20_000);
+        let mut ab = a.clone();
+        ab.merge(&b);
+        assert_eq!(ab.cardinality(), 25_000);
+        assert_eq!(ab, bitmap_of(-5_000..20_000));
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ba, ab);
+        assert_eq!(ba.to_bytes(), ab.to_bytes());
+        let disjoint = bitmap_of([i64::MIN, i64::MAX]);
+        ab.merge(&disjoint);
+        assert_eq!(ab.cardinality(), 25_002);
+        ab.merge(&DistinctBitmap::new());
+        assert_eq!(ab.cardinality(), 25_002);
+    }
+
+    #[test]
+    fn golden_bytes() {
+        assert_eq!(
+            DistinctBitmap::new().to_bytes(),
+            vec![1, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        // 0 is stored as 2^63: bucket 0x8000_0000, one array container (key 0) holding 0.
+        let expected = vec![
+            1, // version
+            1, 0, 0, 0, 0, 0, 0, 0, // one bucket
+            0, 0, 0, 0x80, // bucket key
+            0x3A, 0x30, 0, 0, // cookie 12346
+            1, 0, 0, 0, // one container
+            0, 0, 0, 0, // key 0, cardinality - 1 = 0
+            16, 0, 0, 0, // container offset
+            0, 0, // the value
+        ];
+        assert_eq!(bitmap_of([0]).to_bytes(), expected);
+        assert_eq!(
+            DistinctBitmap::from_bytes(&expected).unwrap(),
+            bitmap_of([0])
+        );
+    }
+
+    #[test]
+    fn round_trip() {
+        let cases = [
+            bitmap_of([]),
+            bitmap_of([42]),
+            bitmap_of([-3, 0, 3]),
+            bitmap_of(0..100_000), // bitmap containers
+            bitmap_of((0..50_000).map(|v| v * 1_000_003 - (1 << 45))),
+            bitmap_of([i64::MIN, i64::MAX, -1, 0]),
+        ];
+        for bitmap in &cases {
+            let bytes = bitmap.to_bytes();
+            let back = DistinctBitmap::from_bytes(&bytes).unwrap();
+            assert_eq!(&back, bitmap);
+            assert_eq!(back.cardinality(), bitmap.cardinality());
+            assert_eq!(back.to_bytes(), bytes);
+            assert!(back.iter().eq(bitmap.iter()));
+        }
+    }
+
+    /// A portable bitmap with run containers, as CRoaring writes after run optimisation.
+    fn run_encoded(containers: &[(u16, &[(u16, u16)])]) -> Vec<u8> {
+        let n = containers.len();
+        let mut out = vec![1];
+        out.extend_from_slice(&1u64.to_le_bytes());
+        out.extend_from_slice(&0x8000_0000u32.to_le_bytes());
+        out.extend_from_slice(&(COOKIE_RUNS | ((n as u32 - 1) << 16)).to_le_bytes());
+        out.extend(std::iter::repeat_n(0xFFu8, n.div_ceil(8)));
+        let mut bodies = Vec::new();
+        for &(key, runs) in containers {
+            let card: u32 = runs.iter().map(|&(_, len)| u32::from(len) + 1).sum();
+            out.extend_from_slice(&key.to_le_bytes());
+            out.extend_from_slice(&(card.wrapping_sub(1) as u16).to_le_bytes());
+            let mut body = (runs.len() as u16).to_le_bytes().to_vec();
+            for &(start, len) in runs {
+                body.extend_from_slice(&start.to_le_bytes());
+                body.extend_from_slice(&len.to_le_bytes());
+            }
+            bodies.push(body);
+        }
+        if n >= RUN_FORMAT_OFFSET_THRESHOLD {
+            let mut offset = 4 + n.div_ceil(8) + 8 * n;
+            for body in &bodies {
+                out.extend_from_slice(&(offset as u32).to_le_bytes());
+                offset += body.len();
+            }
+        }
+        for body in bodies {
+            out.extend_from_slice(&body);
+        }
+        out
+    }
+
+    #[test]
+    fn reads_run_containers() {
+        // One run of 4097 values: the array/bitmap boundary the crate's own reader mishandles.
+        let bytes = run_encoded(&[(0, &[(0, 4096)]), (3, &[(10, 0), (12, 9)])]);
+        let bitmap = DistinctBitmap::from_bytes(&bytes).unwrap();
+        assert_eq!(bitmap.cardinality(), 4097 + 11);
+        let expected = bitmap_of(
+            (0..=4096)
+                .chain([3 << 16 | 10])
+                .chain((3 << 16 | 12)..=(3 << 16 | 21)),
+        );
+        assert_eq!(bitmap, expected);
+        // Re-serialized without runs, and readable again.
+        assert_eq!(
+            DistinctBitmap::from_bytes(&bitmap.to_bytes()).unwrap(),
+            bitmap
+        );
+        // With the offset header (four or more containers).
+        let runs: Vec<[(u16, u16); 1]> = (0..5u16).map(|k| [(100, 65_000 - 100 * k)]).collect();
+        let many: Vec<(u16, &[(u16, u16)])> = (0u16..)
+            .step_by(2)
+            .zip(runs.iter().map(|r| &r[..]))
+            .collect();
+        let bitmap = DistinctBitmap::from_bytes(&run_encoded(&many)).unwrap();
+        let expected: u64 = (0..5u64).map(|k| 65_001 - 100 * k).sum();
+        assert_eq!(bitmap.cardinality(), expected);
+        // Overlapping runs, a run past the container and an empty run list are refused.
+        assert!(DistinctBitmap::from_bytes(&run_encoded(&[(0, &[(0, 10), (5, 1)])])).is_err());
+        assert!(DistinctBitmap::from_bytes(&run_encoded(&[(0, &[(65_000, 1_000)])])).is_err());
+        assert!(DistinctBitmap::from_bytes(&run_encoded(&[(0, &[])])).is_err());
+    }
+
+    #[test]
+    fn from_bytes_rejects_malformed_input() {
+        let reject = |bytes: &[u8]| DistinctBitmap::from_bytes(bytes).unwrap_err();
+        assert!(matches!(reject(&[]), SketchError::Corrupt(_)));
+        assert_eq!(
+            reject(&[2, 0, 0, 0, 0, 0, 0, 0, 0]),
+            SketchError::UnsupportedVersion(2)
+        );
+        assert!(matches!(reject(&[1, 0, 0, 0]), SketchError::Corrupt(_)));
+        // A huge bucket count with no buckets fails fast.
+        assert!(matches!(
+            reject(&[1, 255, 255, 255, 255, 255, 255, 255, 255]),
+            SketchError::Corrupt(_)
+        ));
+        let valid = bitmap_of([0, 5, 1 << 20]).to_bytes();
+        let mut trailing = valid.clone();
+        trailing.push(0);
+        assert!(matches!(reject(&trailing), SketchError::Corrupt(_)));
+        // Unsorted array values: swap the first value (0) with the second (5) in container 0.
+        let two = bitmap_of([0, 5]).to_bytes();
+        let mut unsorted = two.clone();
+        let values = two.len() - 4;
+        unsorted[values] = 5;
+        unsorted[values + 2] = 0;
+        assert!(matches!(reject(&unsorted), SketchError::Corrupt(_)));
+        // Wrong declared cardinality, wrong offset, bad cookie.
+        let mut card = two.clone();
+        card[23] = 0; // cardinality - 1 low byte: declares 1 value, two follow
+        assert!(matches!(reject(&card), SketchError::Corrupt(_)));
+        let mut offset = two.clone();
+        offset[25] = 17;
+        assert!(matches!(reject(&offset), SketchError::Corrupt(_)));
+        let mut cookie = two.clone();
+        cookie[13] = 0;
+        assert!(matches!(reject(&cookie), SketchError::Corrupt(_)));
+        // Duplicate bucket keys: the same bucket twice with a count of two.
+        let one = bitmap_of([7]).to_bytes();
+        let mut duplicated = one.clone();
+        duplicated[1] = 2;
+        duplicated.extend_from_slice(&one[9..]);
+        assert!(matches!(reject(&duplicated), SketchError::Corrupt(_)));
+        // Bitmap container whose popcount disagrees with its declared cardinality.
+        let dense = bitmap_of(0..5_000).to_bytes();
+        let mut popcount = dense.clone();
+        let last = popcount.len() - 1;
+        popcount[last] = 1;
+        assert!(matches!(reject(&popcount), SketchError::Corrupt(_)));
+    }
+
+    #[test]
+    fn from_bytes_never_panics_on_truncation_or_garbage() {
+        let valid = [
+            bitmap_of([1, -1, 1 << 40]).to_bytes(),
+            bitmap_of(0..5_000).to_bytes(),
+            run_encoded(&[(0, &[(0, 4096)]), (3, &[(10, 0), (12, 9)])]),
+            run_encoded(&(0..5u16).map(|k| (k, &[(7, 70)][..])).collect::<Vec<_>>()),
+        ];
+        for bytes in &valid {
+            assert!(DistinctBitmap::from_bytes(bytes).is_ok());
+            for cut in 0..bytes.len() {
+                assert!(
+                    DistinctBitmap::from_bytes(&bytes[..cut]).is_err(),
+                    "prefix {cut}"
+                );
+            }
+        }
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..20_000 {
+            let len = rng.below(80);
+            let mut bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            if len > 9 && rng.below(2) == 0 {
+                // Plausible prefix: version 1, a small bucket count, a known cookie.
+                bytes[0] = 1;
+                bytes[1..9].copy_from_slice(&(rng.below(3) as u64).to_le_bytes());
+                if len > 17 {
+                    let cookie = if rng.below(2) == 0 {
+                        COOKIE_NO_RUNS
+                    } else {
+                        COOKIE_RUNS
+                    };
+                    bytes[13..15].copy_from_slice(&(cookie as u16).to_le_bytes());
+                }
+            }
+            if let Ok(bitmap) = DistinctBitmap::from_bytes(&bytes) {
+                assert_eq!(
+                    DistinctBitmap::from_bytes(&bitmap.to_bytes()).unwrap(),
+                    bitmap
+                );
+            }
+        }
+        for _ in 0..5_000 {
+            let mut bytes = valid[rng.below(valid.len())].clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(bytes.len());
+                bytes[at] = rng.next() as u8;
+            }
+            if let Ok(bitmap) = DistinctBitmap::from_bytes(&bytes) {
+                let again = DistinctBitmap::from_bytes(&bitmap.to_bytes()).unwrap();
+                assert_eq!(again, bitmap);
+                assert_eq!(again.cardinality(), bitmap.iter().count() as u64);
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Measures and their stored, mergeable states.
+
+pub mod bitmap;
+pub mod hll;

@@ -1,0 +1,176 @@
+//! The descriptors users write (as JSON): project, source table, data model and cube.
+//! They are plain data; `model::layout` validates them and resolves names and types.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A project groups tables, models and cubes; unqualified table names in SQL resolve in it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectDesc {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// File format of a source table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceFormat {
+    Parquet,
+    Csv,
+}
+
+/// A source table: files under `kylin.source.url` and their columns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableDesc {
+    pub project: String,
+    pub name: String,
+    /// A file or directory, relative to `kylin.source.url` unless absolute.
+    pub location: String,
+    pub format: SourceFormat,
+    pub columns: Vec<ColumnDesc>,
+}
+
+/// A column and its SQL type name (`integer`, `bigint`, `double`, `varchar`, `date`, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnDesc {
+    pub name: String,
+    pub data_type: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinKind {
+    Inner,
+    Left,
+}
+
+/// A lookup table joined to the fact table on `foreign_key` (fact columns) = `primary_key`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupDesc {
+    pub table: String,
+    pub join: JoinKind,
+    pub foreign_key: Vec<String>,
+    pub primary_key: Vec<String>,
+}
+
+/// A column computed from fact-table columns, e.g. `v_revenue = lo_extendedprice * lo_discount`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComputedColumnDesc {
+    pub name: String,
+    /// A SQL expression over columns of the fact table.
+    pub expression: String,
+    pub data_type: String,
+}
+
+/// The date column that segments are cut on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionDesc {
+    /// A fact-table column: an integer `yyyyMMdd`, a `date`, or a string in `format`.
+    pub column: String,
+    /// For string columns: `yyyy-MM-dd` (default) or `yyyyMMdd`.
+    #[serde(default)]
+    pub format: Option<String>,
+}
+
+/// A star model: a fact table, its lookups, computed columns and partition column.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelDesc {
+    pub name: String,
+    pub project: String,
+    pub fact_table: String,
+    #[serde(default)]
+    pub lookups: Vec<LookupDesc>,
+    #[serde(default)]
+    pub computed_columns: Vec<ComputedColumnDesc>,
+    #[serde(default)]
+    pub partition: Option<PartitionDesc>,
+}
+
+/// A dimension: either a normal column (`column`), or lookup columns answered through the
+/// fact table's foreign key (`table` + `derived`), which stores only the key in cuboids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimensionDesc {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub derived: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MeasureFunction {
+    Sum,
+    Count,
+    Min,
+    Max,
+    CountDistinct,
+}
+
+/// A measure. `column` is a model column or computed column; COUNT takes none (or `*`).
+/// COUNT_DISTINCT's `distinct` is `hll` / `hll(P)` (approximate, precision P, default 12) or
+/// `bitmap` (exact, integer columns).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeasureDesc {
+    pub name: String,
+    pub function: MeasureFunction,
+    #[serde(default)]
+    pub column: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distinct: Option<String>,
+}
+
+/// An aggregation group prunes the 2^n cuboids: only combinations of `includes` that contain
+/// every `mandatory` dimension, a prefix of each hierarchy and all-or-none of each joint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AggregationGroupDesc {
+    pub includes: Vec<String>,
+    #[serde(default)]
+    pub mandatory: Vec<String>,
+    #[serde(default)]
+    pub hierarchies: Vec<Vec<String>>,
+    #[serde(default)]
+    pub joints: Vec<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CubeDesc {
+    pub name: String,
+    pub model: String,
+    pub dimensions: Vec<DimensionDesc>,
+    pub measures: Vec<MeasureDesc>,
+    pub aggregation_groups: Vec<AggregationGroupDesc>,
+    /// Rowkey order of the stored columns; defaults to the order of `dimensions`.
+    #[serde(default)]
+    pub rowkey: Vec<String>,
+    /// Segments ending more than this many days before the newest segment's end are dropped.
+    #[serde(default)]
+    pub retention_range_days: Option<u32>,
+}
+
+/// Parses a descriptor from JSON; the error names the kind of descriptor and where it broke.
+pub fn from_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Json {
+        what: what.to_string(),
+        source,
+    })
+}
+
+/// Serializes a descriptor as pretty JSON (metadata files are meant to be read by people).
+pub fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(value).expect("descriptors always serialize")
+}

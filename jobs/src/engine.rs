@@ -1,0 +1,637 @@
+//! The job engine: submits build, merge and refresh jobs, runs them, and recovers jobs left
+//! RUNNING by a process that died.
+//!
+//! Safety rests on two rules. (1) A segment is created NEW at submission and turns READY only
+//! by a check-and-put on the cube instance after all its blocks are durable; queries read only
+//! READY segments. (2) Every job update checks that the job is still RUNNING and owned by this
+//! process; a discarded or taken-over job stops at its next progress report and never commits.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use qilin_engine::build::{self, BuildOptions, Progress};
+use qilin_engine::config::Config;
+use qilin_engine::error::{Error, Result};
+use qilin_engine::metadata::managers::{job_path, Metadata};
+use qilin_engine::model::{
+    now_ms, segment_name, CubeInstance, CuboidStats, Segment, SegmentRange, SegmentStatus,
+};
+use qilin_engine::storage::SegmentStore;
+
+use crate::job::{Job, JobKind, JobStatus, Runner};
+use crate::liveness::{self, is_alive};
+
+/// Called with the job after every recorded change (for progress bars and logs).
+pub type Observer = Arc<dyn Fn(&Job) + Send + Sync>;
+
+/// What `submit_build` did.
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    New(Job),
+    /// The same range was already being built by a job whose process is gone: run it again.
+    Resume(Job),
+}
+
+impl Submitted {
+    pub fn job(&self) -> &Job {
+        match self {
+            Submitted::New(j) | Submitted::Resume(j) => j,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct JobEngine {
+    meta: Metadata,
+    store: Arc<dyn SegmentStore>,
+    config: Config,
+}
+
+impl JobEngine {
+    pub fn new(meta: Metadata, store: Arc<dyn SegmentStore>, config: Config) -> Self {
+        JobEngine {
+            meta,
+            store,
+            config,
+        }
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        &self.meta
+    }
+
+    pub fn segment_store(&self) -> &Arc<dyn SegmentStore> {
+        &self.store
+    }
+
+    pub fn get(&self, id: &str) -> Result<Job> {
+        validate_job_id(id)?;
+        self.meta
+            .get_json::<Job>(&job_path(id))?
+            .map(|(j, _)| j)
+            .ok_or_else(|| Error::NotFound {
+                kind: "job",
+                name: id.to_string(),
+            })
+    }
+
+    /// All jobs, oldest first.
+    pub fn list(&self) -> Result<Vec<Job>> {
+        let mut jobs = Vec::new();
+        for p in self.meta.store().list("/execute")? {
+            if let Some((j, _)) = self.meta.get_json::<Job>(&p)? {
+                jobs.push(j);
+            }
+        }
+        jobs.sort_by_key(|j| j.created_ms);
+        Ok(jobs)
+    }
+
+    /// Whether a job can be (re)started by this process: never started, or left RUNNING or
+    /// STOPPED by a process that is gone.
+    pub fn is_resumable(&self, job: &Job) -> bool {
+        match job.status {
+            JobStatus::Ready | JobStatus::Stopped => true,
+            JobStatus::Running => match &job.runner {
+                Some(r) => !is_alive(r, self.config.job_orphan_timeout_seconds),
+                None => true,
+            },
+            _ => false,
+        }
+    }
+
+    /// Jobs that no live process is running and that can be resumed.
+    pub fn orphans(&self) -> Result<Vec<Job>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|j| self.is_resumable(j))
+            .collect())
+    }
+
+    fn require_range(
+        &self,
+        cube: &str,
+        range: Option<SegmentRange>,
+    ) -> Result<Option<SegmentRange>> {
+        let layout = self
+            .meta
+            .cube_layout(cube, self.config.max_cuboids_per_group)?;
+        match (&layout.partition, range) {
+            (Some(p), None) => Err(Error::Refused(format!(
+                "cube {cube} is partitioned on {}: give the segment's start and end",
+                p.column.column
+            ))),
+            (None, Some(_)) => Err(Error::Refused(format!(
+                "cube {cube}'s model has no partition column: build it without a range"
+            ))),
+            (_, r) => Ok(r),
+        }
+    }
+
+    /// Submits a build of `range`. Refused when it overlaps an existing segment, except that
+    /// a build of exactly this range abandoned by a dead process is handed back for resuming.
+    pub fn submit_build(&self, cube: &str, range: Option<SegmentRange>) -> Result<Submitted> {
+        let range = self.require_range(cube, range)?;
+        let (inst, _) = self.meta.cube_instance(cube)?;
+        for s in inst.segments.iter().filter(|s| s.overlaps(range.as_ref())) {
+            if s.status == SegmentStatus::New && s.range == range && s.replaces.is_empty() {
+                if let Some(job) = s.job_id.as_deref().and_then(|id| self.get(id).ok()) {
+                    if self.is_resumable(&job) {
+                        return Ok(Submitted::Resume(job));
+                    }
+                }
+            }
+        }
+        let seg_id = uuid::Uuid::new_v4().to_string();
+        let job = Job::new(
+            JobKind::Build,
+            cube,
+            &seg_id,
+            &segment_name(range.as_ref()),
+            range,
+        );
+        self.add_segment(&job, vec![])?;
+        Ok(Submitted::New(job))
+    }
+
+    /// Submits a merge of the READY segments inside `range` (at least two, contiguous).
+    pub fn submit_merge(&self, cube: &str, range: SegmentRange) -> Result<Job> {
+        self.require_range(cube, Some(range))?;
+        let (inst, _) = self.meta.cube_instance(cube)?;
+        let inside: Vec<&Segment> = inst
+            .segments
+            .iter()
+            .filter(|s| {
+                s.range
+                    .map(|r| r.start >= range.start && r.end <= range.end)
+                    .unwrap_or(false)
+            })
+            .collect();
+        if let Some(s) = inside.iter().find(|s| s.status != SegmentStatus::Ready) {
+            return Err(Error::Refused(format!(
+                "segment {} is still being built; merge after it is READY",
+                s.name
+            )));
+        }
+        if inside.len() < 2 {
+            return Err(Error::Refused(format!(
+                "merge needs at least two READY segments inside [{}, {}); found {}",
+                range.start,
+                range.end,
+                inside.len()
+            )));
+        }
+        for w in inside.windows(2) {
+            let (a, b) = (
+                w[0].range.expect("partitioned"),
+                w[1].range.expect("partitioned"),
+            );
+            if a.end != b.start {
+                return Err(Error::Refused(format!(
+                    "segments {} and {} are not adjacent (gap from {} to {})",
+                    w[0].name, w[1].name, a.end, b.start
+                )));
+            }
+        }
+        let merged = SegmentRange::new(
+            inside[0].range.expect("partitioned").start,
+            inside[inside.len() - 1].range.expect("partitioned").end,
+        )?;
+        let seg_id = uuid::Uuid::new_v4().to_string();
+        let mut job = Job::new(
+            JobKind::Merge,
+            cube,
+            &seg_id,
+            &segment_name(Some(&merged)),
+            Some(merged),
+        );
+        job.replaces = inside.iter().map(|s| s.id.clone()).collect();
+        self.add_segment(&job, job.replaces.clone())?;
+        Ok(job)
+    }
+
+    /// Submits a rebuild of one READY segment from source; the new segment replaces it
+    /// atomically when it commits.
+    pub fn submit_refresh(&self, cube: &str, segment: &str) -> Result<Job> {
+        let (inst, _) = self.meta.cube_instance(cube)?;
+        let old = inst.segment(segment).ok_or_else(|| Error::NotFound {
+            kind: "segment",
+            name: format!("{segment} of cube {cube}"),
+        })?;
+        if old.status != SegmentStatus::Ready {
+            return Err(Error::Refused(format!(
+                "segment {} is not READY; only READY segments can be refreshed",
+                old.name
+            )));
+        }
+        let seg_id = uuid::Uuid::new_v4().to_string();
+        let mut job = Job::new(JobKind::Refresh, cube, &seg_id, &old.name, old.range);
+        job.replaces = vec![old.id.clone()];
+        self.add_segment(&job, job.replaces.clone())?;
+        Ok(job)
+    }
+
+    /// Records the job, then adds its NEW segment — refused if it overlaps a segment other
+    /// than those it replaces, or if one it replaces is already being replaced.
+    fn add_segment(&self, job: &Job, replaces: Vec<String>) -> Result<()> {
+        self.meta.put_json(&job_path(&job.id), job, None)?;
+        let added = self.meta.update_cube(&job.cube, |inst: &mut CubeInstance| {
+            for s in &inst.segments {
+                if replaces.contains(&s.id) {
+                    continue;
+                }
+                if s.status == SegmentStatus::New && s.replaces.iter().any(|r| replaces.contains(r))
+                {
+                    return Err(Error::Refused(format!(
+                        "segment {} is already being replaced by job {}",
+                        s.name,
+                        s.job_id.as_deref().unwrap_or("?")
+                    )));
+                }
+                if s.overlaps(job.range.as_ref())
+                    && !s.replaces.iter().any(|r| replaces.contains(r))
+                {
+                    return Err(Error::Refused(format!(
+                        "segment {} overlaps existing segment {} ({:?}{})",
+                        job.segment_name,
+                        s.name,
+                        s.status,
+                        s.job_id
+                            .as_deref()
+                            .map(|j| format!(", job {j}"))
+                            .unwrap_or_default()
+                    )));
+                }
+            }
+            inst.segments.push(Segment {
+                id: job.segment_id.clone(),
+                name: job.segment_name.clone(),
+                range: job.range,
+                status: SegmentStatus::New,
+                job_id: Some(job.id.clone()),
+                replaces: replaces.clone(),
+                created_ms: now_ms(),
+                ready_ms: None,
+                source_rows: 0,
+                size_bytes: 0,
+                cuboids: vec![],
+            });
+            Ok(())
+        });
+        if let Err(e) = added {
+            // The job never had a segment: record why and leave nothing behind.
+            let _ = self.update_job(&job.id, None, |j| {
+                j.status = JobStatus::Discarded;
+                j.error = Some(e.to_string());
+                Ok(())
+            });
+            let _ = self.meta.store().check_and_delete(&job_path(&job.id), None);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Read-modify-write of a job. With `owner`, refuses (JobStopped) when the job is no longer
+    /// RUNNING under that runner: the job was discarded or taken over.
+    fn update_job(
+        &self,
+        id: &str,
+        owner: Option<&Runner>,
+        mut f: impl FnMut(&mut Job) -> Result<()>,
+    ) -> Result<Job> {
+        let path = job_path(id);
+        self.meta
+            .update_json::<Job, Job>(&path, |cur| {
+                let mut j = cur.ok_or_else(|| Error::NotFound {
+                    kind: "job",
+                    name: id.to_string(),
+                })?;
+                if let Some(me) = owner {
+                    let mine = j
+                        .runner
+                        .as_ref()
+                        .map(|r| (r.host.as_str(), r.pid, r.start_ticks))
+                        == Some((me.host.as_str(), me.pid, me.start_ticks));
+                    if j.status != JobStatus::Running || !mine {
+                        return Err(Error::JobStopped {
+                            job: id.to_string(),
+                            reason: format!(
+                                "it is now {} (discarded or taken over by another process)",
+                                j.status
+                            ),
+                        });
+                    }
+                }
+                f(&mut j)?;
+                j.updated_ms = now_ms();
+                Ok((j.clone(), j))
+            })
+            .map(|(j, _)| j)
+    }
+
+    /// Discards a job that has not finished: its segment is removed and its data deleted. A
+    /// live runner notices at its next progress report and stops without committing.
+    pub fn discard(&self, id: &str) -> Result<Job> {
+        let job = self.update_job(id, None, |j| {
+            if j.status.is_final() {
+                return Err(Error::Refused(format!(
+                    "job {} is already {}; only unfinished jobs can be discarded",
+                    j.id, j.status
+                )));
+            }
+            j.status = JobStatus::Discarded;
+            j.ended_ms = Some(now_ms());
+            Ok(())
+        })?;
+        self.drop_new_segment(&job)?;
+        Ok(job)
+    }
+
+    /// Removes the job's NEW segment from the cube and deletes its stored data.
+    fn drop_new_segment(&self, job: &Job) -> Result<()> {
+        self.meta.update_cube(&job.cube, |inst| {
+            inst.segments
+                .retain(|s| !(s.id == job.segment_id && s.status == SegmentStatus::New));
+            Ok(())
+        })?;
+        self.store.delete_segment(&job.segment_id)
+    }
+
+    /// Runs (or resumes) a job to completion in this process.
+    pub async fn run(&self, id: &str, observer: Observer) -> Result<Job> {
+        let me = liveness::current_runner();
+        let claimed = self.update_job(id, None, |j| {
+            if !self.is_resumable(j) {
+                return Err(Error::Refused(format!(
+                    "job {} is {}{}; it cannot be started",
+                    j.id,
+                    j.status,
+                    j.runner
+                        .as_ref()
+                        .map(|r| format!(" (run by pid {} on {})", r.pid, r.host))
+                        .unwrap_or_default()
+                )));
+            }
+            j.status = JobStatus::Running;
+            j.runner = Some(me.clone());
+            j.attempts += 1;
+            j.started_ms.get_or_insert(now_ms());
+            j.error = None;
+            for s in &mut j.steps {
+                if s.status != JobStatus::Succeed {
+                    s.status = JobStatus::Ready;
+                }
+            }
+            Ok(())
+        })?;
+        observer(&claimed);
+        let heartbeat = self.spawn_heartbeat(id, &me);
+        let outcome = self.execute(&claimed, &me, observer.clone()).await;
+        heartbeat.abort();
+        match outcome {
+            Ok(()) => {
+                let done = self.update_job(id, Some(&me), |j| {
+                    j.status = JobStatus::Succeed;
+                    j.progress = 1.0;
+                    j.message = "done".into();
+                    j.ended_ms = Some(now_ms());
+                    Ok(())
+                })?;
+                observer(&done);
+                Ok(done)
+            }
+            Err(e) => {
+                let stopped = matches!(e, Error::JobStopped { .. });
+                if !stopped {
+                    let msg = e.to_string();
+                    if let Ok(j) = self.update_job(id, Some(&me), |j| {
+                        j.status = JobStatus::Error;
+                        j.error = Some(msg.clone());
+                        j.ended_ms = Some(now_ms());
+                        let step = j.current_step();
+                        if let Some(s) = j.steps.get_mut(step) {
+                            s.status = JobStatus::Error;
+                        }
+                        Ok(())
+                    }) {
+                        observer(&j);
+                    }
+                }
+                // A failed build leaves nothing: no segment entry, no files. (A job that was
+                // taken over leaves its segment to the new owner.)
+                if let Ok(j) = self.get(id) {
+                    if j.status != JobStatus::Running {
+                        let _ = self.drop_new_segment(&j);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn execute(&self, job: &Job, me: &Runner, observer: Observer) -> Result<()> {
+        let layout = Arc::new(
+            self.meta
+                .cube_layout(&job.cube, self.config.max_cuboids_per_group)?,
+        );
+        // Whatever an earlier attempt wrote is incomplete: start the segment's data afresh.
+        self.store.delete_segment(&job.segment_id)?;
+        self.set_step(job, me, 0, &observer)?;
+
+        let progress = self.progress_reporter(job, me, observer.clone());
+        let (cuboids, source_rows): (Vec<CuboidStats>, u64) = match job.kind {
+            JobKind::Build | JobKind::Refresh => {
+                let opts = BuildOptions {
+                    source_url: self.config.source_url.clone().into(),
+                    block_rows: self.config.block_rows,
+                };
+                let out = build::build_segment(
+                    layout.clone(),
+                    &opts,
+                    self.store.clone(),
+                    &job.segment_id,
+                    job.range,
+                    progress,
+                )
+                .await?;
+                (out.cuboids, out.source_rows)
+            }
+            JobKind::Merge => {
+                let (inst, _) = self.meta.cube_instance(&job.cube)?;
+                let source_rows = inst
+                    .segments
+                    .iter()
+                    .filter(|s| job.replaces.contains(&s.id))
+                    .map(|s| s.source_rows)
+                    .sum();
+                let (store, sources, target, rows) = (
+                    self.store.clone(),
+                    job.replaces.clone(),
+                    job.segment_id.clone(),
+                    self.config.block_rows,
+                );
+                let layout = layout.clone();
+                let stats = tokio::task::spawn_blocking(move || {
+                    build::merge_segments(
+                        &layout,
+                        store.as_ref(),
+                        &sources,
+                        &target,
+                        rows,
+                        &progress,
+                    )
+                })
+                .await
+                .map_err(|e| Error::Refused(format!("merge task failed: {e}")))??;
+                (stats, source_rows)
+            }
+        };
+        self.store.sync_segment(&job.segment_id)?;
+        self.set_step(job, me, 1, &observer)?;
+
+        // Commit: the one check-and-put that makes the segment visible, replacing any merged
+        // or refreshed segments in the same write.
+        let size: u64 = cuboids.iter().map(|c| c.bytes).sum();
+        self.update_job(&job.id, Some(me), |_| Ok(()))?; // still ours, right before commit
+        self.meta.update_cube(&job.cube, |inst| {
+            let seg = inst
+                .segments
+                .iter_mut()
+                .find(|s| s.id == job.segment_id && s.status == SegmentStatus::New)
+                .ok_or_else(|| Error::JobStopped {
+                    job: job.id.clone(),
+                    reason: format!("segment {} was removed while building", job.segment_name),
+                })?;
+            seg.status = SegmentStatus::Ready;
+            seg.ready_ms = Some(now_ms());
+            seg.cuboids = cuboids.clone();
+            seg.source_rows = source_rows;
+            seg.size_bytes = size;
+            seg.job_id = None;
+            seg.replaces.clear();
+            inst.segments.retain(|s| !job.replaces.contains(&s.id));
+            Ok(())
+        })?;
+        for old in &job.replaces {
+            if let Err(e) = self.store.delete_segment(old) {
+                log::warn!(
+                    "job {}: could not delete replaced segment {old}: {e}",
+                    job.id
+                );
+            }
+        }
+        self.apply_retention(&job.cube)?;
+        if job.steps.len() > 2 {
+            self.set_step(job, me, 2, &observer)?;
+        }
+        Ok(())
+    }
+
+    /// Drops READY segments that end more than `retention_range_days` before the newest end.
+    fn apply_retention(&self, cube: &str) -> Result<()> {
+        let desc = self.meta.cube_desc(cube)?;
+        let Some(days) = desc.retention_range_days else {
+            return Ok(());
+        };
+        let dropped = self.meta.update_cube(cube, |inst| {
+            let newest = inst
+                .ready_segments()
+                .filter_map(|s| s.range.map(|r| r.end))
+                .max();
+            let Some(newest) = newest else {
+                return Ok(Vec::new());
+            };
+            let cutoff = newest - chrono::Duration::days(days as i64);
+            let (drop, keep): (Vec<Segment>, Vec<Segment>) =
+                inst.segments.drain(..).partition(|s| {
+                    s.status == SegmentStatus::Ready
+                        && s.range.map(|r| r.end <= cutoff).unwrap_or(false)
+                });
+            inst.segments = keep;
+            Ok(drop.into_iter().map(|s| s.id).collect::<Vec<_>>())
+        })?;
+        for id in dropped {
+            self.store.delete_segment(&id)?;
+        }
+        Ok(())
+    }
+
+    /// Records every `kylin.job.heartbeat-seconds` that this process still runs the job, so
+    /// a job engine on another host can tell a live build from an abandoned one.
+    fn spawn_heartbeat(&self, id: &str, me: &Runner) -> tokio::task::JoinHandle<()> {
+        let (engine, id, me) = (self.clone(), id.to_string(), me.clone());
+        let every = Duration::from_secs(self.config.job_heartbeat_seconds.max(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let (engine, id, me) = (engine.clone(), id.clone(), me.clone());
+                let beat = tokio::task::spawn_blocking(move || {
+                    engine.update_job(&id, Some(&me), |j| {
+                        if let Some(r) = j.runner.as_mut() {
+                            r.heartbeat_ms = now_ms();
+                        }
+                        Ok(())
+                    })
+                })
+                .await;
+                if !matches!(beat, Ok(Ok(_))) {
+                    break; // the job is no longer ours; the build notices at its next report
+                }
+            }
+        })
+    }
+
+    fn set_step(&self, job: &Job, me: &Runner, step: usize, observer: &Observer) -> Result<()> {
+        let j = self.update_job(&job.id, Some(me), |j| {
+            for (i, s) in j.steps.iter_mut().enumerate() {
+                if i < step {
+                    s.status = JobStatus::Succeed;
+                } else if i == step {
+                    s.status = JobStatus::Running;
+                }
+            }
+            Ok(())
+        })?;
+        observer(&j);
+        Ok(())
+    }
+
+    /// A progress callback that records progress in the job at most every 500 ms (and always
+    /// checks ownership then), and heartbeats the runner.
+    fn progress_reporter(&self, job: &Job, me: &Runner, observer: Observer) -> Progress {
+        let engine = self.clone();
+        let id = job.id.clone();
+        let me = me.clone();
+        let last = Mutex::new(Instant::now() - Duration::from_secs(3600));
+        Arc::new(move |fraction: f64, message: &str| {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < Duration::from_millis(500) && fraction < 1.0 {
+                return Ok(());
+            }
+            *last = Instant::now();
+            let j = engine.update_job(&id, Some(&me), |j| {
+                j.progress = fraction.clamp(0.0, 1.0);
+                j.message = message.to_string();
+                if let Some(r) = j.runner.as_mut() {
+                    r.heartbeat_ms = now_ms();
+                }
+                Ok(())
+            })?;
+            observer(&j);
+            Ok(())
+        })
+    }
+}
+
+/// Job ids are UUIDs; anything else would be a path component we did not create.
+fn validate_job_id(id: &str) -> Result<()> {
+    if uuid::Uuid::parse_str(id).is_err() {
+        return Err(Error::InvalidName {
+            kind: "job id",
+            name: id.chars().take(40).collect(),
+            reason: "not a job id (a UUID such as 5f0c…); see `qilin-jobs jobs list`".into(),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,143 @@
+//! A job as stored at `/execute/<id>.json`: what it builds, its steps, state, progress and
+//! error, and which process runs it (so a job left RUNNING by a dead process is found).
+
+use qilin_engine::model::{now_ms, SegmentRange};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobKind {
+    Build,
+    Merge,
+    Refresh,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum JobStatus {
+    /// Submitted, not started.
+    Ready,
+    Running,
+    Succeed,
+    Error,
+    /// Interrupted; can be resumed.
+    Stopped,
+    /// Given up by the user; its segment is gone.
+    Discarded,
+}
+
+impl JobStatus {
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeed | JobStatus::Error | JobStatus::Discarded
+        )
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = serde_json::to_value(self).ok();
+        f.write_str(s.as_ref().and_then(|v| v.as_str()).unwrap_or("?"))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStep {
+    pub name: String,
+    pub status: JobStatus,
+}
+
+/// The process running a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Runner {
+    pub host: String,
+    pub pid: u32,
+    /// Start time of the process (Linux clock ticks since boot), so a reused pid is not
+    /// mistaken for the runner.
+    #[serde(default)]
+    pub start_ticks: u64,
+    pub heartbeat_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub kind: JobKind,
+    pub cube: String,
+    /// The NEW segment this job produces.
+    pub segment_id: String,
+    pub segment_name: String,
+    pub range: Option<SegmentRange>,
+    /// Merge and refresh: READY segments replaced on commit.
+    #[serde(default)]
+    pub replaces: Vec<String>,
+    pub status: JobStatus,
+    pub steps: Vec<JobStep>,
+    pub progress: f64,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    #[serde(default)]
+    pub started_ms: Option<i64>,
+    #[serde(default)]
+    pub ended_ms: Option<i64>,
+    #[serde(default)]
+    pub runner: Option<Runner>,
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+impl Job {
+    pub fn new(
+        kind: JobKind,
+        cube: &str,
+        segment_id: &str,
+        segment_name: &str,
+        range: Option<SegmentRange>,
+    ) -> Job {
+        let steps: &[&str] = match kind {
+            JobKind::Build => &["Build cuboids", "Commit segment"],
+            JobKind::Merge => &["Merge cuboids", "Commit segment", "Drop merged segments"],
+            JobKind::Refresh => &["Build cuboids", "Commit segment", "Drop replaced segment"],
+        };
+        let now = now_ms();
+        Job {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind,
+            cube: cube.to_string(),
+            segment_id: segment_id.to_string(),
+            segment_name: segment_name.to_string(),
+            range,
+            replaces: Vec::new(),
+            status: JobStatus::Ready,
+            steps: steps
+                .iter()
+                .map(|s| JobStep {
+                    name: s.to_string(),
+                    status: JobStatus::Ready,
+                })
+                .collect(),
+            progress: 0.0,
+            message: String::new(),
+            error: None,
+            created_ms: now,
+            updated_ms: now,
+            started_ms: None,
+            ended_ms: None,
+            runner: None,
+            attempts: 0,
+        }
+    }
+
+    /// Index of the step in progress (or the last one).
+    pub fn current_step(&self) -> usize {
+        self.steps
+            .iter()
+            .position(|s| s.status != JobStatus::Succeed)
+            .unwrap_or(self.steps.len().saturating_sub(1))
+    }
+}

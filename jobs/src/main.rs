@@ -1,0 +1,372 @@
+//! `qilin-jobs`: submit and run cube builds, merges and refreshes; list, show and discard
+//! jobs; create the SSB sample.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use qilin_engine::config::{Config, DEFAULT_CONF_PATH};
+use qilin_engine::metadata::{managers::Metadata, open_store};
+use qilin_engine::model::{SegmentRange, SegmentStatus};
+use qilin_engine::sample::ssb;
+use qilin_engine::storage::open_segment_store;
+use qilin_jobs::{Job, JobEngine, JobStatus, Observer, Submitted};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "qilin-jobs",
+    version,
+    about = "Qilin job engine: build cube segments and manage jobs"
+)]
+struct Cli {
+    /// Configuration file (Java properties). Every key can also be set by an environment
+    /// variable: KYLIN_METADATA_URL for kylin.metadata.url, and so on.
+    #[arg(long, global = true, default_value = DEFAULT_CONF_PATH)]
+    conf: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a segment of a cube from the source tables.
+    Build {
+        #[arg(long)]
+        cube: String,
+        /// First day of the segment (YYYY-MM-DD), for partitioned cubes.
+        #[arg(long, requires = "end")]
+        start: Option<String>,
+        /// Day after the last day of the segment (exclusive).
+        #[arg(long, requires = "start")]
+        end: Option<String>,
+    },
+    /// Merge the adjacent READY segments inside [start, end) into one.
+    Merge {
+        #[arg(long)]
+        cube: String,
+        #[arg(long)]
+        start: String,
+        #[arg(long)]
+        end: String,
+    },
+    /// Rebuild one segment from source; the new one replaces it atomically.
+    Refresh {
+        #[arg(long)]
+        cube: String,
+        /// Segment name (e.g. 19920101000000_19990101000000) or id.
+        #[arg(long)]
+        segment: String,
+    },
+    /// List, show or discard jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// List the segments of a cube.
+    Segments {
+        #[arg(long)]
+        cube: String,
+    },
+    /// Generate the Star Schema Benchmark data, register project `ssb` and build its cube.
+    Sample {
+        /// SSB scale factor (1 = 6 million lineorder rows); default kylin.sample.scale.
+        #[arg(long)]
+        scale: Option<f64>,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// All jobs, oldest first.
+    List {
+        #[arg(long)]
+        cube: Option<String>,
+    },
+    /// One job with its steps and error.
+    Show { id: String },
+    /// Give up an unfinished job; its segment and data are removed.
+    Discard { id: String },
+    /// Run a job that was submitted or left behind by a process that died.
+    Resume { id: String },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the config: the given file, or built-in defaults when the default path is absent.
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    let file = if path == Path::new(DEFAULT_CONF_PATH) && !path.exists() {
+        None
+    } else {
+        Some(path)
+    };
+    Ok(Config::load(file)?)
+}
+
+fn open_engine(config: &Config) -> anyhow::Result<JobEngine> {
+    let store = open_store(&config.metadata_url).context("opening the metadata store")?;
+    let segments = open_segment_store(&config.storage_url).context("opening segment storage")?;
+    Ok(JobEngine::new(
+        Metadata::new(store),
+        segments,
+        config.clone(),
+    ))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli.conf)?;
+    let engine = open_engine(&config)?;
+    match cli.command {
+        Command::Build { cube, start, end } => {
+            let range = match (start, end) {
+                (Some(s), Some(e)) => Some(SegmentRange::parse(&s, &e)?),
+                _ => None,
+            };
+            let job = submit_build(&engine, &cube, range)?;
+            run_job(&engine, &job.id).await
+        }
+        Command::Merge { cube, start, end } => {
+            let job = engine.submit_merge(&cube, SegmentRange::parse(&start, &end)?)?;
+            eprintln!(
+                "submitted job {} (merge into {} of cube {cube})",
+                job.id, job.segment_name
+            );
+            run_job(&engine, &job.id).await
+        }
+        Command::Refresh { cube, segment } => {
+            let job = engine.submit_refresh(&cube, &segment)?;
+            eprintln!(
+                "submitted job {} (refresh {} of cube {cube})",
+                job.id, job.segment_name
+            );
+            run_job(&engine, &job.id).await
+        }
+        Command::Jobs { command } => jobs_command(&engine, command).await,
+        Command::Segments { cube } => {
+            let (inst, _) = engine.metadata().cube_instance(&cube)?;
+            println!(
+                "{:<36}  {:<30}  {:<5}  {:>12}  {:>8}  {:>12}",
+                "ID", "NAME", "STATUS", "SOURCE_ROWS", "CUBOIDS", "BYTES"
+            );
+            for s in &inst.segments {
+                println!(
+                    "{:<36}  {:<30}  {:<5}  {:>12}  {:>8}  {:>12}",
+                    s.id,
+                    s.name,
+                    if s.status == SegmentStatus::Ready {
+                        "READY"
+                    } else {
+                        "NEW"
+                    },
+                    s.source_rows,
+                    s.cuboids.len(),
+                    s.size_bytes
+                );
+            }
+            Ok(())
+        }
+        Command::Sample { scale } => {
+            sample(&engine, &config, scale.unwrap_or(config.sample_scale)).await
+        }
+    }
+}
+
+async fn jobs_command(engine: &JobEngine, command: JobsCommand) -> anyhow::Result<()> {
+    match command {
+        JobsCommand::List { cube } => {
+            println!(
+                "{:<36}  {:<7}  {:<16}  {:<30}  {:<9}  {:>5}",
+                "ID", "TYPE", "CUBE", "SEGMENT", "STATUS", "PROG"
+            );
+            for j in engine.list()? {
+                if cube.as_deref().is_some_and(|c| c != j.cube) {
+                    continue;
+                }
+                let status = if j.status == JobStatus::Running && engine.is_resumable(&j) {
+                    "RUNNING (process gone; resume it)".to_string()
+                } else {
+                    j.status.to_string()
+                };
+                println!(
+                    "{:<36}  {:<7}  {:<16}  {:<30}  {:<9}  {:>4.0}%",
+                    j.id,
+                    format!("{:?}", j.kind).to_uppercase(),
+                    j.cube,
+                    j.segment_name,
+                    status,
+                    j.progress * 100.0
+                );
+            }
+            Ok(())
+        }
+        JobsCommand::Show { id } => {
+            let j = engine.get(&id)?;
+            println!("{}", serde_json::to_string_pretty(&j)?);
+            Ok(())
+        }
+        JobsCommand::Discard { id } => {
+            let j = engine.discard(&id)?;
+            eprintln!("job {} discarded; segment {} removed", j.id, j.segment_name);
+            Ok(())
+        }
+        JobsCommand::Resume { id } => run_job(engine, &id).await,
+    }
+}
+
+/// Submits a build (or finds the abandoned one for the same range) and says which.
+fn submit_build(
+    engine: &JobEngine,
+    cube: &str,
+    range: Option<SegmentRange>,
+) -> anyhow::Result<Job> {
+    Ok(match engine.submit_build(cube, range)? {
+        Submitted::New(j) => {
+            eprintln!(
+                "submitted job {} (build {} of cube {cube})",
+                j.id, j.segment_name
+            );
+            j
+        }
+        Submitted::Resume(j) => {
+            eprintln!(
+                "resuming job {} (build {} of cube {cube}), left unfinished by a process that is gone",
+                j.id, j.segment_name
+            );
+            j
+        }
+    })
+}
+
+/// Runs a job in this process with a progress bar on a terminal, plain lines otherwise.
+async fn run_job(engine: &JobEngine, id: &str) -> anyhow::Result<()> {
+    let observer = progress_observer();
+    let job = engine
+        .run(id, observer)
+        .await
+        .with_context(|| format!("job {id} failed"))?;
+    let (inst, _) = engine.metadata().cube_instance(&job.cube)?;
+    let seg = inst.segment(&job.segment_id);
+    eprintln!(
+        "job {} SUCCEED: segment {} READY ({} source rows, {} cuboids, {} bytes)",
+        job.id,
+        job.segment_name,
+        seg.map(|s| s.source_rows).unwrap_or(0),
+        seg.map(|s| s.cuboids.len()).unwrap_or(0),
+        seg.map(|s| s.size_bytes).unwrap_or(0)
+    );
+    Ok(())
+}
+
+fn progress_observer() -> Observer {
+    if std::io::stderr().is_terminal() {
+        let bar = ProgressBar::new(1000);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {percent:>3}% {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        Arc::new(move |j: &Job| {
+            bar.set_position((j.progress * 1000.0) as u64);
+            let step = j
+                .steps
+                .get(j.current_step())
+                .map(|s| s.name.as_str())
+                .unwrap_or("");
+            bar.set_message(format!("{step}: {}", j.message));
+            if j.status.is_final() {
+                bar.finish_and_clear();
+            }
+        })
+    } else {
+        // Plain lines: one per step change and per 10% of progress.
+        let last = Mutex::new((usize::MAX, -1i64));
+        Arc::new(move |j: &Job| {
+            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+            let step = j.current_step();
+            let decile = (j.progress * 10.0).floor() as i64;
+            if (step, decile) != *last || j.status.is_final() {
+                *last = (step, decile);
+                let name = j.steps.get(step).map(|s| s.name.as_str()).unwrap_or("");
+                eprintln!(
+                    "job {} {} step {}/{} {name}: {:.0}% {}",
+                    j.id,
+                    j.status,
+                    step + 1,
+                    j.steps.len(),
+                    j.progress * 100.0,
+                    j.message
+                );
+            }
+        })
+    }
+}
+
+/// Generates SSB, registers the sample and builds its single segment (idempotent).
+async fn sample(engine: &JobEngine, config: &Config, scale: f64) -> anyhow::Result<()> {
+    if !(scale > 0.0 && scale <= 1000.0) {
+        bail!("--scale must be in (0, 1000], got {scale}");
+    }
+    let meta = engine.metadata();
+    let source = PathBuf::from(&config.source_url);
+    if let Ok((inst, _)) = meta.cube_instance(ssb::CUBE) {
+        let marker =
+            std::fs::read_to_string(source.join(ssb::SOURCE_DIR).join("SCALE")).unwrap_or_default();
+        let ready = inst.ready_segments().count() > 0;
+        if ready && marker.trim() == scale.to_string() {
+            eprintln!(
+                "the SSB sample at scale {scale} is already built (cube {})",
+                ssb::CUBE
+            );
+            return Ok(());
+        }
+        if !inst.segments.is_empty() && marker.trim() != scale.to_string() {
+            bail!(
+                "the SSB sample exists at scale {} in this store; use another kylin.metadata.url / kylin.storage.url / kylin.source.url for scale {scale}",
+                marker.trim()
+            );
+        }
+    }
+    eprintln!(
+        "preparing the SSB sample at scale {scale} under {}",
+        source.join(ssb::SOURCE_DIR).display()
+    );
+    let started = std::time::Instant::now();
+    let layout = ssb::install(meta, &source, scale, config.max_cuboids_per_group).await?;
+    eprintln!(
+        "registered project {}, model {}, cube {} ({} cuboids) in {:.1}s",
+        ssb::PROJECT,
+        ssb::MODEL,
+        ssb::CUBE,
+        layout.cuboids.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let job = submit_build(engine, ssb::CUBE, Some(ssb::full_range()))?;
+    run_job(engine, &job.id).await
+}

@@ -1,0 +1,147 @@
+//! Shared support for Qilin's end-to-end tests: a throw-away installation (metadata, segments
+//! and source data in a temp dir) and an oracle that runs SQL with DataFusion directly on the
+//! raw Parquet files, independent of Qilin's own source handling.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use qilin_engine::config::Config;
+use qilin_engine::metadata::{managers::Metadata, LocalResourceStore};
+use qilin_engine::model::SegmentRange;
+use qilin_engine::sample::ssb;
+use qilin_engine::storage::LocalSegmentStore;
+use qilin_jobs::{Job, JobEngine, Observer};
+
+/// A complete local installation in a temp dir.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub config: Config,
+    pub engine: JobEngine,
+}
+
+impl TestEnv {
+    /// A fresh installation whose source dir is `source` (shared between envs to save time).
+    pub fn new(source: &Path) -> TestEnv {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let props = format!(
+            "kylin.metadata.url={}\nkylin.storage.url={}\nkylin.source.url={}\nkylin.storage.block-rows=1000\n",
+            dir.path().join("meta").display(),
+            dir.path().join("segments").display(),
+            source.display()
+        );
+        let config = Config::from_parts(&props, "test", |_| None).expect("test config");
+        let store = Arc::new(LocalResourceStore::open(&config.metadata_url).expect("meta store"));
+        let segments =
+            Arc::new(LocalSegmentStore::open(&config.storage_url).expect("segment store"));
+        let engine = JobEngine::new(Metadata::new(store), segments, config.clone());
+        TestEnv {
+            dir,
+            config,
+            engine,
+        }
+    }
+
+    pub fn meta(&self) -> &Metadata {
+        self.engine.metadata()
+    }
+
+    pub fn segments_dir(&self) -> PathBuf {
+        PathBuf::from(&self.config.storage_url)
+    }
+
+    /// Generates (if needed) and registers the SSB sample at `scale`.
+    pub async fn install_sample(&self, scale: f64) {
+        ssb::install(
+            self.meta(),
+            Path::new(&self.config.source_url),
+            scale,
+            self.config.max_cuboids_per_group,
+        )
+        .await
+        .expect("install SSB sample");
+    }
+
+    /// Submits and runs a build of `range`, returning the finished job.
+    pub async fn build(&self, range: &str) -> qilin_engine::Result<Job> {
+        let (s, e) = range
+            .split_once("..")
+            .expect("range like 1992-01-01..1995-01-01");
+        let sub = self
+            .engine
+            .submit_build(ssb::CUBE, Some(SegmentRange::parse(s, e)?))?;
+        self.engine.run(&sub.job().id, quiet()).await
+    }
+}
+
+pub fn quiet() -> Observer {
+    Arc::new(|_: &Job| {})
+}
+
+/// The raw SSB tables registered directly from their Parquet files.
+pub async fn oracle(source: &Path) -> SessionContext {
+    let ctx = SessionContext::new();
+    for t in ssb::TABLES {
+        let p = source.join(ssb::SOURCE_DIR).join(format!("{t}.parquet"));
+        ctx.register_parquet(
+            t,
+            p.to_str().expect("utf-8 path"),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .expect("register raw table");
+    }
+    ctx
+}
+
+/// A cell as text for comparisons (`NULL` for nulls; strings of any string type alike).
+pub fn cell(col: &dyn Array, row: usize) -> String {
+    if col.is_null(row) {
+        return "NULL".into();
+    }
+    match col.data_type() {
+        DataType::Utf8View => col.as_string_view().value(row).to_string(),
+        _ => array_value_to_string(col, row).unwrap_or_else(|e| format!("<{e}>")),
+    }
+}
+
+/// Rows keyed by their first `key_cols` cells.
+pub fn rows_by_key(batches: &[RecordBatch], key_cols: usize) -> BTreeMap<Vec<String>, Vec<String>> {
+    let mut out = BTreeMap::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = b.columns().iter().map(|c| cell(c.as_ref(), r)).collect();
+            let (k, v) = cells.split_at(key_cols);
+            let prev = out.insert(k.to_vec(), v.to_vec());
+            assert!(prev.is_none(), "duplicate group {k:?}");
+        }
+    }
+    out
+}
+
+/// A directory (under `base`, normally `env!("CARGO_TARGET_TMPDIR")`) with the SSB sample
+/// data at `scale`: generated once and reused by later tests and runs (the generator is
+/// deterministic). A file lock serializes generation between threads and processes.
+pub async fn shared_ssb_source(base: &Path, scale: f64) -> PathBuf {
+    let dir = base.join(format!("ssb-source-{scale}"));
+    let marker = dir.join(ssb::SOURCE_DIR).join("SCALE");
+    std::fs::create_dir_all(base).expect("create test tmp dir");
+    let lock =
+        std::fs::File::create(base.join(format!("ssb-source-{scale}.lock"))).expect("lock file");
+    lock.lock().expect("lock");
+    if !marker.exists() {
+        let tmp = base.join(format!("ssb-source-{scale}.tmp"));
+        let _ = std::fs::remove_dir_all(&tmp);
+        qilin_engine::sample::ssbgen::generate_ssb(scale, &tmp.join(ssb::SOURCE_DIR))
+            .await
+            .expect("generate SSB");
+        std::fs::write(tmp.join(ssb::SOURCE_DIR).join("SCALE"), scale.to_string()).expect("marker");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::rename(&tmp, &dir).expect("publish generated data");
+    }
+    dir
+}
