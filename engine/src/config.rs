@@ -345,10 +345,8 @@ pub fn parse_properties(text: &str) -> Vec<(String, String)> {
         } else {
             trimmed
         });
-        if continued {
-            if lines.clone().next().is_some() {
-                continue;
-            }
+        if continued && lines.clone().next().is_some() {
+            continue;
         }
         if let Some(pair) = split_key_value(&logical) {
             out.push(pair);

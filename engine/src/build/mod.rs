@@ -99,7 +99,7 @@ pub async fn build_segment(
             .collect();
         agg.update(&dims, &inputs, batch.num_rows())?;
         batches_seen += 1;
-        if batches_seen % 64 == 0 {
+        if batches_seen.is_multiple_of(64) {
             progress(0.0, &format!("flat table: {} rows read", agg.input_rows()))?;
         }
     }
