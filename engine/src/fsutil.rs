@@ -79,3 +79,14 @@ pub fn sync_tree(root: &Path) -> Result<()> {
     }
     sync_dir(root)
 }
+
+/// The directory a store URL names: a plain path or `file://PATH`. `TABLE@hbase://HOST:PORT`
+/// is refused with a clear message, as this build has no HBase backend.
+pub fn local_dir_of_url<'a>(key: &str, url: &'a str) -> Result<&'a str> {
+    if url.contains("@hbase://") || url.starts_with("hbase://") {
+        return Err(Error::Refused(format!(
+            "{key}={url}: HBase storage is not available in this build; use a local directory"
+        )));
+    }
+    Ok(url.strip_prefix("file://").unwrap_or(url))
+}

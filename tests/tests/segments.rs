@@ -274,13 +274,26 @@ async fn retention_drops_segments_older_than_the_range() {
     env.build("1992-01-01..1994-01-01").await.unwrap();
     env.build("1994-01-01..1996-01-01").await.unwrap();
     let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
-    assert_eq!(inst.segments.len(), 2, "both within three years of the newest end");
+    assert_eq!(
+        inst.segments.len(),
+        2,
+        "both within three years of the newest end"
+    );
     let oldest = inst.segments[0].id.clone();
     env.build("1996-01-01..1998-01-01").await.unwrap();
     let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
     let names: Vec<&str> = inst.segments.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, vec!["19940101000000_19960101000000", "19960101000000_19980101000000"]);
-    assert!(!segment_dirs(&env).contains(&oldest), "the dropped segment's data is deleted");
+    assert_eq!(
+        names,
+        vec![
+            "19940101000000_19960101000000",
+            "19960101000000_19980101000000"
+        ]
+    );
+    assert!(
+        !segment_dirs(&env).contains(&oldest),
+        "the dropped segment's data is deleted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,15 +309,26 @@ async fn an_unpartitioned_model_builds_one_full_segment() {
     cube.model = "ssb_flat".into();
     env.meta().save_cube(&cube, 4096).unwrap();
 
-    let refused = env.engine.submit_build("ssb_flat_cube", Some(SegmentRange::parse("1992-01-01", "1993-01-01").unwrap()));
-    assert!(matches!(refused, Err(Error::Refused(ref m)) if m.contains("no partition column")), "{refused:?}");
+    let refused = env.engine.submit_build(
+        "ssb_flat_cube",
+        Some(SegmentRange::parse("1992-01-01", "1993-01-01").unwrap()),
+    );
+    assert!(
+        matches!(refused, Err(Error::Refused(ref m)) if m.contains("no partition column")),
+        "{refused:?}"
+    );
     let job = env.engine.submit_build("ssb_flat_cube", None).unwrap();
     env.engine.run(&job.job().id, quiet()).await.unwrap();
     let (inst, _) = env.meta().cube_instance("ssb_flat_cube").unwrap();
     assert_eq!(inst.segments.len(), 1);
     assert_eq!(inst.segments[0].name, "FULL_BUILD");
     assert_eq!(inst.segments[0].status, SegmentStatus::Ready);
-    assert!(matches!(env.engine.submit_build("ssb_flat_cube", None), Err(Error::Refused(_))));
+    assert!(matches!(
+        env.engine.submit_build("ssb_flat_cube", None),
+        Err(Error::Refused(_))
+    ));
     // The partitioned sample cube insists on a range.
-    assert!(matches!(env.engine.submit_build(ssb::CUBE, None), Err(Error::Refused(ref m)) if m.contains("lo_orderdate")));
+    assert!(
+        matches!(env.engine.submit_build(ssb::CUBE, None), Err(Error::Refused(ref m)) if m.contains("lo_orderdate"))
+    );
 }

@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryBuilder, Float64Array, Int64Array, RecordBatch,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BinaryBuilder, Float64Array, Int64Array,
+    PrimitiveArray, RecordBatch,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, SchemaRef};
@@ -68,11 +69,23 @@ impl States {
     }
 }
 
-fn fold_opt<T: Copy>(slot: &mut Option<T>, v: T, f: impl Fn(T, T) -> T) {
-    *slot = Some(match *slot {
-        Some(cur) => f(cur, v),
-        None => v,
-    });
+/// Folds each valid value of `a` into its group's slot with `f` (the first value just lands).
+fn fold_column<T: ArrowPrimitiveType>(
+    slots: &mut [Option<T::Native>],
+    a: &PrimitiveArray<T>,
+    group_of: &[u32],
+    f: impl Fn(T::Native, T::Native) -> T::Native,
+) {
+    for (i, &g) in group_of.iter().enumerate() {
+        if a.is_valid(i) {
+            let slot = &mut slots[g as usize];
+            let v = a.value(i);
+            *slot = Some(match *slot {
+                Some(cur) => f(cur, v),
+                None => v,
+            });
+        }
+    }
 }
 
 /// Hash aggregation into cuboid rows.
@@ -223,43 +236,26 @@ impl Aggregator {
                     }
                 }
             }
-            States::SumFloat(v) => {
-                let a = as_f64(need()?)?;
-                for (i, &g) in group_of.iter().enumerate() {
-                    if a.is_valid(i) {
-                        fold_opt(&mut v[g as usize], a.value(i), |x, y| x + y);
-                    }
-                }
-            }
+            States::SumFloat(v) => fold_column(v, &as_f64(need()?)?, group_of, |x, y| x + y),
             States::MinInt(v) | States::MaxInt(v) => {
-                let is_min = matches!(self.kinds[m], StateKind::MinInt);
-                let a = as_i64(need()?)?;
-                for (i, &g) in group_of.iter().enumerate() {
-                    if a.is_valid(i) {
-                        fold_opt(&mut v[g as usize], a.value(i), |x, y| {
-                            if is_min {
-                                x.min(y)
-                            } else {
-                                x.max(y)
-                            }
-                        });
+                let min = matches!(self.kinds[m], StateKind::MinInt);
+                fold_column(v, &as_i64(need()?)?, group_of, |x, y| {
+                    if min {
+                        x.min(y)
+                    } else {
+                        x.max(y)
                     }
-                }
+                })
             }
             States::MinFloat(v) | States::MaxFloat(v) => {
-                let is_min = matches!(self.kinds[m], StateKind::MinFloat);
-                let a = as_f64(need()?)?;
-                for (i, &g) in group_of.iter().enumerate() {
-                    if a.is_valid(i) {
-                        fold_opt(&mut v[g as usize], a.value(i), |x, y| {
-                            if is_min {
-                                x.min(y)
-                            } else {
-                                x.max(y)
-                            }
-                        });
+                let min = matches!(self.kinds[m], StateKind::MinFloat);
+                fold_column(v, &as_f64(need()?)?, group_of, |x, y| {
+                    if min {
+                        x.min(y)
+                    } else {
+                        x.max(y)
                     }
-                }
+                })
             }
             States::Count(v) => match (raw, input) {
                 (true, None) => {

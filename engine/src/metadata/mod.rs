@@ -53,15 +53,9 @@ pub trait ResourceStore: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Opens the store named by `kylin.metadata.url`. Only local directories are supported here;
-/// `TABLE@hbase://HOST:PORT` is refused with a clear message until the HBase backend exists.
+/// Opens the store named by `kylin.metadata.url` (a local directory here).
 pub fn open_store(url: &str) -> Result<Arc<dyn ResourceStore>> {
-    if url.contains("@hbase://") || url.starts_with("hbase://") {
-        return Err(Error::Refused(format!(
-            "kylin.metadata.url={url}: the HBase metadata store is not available in this build"
-        )));
-    }
-    let path = url.strip_prefix("file://").unwrap_or(url);
+    let path = crate::fsutil::local_dir_of_url("kylin.metadata.url", url)?;
     Ok(Arc::new(LocalResourceStore::open(path)?))
 }
 

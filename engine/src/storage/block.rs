@@ -260,7 +260,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalSegmentStore::open(dir.path()).unwrap();
         let b = batch(25);
-        let m = write_cuboid(&store, "abc", 7, &b.schema(), std::slice::from_ref(&b), 2, 10).unwrap();
+        let m = write_cuboid(
+            &store,
+            "abc",
+            7,
+            &b.schema(),
+            std::slice::from_ref(&b),
+            2,
+            10,
+        )
+        .unwrap();
         assert_eq!(m.rows, 25);
         assert_eq!(m.blocks.len(), 3);
         assert_eq!(

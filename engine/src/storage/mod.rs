@@ -35,12 +35,7 @@ pub trait SegmentStore: Send + Sync + std::fmt::Debug {
 
 /// Opens the store named by `kylin.storage.url` (a local directory here).
 pub fn open_segment_store(url: &str) -> Result<Arc<dyn SegmentStore>> {
-    if url.contains("@hbase://") || url.starts_with("hbase://") {
-        return Err(Error::Refused(format!(
-            "kylin.storage.url={url}: HBase segment storage is not available in this build"
-        )));
-    }
-    let path = url.strip_prefix("file://").unwrap_or(url);
+    let path = crate::fsutil::local_dir_of_url("kylin.storage.url", url)?;
     Ok(Arc::new(LocalSegmentStore::open(path)?))
 }
 
