@@ -280,12 +280,7 @@ impl JobEngine {
             Ok(())
         });
         if let Err(e) = added {
-            // The job never had a segment: record why and leave nothing behind.
-            let _ = self.update_job(&job.id, None, |j| {
-                j.status = JobStatus::Discarded;
-                j.error = Some(e.to_string());
-                Ok(())
-            });
+            // The refused job never had a segment: leave no record of it behind.
             let _ = self.meta.store().check_and_delete(&job_path(&job.id), None);
             return Err(e);
         }

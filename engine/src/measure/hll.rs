@@ -53,8 +53,10 @@
 //! registers in through a series that behaves like linear counting at small cardinalities
 //! and corrects saturated registers at the top. The classic "raw estimate, linear counting
 //! below 2.5m" rule has a bias jump at the switch: measured at +2.3% for `p = 12` and `p = 16`
-//! (1.4 and 5.7 standard errors) just above `n = 2.5m`. This estimator has no switch and
-//! stayed within 0.1% bias over `1..1e6` distinct values in simulation.
+//! (1.4 and 5.7 standard errors) just above `n = 2.5m`. This estimator has no switch; in
+//! simulation over `1..1e6` distinct values its mean error stayed within 0.3 standard errors
+//! for `p >= 8` and its RMS error near the nominal `1.04 / sqrt(m)`. At `p = 4` it is biased
+//! about +7% (0.27 standard errors) and, as with any 16-register sketch, has a long tail.
 
 use xxhash_rust::xxh64::xxh64;
 

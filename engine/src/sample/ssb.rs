@@ -3,7 +3,7 @@
 //!
 //! The cube follows the shape of the public ssb-kylin cube (date, customer, supplier and part
 //! hierarchies, the measures the 13 SSB queries need) but splits its aggregation groups by
-//! query family, which keeps the cuboid count near 180 instead of thousands:
+//! query family, which keeps the cuboid count at 147 instead of thousands:
 //! 1. Q1.x — year > yearmonthnum, week, discount, quantity;
 //! 2. Q3.x — year > yearmonth, customer and supplier region > nation > city;
 //! 3. Q2.x/Q4.x — year, customer region > nation, supplier region > nation > city,
