@@ -31,88 +31,87 @@ struct KeySpec {
     key: &'static str,
     alias: Option<&'static str>,
     default: &'static str,
-    doc: &'static str,
 }
 
-/// Every key Qilin reads. The README's configuration table is generated from the same facts.
+/// Every key Qilin reads, with its default. Keep the README's configuration table in step.
 const KEYS: &[KeySpec] = &[
+    // metadata store: a local directory
     KeySpec {
         key: "kylin.metadata.url",
         alias: None,
         default: "data/meta",
-        doc: "metadata store: a local directory",
     },
+    // segment storage: a local directory
     KeySpec {
         key: "kylin.storage.url",
         alias: None,
         default: "data/segments",
-        doc: "segment storage: a local directory",
     },
+    // directory that source table files are resolved against
     KeySpec {
         key: "kylin.source.url",
         alias: None,
         default: "data/source",
-        doc: "directory that source table files are resolved against",
     },
+    // all | query | job
     KeySpec {
         key: "kylin.server.mode",
         alias: None,
         default: "all",
-        doc: "all | query | job",
     },
+    // comma-separated host:port of every instance to notify of metadata changes
     KeySpec {
         key: "kylin.rest.servers",
         alias: Some("kylin.server.cluster-servers"),
         default: "",
-        doc: "comma-separated host:port of every instance to notify of metadata changes",
     },
+    // address the query server binds
     KeySpec {
         key: "kylin.server.host",
         alias: None,
         default: "127.0.0.1",
-        doc: "address the query server binds",
     },
+    // port the query server binds
     KeySpec {
         key: "kylin.server.port",
         alias: None,
         default: "7070",
-        doc: "port the query server binds",
     },
+    // SSB scale factor of the sample created on an empty embedded store
     KeySpec {
         key: "kylin.sample.scale",
         alias: None,
         default: "0.1",
-        doc: "SSB scale factor of the sample created on an empty embedded store",
     },
+    // run queries no cube can answer on the raw source tables
     KeySpec {
         key: "kylin.query.pushdown.enabled",
         alias: None,
         default: "false",
-        doc: "run queries no cube can answer on the raw source tables",
     },
+    // most cuboids one aggregation group may produce
     KeySpec {
         key: "kylin.cube.aggrgroup.max-combination",
         alias: None,
         default: "4096",
-        doc: "most cuboids one aggregation group may produce",
     },
+    // rows per stored block (the unit of pruning and checksums)
     KeySpec {
         key: "kylin.storage.block-rows",
         alias: None,
         default: "8192",
-        doc: "rows per stored block (the unit of pruning and checksums)",
     },
+    // how often a running job records that its process is alive
     KeySpec {
         key: "kylin.job.heartbeat-seconds",
         alias: None,
         default: "5",
-        doc: "how often a running job records that its process is alive",
     },
+    // a RUNNING job whose heartbeat is older than this is taken over
     KeySpec {
         key: "kylin.job.orphan-timeout-seconds",
         alias: None,
         default: "60",
-        doc: "a RUNNING job whose heartbeat is older than this is taken over",
     },
 ];
 
@@ -285,11 +284,6 @@ impl Config {
             job_orphan_timeout_seconds: parse_key(&get, "kylin.job.orphan-timeout-seconds")?,
             values,
         })
-    }
-
-    /// Every key Qilin knows with its default and meaning (for `--help` texts and docs).
-    pub fn known_keys() -> impl Iterator<Item = (&'static str, &'static str, &'static str)> {
-        KEYS.iter().map(|k| (k.key, k.default, k.doc))
     }
 }
 

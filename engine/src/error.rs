@@ -1,8 +1,6 @@
 //! The engine's error type. Every variant names the object at fault so that a message alone
 //! tells the user what to fix; the server maps variants to gRPC codes in one place.
 
-use std::path::PathBuf;
-
 use crate::measure::hll::SketchError;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -83,9 +81,4 @@ impl Error {
             detail: detail.into(),
         }
     }
-}
-
-/// Helper for file paths in messages.
-pub fn display_path(p: &std::path::Path) -> String {
-    PathBuf::from(p).display().to_string()
 }

@@ -129,10 +129,6 @@ impl Aggregator {
         self.input_rows
     }
 
-    pub fn groups(&self) -> usize {
-        self.groups.len()
-    }
-
     /// The schema of the output: dimensions then one column per measure state.
     pub fn output_schema(&self) -> SchemaRef {
         let mut fields = self.dim_fields.clone();

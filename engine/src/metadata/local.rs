@@ -27,10 +27,6 @@ impl LocalResourceStore {
         Ok(LocalResourceStore { root })
     }
 
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     fn file_of(&self, path: &str) -> Result<PathBuf> {
         validate_path(path)?;
         Ok(self.root.join("res").join(&path[1..]))

@@ -503,7 +503,6 @@ pub fn resolve_cube(
         ));
     }
     let cols = model_columns(model, tables)?;
-    let fact = model.fact_table.to_ascii_lowercase();
 
     // Dimensions → rowkey columns (derived dimensions store their foreign key).
     let mut stored: Vec<ModelColumn> = Vec::new();
@@ -598,7 +597,6 @@ pub fn resolve_cube(
             ));
         }
     }
-    let _ = fact;
 
     // Rowkey order: explicit, or the order of the dimensions.
     let rowkey: Vec<RowkeyColumn> = if cube.rowkey.is_empty() {
@@ -739,11 +737,5 @@ impl CubeLayout {
             .into_iter()
             .map(|i| self.rowkey[i].name.clone())
             .collect()
-    }
-
-    pub fn table(&self, name: &str) -> Option<&TableDesc> {
-        self.tables
-            .iter()
-            .find(|t| t.name.eq_ignore_ascii_case(name))
     }
 }
