@@ -101,6 +101,55 @@ const KEYS: &[KeySpec] = &[
         alias: None,
         default: "8192",
     },
+    // project whose tables unqualified names in SQL resolve to (the only project if there is one)
+    KeySpec {
+        key: "kylin.query.default-project",
+        alias: None,
+        default: "ssb",
+    },
+    // cache query results (keyed by normalized SQL, parameters and metadata version)
+    KeySpec {
+        key: "kylin.query.cache-enabled",
+        alias: None,
+        default: "true",
+    },
+    // upper bound of the result cache, in bytes of Arrow memory
+    KeySpec {
+        key: "kylin.query.cache-max-bytes",
+        alias: None,
+        default: "268435456",
+    },
+    // queries executing at once; more get ResourceExhausted
+    KeySpec {
+        key: "kylin.query.max-concurrent",
+        alias: None,
+        default: "64",
+    },
+    // USER:PASSWORD[,USER:PASSWORD...]; empty = ADMIN:KYLIN, accepted on a loopback address only
+    KeySpec {
+        key: "kylin.security.users",
+        alias: None,
+        default: "",
+    },
+    // HMAC key that signs bearer tokens; share it across a cluster (empty = random per process,
+    // loopback only)
+    KeySpec {
+        key: "kylin.security.token-secret",
+        alias: None,
+        default: "",
+    },
+    // lifetime of a bearer token
+    KeySpec {
+        key: "kylin.security.token-ttl-seconds",
+        alias: None,
+        default: "43200",
+    },
+    // create and build the SSB sample when the server starts on an empty local store
+    KeySpec {
+        key: "kylin.sample.auto-create",
+        alias: None,
+        default: "true",
+    },
     // how often a running job records that its process is alive
     KeySpec {
         key: "kylin.job.heartbeat-seconds",
@@ -163,6 +212,16 @@ pub struct Config {
     pub block_rows: usize,
     pub job_heartbeat_seconds: u64,
     pub job_orphan_timeout_seconds: u64,
+    pub default_project: String,
+    pub cache_enabled: bool,
+    pub cache_max_bytes: u64,
+    pub max_concurrent_queries: usize,
+    /// Configured users (name, password); empty means the loopback-only default ADMIN/KYLIN.
+    pub users: Vec<(String, String)>,
+    /// Empty when not configured.
+    pub token_secret: String,
+    pub token_ttl_seconds: u64,
+    pub sample_auto_create: bool,
     /// Every effective key → value (file, then environment), including defaults.
     pub values: BTreeMap<String, String>,
 }
@@ -267,6 +326,29 @@ impl Config {
                 )),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let users = get("kylin.security.users")
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| match s.split_once(':') {
+                Some((u, p)) if !u.trim().is_empty() && !p.is_empty() => {
+                    Ok((u.trim().to_string(), p.to_string()))
+                }
+                _ => Err(invalid(
+                    "kylin.security.users",
+                    "(hidden)",
+                    "each entry must be USER:PASSWORD",
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let max_concurrent_queries: usize = parse_key(&get, "kylin.query.max-concurrent")?;
+        if max_concurrent_queries == 0 {
+            return Err(invalid(
+                "kylin.query.max-concurrent",
+                "0",
+                "must be at least 1",
+            ));
+        }
         Ok(Config {
             source: source.to_string(),
             metadata_url: non_empty("kylin.metadata.url")?,
@@ -282,6 +364,14 @@ impl Config {
             block_rows,
             job_heartbeat_seconds: parse_key(&get, "kylin.job.heartbeat-seconds")?,
             job_orphan_timeout_seconds: parse_key(&get, "kylin.job.orphan-timeout-seconds")?,
+            default_project: non_empty("kylin.query.default-project")?,
+            cache_enabled: parse_bool(&get, "kylin.query.cache-enabled")?,
+            cache_max_bytes: parse_key(&get, "kylin.query.cache-max-bytes")?,
+            max_concurrent_queries,
+            users,
+            token_secret: get("kylin.security.token-secret"),
+            token_ttl_seconds: parse_key(&get, "kylin.security.token-ttl-seconds")?,
+            sample_auto_create: parse_bool(&get, "kylin.sample.auto-create")?,
             values,
         })
     }

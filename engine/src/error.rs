@@ -36,6 +36,15 @@ pub enum Error {
     /// A job was discarded or lost ownership while it ran.
     #[error("job {job} stopped: {reason}")]
     JobStopped { job: String, reason: String },
+    /// SQL the user wrote that cannot be parsed or planned (unknown column, bad syntax, ...).
+    #[error("{0}")]
+    Sql(String),
+    /// No cube can answer the query and pushdown is off (Kylin's "No realization found").
+    #[error("no realization found for the query: {0}")]
+    NoRealization(String),
+    /// Too much work at once; the client should retry later.
+    #[error("{0}")]
+    Overloaded(String),
     #[error("{context}: {source}")]
     Io {
         context: String,

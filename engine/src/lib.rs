@@ -9,6 +9,7 @@ pub mod measure;
 pub mod metadata;
 pub mod model;
 pub mod names;
+pub mod query;
 pub mod sample;
 pub mod storage;
 

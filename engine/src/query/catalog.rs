@@ -1,0 +1,286 @@
+//! A consistent view of the metadata store at one version: projects and their source tables
+//! (registered with DataFusion as catalog `qilin`, one schema per project), and the READY
+//! segments of every cube. A new snapshot is built when the store's version moves.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
+use datafusion::common::DFSchema;
+use datafusion::datasource::file_format::csv::CsvFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::datasource::{provider_as_source, MemTable};
+use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+use datafusion::prelude::SessionConfig;
+
+use super::sketch;
+use super::CATALOG;
+use crate::build::source::table_location;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metadata::managers::Metadata;
+use crate::model::{parse_sql_type, CubeLayout, Segment, SourceFormat, TableDesc};
+
+/// A cube that can answer queries: its layout and READY segments.
+#[derive(Debug)]
+pub(crate) struct Realization {
+    pub layout: Arc<CubeLayout>,
+    pub segments: Vec<Segment>,
+    /// Canonical text of each measure's input (see `rewrite::canonical`), `None` for COUNT(*).
+    pub measure_inputs: Vec<Option<String>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct ProjectCatalog {
+    pub name: String,
+    pub tables: Vec<TableDesc>,
+    pub realizations: Vec<Realization>,
+}
+
+pub(crate) struct Snapshot {
+    pub version: u64,
+    pub default_project: String,
+    pub projects: Vec<ProjectCatalog>,
+    /// Source tables as DataFusion providers, by (project, table).
+    pub providers: HashMap<(String, String), Arc<dyn TableProvider>>,
+    pub state: SessionState,
+    /// Lookup tables read into memory for derived dimensions, by (project, table).
+    lookups: Mutex<HashMap<(String, String), Arc<MemTable>>>,
+}
+
+impl Snapshot {
+    pub fn project(&self, name: &str) -> Option<&ProjectCatalog> {
+        self.projects
+            .iter()
+            .find(|p| p.name.eq_ignore_ascii_case(name))
+    }
+
+    /// A lookup table's rows in memory (read once per snapshot).
+    pub async fn lookup_table(&self, project: &str, table: &str) -> Result<Arc<MemTable>> {
+        let key = (project.to_string(), table.to_string());
+        if let Some(t) = self.lookups.lock().expect("lookup cache").get(&key) {
+            return Ok(t.clone());
+        }
+        let provider = self
+            .providers
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| Error::NotFound {
+                kind: "table",
+                name: format!("{project}.{table}"),
+            })?;
+        let schema = provider.schema();
+        let plan = LogicalPlanBuilder::scan(table, provider_as_source(provider), None)?.build()?;
+        let physical = self.state.create_physical_plan(&plan).await?;
+        let batches = datafusion::physical_plan::collect(physical, self.state.task_ctx()).await?;
+        let mem = Arc::new(MemTable::try_new(schema, vec![batches])?);
+        self.lookups
+            .lock()
+            .expect("lookup cache")
+            .insert(key, mem.clone());
+        Ok(mem)
+    }
+}
+
+/// The session every query plans in: catalog `qilin`, default schema = the default project.
+fn session_state(default_project: &str) -> SessionState {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG, default_project)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(false);
+    // Read strings as Utf8, the type stored in cuboids, so both paths yield one type.
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
+    let mut state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    for udaf in [sketch::hll_count(), sketch::bitmap_count()] {
+        // Registration makes the functions visible by name (for EXPLAIN output and debugging).
+        let _ = state.register_udaf(udaf);
+    }
+    state
+}
+
+pub(crate) fn table_schema(t: &TableDesc) -> Result<SchemaRef> {
+    let fields = t
+        .columns
+        .iter()
+        .map(|c| {
+            parse_sql_type(&c.data_type)
+                .map(|dt| Field::new(&c.name, dt, true))
+                .ok_or_else(|| {
+                    Error::invalid(
+                        format!("table {}.{}", t.project, t.name),
+                        format!("column {}: unknown type {}", c.name, c.data_type),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+/// A listing table over the table's file(s) with the declared schema: no I/O until scanned.
+fn table_provider(t: &TableDesc, source_url: &Path) -> Result<Arc<dyn TableProvider>> {
+    let path = table_location(t, source_url);
+    let schema = table_schema(t)?;
+    let (format, default_ext): (Arc<dyn FileFormat>, &str) = match t.format {
+        SourceFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
+        SourceFormat::Csv => (Arc::new(CsvFormat::default().with_has_header(true)), ".csv"),
+    };
+    // A single file is listed by its own name, whatever its extension.
+    let ext = if path.is_file() {
+        path.extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default()
+    } else {
+        default_ext.to_string()
+    };
+    let mut location = path.to_string_lossy().to_string();
+    if path.is_dir() && !location.ends_with('/') {
+        location.push('/');
+    }
+    let url = ListingTableUrl::parse(&location)?;
+    let options = ListingOptions::new(format).with_file_extension(ext);
+    let config = ListingTableConfig::new(url)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// Reads the whole metadata store into a snapshot. Cubes whose descriptors no longer resolve
+/// are skipped with a warning, so one broken cube does not take every query down.
+pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Snapshot> {
+    let source_url = Path::new(&config.source_url);
+    let mut projects = Vec::new();
+    for p in meta.projects()? {
+        projects.push(ProjectCatalog {
+            tables: meta.tables(&p.name)?,
+            name: p.name,
+            realizations: Vec::new(),
+        });
+    }
+    // The configured default project, or the only project when there is exactly one.
+    let default_project =
+        if projects.iter().any(|p| p.name == config.default_project) || projects.len() != 1 {
+            config.default_project.clone()
+        } else {
+            projects[0].name.clone()
+        };
+    let state = session_state(&default_project);
+    let catalog = Arc::new(MemoryCatalogProvider::new());
+    let mut providers = HashMap::new();
+    for p in &projects {
+        let schema = Arc::new(MemorySchemaProvider::new());
+        for t in &p.tables {
+            match table_provider(t, source_url) {
+                Ok(provider) => {
+                    schema.register_table(t.name.clone(), provider.clone())?;
+                    providers.insert((p.name.clone(), t.name.clone()), provider);
+                }
+                Err(e) => log::warn!("table {}.{} is not queryable: {e}", p.name, t.name),
+            }
+        }
+        catalog.register_schema(&p.name, schema)?;
+    }
+    state
+        .catalog_list()
+        .register_catalog(CATALOG.to_string(), catalog);
+
+    for desc in meta.cube_descs()? {
+        let layout = match meta.cube_layout(&desc.name, config.max_cuboids_per_group) {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                log::warn!("cube {} cannot answer queries: {e}", desc.name);
+                continue;
+            }
+        };
+        let segments: Vec<Segment> = match meta.cube_instance(&desc.name) {
+            Ok((instance, _)) => instance.ready_segments().cloned().collect(),
+            Err(Error::NotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let Some(project) = projects.iter_mut().find(|p| p.name == layout.model.project) else {
+            log::warn!(
+                "cube {}: project {} does not exist",
+                desc.name,
+                layout.model.project
+            );
+            continue;
+        };
+        let measure_inputs = match measure_inputs(&state, &layout) {
+            Ok(m) => m,
+            Err(e) => {
+                log::warn!("cube {} cannot answer queries: {e}", desc.name);
+                continue;
+            }
+        };
+        project.realizations.push(Realization {
+            layout,
+            segments,
+            measure_inputs,
+        });
+    }
+    Ok(Snapshot {
+        version,
+        default_project,
+        projects,
+        providers,
+        state,
+        lookups: Mutex::new(HashMap::new()),
+    })
+}
+
+/// Canonical text of every measure input; computed columns are parsed as SQL over the fact
+/// table so that `sum(lo_extendedprice * lo_discount)` in a query matches measure
+/// `SUM(v_revenue)`.
+fn measure_inputs(state: &SessionState, layout: &CubeLayout) -> Result<Vec<Option<String>>> {
+    let fact = &layout.model.fact_table;
+    let fact_desc = layout
+        .tables
+        .iter()
+        .find(|t| t.name.eq_ignore_ascii_case(fact))
+        .ok_or_else(|| Error::NotFound {
+            kind: "fact table",
+            name: fact.clone(),
+        })?;
+    let fact_schema =
+        DFSchema::try_from_qualified_schema(fact.as_str(), table_schema(fact_desc)?.as_ref())?;
+    layout
+        .measures
+        .iter()
+        .map(|m| {
+            let Some(input) = &m.input else {
+                return Ok(None);
+            };
+            let expr: Expr = match &input.expression {
+                Some(sql) => state.create_logical_expr(sql, &fact_schema)?,
+                None => Expr::Column(datafusion::common::Column::new(
+                    Some(input.table.as_str()),
+                    input.column.as_str(),
+                )),
+            };
+            Ok(super::rewrite::canonical(&expr, &|c| {
+                Some((
+                    c.relation
+                        .as_ref()
+                        .map(|r| r.table().to_string())
+                        .unwrap_or_else(|| fact.clone()),
+                    c.name.clone(),
+                ))
+            }))
+        })
+        .collect()
+}

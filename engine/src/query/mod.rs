@@ -1,0 +1,551 @@
+//! The query path: SQL written against the source tables → DataFusion logical plan → cube
+//! rewrite (the aggregate over the model's join tree becomes a scan of the best cuboid plus a
+//! re-aggregation) → execution. Queries no cube answers are pushed down to the raw tables when
+//! `kylin.query.pushdown.enabled`, and fail with [`Error::NoRealization`] otherwise.
+//!
+//! Everything a server needs is on [`QueryEngine`]; it holds no per-client state.
+
+mod cache;
+mod catalog;
+mod cuboid_scan;
+mod prune;
+mod rewrite;
+mod sketch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use datafusion::arrow::array::{RecordBatch, StringArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{DataFusionError, ScalarValue};
+use datafusion::execution::context::SQLOptions;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metadata::managers::Metadata;
+use crate::model::CuboidId;
+use crate::storage::block::read_manifest;
+use crate::storage::{CuboidManifest, SegmentStore};
+use cache::LruCache;
+use catalog::Snapshot;
+use cuboid_scan::BlockSource;
+use rewrite::{Outcome, Realized};
+
+/// The one catalog name clients see; projects are its schemas.
+pub const CATALOG: &str = "qilin";
+
+/// A query's result.
+#[derive(Debug, Clone)]
+pub struct QueryOutput {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+    /// Served from the result cache.
+    pub cached: bool,
+}
+
+/// What a client learns when it prepares a statement.
+#[derive(Debug, Clone)]
+pub struct PreparedQuery {
+    /// The result schema.
+    pub schema: SchemaRef,
+    /// One field per parameter (`$1`, `$2`, ... or `?` in order), typed when the planner can tell.
+    pub parameters: SchemaRef,
+}
+
+/// A source table as clients see it.
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    /// The project (a schema of catalog [`CATALOG`]).
+    pub project: String,
+    pub name: String,
+    pub schema: SchemaRef,
+}
+
+/// Plans and runs SQL over the cubes of a metadata store. Cheap to share (`Arc`); safe to call
+/// from many tasks at once. It keeps no per-client state: only caches keyed by immutable data
+/// (segment blocks) or by the metadata version (catalog snapshot, results).
+pub struct QueryEngine {
+    config: Config,
+    meta: Metadata,
+    store: Arc<dyn SegmentStore>,
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// Serializes snapshot reloads so a version change triggers one reload, not one per query.
+    reload: Mutex<()>,
+    manifests: Mutex<HashMap<(String, CuboidId), Arc<CuboidManifest>>>,
+    blocks: Arc<LruCache<(String, CuboidId, u32), RecordBatch>>,
+    results: LruCache<String, QueryOutput>,
+}
+
+impl std::fmt::Debug for QueryEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryEngine")
+            .field("metadata", &self.meta.store().describe())
+            .field("storage", &self.store.describe())
+            .finish()
+    }
+}
+
+/// Decoded blocks kept in memory; a fixed share of the budget next to the result cache.
+const BLOCK_CACHE_BYTES: u64 = 1 << 30;
+
+impl QueryEngine {
+    /// Opens the stores named by the configuration.
+    pub fn open(config: &Config) -> Result<Self> {
+        let meta = Metadata::new(crate::metadata::open_store(&config.metadata_url)?);
+        let store = crate::storage::open_segment_store(&config.storage_url)?;
+        Ok(Self::new(config, meta, store))
+    }
+
+    pub fn new(config: &Config, meta: Metadata, store: Arc<dyn SegmentStore>) -> Self {
+        QueryEngine {
+            config: config.clone(),
+            meta,
+            store,
+            snapshot: RwLock::new(None),
+            reload: Mutex::new(()),
+            manifests: Mutex::new(HashMap::new()),
+            blocks: Arc::new(LruCache::new(BLOCK_CACHE_BYTES)),
+            results: LruCache::new(if config.cache_enabled {
+                config.cache_max_bytes
+            } else {
+                0
+            }),
+        }
+    }
+
+    /// The snapshot of the store's current version, reloaded when the store moved on.
+    fn current(&self) -> Result<Arc<Snapshot>> {
+        let version = self.meta.store().store_version()?;
+        if let Some(s) = self.snapshot.read().expect("snapshot lock").as_ref() {
+            if s.version == version {
+                return Ok(s.clone());
+            }
+        }
+        let _one_reload = self.reload.lock().expect("reload lock");
+        if let Some(s) = self.snapshot.read().expect("snapshot lock").as_ref() {
+            if s.version == version {
+                return Ok(s.clone());
+            }
+        }
+        let snap = Arc::new(catalog::load(&self.meta, &self.config, version)?);
+        *self.snapshot.write().expect("snapshot lock") = Some(snap.clone());
+        Ok(snap)
+    }
+
+    pub(crate) fn manifest(&self, segment: &str, cuboid: CuboidId) -> Result<Arc<CuboidManifest>> {
+        let key = (segment.to_string(), cuboid);
+        if let Some(m) = self.manifests.lock().expect("manifest cache").get(&key) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(read_manifest(self.store.as_ref(), segment, cuboid)?);
+        self.manifests
+            .lock()
+            .expect("manifest cache")
+            .insert(key, m.clone());
+        Ok(m)
+    }
+
+    pub(crate) fn block_source(&self) -> BlockSource {
+        BlockSource {
+            store: self.store.clone(),
+            cache: self.blocks.clone(),
+        }
+    }
+
+    /// Parses and plans `sql` (no rewrite yet). Unknown tables are reported by name before
+    /// planning, and only queries are accepted.
+    async fn plan(&self, snap: &Snapshot, sql: &str) -> Result<LogicalPlan> {
+        let sql = positional_placeholders(sql);
+        let statement = snap
+            .state
+            .sql_to_statement(&sql, &datafusion::config::Dialect::Generic)
+            .map_err(from_datafusion)?;
+        if let DFStatement::Statement(_) | DFStatement::Explain(_) = &statement {
+        } else {
+            return Err(Error::Sql("only queries are supported".into()));
+        }
+        let references = snap
+            .state
+            .resolve_table_references(&statement)
+            .map_err(from_datafusion)?;
+        for r in references {
+            let resolved = r.clone().resolve(CATALOG, &snap.default_project);
+            if resolved.catalog.as_ref() != CATALOG {
+                return Err(Error::NotFound {
+                    kind: "catalog",
+                    name: resolved.catalog.to_string(),
+                });
+            }
+            let Some(project) = snap.project(&resolved.schema) else {
+                return Err(Error::NotFound {
+                    kind: "project",
+                    name: resolved.schema.to_string(),
+                });
+            };
+            if !snap
+                .providers
+                .contains_key(&(project.name.clone(), resolved.table.to_string()))
+            {
+                return Err(Error::NotFound {
+                    kind: "table",
+                    name: format!("{r} (in project {})", project.name),
+                });
+            }
+        }
+        let plan = snap
+            .state
+            .statement_to_plan(statement)
+            .await
+            .map_err(from_datafusion)?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| Error::Sql(format!("only queries are supported: {e}")))?;
+        Ok(plan)
+    }
+
+    /// Plans `sql` without running it: result schema and parameter schema.
+    pub async fn prepare(&self, sql: &str) -> Result<PreparedQuery> {
+        let snap = self.current()?;
+        let plan = self.plan(&snap, sql).await?;
+        let schema = match &plan {
+            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => explain_schema(),
+            p => Arc::new(p.schema().as_arrow().clone()),
+        };
+        let mut params: Vec<(usize, Field)> = plan
+            .get_parameter_types()
+            .map_err(from_datafusion)?
+            .into_iter()
+            .map(|(name, dt)| {
+                let n = name
+                    .trim_start_matches('$')
+                    .parse::<usize>()
+                    .unwrap_or(usize::MAX);
+                (n, Field::new(name, dt.unwrap_or(DataType::Null), true))
+            })
+            .collect();
+        params.sort_by_key(|(n, _)| *n);
+        Ok(PreparedQuery {
+            schema,
+            parameters: Arc::new(Schema::new(
+                params.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
+            )),
+        })
+    }
+
+    /// Runs `sql`, binding the first row of `params` (if any) to its placeholders. `EXPLAIN
+    /// <query>` returns rows naming the cube, cuboid, segments and blocks read (or pushdown).
+    pub async fn execute(&self, sql: &str, params: Option<&RecordBatch>) -> Result<QueryOutput> {
+        let snap = self.current()?;
+        let values = param_values(params)?;
+        let cache_key = self.config.cache_enabled.then(|| {
+            format!(
+                "{}\u{0}{}\u{0}{:?}",
+                snap.version,
+                normalize_sql(sql),
+                values
+            )
+        });
+        if let Some(k) = &cache_key {
+            if let Some(mut hit) = self.results.get(k) {
+                hit.cached = true;
+                return Ok(hit);
+            }
+        }
+        let plan = self.plan(&snap, sql).await?;
+        let (explain, plan) = match plan {
+            LogicalPlan::Explain(e) => (true, e.plan.as_ref().clone()),
+            LogicalPlan::Analyze(a) => (true, a.input.as_ref().clone()),
+            p => (false, p),
+        };
+        let plan = bind(plan, values)?;
+        let mut lookups = HashMap::new();
+        for (project, table) in rewrite::lookups_needed(&plan, &snap) {
+            let t = snap.lookup_table(&project, &table).await?;
+            lookups.insert((project, table), t);
+        }
+        let out = match rewrite::rewrite(plan.clone(), &snap, self, &lookups)? {
+            Outcome::Answered { plan, realized } if explain => {
+                let optimized = snap.state.optimize(&plan).map_err(from_datafusion)?;
+                explain_output(explain_rows(&realized), &optimized)?
+            }
+            Outcome::Answered { plan, .. } => run(&snap, &plan).await?,
+            Outcome::Uncovered { reason } if explain => {
+                let verdict = if self.config.pushdown_enabled {
+                    format!("pushdown to the source tables: {reason}")
+                } else {
+                    format!("no realization found: {reason}")
+                };
+                explain_output(vec![("realization".into(), verdict)], &plan)?
+            }
+            Outcome::Uncovered { .. } if self.config.pushdown_enabled => run(&snap, &plan).await?,
+            Outcome::Uncovered { reason } => return Err(Error::NoRealization(reason)),
+        };
+        if let Some(k) = cache_key {
+            let bytes: usize = out.batches.iter().map(|b| b.get_array_memory_size()).sum();
+            self.results.insert(k, out.clone(), bytes as u64);
+        }
+        Ok(out)
+    }
+
+    /// Every source table of every project.
+    pub fn tables(&self) -> Result<Vec<TableInfo>> {
+        let snap = self.current()?;
+        let mut out = Vec::new();
+        for p in &snap.projects {
+            for t in &p.tables {
+                out.push(TableInfo {
+                    project: p.name.clone(),
+                    name: t.name.clone(),
+                    schema: catalog::table_schema(t)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The project unqualified table names resolve in.
+    pub fn default_project(&self) -> Result<String> {
+        Ok(self.current()?.default_project.clone())
+    }
+
+    /// The metadata store's version (grows on every change).
+    pub fn metadata_version(&self) -> Result<u64> {
+        self.meta.store().store_version()
+    }
+
+    /// Drops cached metadata and results; the next query reloads from the store.
+    pub fn invalidate(&self) {
+        *self.snapshot.write().expect("snapshot lock") = None;
+        self.manifests.lock().expect("manifest cache").clear();
+        self.results.clear();
+    }
+}
+
+async fn run(snap: &Snapshot, plan: &LogicalPlan) -> Result<QueryOutput> {
+    let physical = snap
+        .state
+        .create_physical_plan(plan)
+        .await
+        .map_err(from_datafusion)?;
+    let schema = physical.schema();
+    let batches = datafusion::physical_plan::collect(physical, snap.state.task_ctx())
+        .await
+        .map_err(from_datafusion)?;
+    Ok(QueryOutput {
+        schema: batches.first().map(|b| b.schema()).unwrap_or(schema),
+        batches,
+        cached: false,
+    })
+}
+
+fn explain_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("plan_type", DataType::Utf8, false),
+        Field::new("plan", DataType::Utf8, false),
+    ]))
+}
+
+fn explain_rows(realized: &[Realized]) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    if realized.is_empty() {
+        rows.push((
+            "realization".into(),
+            "none needed: the query reads no table".into(),
+        ));
+    }
+    for r in realized {
+        rows.push(("realization".into(), format!("cube {}", r.cube)));
+        rows.push((
+            "cuboid".into(),
+            format!(
+                "cuboid {} [{}] with {} rows",
+                r.cuboid,
+                r.dimensions.join(", "),
+                r.cuboid_rows
+            ),
+        ));
+        rows.push(("segments".into(), r.segments.join(", ")));
+        rows.push((
+            "blocks".into(),
+            format!("read {} of {}", r.blocks_read, r.blocks_total),
+        ));
+        if !r.derived_tables.is_empty() {
+            rows.push((
+                "derived".into(),
+                format!("joined lookup tables {}", r.derived_tables.join(", ")),
+            ));
+        }
+    }
+    rows
+}
+
+fn explain_output(mut rows: Vec<(String, String)>, plan: &LogicalPlan) -> Result<QueryOutput> {
+    rows.push(("logical_plan".into(), plan.display_indent().to_string()));
+    let schema = explain_schema();
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
+        ],
+    )?;
+    Ok(QueryOutput {
+        schema,
+        batches: vec![batch],
+        cached: false,
+    })
+}
+
+/// The first row of a parameter batch as scalars.
+fn param_values(params: Option<&RecordBatch>) -> Result<Vec<ScalarValue>> {
+    let Some(batch) = params else {
+        return Ok(Vec::new());
+    };
+    if batch.num_columns() == 0 {
+        return Ok(Vec::new());
+    }
+    if batch.num_rows() != 1 {
+        return Err(Error::Sql(format!(
+            "a query takes one row of parameters; {} were bound",
+            batch.num_rows()
+        )));
+    }
+    batch
+        .columns()
+        .iter()
+        .map(|c| ScalarValue::try_from_array(c, 0).map_err(from_datafusion))
+        .collect()
+}
+
+/// Replaces placeholders with `values`, cast to the types the planner inferred (clients send
+/// Python ints as Int64 for an Int32 column, for instance).
+fn bind(plan: LogicalPlan, values: Vec<ScalarValue>) -> Result<LogicalPlan> {
+    let types = plan.get_parameter_types().map_err(from_datafusion)?;
+    if types.is_empty() && values.is_empty() {
+        return Ok(plan);
+    }
+    if types.len() != values.len() {
+        return Err(Error::Sql(format!(
+            "the query has {} parameters; {} values were bound",
+            types.len(),
+            values.len()
+        )));
+    }
+    let values = values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match types.get(&format!("${}", i + 1)) {
+            Some(Some(dt)) if v.data_type() != *dt => v.cast_to(dt).map_err(|e| {
+                Error::Sql(format!("parameter ${}: cannot use {v} as {dt}: {e}", i + 1))
+            }),
+            _ => Ok(v),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    plan.with_param_values(values).map_err(from_datafusion)
+}
+
+/// `?` placeholders (JDBC, ADBC's DB-API) become `$1, $2, ...`, which DataFusion binds.
+fn positional_placeholders(sql: &str) -> String {
+    if !sql.contains('?') {
+        return sql.to_string();
+    }
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize() else {
+        return sql.to_string();
+    };
+    if !tokens
+        .iter()
+        .any(|t| matches!(t, Token::Placeholder(p) if p == "?"))
+    {
+        return sql.to_string();
+    }
+    let mut n = 0;
+    tokens
+        .iter()
+        .map(|t| match t {
+            Token::Placeholder(p) if p == "?" => {
+                n += 1;
+                format!("${n}")
+            }
+            t => t.to_string(),
+        })
+        .collect()
+}
+
+/// The result-cache form of a statement: whitespace runs outside quotes collapsed, no
+/// trailing semicolon.
+fn normalize_sql(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    let mut space = false;
+    for ch in sql.trim().trim_end_matches(';').trim_end().chars() {
+        match quote {
+            Some(q) => {
+                out.push(ch);
+                if ch == q {
+                    quote = None;
+                }
+            }
+            None if ch.is_whitespace() => space = true,
+            None => {
+                if space && !out.is_empty() {
+                    out.push(' ');
+                }
+                space = false;
+                if ch == '\'' || ch == '"' {
+                    quote = Some(ch);
+                }
+                out.push(ch);
+            }
+        }
+    }
+    out
+}
+
+/// DataFusion errors caused by the SQL become [`Error::Sql`]; errors of ours that travelled
+/// through DataFusion (a corrupt block read during a scan) come back as themselves.
+fn from_datafusion(e: DataFusionError) -> Error {
+    match e.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(..)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(..) => Error::Sql(e.find_root().to_string()),
+        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(Error::Corrupt { what, detail }) => Error::corrupt(what.clone(), detail.clone()),
+            Some(Error::NotFound { kind, name }) => Error::NotFound {
+                kind,
+                name: name.clone(),
+            },
+            _ => Error::DataFusion(e),
+        },
+        _ => Error::DataFusion(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_marks_become_numbered_outside_strings() {
+        assert_eq!(
+            positional_placeholders("select a from t where a = ? and b = '?' and c = ?"),
+            "select a from t where a = $1 and b = '?' and c = $2"
+        );
+        assert_eq!(positional_placeholders("select 1"), "select 1");
+    }
+
+    #[test]
+    fn normalization_keeps_literals() {
+        assert_eq!(
+            normalize_sql("  select  a,\n\tb from t where s = 'x  y' ; "),
+            "select a, b from t where s = 'x  y'"
+        );
+    }
+}
