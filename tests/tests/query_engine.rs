@@ -54,24 +54,41 @@ fn rows(batches: &[RecordBatch], ordered: bool) -> Vec<Vec<String>> {
     out
 }
 
-async fn engine_over_two_segments() -> (TestEnv, QueryEngine, std::path::PathBuf) {
-    let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
-    let env = TestEnv::new(&source);
-    env.install_sample(0.01).await;
-    env.build("1992-01-01..1995-01-01")
-        .await
-        .expect("build first half");
-    env.build("1995-01-01..1999-01-01")
-        .await
-        .expect("build second half");
+/// One installation with the cube built as two segments, shared by the tests of this file
+/// (built once, on its own runtime, by whichever test comes first).
+fn two_segments() -> &'static (TestEnv, std::path::PathBuf) {
+    static ENV: std::sync::OnceLock<(TestEnv, std::path::PathBuf)> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        std::thread::spawn(|| {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async {
+                let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
+                let env = TestEnv::new(&source);
+                env.install_sample(0.01).await;
+                env.build("1992-01-01..1995-01-01")
+                    .await
+                    .expect("build first half");
+                env.build("1995-01-01..1999-01-01")
+                    .await
+                    .expect("build second half");
+                (env, source)
+            })
+        })
+        .join()
+        .expect("build thread")
+    })
+}
+
+async fn engine_over_two_segments() -> (QueryEngine, std::path::PathBuf) {
+    let (env, source) = two_segments();
     let meta = Metadata::new(env.meta().store().clone());
     let engine = QueryEngine::new(&env.config, meta, env.engine.segment_store().clone());
-    (env, engine, source)
+    (engine, source.clone())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssb_queries_match_the_raw_tables_and_explain_names_a_cuboid() {
-    let (_env, engine, source) = engine_over_two_segments().await;
+    let (engine, source) = engine_over_two_segments().await;
     let ctx = oracle(&source).await;
     let mut non_empty = 0;
     for (name, sql) in ssb_queries() {
@@ -127,7 +144,7 @@ async fn ssb_queries_match_the_raw_tables_and_explain_names_a_cuboid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uncovered_parameters_joins_and_errors() {
-    let (_env, engine, source) = engine_over_two_segments().await;
+    let (engine, source) = engine_over_two_segments().await;
     let ctx = oracle(&source).await;
 
     // A column that is no dimension: refused with the column named.
@@ -190,4 +207,45 @@ async fn uncovered_parameters_joins_and_errors() {
     // Queries that read no table run as they are.
     let one = engine.execute("select 1 + 1 as two", None).await.unwrap();
     assert_eq!(rows(&one.batches, true), vec![vec!["2".to_string()]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_keeps_the_schema_and_is_idempotent() {
+    let (engine, _source) = engine_over_two_segments().await;
+    for (name, sql) in ssb_queries() {
+        let (original, rewritten) = engine.plan_and_rewrite(&sql).await.unwrap();
+        let rewritten = rewritten.unwrap_or_else(|| panic!("{name} was not rewritten"));
+        let names_and_types =
+            |p: &datafusion::logical_expr::LogicalPlan| -> Vec<(Option<String>, String, DataType)> {
+                p.schema()
+                    .iter()
+                    .map(|(q, f)| {
+                        (
+                            q.map(|q| q.to_string()),
+                            f.name().clone(),
+                            f.data_type().clone(),
+                        )
+                    })
+                    .collect()
+            };
+        assert_eq!(
+            names_and_types(&original),
+            names_and_types(&rewritten),
+            "{name}"
+        );
+        assert!(
+            !format!("{}", rewritten.display_indent()).contains("TableScan: lineorder"),
+            "{name}: still reads the fact table"
+        );
+        let again = engine
+            .rewrite_plan(rewritten.clone())
+            .await
+            .unwrap()
+            .expect("a rewritten plan stays answered");
+        assert_eq!(
+            format!("{}", again.display_indent()),
+            format!("{}", rewritten.display_indent()),
+            "{name}: rewriting twice changed the plan"
+        );
+    }
 }

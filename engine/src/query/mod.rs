@@ -265,11 +265,7 @@ impl QueryEngine {
             p => (false, p),
         };
         let plan = bind(plan, values)?;
-        let mut lookups = HashMap::new();
-        for (project, table) in rewrite::lookups_needed(&plan, &snap) {
-            let t = snap.lookup_table(&project, &table).await?;
-            lookups.insert((project, table), t);
-        }
+        let lookups = self.load_lookups(&snap, &plan).await?;
         let out = match rewrite::rewrite(plan.clone(), &snap, self, &lookups)? {
             Outcome::Answered { plan, realized } if explain => {
                 let optimized = snap.state.optimize(&plan).map_err(from_datafusion)?;
@@ -292,6 +288,46 @@ impl QueryEngine {
             self.results.insert(k, out.clone(), bytes as u64);
         }
         Ok(out)
+    }
+
+    /// Plans `sql` and applies the cube rewrite without running anything: the planner's plan
+    /// and, when cubes answer every table the query reads, the rewritten plan.
+    pub async fn plan_and_rewrite(&self, sql: &str) -> Result<(LogicalPlan, Option<LogicalPlan>)> {
+        let snap = self.current()?;
+        let plan = self.plan(&snap, sql).await?;
+        let rewritten = self.rewrite_plan_in(&snap, plan.clone()).await?;
+        Ok((plan, rewritten))
+    }
+
+    /// Applies the cube rewrite to a logical plan (`None`: some table is not answered).
+    pub async fn rewrite_plan(&self, plan: LogicalPlan) -> Result<Option<LogicalPlan>> {
+        let snap = self.current()?;
+        self.rewrite_plan_in(&snap, plan).await
+    }
+
+    async fn rewrite_plan_in(
+        &self,
+        snap: &Snapshot,
+        plan: LogicalPlan,
+    ) -> Result<Option<LogicalPlan>> {
+        let lookups = self.load_lookups(snap, &plan).await?;
+        Ok(match rewrite::rewrite(plan, snap, self, &lookups)? {
+            Outcome::Answered { plan, .. } => Some(plan),
+            Outcome::Uncovered { .. } => None,
+        })
+    }
+
+    async fn load_lookups(
+        &self,
+        snap: &Snapshot,
+        plan: &LogicalPlan,
+    ) -> Result<HashMap<(String, String), Arc<datafusion::datasource::MemTable>>> {
+        let mut lookups = HashMap::new();
+        for (project, table) in rewrite::lookups_needed(plan, snap) {
+            let t = snap.lookup_table(&project, &table).await?;
+            lookups.insert((project, table), t);
+        }
+        Ok(lookups)
     }
 
     /// Every source table of every project.
