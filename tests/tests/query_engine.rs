@@ -193,6 +193,20 @@ async fn uncovered_parameters_joins_and_errors() {
         .await
         .unwrap();
     assert_eq!(rows(&got.batches, false), rows(&want, false));
+    // d_year comes from the joined dates table, so a cuboid without d_year (far smaller than
+    // the base cuboid, the only one with both d_year and lo_orderdate) answers.
+    let explain = engine
+        .execute(&format!("EXPLAIN {}", sql.replace('?', "1994")), None)
+        .await
+        .unwrap();
+    let text = rows(&explain.batches, true)
+        .into_iter()
+        .map(|r| r.join(": "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("joined lookup tables dates"), "{text}");
+    let cuboid_line = text.lines().find(|l| l.starts_with("cuboid: ")).unwrap();
+    assert!(!cuboid_line.contains("d_year"), "{cuboid_line}");
     let prepared = engine.prepare(sql).await.unwrap();
     assert_eq!(prepared.parameters.fields().len(), 1);
     assert_eq!(prepared.schema.fields().len(), 7);

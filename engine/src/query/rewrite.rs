@@ -284,7 +284,20 @@ fn match_aggregate<'a>(
     let mut best: Option<Answer> = None;
     let mut reasons = Vec::new();
     for real in &project.realizations {
-        match cover(agg, &flat, real, &project_name) {
+        // Columns of a lookup table that is joined for derived dimensions anyway can also
+        // come from that table, which lets a smaller cuboid (without them) answer.
+        let mut attempt = cover(agg, &flat, real, &project_name, false);
+        if !real.layout.derived.is_empty() {
+            if let Ok(b) = cover(agg, &flat, real, &project_name, true) {
+                if attempt
+                    .as_ref()
+                    .map_or(true, |a| b.cuboid_rows < a.cuboid_rows)
+                {
+                    attempt = Ok(b);
+                }
+            }
+        }
+        match attempt {
             Ok(a) => {
                 if best.as_ref().is_none_or(|b| a.cuboid_rows < b.cuboid_rows) {
                     best = Some(a);
@@ -304,6 +317,7 @@ fn cover<'a>(
     flat: &Flat,
     real: &'a Realization,
     project: &str,
+    prefer_lookups: bool,
 ) -> std::result::Result<Answer<'a>, String> {
     let layout = &real.layout;
     let model = &layout.model;
@@ -405,7 +419,7 @@ fn cover<'a>(
      -> std::result::Result<Target, String> {
         let (t, col) = model_col(c)
             .ok_or_else(|| format!("column {c} cannot be resolved to a model table"))?;
-        let target = target_of(real, &t, &col)
+        let target = target_of(real, &t, &col, prefer_lookups)
             .ok_or_else(|| format!("column {t}.{col} is not a dimension of cube {cube}"))?;
         targets.insert(key(&t, &col), target.clone());
         Ok(target)
@@ -574,9 +588,25 @@ fn cover<'a>(
 }
 
 /// Where `table.column` is stored in `real`'s cuboids, if anywhere.
-fn target_of(real: &Realization, table: &str, column: &str) -> Option<Target> {
+fn target_of(
+    real: &Realization,
+    table: &str,
+    column: &str,
+    prefer_lookups: bool,
+) -> Option<Target> {
     let layout = &real.layout;
     let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    if prefer_lookups {
+        if let Some(d) = layout.derived.iter().position(|d| eq(&d.table, table)) {
+            let stored = layout
+                .rowkey
+                .iter()
+                .find(|r| eq(&r.source.table, table) && eq(&r.source.column, column));
+            if let Some(r) = stored {
+                return Some(Target::Derived(d, r.source.column.clone()));
+            }
+        }
+    }
     if let Some(i) = layout
         .rowkey
         .iter()
