@@ -17,6 +17,8 @@ use qilin_engine::sample::ssb;
 use qilin_engine::storage::LocalSegmentStore;
 use qilin_jobs::{Job, JobEngine, Observer};
 
+pub mod server;
+
 /// A complete local installation in a temp dir.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,

@@ -164,9 +164,10 @@ impl QueryEngine {
             .state
             .sql_to_statement(&sql, &datafusion::config::Dialect::Generic)
             .map_err(from_datafusion)?;
-        if let DFStatement::Statement(_) | DFStatement::Explain(_) = &statement {
-        } else {
-            return Err(Error::Sql("only queries are supported".into()));
+        if !is_query(&statement) {
+            return Err(Error::Sql(
+                "only queries (SELECT, WITH, VALUES, EXPLAIN) are supported".into(),
+            ));
         }
         let references = snap
             .state
@@ -485,6 +486,21 @@ fn bind(plan: LogicalPlan, values: Vec<ScalarValue>) -> Result<LogicalPlan> {
         })
         .collect::<Result<Vec<_>>>()?;
     plan.with_param_values(values).map_err(from_datafusion)
+}
+
+/// A read-only query, possibly under EXPLAIN; DDL, DML and session statements are refused
+/// before anything resolves their table names.
+fn is_query(statement: &DFStatement) -> bool {
+    match statement {
+        DFStatement::Statement(s) => {
+            matches!(
+                s.as_ref(),
+                datafusion::sql::sqlparser::ast::Statement::Query(_)
+            )
+        }
+        DFStatement::Explain(e) => is_query(&e.statement),
+        _ => false,
+    }
 }
 
 /// `?` placeholders (JDBC, ADBC's DB-API) become `$1, $2, ...`, which DataFusion binds.

@@ -1,0 +1,83 @@
+//! First start on an empty installation: create the SSB sample and build its cube, so that a
+//! new user has something to query (Kylin's sample project). Progress goes to stdout.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use qilin_engine::config::Config;
+use qilin_engine::metadata::{managers::Metadata, open_store};
+use qilin_engine::sample::ssb;
+use qilin_engine::storage::open_segment_store;
+use qilin_jobs::{Job, JobEngine, Observer};
+
+/// Creates and builds the sample when `kylin.sample.auto-create` is on and the local metadata
+/// store holds no project. Does nothing otherwise.
+pub async fn create_if_empty(config: &Config) -> anyhow::Result<()> {
+    if !config.sample_auto_create {
+        return Ok(());
+    }
+    if config.metadata_url.contains("hbase://") {
+        log::info!("metadata store is not local; no sample is created");
+        return Ok(());
+    }
+    let store = open_store(&config.metadata_url).context("opening the metadata store")?;
+    let meta = Metadata::new(store);
+    if !meta.projects().context("listing projects")?.is_empty() {
+        return Ok(());
+    }
+    let scale = config.sample_scale;
+    let source = Path::new(&config.source_url);
+    say(&format!(
+        "empty metadata store {}: creating the SSB sample at scale {scale} \
+         (kylin.sample.auto-create=false to skip)",
+        config.metadata_url
+    ));
+    let segments = open_segment_store(&config.storage_url).context("opening segment storage")?;
+    let jobs = JobEngine::new(meta, segments, config.clone());
+    let layout = ssb::install(jobs.metadata(), source, scale, config.max_cuboids_per_group)
+        .await
+        .context("installing the SSB sample")?;
+    say(&format!(
+        "registered project {}, cube {} ({} cuboids); building it",
+        ssb::PROJECT,
+        ssb::CUBE,
+        layout.cuboids.len()
+    ));
+    let submitted = jobs
+        .submit_build(ssb::CUBE, Some(ssb::full_range()))
+        .context("submitting the sample build")?;
+    let job = jobs
+        .run(&submitted.job().id, progress())
+        .await
+        .context("building the sample cube")?;
+    say(&format!("sample cube {} built (job {})", ssb::CUBE, job.id));
+    Ok(())
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "qilin-server: {line}");
+    let _ = out.flush();
+}
+
+/// One line per step and per 10% of progress.
+fn progress() -> Observer {
+    let last = Mutex::new((usize::MAX, -1i64));
+    Arc::new(move |j: &Job| {
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        let step = j.current_step();
+        let decile = (j.progress * 10.0).floor() as i64;
+        if (step, decile) != *last || j.status.is_final() {
+            *last = (step, decile);
+            let name = j.steps.get(step).map(|s| s.name.as_str()).unwrap_or("");
+            say(&format!(
+                "sample build step {}/{} {name}: {:.0}%",
+                step + 1,
+                j.steps.len(),
+                j.progress * 100.0
+            ));
+        }
+    })
+}

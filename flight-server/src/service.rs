@@ -1,0 +1,586 @@
+//! The Flight SQL service: statements, prepared statements and catalog commands over the
+//! query engine. It keeps no per-client state: tickets and prepared-statement handles carry
+//! the query (see `handle`), and credentials are checked before any method here runs (see
+//! `auth::RequireAuth`), except the handshake, which issues them.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::compute::concat_batches;
+use arrow::datatypes::Schema;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionBeginSavepointRequest, ActionBeginSavepointResult, ActionBeginTransactionRequest,
+    ActionBeginTransactionResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult,
+    ActionEndSavepointRequest, ActionEndTransactionRequest, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    flight_service_server::FlightService, BasicAuth, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
+};
+use futures::{Stream, TryStreamExt};
+use prost::Message;
+use qilin_engine::query::QueryEngine;
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{AuthenticatedUser, Authenticator};
+use crate::handle::StatementHandle;
+use crate::metadata;
+use crate::sql_info::{SQL_INFO, XDBC_TYPE_INFO};
+use crate::status;
+use crate::wire::{self, client_schema};
+
+/// How long a query waits for one of the `kylin.query.max-concurrent` slots before the
+/// client is told to back off (ResourceExhausted) rather than queue without bound.
+const QUERY_SLOT_WAIT: Duration = Duration::from_secs(2);
+
+type DoGetStream = <QilinFlightSql as FlightService>::DoGetStream;
+
+pub struct QilinFlightSql {
+    engine: Arc<QueryEngine>,
+    auth: Arc<Authenticator>,
+    query_slots: Semaphore,
+    max_concurrent: usize,
+}
+
+impl QilinFlightSql {
+    pub fn new(engine: Arc<QueryEngine>, auth: Arc<Authenticator>, max_concurrent: usize) -> Self {
+        QilinFlightSql {
+            engine,
+            auth,
+            query_slots: Semaphore::new(max_concurrent),
+            max_concurrent,
+        }
+    }
+
+    /// FlightInfo for a query: its result schema (planned, not run) and one endpoint whose
+    /// ticket carries the query, served by whichever instance receives the DoGet.
+    async fn statement_info(
+        &self,
+        handle: StatementHandle,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let prepared = self
+            .engine
+            .prepare(&handle.sql)
+            .await
+            .map_err(|e| status::from_engine(&e))?;
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.encode()?,
+        };
+        let info = FlightInfo::new()
+            .try_with_schema(&client_schema(&prepared.schema))
+            .map_err(|e| status::internal("encoding the result schema", e))?
+            .with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+            )
+            .with_descriptor(descriptor)
+            .with_ordered(true)
+            .with_total_records(-1)
+            .with_total_bytes(-1);
+        Ok(Response::new(info))
+    }
+
+    /// Runs a query (within a concurrency slot) and streams its result.
+    async fn run(
+        &self,
+        handle: StatementHandle,
+        user: Option<&AuthenticatedUser>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let permit = tokio::time::timeout(QUERY_SLOT_WAIT, self.query_slots.acquire())
+            .await
+            .map_err(|_| {
+                Status::resource_exhausted(format!(
+                    "server busy: {} queries running (kylin.query.max-concurrent); retry later",
+                    self.max_concurrent
+                ))
+            })?
+            .map_err(|_| Status::unavailable("server shutting down"))?;
+        let started = Instant::now();
+        let params = handle.params.as_ref().filter(|p| p.num_rows() > 0);
+        let result = self.engine.execute(&handle.sql, params).await;
+        drop(permit);
+        let user = user.map(|u| u.0.as_str()).unwrap_or("?");
+        match result {
+            Ok(out) => {
+                log::info!(
+                    "user {user}: {} rows in {} ms{}: {}",
+                    out.batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
+                    started.elapsed().as_millis(),
+                    if out.cached { " (cached)" } else { "" },
+                    one_line(&handle.sql)
+                );
+                Ok(Response::new(wire::encode_result(&out.schema, out.batches)))
+            }
+            Err(e) => {
+                log::info!("user {user}: query failed: {e}: {}", one_line(&handle.sql));
+                Err(status::from_engine(&e))
+            }
+        }
+    }
+
+    /// FlightInfo for a catalog command: its fixed schema and a ticket that is the command
+    /// itself, so the trait's DoGet dispatch routes it back to the matching `do_get_*`.
+    fn command_info(
+        &self,
+        cmd: impl ProstMessageExt,
+        schema: &Schema,
+        descriptor: FlightDescriptor,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let ticket = Ticket::new(cmd.as_any().encode_to_vec());
+        let info = FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(|e| status::internal("encoding a schema", e))?
+            .with_endpoint(FlightEndpoint::new().with_ticket(ticket))
+            .with_descriptor(descriptor)
+            .with_total_records(-1)
+            .with_total_bytes(-1);
+        Ok(Response::new(info))
+    }
+}
+
+/// A batch as a DoGet response.
+fn batch_response(batch: RecordBatch) -> Result<Response<DoGetStream>, Status> {
+    Ok(Response::new(wire::encode_result(
+        &batch.schema(),
+        vec![batch],
+    )))
+}
+
+fn empty_response(schema: &Schema) -> Result<Response<DoGetStream>, Status> {
+    Ok(Response::new(wire::encode_result(schema, vec![])))
+}
+
+/// A schema in the IPC form Flight SQL puts in prepared-statement results.
+fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
+    let options = IpcWriteOptions::default();
+    let IpcMessage(bytes) = SchemaAsIpc::new(schema, &options)
+        .try_into()
+        .map_err(|e| status::internal("encoding a schema", e))?;
+    Ok(bytes)
+}
+
+/// SQL on one line, shortened, for logs.
+fn one_line(sql: &str) -> String {
+    let s: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    match s.char_indices().nth(300) {
+        Some((i, _)) => format!("{}...", &s[..i]),
+        None => s,
+    }
+}
+
+fn read_only(what: &str) -> Status {
+    Status::unimplemented(format!(
+        "{what} is not supported: Qilin answers queries only (cubes are built by qilin-jobs)"
+    ))
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for QilinFlightSql {
+    type FlightService = QilinFlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let token = match header.as_deref() {
+            Some(h) => match crate::auth::parse_basic(h) {
+                Some((user, pass)) => self.auth.login(&user, &pass)?,
+                // A bearer token (or anything else the authenticator understands): re-issue.
+                None => {
+                    let user = self.auth.authenticate(Some(h))?;
+                    self.auth.renew(&user)
+                }
+            },
+            None => {
+                // The older Flight form: credentials as a BasicAuth message in the payload.
+                let first = request.into_inner().message().await?;
+                let creds = first
+                    .and_then(|m| BasicAuth::decode(m.payload).ok())
+                    .filter(|c| !c.username.is_empty())
+                    .ok_or_else(|| {
+                        Status::unauthenticated(
+                            "no credentials: send 'authorization: Basic base64(user:password)'",
+                        )
+                    })?;
+                self.auth.login(&creds.username, &creds.password)?
+            }
+        };
+        let bearer = format!("Bearer {token}")
+            .parse()
+            .map_err(|e| status::internal("building the authorization header", e))?;
+        let response = HandshakeResponse {
+            protocol_version: 0,
+            payload: token.into(),
+        };
+        let stream: Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>> =
+            Box::pin(futures::stream::iter(vec![Ok(response)]));
+        let mut resp = Response::new(stream);
+        resp.metadata_mut().insert("authorization", bearer);
+        Ok(resp)
+    }
+
+    // Statements ------------------------------------------------------------------------
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        if query.transaction_id.is_some() {
+            return Err(read_only("transactions"));
+        }
+        self.statement_info(StatementHandle::new(query.query), request.into_inner())
+            .await
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let handle = StatementHandle::decode(&ticket.statement_handle)?;
+        self.run(handle, request.extensions().get()).await
+    }
+
+    // Prepared statements -----------------------------------------------------------------
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        if query.transaction_id.is_some() {
+            return Err(read_only("transactions"));
+        }
+        let prepared = self
+            .engine
+            .prepare(&query.query)
+            .await
+            .map_err(|e| status::from_engine(&e))?;
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: StatementHandle::new(query.query).encode()?,
+            // The JDBC driver needs the dataset schema to describe result sets up front.
+            dataset_schema: ipc_schema(&client_schema(&prepared.schema))?,
+            parameter_schema: ipc_schema(&client_schema(&prepared.parameters))?,
+        })
+    }
+
+    /// Binds parameters by returning a new handle that carries them (the client uses it for
+    /// the following GetFlightInfo), instead of remembering them on this instance.
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let handle = StatementHandle::decode(&query.prepared_statement_handle)?;
+        let stream = request.into_inner().map_err(FlightError::from);
+        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_collect()
+            .await
+            .map_err(|e| status::bad_request("reading the bound parameters", e))?;
+        let params = match batches.first() {
+            None => None,
+            Some(first) => Some(
+                concat_batches(&first.schema(), &batches)
+                    .map_err(|e| status::bad_request("reading the bound parameters", e))?,
+            ),
+        };
+        let params = params.filter(|p| p.num_rows() > 0);
+        if let Some(p) = &params {
+            if p.num_rows() > 1 {
+                return Err(Status::invalid_argument(format!(
+                    "bind one row of parameters per query execution (got {} rows)",
+                    p.num_rows()
+                )));
+            }
+        }
+        let handle = handle.with_params(params);
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.encode()?),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
+        self.statement_info(handle, request.into_inner()).await
+    }
+
+    async fn do_get_prepared_statement(
+        &self,
+        cmd: CommandPreparedStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
+        self.run(handle, request.extensions().get()).await
+    }
+
+    /// Nothing to free: the handle is the whole statement.
+    async fn do_action_close_prepared_statement(
+        &self,
+        _query: ActionClosePreparedStatementRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        Ok(())
+    }
+
+    // Server and catalog metadata -----------------------------------------------------------
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(&SQL_INFO).schema();
+        self.command_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = query
+            .into_builder(&SQL_INFO)
+            .build()
+            .map_err(|e| status::internal("building GetSqlInfo", e))?;
+        batch_response(batch)
+    }
+
+    async fn get_flight_info_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(&XDBC_TYPE_INFO).schema();
+        self.command_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_xdbc_type_info(
+        &self,
+        query: CommandGetXdbcTypeInfo,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        let batch = query
+            .into_builder(&XDBC_TYPE_INFO)
+            .build()
+            .map_err(|e| status::internal("building GetXdbcTypeInfo", e))?;
+        batch_response(batch)
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.command_info(query, &metadata::catalogs_schema(), request.into_inner())
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        _query: CommandGetCatalogs,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        batch_response(metadata::catalogs()?)
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::db_schemas_schema(query.clone());
+        self.command_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        batch_response(metadata::db_schemas(&self.engine, query)?)
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::tables_schema(query.clone());
+        self.command_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        batch_response(metadata::tables(&self.engine, query)?)
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = metadata::table_types_schema(query.clone());
+        self.command_info(query, &schema, request.into_inner())
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        batch_response(metadata::table_types(query)?)
+    }
+
+    async fn get_flight_info_primary_keys(
+        &self,
+        query: CommandGetPrimaryKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.command_info(query, &metadata::PRIMARY_KEYS_SCHEMA, request.into_inner())
+    }
+
+    async fn do_get_primary_keys(
+        &self,
+        _query: CommandGetPrimaryKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        empty_response(&metadata::PRIMARY_KEYS_SCHEMA)
+    }
+
+    async fn get_flight_info_exported_keys(
+        &self,
+        query: CommandGetExportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.command_info(query, &metadata::FOREIGN_KEYS_SCHEMA, request.into_inner())
+    }
+
+    async fn do_get_exported_keys(
+        &self,
+        _query: CommandGetExportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        empty_response(&metadata::FOREIGN_KEYS_SCHEMA)
+    }
+
+    async fn get_flight_info_imported_keys(
+        &self,
+        query: CommandGetImportedKeys,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.command_info(query, &metadata::FOREIGN_KEYS_SCHEMA, request.into_inner())
+    }
+
+    async fn do_get_imported_keys(
+        &self,
+        _query: CommandGetImportedKeys,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        empty_response(&metadata::FOREIGN_KEYS_SCHEMA)
+    }
+
+    async fn get_flight_info_cross_reference(
+        &self,
+        query: CommandGetCrossReference,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.command_info(query, &metadata::FOREIGN_KEYS_SCHEMA, request.into_inner())
+    }
+
+    async fn do_get_cross_reference(
+        &self,
+        _query: CommandGetCrossReference,
+        _request: Request<Ticket>,
+    ) -> Result<Response<DoGetStream>, Status> {
+        empty_response(&metadata::FOREIGN_KEYS_SCHEMA)
+    }
+
+    // What a read-only server refuses, with a message that says so -----------------------------
+
+    async fn do_put_statement_update(
+        &self,
+        _ticket: CommandStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only("updates"))
+    }
+
+    async fn do_put_statement_ingest(
+        &self,
+        _ticket: CommandStatementIngest,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only("bulk ingestion"))
+    }
+
+    async fn do_put_prepared_statement_update(
+        &self,
+        _query: CommandPreparedStatementUpdate,
+        _request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        Err(read_only("updates"))
+    }
+
+    async fn do_action_begin_transaction(
+        &self,
+        _query: ActionBeginTransactionRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<ActionBeginTransactionResult, Status> {
+        Err(read_only("transactions"))
+    }
+
+    async fn do_action_end_transaction(
+        &self,
+        _query: ActionEndTransactionRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        Err(read_only("transactions"))
+    }
+
+    async fn do_action_begin_savepoint(
+        &self,
+        _query: ActionBeginSavepointRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<ActionBeginSavepointResult, Status> {
+        Err(read_only("savepoints"))
+    }
+
+    async fn do_action_end_savepoint(
+        &self,
+        _query: ActionEndSavepointRequest,
+        _request: Request<arrow_flight::Action>,
+    ) -> Result<(), Status> {
+        Err(read_only("savepoints"))
+    }
+
+    /// Our SqlInfo is static (see `sql_info`), so nothing registers at run time.
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}

@@ -1,0 +1,340 @@
+//! Helpers shared by the query-correctness tests of `qilin-server`: running SQL through the
+//! Rust Flight SQL client, running it on the oracle (DataFusion on the raw Parquet files) and
+//! comparing the two results with the tolerances a cube allows.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::cmp::Ordering;
+use std::path::{Path, PathBuf};
+
+use arrow::array::{Array, RecordBatch};
+use arrow::datatypes::DataType;
+use arrow_flight::error::FlightError;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use qilin_tests::server::{
+    connect, shared_ssb_source_dir, shared_ssb_store, ssb_properties, ServerProcess,
+};
+use tonic::transport::Channel;
+
+pub type Client = FlightSqlServiceClient<Channel>;
+
+/// The 13 SSB queries as `(name, sql)`, read from `tests/ssb_queries.sql` (the file the Python
+/// ADBC script reads too); a `-- Qx.y` line names the statement that follows it.
+pub fn ssb_queries() -> Vec<(String, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ssb_queries.sql");
+    let text = std::fs::read_to_string(&path).expect("read ssb_queries.sql");
+    let (mut out, mut name, mut sql) = (Vec::new(), None::<String>, String::new());
+    for line in text.lines().map(str::trim) {
+        if let Some(label) = line.strip_prefix("--") {
+            let label = label.trim();
+            if label.starts_with('Q') && !label.contains(' ') {
+                name = Some(label.to_string());
+            }
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        if !sql.is_empty() {
+            sql.push(' ');
+        }
+        sql.push_str(line);
+        if line.ends_with(';') {
+            let n = name.take().expect("every statement has a '-- Qx.y' label");
+            out.push((n, sql.trim_end_matches(';').trim().to_string()));
+            sql.clear();
+        }
+    }
+    assert_eq!(out.len(), 13, "ssb_queries.sql holds the 13 SSB queries");
+    out
+}
+
+/// Runs `sql` through Flight SQL the way a client does: `GetFlightInfo(CommandStatementQuery)`,
+/// then `DoGet` on every endpoint's ticket. Errors come back as the server's gRPC status.
+pub async fn run_query(client: &mut Client, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+    let info = client
+        .execute(sql.to_string(), None)
+        .await
+        .map_err(status)?;
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint
+            .ticket
+            .ok_or_else(|| tonic::Status::internal("FlightInfo endpoint without a ticket"))?;
+        let stream = client.do_get(ticket).await.map_err(status)?;
+        batches.extend(stream.try_collect::<Vec<_>>().await.map_err(status)?);
+    }
+    Ok(batches)
+}
+
+/// The gRPC status inside a client error (anything else becomes `Unknown`, which no test
+/// accepts as a proper answer).
+pub fn status(e: FlightError) -> tonic::Status {
+    match e {
+        FlightError::Tonic(s) => *s,
+        other => tonic::Status::unknown(format!("client-side error: {other}")),
+    }
+}
+
+/// Runs `sql` on the oracle.
+pub async fn oracle_query(ctx: &SessionContext, sql: &str) -> Vec<RecordBatch> {
+    let df = ctx
+        .sql(sql)
+        .await
+        .unwrap_or_else(|e| panic!("oracle cannot plan {sql}: {e}"));
+    df.collect()
+        .await
+        .unwrap_or_else(|e| panic!("oracle cannot run {sql}: {e}"))
+}
+
+/// Whether the result order is specified by the query (a top-level ORDER BY).
+pub fn has_order_by(sql: &str) -> bool {
+    sql.to_ascii_lowercase().contains("order by")
+}
+
+/// All cells of an EXPLAIN result (`plan_type`, `plan`), one row per line.
+pub fn explain_text(batches: &[RecordBatch]) -> String {
+    let mut out = String::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            let cells: Vec<String> = b
+                .columns()
+                .iter()
+                .map(|c| qilin_tests::cell(c.as_ref(), r))
+                .collect();
+            out.push_str(&cells.join(" | "));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// How to compare a result with the oracle's.
+#[derive(Debug, Clone, Default)]
+pub struct Expect {
+    /// Compare rows in order (the query has ORDER BY); otherwise both sides are sorted.
+    pub ordered: bool,
+    /// Columns (by position) whose numbers may differ by this relative error (HLL counts).
+    pub approx: Vec<(usize, f64)>,
+}
+
+/// Relative tolerance of floating-point results (SUM/COUNT recombined in another order).
+pub const FLOAT_REL: f64 = 1e-9;
+/// Relative tolerance of an approximate COUNT(DISTINCT) answered from HyperLogLog states.
+pub const HLL_REL: f64 = 0.05;
+/// Absolute slack of an approximate count: on a handful of values two hashes landing in one
+/// register (about 1 in 100 for 8 values at precision 12) make the estimate one or two low.
+pub const HLL_ABS: f64 = 2.0;
+
+/// A cell normalized for comparison: integers of any width alike, floats and decimals as
+/// f64, strings of any string type alike.
+#[derive(Debug, Clone, PartialEq)]
+enum Cell {
+    Null,
+    Int(i128),
+    Float(f64),
+    Text(String),
+}
+
+impl std::fmt::Display for Cell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cell::Null => write!(f, "NULL"),
+            Cell::Int(v) => write!(f, "{v}"),
+            Cell::Float(v) => write!(f, "{v:?}"),
+            Cell::Text(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+fn is_float(t: &DataType) -> bool {
+    matches!(
+        t,
+        DataType::Float16
+            | DataType::Float32
+            | DataType::Float64
+            | DataType::Decimal32(..)
+            | DataType::Decimal64(..)
+            | DataType::Decimal128(..)
+            | DataType::Decimal256(..)
+    )
+}
+
+fn normalize(col: &dyn Array, row: usize) -> Cell {
+    if col.is_null(row) {
+        return Cell::Null;
+    }
+    let text = qilin_tests::cell(col, row);
+    let t = col.data_type();
+    if t.is_integer() {
+        text.parse().map(Cell::Int).unwrap_or(Cell::Text(text))
+    } else if is_float(t) {
+        text.parse().map(Cell::Float).unwrap_or(Cell::Text(text))
+    } else {
+        Cell::Text(text)
+    }
+}
+
+fn as_f64(c: &Cell) -> Option<f64> {
+    match c {
+        Cell::Int(v) => Some(*v as f64),
+        Cell::Float(v) => Some(*v),
+        _ => None,
+    }
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    a == b || (a - b).abs() <= rel * a.abs().max(b.abs())
+}
+
+fn cells_match(got: &Cell, want: &Cell, approx: Option<f64>) -> bool {
+    match (got, want) {
+        (Cell::Int(a), Cell::Int(b)) if approx.is_none() => a == b,
+        (Cell::Float(_), _) | (_, Cell::Float(_)) | (Cell::Int(_), Cell::Int(_)) => {
+            match (as_f64(got), as_f64(want)) {
+                (Some(a), Some(b)) => {
+                    close(a, b, approx.unwrap_or(FLOAT_REL))
+                        || (approx.is_some() && (a - b).abs() <= HLL_ABS)
+                }
+                _ => false,
+            }
+        }
+        _ => got == want,
+    }
+}
+
+fn rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
+    let mut out = Vec::new();
+    for b in batches {
+        for r in 0..b.num_rows() {
+            out.push(
+                b.columns()
+                    .iter()
+                    .map(|c| normalize(c.as_ref(), r))
+                    .collect(),
+            );
+        }
+    }
+    out
+}
+
+fn columns(batches: &[RecordBatch]) -> Option<Vec<DataType>> {
+    batches.first().map(|b| {
+        b.schema()
+            .fields()
+            .iter()
+            .map(|f| f.data_type().clone())
+            .collect()
+    })
+}
+
+fn exact_key(row: &[Cell], inexact: &[bool]) -> Vec<String> {
+    row.iter()
+        .zip(inexact)
+        .filter(|(_, skip)| !**skip)
+        .map(|(c, _)| c.to_string())
+        .collect()
+}
+
+fn show(row: &[Cell]) -> String {
+    let cells: Vec<String> = row.iter().map(Cell::to_string).collect();
+    format!("({})", cells.join(", "))
+}
+
+/// Compares a result with the oracle's; `Err` explains the first difference.
+///
+/// Unordered results are sorted on their exact columns (everything but floats and approximate
+/// columns, which for an aggregate query includes every group key), so equal groups line up.
+pub fn compare(got: &[RecordBatch], want: &[RecordBatch], expect: &Expect) -> Result<(), String> {
+    let (mut g, mut w) = (rows(got), rows(want));
+    if g.len() != w.len() {
+        let sample = |rs: &[Vec<Cell>]| -> String {
+            rs.iter()
+                .take(5)
+                .map(|r| show(r))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        return Err(format!(
+            "{} rows, expected {} (first rows: got {} / expected {})",
+            g.len(),
+            w.len(),
+            sample(&g),
+            sample(&w)
+        ));
+    }
+    if g.is_empty() {
+        return Ok(());
+    }
+    let (gw, ww) = (g[0].len(), w[0].len());
+    if gw != ww {
+        return Err(format!("{gw} columns, expected {ww}"));
+    }
+    let gt = columns(got).unwrap_or_default();
+    let wt = columns(want).unwrap_or_default();
+    let approx = |i: usize| expect.approx.iter().find(|(c, _)| *c == i).map(|a| a.1);
+    let inexact: Vec<bool> = (0..ww)
+        .map(|i| {
+            approx(i).is_some()
+                || gt.get(i).is_some_and(is_float)
+                || wt.get(i).is_some_and(is_float)
+        })
+        .collect();
+    if !expect.ordered {
+        let by_key = |a: &Vec<Cell>, b: &Vec<Cell>| -> Ordering {
+            exact_key(a, &inexact).cmp(&exact_key(b, &inexact))
+        };
+        g.sort_by(by_key);
+        w.sort_by(by_key);
+    }
+    for (i, (gr, wr)) in g.iter().zip(&w).enumerate() {
+        for c in 0..ww {
+            if !cells_match(&gr[c], &wr[c], approx(c)) {
+                return Err(format!(
+                    "row {i} column {c}: got {} expected {} (row got {} expected {}; types got {:?} expected {:?})",
+                    gr[c],
+                    wr[c],
+                    show(gr),
+                    show(wr),
+                    gt.get(c),
+                    wt.get(c)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Scale factor of the SSB sample the query tests run on.
+pub const SCALE: f64 = 0.01;
+
+/// A `qilin-server` (mode `query`) over the shared SSB SF 0.01 store with its cube built.
+pub struct SsbServer {
+    pub process: ServerProcess,
+    /// The raw Parquet files' directory (what the oracle reads).
+    pub source: PathBuf,
+}
+
+impl SsbServer {
+    /// Starts a server; `extra` is appended to its `kylin.properties`.
+    pub async fn start(extra: &str) -> SsbServer {
+        let store = shared_ssb_store(SCALE).await;
+        let source = shared_ssb_source_dir(SCALE).await;
+        let props = ssb_properties(
+            &store,
+            &source,
+            &format!("kylin.server.mode=query\n{extra}"),
+        );
+        let exe = Path::new(env!("CARGO_BIN_EXE_qilin-server"));
+        let process = tokio::task::spawn_blocking(move || ServerProcess::start(exe, &props))
+            .await
+            .expect("start qilin-server");
+        SsbServer { process, source }
+    }
+
+    /// A client logged in as the sample's ADMIN user.
+    pub async fn client(&self) -> Client {
+        connect(&self.process.addr, "ADMIN", "KYLIN").await
+    }
+}
