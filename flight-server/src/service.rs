@@ -376,7 +376,7 @@ impl FlightSqlService for QilinFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = query.clone().into_builder(&XDBC_TYPE_INFO).schema();
+        let schema = query.into_builder(&XDBC_TYPE_INFO).schema();
         self.command_info(query, &schema, request.into_inner())
     }
 
@@ -447,7 +447,7 @@ impl FlightSqlService for QilinFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let schema = metadata::table_types_schema(query.clone());
+        let schema = metadata::table_types_schema(query);
         self.command_info(query, &schema, request.into_inner())
     }
 

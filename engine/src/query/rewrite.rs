@@ -456,7 +456,7 @@ fn cover<'a>(
         }
         let name = func.name().to_ascii_lowercase();
         let arg = params.args.first();
-        let arg_canon = arg.and_then(|a| canon(a));
+        let arg_canon = arg.and_then(&canon);
         let missing = |what: &str| {
             format!(
                 "{e}: cube {cube} has no {what} measure on {}",

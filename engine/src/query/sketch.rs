@@ -164,7 +164,7 @@ mod tests {
     fn corrupt_state_is_an_error_not_a_panic() {
         let states: ArrayRef = Arc::new(BinaryArray::from_iter_values([b"garbage".as_slice()]));
         assert!(HllAccumulator::default()
-            .update_batch(&[states.clone()])
+            .update_batch(std::slice::from_ref(&states))
             .is_err());
         assert!(BitmapAccumulator::default()
             .update_batch(&[states])
