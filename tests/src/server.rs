@@ -53,7 +53,6 @@ impl ServerProcess {
             .arg(&conf)
             .args(["--port", "0"])
             .args(args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

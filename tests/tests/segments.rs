@@ -8,7 +8,9 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::DataType;
 use qilin_engine::measure::bitmap::DistinctBitmap;
 use qilin_engine::measure::hll::HyperLogLog;
+use qilin_engine::metadata::managers::Metadata;
 use qilin_engine::model::{SegmentRange, SegmentStatus};
+use qilin_engine::query::QueryEngine;
 use qilin_engine::sample::ssb;
 use qilin_engine::storage::block::read_cuboid;
 use qilin_engine::Error;
@@ -252,6 +254,43 @@ async fn a_corrupt_block_is_named_and_a_merge_over_it_fails_cleanly() {
         .iter()
         .all(|s| s.status == SegmentStatus::Ready));
     assert_eq!(env.engine.get(&job.id).unwrap().status, JobStatus::Error);
+
+    // A query whose cuboid has a corrupt block fails with an error naming it, no panic.
+    let query = QueryEngine::new(
+        &env.config,
+        Metadata::new(env.meta().store().clone()),
+        env.engine.segment_store().clone(),
+    );
+    let sql = "select d_year, count(*) from lineorder, dates where lo_orderdate = d_datekey group by d_year";
+    let (_, plan) = query.plan_and_rewrite(sql).await.unwrap();
+    assert!(plan.is_some(), "answered from a cuboid");
+    let explain = query
+        .execute(&format!("EXPLAIN {sql}"), None)
+        .await
+        .unwrap();
+    let cuboid: u64 = explain.batches[0]
+        .column(1)
+        .as_string::<i32>()
+        .iter()
+        .flatten()
+        .find_map(|t| t.strip_prefix("cuboid ")?.split(' ').next()?.parse().ok())
+        .expect("a cuboid row");
+    let block = env
+        .segments_dir()
+        .join(&seg.id)
+        .join(cuboid.to_string())
+        .join("0.arrow");
+    let mut bytes = std::fs::read(&block).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xA5;
+    std::fs::write(&block, bytes).unwrap();
+    let err = query.execute(sql, None).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::Corrupt { .. }), "{msg}");
+    assert!(
+        msg.contains(&seg.id) && msg.contains(&format!("cuboid {cuboid}")),
+        "{msg}"
+    );
 }
 
 #[test]

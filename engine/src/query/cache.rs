@@ -102,18 +102,22 @@ mod tests {
     #[test]
     fn evicts_least_recently_used_within_budget() {
         let c = LruCache::new(100);
-        c.insert("a", 1, 40);
-        c.insert("b", 2, 40);
-        assert_eq!(c.get(&"a"), Some(1)); // a is now newer than b
-        c.insert("c", 3, 40);
-        assert!(c.bytes() <= 100);
-        assert_eq!(c.get(&"b"), None);
+        c.insert("a", 1, 30);
+        c.insert("b", 2, 30);
+        c.insert("c", 3, 30);
+        // a is now the most recently used; 120 > 100 evicts the least recently used until a
+        // quarter of the budget is free: b, then c.
         assert_eq!(c.get(&"a"), Some(1));
-        assert_eq!(c.get(&"c"), Some(3));
+        c.insert("d", 4, 30);
+        assert!(c.bytes() <= 75);
+        assert_eq!(c.get(&"b"), None);
+        assert_eq!(c.get(&"c"), None);
+        assert_eq!(c.get(&"a"), Some(1));
+        assert_eq!(c.get(&"d"), Some(4));
         c.insert("huge", 4, 1000);
         assert_eq!(c.get(&"huge"), None);
         c.insert("a", 5, 10); // replacing keeps the byte count right
-        assert_eq!(c.bytes(), 50);
+        assert_eq!(c.bytes(), 40);
         c.clear();
         assert_eq!(c.get(&"a"), None);
         assert_eq!(c.bytes(), 0);
