@@ -246,6 +246,17 @@ impl Config {
         Self::from_parts(&text, &source, |k| std::env::var(k).ok())
     }
 
+    /// What the binaries' `--conf PATH` means: that file, except that the default path
+    /// ([`DEFAULT_CONF_PATH`]) may be absent, in which case the built-in defaults apply. An
+    /// explicitly named file that cannot be read is an error.
+    pub fn load_for_cli(path: &Path) -> Result<Config, ConfigError> {
+        if path == Path::new(DEFAULT_CONF_PATH) && !path.exists() {
+            Self::load(None)
+        } else {
+            Self::load(Some(path))
+        }
+    }
+
     /// Builds a config from properties text and an environment lookup (tests pass a map).
     pub fn from_parts(
         text: &str,

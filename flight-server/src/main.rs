@@ -10,7 +10,7 @@ mod sql_info;
 mod status;
 mod wire;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -61,18 +61,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads the config: the given file, or built-in defaults when the default path is absent.
-fn load_config(path: &Path) -> anyhow::Result<Config> {
-    let file = if path == Path::new(DEFAULT_CONF_PATH) && !path.exists() {
-        None
-    } else {
-        Some(path)
-    };
-    Ok(Config::load(file)?)
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut config = load_config(&cli.conf)?;
+    let mut config = Config::load_for_cli(&cli.conf)?;
     if let Some(port) = cli.port {
         config.server_port = port;
     }

@@ -3,14 +3,13 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use qilin_engine::config::Config;
 use qilin_engine::metadata::{managers::Metadata, open_store};
 use qilin_engine::sample::ssb;
 use qilin_engine::storage::open_segment_store;
-use qilin_jobs::{Job, JobEngine, Observer};
+use qilin_jobs::{progress_lines, JobEngine};
 
 /// Creates and builds the sample when `kylin.sample.auto-create` is on and the local metadata
 /// store holds no project. Does nothing otherwise.
@@ -49,7 +48,7 @@ pub async fn create_if_empty(config: &Config) -> anyhow::Result<()> {
         .submit_build(ssb::CUBE, Some(ssb::full_range()))
         .context("submitting the sample build")?;
     let job = jobs
-        .run(&submitted.job().id, progress())
+        .run(&submitted.job().id, progress_lines(|line| say(&line)))
         .await
         .context("building the sample cube")?;
     say(&format!("sample cube {} built (job {})", ssb::CUBE, job.id));
@@ -60,24 +59,4 @@ fn say(line: &str) {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "qilin-server: {line}");
     let _ = out.flush();
-}
-
-/// One line per step and per 10% of progress.
-fn progress() -> Observer {
-    let last = Mutex::new((usize::MAX, -1i64));
-    Arc::new(move |j: &Job| {
-        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-        let step = j.current_step();
-        let decile = (j.progress * 10.0).floor() as i64;
-        if (step, decile) != *last || j.status.is_final() {
-            *last = (step, decile);
-            let name = j.steps.get(step).map(|s| s.name.as_str()).unwrap_or("");
-            say(&format!(
-                "sample build step {}/{} {name}: {:.0}%",
-                step + 1,
-                j.steps.len(),
-                j.progress * 100.0
-            ));
-        }
-    })
 }

@@ -4,6 +4,8 @@
 pub mod engine;
 pub mod job;
 pub mod liveness;
+pub mod progress;
 
 pub use engine::{JobEngine, Observer, Submitted};
 pub use job::{Job, JobKind, JobStatus};
+pub use progress::progress_lines;

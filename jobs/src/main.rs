@@ -2,9 +2,9 @@
 //! jobs; create the SSB sample.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
@@ -14,7 +14,7 @@ use qilin_engine::metadata::{managers::Metadata, open_store};
 use qilin_engine::model::{SegmentRange, SegmentStatus};
 use qilin_engine::sample::ssb;
 use qilin_engine::storage::open_segment_store;
-use qilin_jobs::{Job, JobEngine, JobStatus, Observer, Submitted};
+use qilin_jobs::{progress_lines, Job, JobEngine, JobStatus, Observer, Submitted};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -119,16 +119,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads the config: the given file, or built-in defaults when the default path is absent.
-fn load_config(path: &Path) -> anyhow::Result<Config> {
-    let file = if path == Path::new(DEFAULT_CONF_PATH) && !path.exists() {
-        None
-    } else {
-        Some(path)
-    };
-    Ok(Config::load(file)?)
-}
-
 fn open_engine(config: &Config) -> anyhow::Result<JobEngine> {
     let store = open_store(&config.metadata_url).context("opening the metadata store")?;
     let segments = open_segment_store(&config.storage_url).context("opening segment storage")?;
@@ -140,7 +130,7 @@ fn open_engine(config: &Config) -> anyhow::Result<JobEngine> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = load_config(&cli.conf)?;
+    let config = Config::load_for_cli(&cli.conf)?;
     let engine = open_engine(&config)?;
     match cli.command {
         Command::Build { cube, start, end } => {
@@ -306,25 +296,7 @@ fn progress_observer() -> Observer {
         })
     } else {
         // Plain lines: one per step change and per 10% of progress.
-        let last = Mutex::new((usize::MAX, -1i64));
-        Arc::new(move |j: &Job| {
-            let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-            let step = j.current_step();
-            let decile = (j.progress * 10.0).floor() as i64;
-            if (step, decile) != *last || j.status.is_final() {
-                *last = (step, decile);
-                let name = j.steps.get(step).map(|s| s.name.as_str()).unwrap_or("");
-                eprintln!(
-                    "job {} {} step {}/{} {name}: {:.0}% {}",
-                    j.id,
-                    j.status,
-                    step + 1,
-                    j.steps.len(),
-                    j.progress * 100.0,
-                    j.message
-                );
-            }
-        })
+        progress_lines(|line| eprintln!("{line}"))
     }
 }
 

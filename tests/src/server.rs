@@ -48,16 +48,7 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`], with extra command-line arguments.
     pub fn start_with_args(exe: &Path, properties: &str, args: &[&str]) -> ServerProcess {
         let (conf_dir, conf) = write_conf(properties);
-        let mut child = Command::new(exe)
-            .arg("--conf")
-            .arg(&conf)
-            .args(["--port", "0"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+        let mut child = spawn(exe, &conf, args);
         let output = Arc::new(Mutex::new(String::new()));
         let (lines_tx, lines_rx) = mpsc::channel::<String>();
         let stdout = child.stdout.take().expect("piped stdout");
@@ -128,15 +119,7 @@ impl Drop for ServerProcess {
 /// its exit status and combined output. Panics if it is still running after `timeout`.
 pub fn run_server_to_exit(exe: &Path, properties: &str, timeout: Duration) -> (ExitStatus, String) {
     let (_conf_dir, conf) = write_conf(properties);
-    let mut child = Command::new(exe)
-        .arg("--conf")
-        .arg(&conf)
-        .args(["--port", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()));
+    let mut child = spawn(exe, &conf, &[]);
     let output = Arc::new(Mutex::new(String::new()));
     let out_thread = drain(child.stdout.take().expect("stdout"), output.clone(), None);
     let err_thread = drain(child.stderr.take().expect("stderr"), output.clone(), None);
@@ -159,6 +142,20 @@ pub fn run_server_to_exit(exe: &Path, properties: &str, timeout: Duration) -> (E
     let _ = err_thread.join();
     let text = output.lock().unwrap_or_else(|p| p.into_inner()).clone();
     (status, text)
+}
+
+/// `exe --conf CONF --port 0 ARGS...` with piped output.
+fn spawn(exe: &Path, conf: &Path, args: &[&str]) -> Child {
+    Command::new(exe)
+        .arg("--conf")
+        .arg(conf)
+        .args(["--port", "0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()))
 }
 
 fn write_conf(properties: &str) -> (tempfile::TempDir, PathBuf) {

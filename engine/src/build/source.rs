@@ -3,14 +3,12 @@
 //! measure inputs.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
 
 use crate::error::{Error, Result};
 use crate::model::{
-    parse_sql_type, CubeLayout, JoinKind, ModelColumn, PartitionKind, SegmentRange, SourceFormat,
+    table_schema, CubeLayout, JoinKind, ModelColumn, PartitionKind, SegmentRange, SourceFormat,
     TableDesc,
 };
 
@@ -50,21 +48,7 @@ pub async fn source_context(tables: &[TableDesc], source_url: &Path) -> Result<S
                     .await?
             }
             SourceFormat::Csv => {
-                let fields: Vec<Field> = t
-                    .columns
-                    .iter()
-                    .map(|c| {
-                        parse_sql_type(&c.data_type)
-                            .map(|dt| Field::new(&c.name, dt, true))
-                            .ok_or_else(|| {
-                                Error::invalid(
-                                    format!("table {}", t.name),
-                                    format!("column {}: unknown type {}", c.name, c.data_type),
-                                )
-                            })
-                    })
-                    .collect::<Result<_>>()?;
-                let schema = Arc::new(Schema::new(fields));
+                let schema = table_schema(t)?;
                 let opts = CsvReadOptions::new().has_header(true).schema(&schema);
                 ctx.register_csv(&name, &path_str, opts).await?
             }

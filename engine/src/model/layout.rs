@@ -4,11 +4,12 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use super::cuboid::{self, enumerate_group, CuboidId};
 use super::desc::*;
@@ -129,6 +130,26 @@ pub fn parse_sql_type(name: &str) -> Option<DataType> {
             DataType::Decimal128(p.trim().parse().ok()?, s.trim().parse().ok()?)
         }
     })
+}
+
+/// The Arrow schema a table descriptor declares (every column nullable); an unknown type
+/// names the table and column.
+pub fn table_schema(t: &TableDesc) -> Result<SchemaRef> {
+    let fields = t
+        .columns
+        .iter()
+        .map(|c| {
+            parse_sql_type(&c.data_type)
+                .map(|dt| Field::new(&c.name, dt, true))
+                .ok_or_else(|| {
+                    Error::invalid(
+                        format!("table {}.{}", t.project, t.name),
+                        format!("column {}: unknown type {}", c.name, c.data_type),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// The SQL type name Qilin writes for an Arrow type (inverse of [`parse_sql_type`]).

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::common::DFSchema;
@@ -28,7 +27,7 @@ use crate::build::source::table_location;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metadata::managers::Metadata;
-use crate::model::{parse_sql_type, CubeLayout, Segment, SourceFormat, TableDesc};
+use crate::model::{table_schema, CubeLayout, Segment, SourceFormat, TableDesc};
 
 /// A cube that can answer queries: its layout and READY segments.
 #[derive(Debug)]
@@ -112,24 +111,6 @@ fn session_state(default_project: &str) -> SessionState {
         let _ = state.register_udaf(udaf);
     }
     state
-}
-
-pub(crate) fn table_schema(t: &TableDesc) -> Result<SchemaRef> {
-    let fields = t
-        .columns
-        .iter()
-        .map(|c| {
-            parse_sql_type(&c.data_type)
-                .map(|dt| Field::new(&c.name, dt, true))
-                .ok_or_else(|| {
-                    Error::invalid(
-                        format!("table {}.{}", t.project, t.name),
-                        format!("column {}: unknown type {}", c.name, c.data_type),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(Arc::new(Schema::new(fields)))
 }
 
 /// A listing table over the table's file(s) with the declared schema: no I/O until scanned.

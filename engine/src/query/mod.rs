@@ -340,7 +340,7 @@ impl QueryEngine {
                 out.push(TableInfo {
                     project: p.name.clone(),
                     name: t.name.clone(),
-                    schema: catalog::table_schema(t)?,
+                    schema: crate::model::table_schema(t)?,
                 });
             }
         }
