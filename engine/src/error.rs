@@ -45,6 +45,12 @@ pub enum Error {
     /// Too much work at once; the client should retry later.
     #[error("{0}")]
     Overloaded(String),
+    /// The storage backend (HBase) could not be reached, even after retries.
+    #[error("{what}: storage unavailable: {detail}")]
+    Unavailable { what: String, detail: String },
+    /// The storage backend (HBase) reported an error for a request.
+    #[error("{what}: {detail}")]
+    Backend { what: String, detail: String },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -80,13 +80,16 @@ pub fn sync_tree(root: &Path) -> Result<()> {
     sync_dir(root)
 }
 
-/// The directory a store URL names: a plain path or `file://PATH`. `TABLE@hbase://HOST:PORT`
-/// is refused with a clear message, as this build has no HBase backend.
+/// The directory a local store URL names: a plain path or `file://PATH`. Other schemes are
+/// refused with a message naming the key.
 pub fn local_dir_of_url<'a>(key: &str, url: &'a str) -> Result<&'a str> {
-    if url.contains("@hbase://") || url.starts_with("hbase://") {
-        return Err(Error::Refused(format!(
-            "{key}={url}: HBase storage is not available in this build; use a local directory"
-        )));
+    if let Some((scheme, _)) = url.split_once("://") {
+        if scheme != "file" && !scheme.contains(['/', '@']) {
+            return Err(Error::invalid(
+                format!("{key}={url}"),
+                format!("unknown scheme {scheme}://; use a directory, file://PATH or TABLE@hbase://HOST:PORT"),
+            ));
+        }
     }
     Ok(url.strip_prefix("file://").unwrap_or(url))
 }

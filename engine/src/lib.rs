@@ -5,6 +5,7 @@ pub mod build;
 pub mod config;
 pub mod error;
 pub mod fsutil;
+pub mod hbase;
 pub mod measure;
 pub mod metadata;
 pub mod model;

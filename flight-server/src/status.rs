@@ -19,6 +19,8 @@ pub fn from_engine(e: &Error) -> Status {
         | Error::Config(_) => Status::invalid_argument(msg),
         Error::NotFound { .. } => Status::not_found(msg),
         Error::Overloaded(_) => Status::resource_exhausted(msg),
+        // The shared store is down: the client may retry (on this or another instance).
+        Error::Unavailable { .. } => Status::unavailable(msg),
         Error::DataFusion(_) if is_user_datafusion_error(&msg) => Status::invalid_argument(msg),
         Error::DataFusion(_) if msg.contains("Resources exhausted: ") => {
             Status::resource_exhausted(msg)

@@ -343,13 +343,24 @@ impl JobEngine {
         Ok(job)
     }
 
-    /// Removes the job's NEW segment from the cube and deletes its stored data.
+    /// Removes the job's NEW segment from the cube and deletes its stored data. Data of a
+    /// segment the cube lists as READY is never deleted here: with a remote store a commit
+    /// can succeed while its caller sees an error (the connection broke after the write).
     fn drop_new_segment(&self, job: &Job) -> Result<()> {
-        self.meta.update_cube(&job.cube, |inst| {
+        let committed = self.meta.update_cube(&job.cube, |inst| {
             inst.segments
                 .retain(|s| !(s.id == job.segment_id && s.status == SegmentStatus::New));
-            Ok(())
+            Ok(inst.segments.iter().any(|s| s.id == job.segment_id))
         })?;
+        if committed {
+            log::warn!(
+                "job {}: segment {} is READY in cube {}; keeping its data",
+                job.id,
+                job.segment_id,
+                job.cube
+            );
+            return Ok(());
+        }
         self.store.delete_segment(&job.segment_id)
     }
 

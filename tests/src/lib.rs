@@ -11,40 +11,154 @@ use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use qilin_engine::config::Config;
-use qilin_engine::metadata::{managers::Metadata, LocalResourceStore};
+use qilin_engine::metadata::{managers::Metadata, open_store};
 use qilin_engine::model::SegmentRange;
 use qilin_engine::sample::ssb;
-use qilin_engine::storage::LocalSegmentStore;
+use qilin_engine::storage::open_segment_store;
 use qilin_jobs::{Job, JobEngine, Observer};
 
+pub mod hbase_emulator;
+pub mod hbase_emulator_process;
+pub mod hbase_raw;
 pub mod server;
 
-/// A complete local installation in a temp dir.
+/// Declares `NAME::local` and `NAME::hbase` tests that run `async fn NAME(backend: Backend)`
+/// on each backend (one test corpus, parametrized by backend).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn local() {
+                super::$name($crate::Backend::Local).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hbase() {
+                super::$name($crate::Backend::HBase).await
+            }
+        }
+    )*};
+}
+
+/// The `hbase-thrift-emulator` binary (see [`workspace_exe`]).
+pub fn emulator_exe() -> PathBuf {
+    workspace_exe("hbase-thrift-emulator")
+}
+
+/// A binary of this workspace next to the running test executable
+/// (`<target>/<profile>/deps/x` → `<target>/<profile>/NAME`), for binaries of other packages
+/// than the test's own (`cargo test --workspace` builds every package's binaries first).
+pub fn workspace_exe(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current test executable");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|profile| profile.join(name))
+        .expect("test executable in <target>/<profile>/deps");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// Where a test installation keeps its metadata and segments. The build-side test corpus
+/// runs on both (see [`on_both_backends!`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Directories in the installation's temp dir.
+    Local,
+    /// Two tables in a private `hbase-thrift-emulator` process.
+    HBase,
+}
+
+/// A complete installation in a temp dir (source data shared), on either backend.
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub config: Config,
     pub engine: JobEngine,
+    pub backend: Backend,
+    /// The emulator behind the HBase backend.
+    pub hbase: Option<hbase_emulator_process::EmulatorProcess>,
 }
 
 impl TestEnv {
-    /// A fresh installation whose source dir is `source` (shared between envs to save time).
+    /// A fresh local installation whose source dir is `source` (shared between envs to save
+    /// time).
     pub fn new(source: &Path) -> TestEnv {
+        Self::on(Backend::Local, source)
+    }
+
+    /// A fresh installation on `backend`.
+    pub fn on(backend: Backend, source: &Path) -> TestEnv {
+        Self::with_properties(backend, source, "")
+    }
+
+    /// A fresh installation on `backend` with extra `kylin.properties` lines.
+    pub fn with_properties(backend: Backend, source: &Path, extra: &str) -> TestEnv {
         let dir = tempfile::tempdir().expect("temp dir");
+        let (hbase, metadata_url, storage_url) = match backend {
+            Backend::Local => (
+                None,
+                dir.path().join("meta").display().to_string(),
+                dir.path().join("segments").display().to_string(),
+            ),
+            Backend::HBase => {
+                let emulator = hbase_emulator_process::EmulatorProcess::start(
+                    &emulator_exe(),
+                    Some(&dir.path().join("hbase.snapshot")),
+                    0,
+                );
+                let meta = format!("qilin_metadata@hbase://{}", emulator.addr);
+                let segs = format!("qilin_segments@hbase://{}", emulator.addr);
+                (Some(emulator), meta, segs)
+            }
+        };
         let props = format!(
-            "kylin.metadata.url={}\nkylin.storage.url={}\nkylin.source.url={}\nkylin.storage.block-rows=1000\n",
-            dir.path().join("meta").display(),
-            dir.path().join("segments").display(),
+            "kylin.metadata.url={metadata_url}\nkylin.storage.url={storage_url}\nkylin.source.url={}\nkylin.storage.block-rows=1000\n{extra}",
             source.display()
         );
         let config = Config::from_parts(&props, "test", |_| None).expect("test config");
-        let store = Arc::new(LocalResourceStore::open(&config.metadata_url).expect("meta store"));
-        let segments =
-            Arc::new(LocalSegmentStore::open(&config.storage_url).expect("segment store"));
+        let store = open_store(&config.metadata_url).expect("meta store");
+        let segments = open_segment_store(&config.storage_url).expect("segment store");
         let engine = JobEngine::new(Metadata::new(store), segments, config.clone());
         TestEnv {
             dir,
             config,
             engine,
+            backend,
+            hbase,
+        }
+    }
+
+    /// Ids of the segments that have stored data, sorted.
+    pub fn segment_ids(&self) -> Vec<String> {
+        self.engine
+            .segment_store()
+            .list_segments()
+            .expect("list segments")
+    }
+
+    /// Flips a byte in the middle of a stored block, behind Qilin's back.
+    pub fn corrupt_block(&self, segment: &str, cuboid: u64, block: u32) {
+        match &self.hbase {
+            None => {
+                let file = PathBuf::from(&self.config.storage_url)
+                    .join(segment)
+                    .join(cuboid.to_string())
+                    .join(format!("{block}.arrow"));
+                let mut bytes = std::fs::read(&file).expect("read block file");
+                let mid = bytes.len() / 2;
+                bytes[mid] ^= 0xA5;
+                std::fs::write(&file, bytes).expect("write block file");
+            }
+            Some(emulator) => hbase_raw::corrupt_cell(
+                &emulator.addr,
+                "qilin_segments",
+                &qilin_engine::storage::hbase::row_key(segment, cuboid, block),
+                b"b:d0",
+            ),
         }
     }
 

@@ -10,7 +10,7 @@ use qilin_engine::measure::bitmap::DistinctBitmap;
 use qilin_engine::measure::hll::HyperLogLog;
 use qilin_engine::sample::ssb;
 use qilin_engine::storage::block::read_cuboid;
-use qilin_tests::{oracle, rows_by_key, shared_ssb_source, TestEnv};
+use qilin_tests::{on_both_backends, oracle, rows_by_key, shared_ssb_source, Backend, TestEnv};
 
 /// The oracle's expression for each measure of the sample cube, written independently of
 /// the cube's descriptor (the test fails if the cube's measures change).
@@ -32,10 +32,11 @@ const JOINED: &str = "lineorder JOIN dates ON lo_orderdate = d_datekey \
     JOIN customer ON lo_custkey = c_custkey JOIN supplier ON lo_suppkey = s_suppkey \
     JOIN part ON lo_partkey = p_partkey";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_cuboid_equals_group_by_on_raw_tables() {
+on_both_backends!(every_cuboid_equals_group_by_on_raw_tables);
+
+async fn every_cuboid_equals_group_by_on_raw_tables(backend: Backend) {
     let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
-    let env = TestEnv::new(&source);
+    let env = TestEnv::on(backend, &source);
     env.install_sample(0.01).await;
     let job = env.build("1992-01-01..1999-01-01").await.expect("build");
     assert_eq!(job.status, qilin_jobs::JobStatus::Succeed);

@@ -6,11 +6,17 @@ use std::path::Path;
 use qilin_engine::model::*;
 use qilin_engine::sample::ssb;
 use qilin_engine::Error;
-use qilin_tests::{shared_ssb_source, TestEnv};
+use qilin_tests::{on_both_backends, shared_ssb_source, Backend, TestEnv};
 
-async fn env() -> TestEnv {
+on_both_backends!(
+    hostile_names_are_refused,
+    broken_descriptor_json_is_reported_with_its_path,
+    invalid_models_and_cubes_name_the_problem,
+);
+
+async fn env(backend: Backend) -> TestEnv {
     let src = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
-    let env = TestEnv::new(&src);
+    let env = TestEnv::on(backend, &src);
     env.install_sample(0.01).await;
     env
 }
@@ -25,9 +31,8 @@ fn expect_err<T: std::fmt::Debug>(r: qilin_engine::Result<T>, needles: &[&str]) 
     e
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_names_are_refused() {
-    let env = env().await;
+async fn hostile_names_are_refused(backend: Backend) {
+    let env = env(backend).await;
     let meta = env.meta();
     let long = "x".repeat(10_000);
     for bad in ["../x", "", long.as_str(), "a/b", "..", "x\0y"] {
@@ -54,9 +59,8 @@ async fn hostile_names_are_refused() {
     assert_eq!(meta.projects().unwrap().len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broken_descriptor_json_is_reported_with_its_path() {
-    let env = env().await;
+async fn broken_descriptor_json_is_reported_with_its_path(backend: Backend) {
+    let env = env(backend).await;
     let store = env.meta().store();
     store
         .put(
@@ -82,9 +86,8 @@ async fn broken_descriptor_json_is_reported_with_its_path() {
     assert!(e.to_string().contains("cube descriptor upload"), "{e}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_models_and_cubes_name_the_problem() {
-    let env = env().await;
+async fn invalid_models_and_cubes_name_the_problem(backend: Backend) {
+    let env = env(backend).await;
     let meta = env.meta();
 
     let mut m = ssb::model();

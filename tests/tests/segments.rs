@@ -15,7 +15,7 @@ use qilin_engine::sample::ssb;
 use qilin_engine::storage::block::read_cuboid;
 use qilin_engine::Error;
 use qilin_jobs::JobStatus;
-use qilin_tests::{quiet, shared_ssb_source, TestEnv};
+use qilin_tests::{on_both_backends, quiet, shared_ssb_source, Backend, TestEnv};
 
 const SF: f64 = 0.01;
 
@@ -58,26 +58,22 @@ fn assert_same_cuboid(a: &[RecordBatch], b: &[RecordBatch], what: &str) {
     assert_eq!(flat(a), flat(b), "{what}");
 }
 
-fn segment_dirs(env: &TestEnv) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(env.segments_dir())
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().to_string())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
+on_both_backends!(
+    two_halves_merged_equal_one_full_build_and_overlaps_are_refused,
+    refresh_replaces_a_segment_atomically,
+    a_failed_build_leaves_no_segment_and_no_files,
+    a_corrupt_block_is_named_and_a_merge_over_it_fails_cleanly,
+    retention_drops_segments_older_than_the_range,
+    an_unpartitioned_model_builds_one_full_segment,
+);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_halves_merged_equal_one_full_build_and_overlaps_are_refused() {
+async fn two_halves_merged_equal_one_full_build_and_overlaps_are_refused(backend: Backend) {
     let src = source().await;
-    let full = TestEnv::new(&src);
+    let full = TestEnv::on(backend, &src);
     full.install_sample(SF).await;
     full.build("1992-01-01..1999-01-01").await.unwrap();
 
-    let parts = TestEnv::new(&src);
+    let parts = TestEnv::on(backend, &src);
     parts.install_sample(SF).await;
     parts.build("1992-01-01..1995-01-01").await.unwrap();
     parts.build("1995-01-01..1999-01-01").await.unwrap();
@@ -107,7 +103,7 @@ async fn two_halves_merged_equal_one_full_build_and_overlaps_are_refused() {
     assert_eq!(merged.status, SegmentStatus::Ready);
     assert_eq!(merged.range, Some(range));
     assert_eq!(
-        segment_dirs(&parts),
+        parts.segment_ids(),
         vec![merged.id.clone()],
         "merged halves' data is deleted"
     );
@@ -124,9 +120,8 @@ async fn two_halves_merged_equal_one_full_build_and_overlaps_are_refused() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refresh_replaces_a_segment_atomically() {
-    let env = TestEnv::new(&source().await);
+async fn refresh_replaces_a_segment_atomically(backend: Backend) {
+    let env = TestEnv::on(backend, &source().await);
     env.install_sample(SF).await;
     env.build("1992-01-01..1999-01-01").await.unwrap();
     let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
@@ -156,15 +151,14 @@ async fn refresh_replaces_a_segment_atomically() {
         (old.name.as_str(), old.range)
     );
     assert_eq!(
-        segment_dirs(&env),
+        env.segment_ids(),
         vec![new.id.clone()],
         "the replaced segment's data is deleted"
     );
     assert_eq!(new.cuboids, old.cuboids, "same source, same cuboids");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_build_leaves_no_segment_and_no_files() {
+async fn a_failed_build_leaves_no_segment_and_no_files(backend: Backend) {
     // A private copy of the source, with one lookup table missing.
     let shared = source().await;
     let private = tempfile::tempdir().unwrap();
@@ -174,7 +168,7 @@ async fn a_failed_build_leaves_no_segment_and_no_files() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
     }
-    let env = TestEnv::new(private.path());
+    let env = TestEnv::on(backend, private.path());
     env.install_sample(SF).await;
     std::fs::remove_file(dir.join("supplier.parquet")).unwrap();
 
@@ -186,7 +180,7 @@ async fn a_failed_build_leaves_no_segment_and_no_files() {
     assert!(err.contains("supplier"), "{err}");
     let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
     assert!(inst.segments.is_empty(), "{:?}", inst.segments);
-    assert!(segment_dirs(&env).is_empty());
+    assert!(env.segment_ids().is_empty());
     let jobs = env.engine.list().unwrap();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].status, JobStatus::Error);
@@ -200,24 +194,15 @@ async fn a_failed_build_leaves_no_segment_and_no_files() {
     env.build("1992-01-01..1999-01-01").await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_block_is_named_and_a_merge_over_it_fails_cleanly() {
-    let env = TestEnv::new(&source().await);
+async fn a_corrupt_block_is_named_and_a_merge_over_it_fails_cleanly(backend: Backend) {
+    let env = TestEnv::on(backend, &source().await);
     env.install_sample(SF).await;
     env.build("1992-01-01..1995-01-01").await.unwrap();
     env.build("1995-01-01..1999-01-01").await.unwrap();
     let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
     let seg = &inst.segments[0];
     let base = seg.cuboids[0].id;
-    let block = env
-        .segments_dir()
-        .join(&seg.id)
-        .join(base.to_string())
-        .join("0.arrow");
-    let mut bytes = std::fs::read(&block).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xA5;
-    std::fs::write(&block, bytes).unwrap();
+    env.corrupt_block(&seg.id, base, 0);
 
     let err = read_cuboid(env.engine.segment_store().as_ref(), &seg.id, base).unwrap_err();
     let msg = err.to_string();
@@ -275,15 +260,7 @@ async fn a_corrupt_block_is_named_and_a_merge_over_it_fails_cleanly() {
         .flatten()
         .find_map(|t| t.strip_prefix("cuboid ")?.split(' ').next()?.parse().ok())
         .expect("a cuboid row");
-    let block = env
-        .segments_dir()
-        .join(&seg.id)
-        .join(cuboid.to_string())
-        .join("0.arrow");
-    let mut bytes = std::fs::read(&block).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xA5;
-    std::fs::write(&block, bytes).unwrap();
+    env.corrupt_block(&seg.id, cuboid, 0);
     let err = query.execute(sql, None).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Corrupt { .. }), "{msg}");
@@ -303,9 +280,8 @@ fn segment_ranges_must_be_ordered_dates() {
     assert!(err.contains("yesterday"), "{err}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_drops_segments_older_than_the_range() {
-    let env = TestEnv::new(&source().await);
+async fn retention_drops_segments_older_than_the_range(backend: Backend) {
+    let env = TestEnv::on(backend, &source().await);
     let mut cube = ssb::cube();
     cube.retention_range_days = Some(3 * 366);
     env.install_sample(SF).await;
@@ -330,14 +306,13 @@ async fn retention_drops_segments_older_than_the_range() {
         ]
     );
     assert!(
-        !segment_dirs(&env).contains(&oldest),
+        !env.segment_ids().contains(&oldest),
         "the dropped segment's data is deleted"
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unpartitioned_model_builds_one_full_segment() {
-    let env = TestEnv::new(&source().await);
+async fn an_unpartitioned_model_builds_one_full_segment(backend: Backend) {
+    let env = TestEnv::on(backend, &source().await);
     env.install_sample(SF).await;
     let mut model = ssb::model();
     model.name = "ssb_flat".into();

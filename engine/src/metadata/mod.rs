@@ -7,6 +7,7 @@
 //! avoid lost updates. A store-wide version grows on every change, so a server can see
 //! cheaply that it is behind.
 
+pub mod hbase;
 pub mod local;
 pub mod managers;
 
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
+pub use hbase::HBaseResourceStore;
 pub use local::LocalResourceStore;
 
 /// One stored resource.
@@ -53,9 +55,15 @@ pub trait ResourceStore: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Opens the store named by `kylin.metadata.url` (a local directory here).
+/// Opens the store named by `kylin.metadata.url`: `TABLE@hbase://HOST:PORT` or a local
+/// directory (`PATH` or `file://PATH`).
 pub fn open_store(url: &str) -> Result<Arc<dyn ResourceStore>> {
-    let path = crate::fsutil::local_dir_of_url("kylin.metadata.url", url)?;
+    const KEY: &str = "kylin.metadata.url";
+    if crate::hbase::url::is_hbase_url(url) {
+        let url = crate::hbase::HBaseUrl::parse(KEY, url)?;
+        return Ok(Arc::new(HBaseResourceStore::open(url)?));
+    }
+    let path = crate::fsutil::local_dir_of_url(KEY, url)?;
     Ok(Arc::new(LocalResourceStore::open(path)?))
 }
 

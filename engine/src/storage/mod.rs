@@ -6,6 +6,7 @@
 //! live in [`block`] so every backend stores exactly the same thing.
 
 pub mod block;
+pub mod hbase;
 pub mod local;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::CuboidId;
 
 pub use block::{BlockMeta, CuboidManifest};
+pub use hbase::HBaseSegmentStore;
 pub use local::LocalSegmentStore;
 
 /// Where segment bytes live. Writes of a segment become durable only at [`SegmentStore::sync_segment`];
@@ -33,9 +35,15 @@ pub trait SegmentStore: Send + Sync + std::fmt::Debug {
     fn describe(&self) -> String;
 }
 
-/// Opens the store named by `kylin.storage.url` (a local directory here).
+/// Opens the store named by `kylin.storage.url`: `TABLE@hbase://HOST:PORT` or a local
+/// directory (`PATH` or `file://PATH`).
 pub fn open_segment_store(url: &str) -> Result<Arc<dyn SegmentStore>> {
-    let path = crate::fsutil::local_dir_of_url("kylin.storage.url", url)?;
+    const KEY: &str = "kylin.storage.url";
+    if crate::hbase::url::is_hbase_url(url) {
+        let url = crate::hbase::HBaseUrl::parse(KEY, url)?;
+        return Ok(Arc::new(HBaseSegmentStore::open(url)?));
+    }
+    let path = crate::fsutil::local_dir_of_url(KEY, url)?;
     Ok(Arc::new(LocalSegmentStore::open(path)?))
 }
 
