@@ -162,6 +162,24 @@ const KEYS: &[KeySpec] = &[
         alias: None,
         default: "60",
     },
+    // the job engine's lease: a standby takes over once it has not been renewed for this long
+    KeySpec {
+        key: "kylin.job.lease-seconds",
+        alias: None,
+        default: "15",
+    },
+    // how often a query server on a remote (HBase) store checks the store-wide version
+    KeySpec {
+        key: "kylin.server.poll-seconds",
+        alias: None,
+        default: "5",
+    },
+    // port of the HTTP health (/health) and Prometheus (/metrics) endpoint; 0 = off
+    KeySpec {
+        key: "kylin.server.metrics-port",
+        alias: None,
+        default: "0",
+    },
 ];
 
 /// What a server instance does (Kylin's `kylin.server.mode`).
@@ -212,6 +230,12 @@ pub struct Config {
     pub block_rows: usize,
     pub job_heartbeat_seconds: u64,
     pub job_orphan_timeout_seconds: u64,
+    /// Lease of the one job engine (`kylin.job.lease-seconds`); renewed every third of it.
+    pub job_lease_seconds: u64,
+    /// Store-version polling period of query servers on a remote store.
+    pub poll_seconds: u64,
+    /// Health/metrics HTTP port (0 = off).
+    pub metrics_port: u16,
     pub default_project: String,
     pub cache_enabled: bool,
     pub cache_max_bytes: u64,
@@ -352,6 +376,22 @@ impl Config {
                 )),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let job_lease_seconds: u64 = parse_key(&get, "kylin.job.lease-seconds")?;
+        if !(3..=3600).contains(&job_lease_seconds) {
+            return Err(invalid(
+                "kylin.job.lease-seconds",
+                &job_lease_seconds.to_string(),
+                "must be from 3 to 3600",
+            ));
+        }
+        let poll_seconds: u64 = parse_key(&get, "kylin.server.poll-seconds")?;
+        if poll_seconds == 0 {
+            return Err(invalid(
+                "kylin.server.poll-seconds",
+                "0",
+                "must be at least 1",
+            ));
+        }
         let max_concurrent_queries: usize = parse_key(&get, "kylin.query.max-concurrent")?;
         if max_concurrent_queries == 0 {
             return Err(invalid(
@@ -375,6 +415,9 @@ impl Config {
             block_rows,
             job_heartbeat_seconds: parse_key(&get, "kylin.job.heartbeat-seconds")?,
             job_orphan_timeout_seconds: parse_key(&get, "kylin.job.orphan-timeout-seconds")?,
+            job_lease_seconds,
+            poll_seconds,
+            metrics_port: parse_key(&get, "kylin.server.metrics-port")?,
             default_project: non_empty("kylin.query.default-project")?,
             cache_enabled: parse_bool(&get, "kylin.query.cache-enabled")?,
             cache_max_bytes: parse_key(&get, "kylin.query.cache-max-bytes")?,

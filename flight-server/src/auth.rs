@@ -16,7 +16,10 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, URL_
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
 use hmac::{Hmac, Mac};
+use http_body_util::{BodyExt, Full, Limited};
+use prost::Message;
 use qilin_engine::config::Config;
+use qilin_jobs::notify::NOTIFY_ACTION;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -34,6 +37,7 @@ pub const DEFAULT_PASSWORD: &str = "KYLIN";
 
 /// The one RPC that may be called without credentials of the bearer kind: it issues them.
 const HANDSHAKE_PATH: &str = "/arrow.flight.protocol.FlightService/Handshake";
+const DO_ACTION_PATH: &str = "/arrow.flight.protocol.FlightService/DoAction";
 
 /// Standard base64 that accepts missing padding: the Go Flight client (used by the ADBC
 /// driver) sends `Basic` credentials without `=` padding.
@@ -277,6 +281,43 @@ where
     }
 
     fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
+        if req.uri().path() == DO_ACTION_PATH {
+            // Cluster notifications carry an HMAC signature instead of a bearer token (the
+            // handler checks it and answers PermissionDenied); every other action needs a
+            // token like any other call. The action type is in the body, so read it first.
+            let auth = self.auth.clone();
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return Box::pin(async move {
+                let (parts, body) = req.into_parts();
+                let bytes = match Limited::new(body, crate::server::MAX_MESSAGE_BYTES)
+                    .collect()
+                    .await
+                {
+                    Ok(c) => c.to_bytes(),
+                    Err(e) => {
+                        return Ok(
+                            Status::invalid_argument(format!("reading DoAction: {e}")).into_http()
+                        )
+                    }
+                };
+                let notify = action_type(&bytes).as_deref() == Some(NOTIFY_ACTION);
+                let mut req = http::Request::from_parts(parts, Body::new(Full::new(bytes)));
+                if !notify {
+                    let header = req
+                        .headers()
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok());
+                    match auth.authenticate(header) {
+                        Ok(user) => {
+                            req.extensions_mut().insert(AuthenticatedUser(user));
+                        }
+                        Err(status) => return Ok(status.into_http()),
+                    }
+                }
+                inner.call(req).await
+            });
+        }
         if req.uri().path() != HANDSHAKE_PATH {
             let header = req
                 .headers()
@@ -294,6 +335,16 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         Box::pin(inner.call(req))
     }
+}
+
+/// The type of the `Action` in a DoAction request body (one uncompressed gRPC frame).
+fn action_type(frame: &[u8]) -> Option<String> {
+    if frame.len() < 5 || frame[0] != 0 {
+        return None;
+    }
+    let len = u32::from_be_bytes(frame[1..5].try_into().ok()?) as usize;
+    let message = frame.get(5..5 + len)?;
+    arrow_flight::Action::decode(message).ok().map(|a| a.r#type)
 }
 
 impl<S: NamedService> NamedService for RequireAuth<S> {

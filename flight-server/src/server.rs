@@ -1,13 +1,20 @@
 //! Binding the socket and serving Flight SQL until Ctrl-C or SIGTERM.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use futures::TryStreamExt;
-use qilin_engine::config::Config;
+use qilin_engine::config::{Config, ServerMode};
+use qilin_engine::metadata::{managers::Metadata, open_store};
 use qilin_engine::query::QueryEngine;
+use qilin_engine::storage::open_segment_store;
+use qilin_jobs::daemon::Daemon;
+use qilin_jobs::http::{serve_http, Health};
+use qilin_jobs::{metrics, JobEngine};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
@@ -23,10 +30,17 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 pub const LISTENING_PREFIX: &str = "qilin-server listening on ";
 
 /// Serves until a shutdown signal. `auth` is checked before anything slow happens (see
-/// `main`), so a misconfigured server fails at once.
+/// `main`), so a misconfigured server fails at once. Alongside Flight SQL: the store-version
+/// poller (remote stores), the health/metrics endpoint (`kylin.server.metrics-port`), and in
+/// mode `all` the job daemon.
 pub async fn serve(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<()> {
     let engine = Arc::new(QueryEngine::open(config).context("opening the query engine")?);
-    let service = QilinFlightSql::new(engine, auth.clone(), config.max_concurrent_queries);
+    let jobs = JobEngine::new(
+        Metadata::new(open_store(&config.metadata_url).context("opening the metadata store")?),
+        open_segment_store(&config.storage_url).context("opening segment storage")?,
+        config.clone(),
+    );
+    let service = QilinFlightSql::new(engine.clone(), auth.clone(), jobs.clone(), config);
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -36,6 +50,59 @@ pub async fn serve(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<
         format!("cannot listen on {addr} (kylin.server.host / kylin.server.port)")
     })?;
     let local = listener.local_addr().context("reading the bound address")?;
+    // How this instance appears in kylin.rest.servers (skipped when notifying).
+    let own_addr = format!("{}:{}", config.server_host, local.port());
+    metrics::global().set_instance(&config.server_mode.to_string(), &own_addr);
+
+    let healthy = Arc::new(AtomicBool::new(true));
+    if engine.follows_version() {
+        tokio::spawn(poll_store_version(
+            engine.clone(),
+            Duration::from_secs(config.poll_seconds),
+            healthy.clone(),
+        ));
+    }
+    if config.metrics_port != 0 {
+        let maddr = bind_address(&config.server_host, config.metrics_port);
+        let mlistener = TcpListener::bind(&maddr)
+            .await
+            .with_context(|| format!("cannot listen on {maddr} (kylin.server.metrics-port)"))?;
+        log::info!("health and metrics on http://{}", mlistener.local_addr()?);
+        let (engine, healthy, mode) = (
+            engine.clone(),
+            healthy.clone(),
+            config.server_mode.to_string(),
+        );
+        let health = Arc::new(move || {
+            let ok = healthy.load(Ordering::Relaxed);
+            Health {
+                ok,
+                detail: format!(
+                    "{{\"status\":\"{}\",\"mode\":\"{mode}\",\"metadata_version\":{}}}",
+                    if ok { "ok" } else { "store unreachable" },
+                    engine
+                        .snapshot_version()
+                        .map_or("null".to_string(), |v| v.to_string())
+                ),
+            }
+        });
+        tokio::spawn(async move {
+            if let Err(e) = serve_http(mlistener, health).await {
+                log::error!("health/metrics endpoint stopped: {e}");
+            }
+        });
+    }
+    if config.server_mode == ServerMode::All {
+        // The embedded job engine: it runs jobs only while it holds the cluster's lease.
+        let reload = engine.clone();
+        let daemon = Daemon::new(jobs, config, Some(&own_addr)).on_change(Arc::new(move || {
+            if let Err(e) = reload.refresh() {
+                log::warn!("reloading after a build: {e}");
+            }
+        }));
+        tokio::spawn(daemon.run(shutdown_signal()));
+    }
+
     // Exactly one line, flushed: scripts and tests wait for it instead of sleeping.
     let mut out = std::io::stdout().lock();
     writeln!(out, "{LISTENING_PREFIX}{local}")?;
@@ -55,6 +122,35 @@ pub async fn serve(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<
         .context("serving Flight SQL")?;
     log::info!("stopped");
     Ok(())
+}
+
+/// Follows a remote store: every `every`, reloads the catalog when the store-wide version
+/// moved on, so a server that missed a notification catches up by itself.
+async fn poll_store_version(engine: Arc<QueryEngine>, every: Duration, healthy: Arc<AtomicBool>) {
+    loop {
+        let e = engine.clone();
+        match tokio::task::spawn_blocking(move || e.refresh()).await {
+            Ok(Ok(reloaded)) => {
+                healthy.store(true, Ordering::Relaxed);
+                if reloaded {
+                    metrics::global().reload();
+                    log::info!(
+                        "metadata version {}: reloaded",
+                        engine.snapshot_version().unwrap_or(0)
+                    );
+                }
+                if let Some(v) = engine.snapshot_version() {
+                    metrics::global().set_store_version(v);
+                }
+            }
+            Ok(Err(e)) => {
+                healthy.store(false, Ordering::Relaxed);
+                log::warn!("polling the metadata store: {e}");
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// `host:port`, with brackets around an IPv6 literal.

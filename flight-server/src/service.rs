@@ -25,13 +25,18 @@ use arrow_flight::sql::{
     CommandStatementIngest, CommandStatementQuery, CommandStatementUpdate,
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
+use arrow_flight::Action;
 use arrow_flight::{
     flight_service_server::FlightService, BasicAuth, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use futures::{Stream, TryStreamExt};
 use prost::Message;
+use qilin_engine::config::Config;
+use qilin_engine::model::SegmentRange;
 use qilin_engine::query::QueryEngine;
+use qilin_jobs::notify::{self, NOTIFY_ACTION, SIGNATURE_HEADER};
+use qilin_jobs::{metrics, Job, JobEngine};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -53,16 +58,115 @@ pub struct QilinFlightSql {
     auth: Arc<Authenticator>,
     query_slots: Semaphore,
     max_concurrent: usize,
+    /// Writes build jobs into the store (`qilin.build`); the job engine runs them.
+    jobs: JobEngine,
+    /// Checks cluster notifications (`kylin.security.token-secret`).
+    cluster_secret: Vec<u8>,
+}
+
+/// `DoAction` type that submits a build job: body `{"cube": C, "start": D, "end": D}`
+/// (dates `YYYY-MM-DD`, omitted for unpartitioned cubes); the result is the job as JSON.
+pub const BUILD_ACTION: &str = "qilin.build";
+
+/// The body of a [`BUILD_ACTION`].
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BuildRequest {
+    cube: String,
+    start: Option<String>,
+    end: Option<String>,
 }
 
 impl QilinFlightSql {
-    pub fn new(engine: Arc<QueryEngine>, auth: Arc<Authenticator>, max_concurrent: usize) -> Self {
+    pub fn new(
+        engine: Arc<QueryEngine>,
+        auth: Arc<Authenticator>,
+        jobs: JobEngine,
+        config: &Config,
+    ) -> Self {
         QilinFlightSql {
             engine,
             auth,
-            query_slots: Semaphore::new(max_concurrent),
-            max_concurrent,
+            query_slots: Semaphore::new(config.max_concurrent_queries),
+            max_concurrent: config.max_concurrent_queries,
+            jobs,
+            cluster_secret: config.token_secret.clone().into_bytes(),
         }
+    }
+
+    /// A cluster notification: checked against the cluster secret, then the catalog is
+    /// reloaded if the store moved on (which also drops cached results).
+    async fn notified(&self, request: Request<Action>) -> Result<(), Status> {
+        let signature = request
+            .metadata()
+            .get(SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let n = match notify::verify(
+            &self.cluster_secret,
+            &request.get_ref().body,
+            signature.as_deref(),
+        ) {
+            Ok(n) => n,
+            Err(refusal) => {
+                metrics::global().notification_received(false);
+                log::warn!("refused a notification: {refusal}");
+                return Err(Status::permission_denied(refusal.to_string()));
+            }
+        };
+        metrics::global().notification_received(true);
+        let engine = self.engine.clone();
+        let reloaded = tokio::task::spawn_blocking(move || engine.refresh())
+            .await
+            .map_err(|e| status::internal("reload task", e))?
+            .map_err(|e| status::from_engine(&e))?;
+        if reloaded {
+            metrics::global().reload();
+        }
+        log::info!(
+            "notified by {} ({}, store version {}){}",
+            n.from,
+            n.what,
+            n.store_version,
+            if reloaded { "; reloaded" } else { "" }
+        );
+        Ok(())
+    }
+
+    /// Writes a build job into the store; the cluster's job engine picks it up.
+    async fn submit_build(&self, request: Request<Action>) -> Result<Job, Status> {
+        let body: BuildRequest = serde_json::from_slice(&request.get_ref().body)
+            .map_err(|e| status::bad_request("qilin.build body", e))?;
+        let range = match (&body.start, &body.end) {
+            (Some(s), Some(e)) => {
+                Some(SegmentRange::parse(s, e).map_err(|e| status::from_engine(&e))?)
+            }
+            (None, None) => None,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "qilin.build: give both start and end, or neither",
+                ))
+            }
+        };
+        let jobs = self.jobs.clone();
+        let cube = body.cube.clone();
+        let submitted = tokio::task::spawn_blocking(move || jobs.submit_build(&cube, range))
+            .await
+            .map_err(|e| status::internal("submit task", e))?
+            .map_err(|e| status::from_engine(&e))?;
+        let user = request
+            .extensions()
+            .get::<AuthenticatedUser>()
+            .map(|u| u.0.clone())
+            .unwrap_or_default();
+        let job = submitted.job().clone();
+        log::info!(
+            "user {user}: submitted job {} (build {} of cube {})",
+            job.id,
+            job.segment_name,
+            job.cube
+        );
+        Ok(job)
     }
 
     /// FlightInfo for a query: its result schema (planned, not run) and one endpoint whose
@@ -102,6 +206,7 @@ impl QilinFlightSql {
         let permit = tokio::time::timeout(QUERY_SLOT_WAIT, self.query_slots.acquire())
             .await
             .map_err(|_| {
+                metrics::global().query_finished(Duration::ZERO, "rejected");
                 Status::resource_exhausted(format!(
                     "server busy: {} queries running (kylin.query.max-concurrent); retry later",
                     self.max_concurrent
@@ -112,6 +217,18 @@ impl QilinFlightSql {
         let params = handle.params.as_ref().filter(|p| p.num_rows() > 0);
         let result = self.engine.execute(&handle.sql, params).await;
         drop(permit);
+        let m = metrics::global();
+        match &result {
+            Ok(out) => {
+                m.query_finished(started.elapsed(), "ok");
+                if out.cached {
+                    m.cache_hit()
+                } else {
+                    m.cache_miss()
+                }
+            }
+            Err(_) => m.query_finished(started.elapsed(), "error"),
+        }
         let user = user.map(|u| u.0.as_str()).unwrap_or("?");
         match result {
             Ok(out) => {
@@ -346,6 +463,28 @@ impl FlightSqlService for QilinFlightSql {
         _request: Request<arrow_flight::Action>,
     ) -> Result<(), Status> {
         Ok(())
+    }
+
+    /// Qilin's own actions: cluster notifications and build submissions.
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        match request.get_ref().r#type.as_str() {
+            NOTIFY_ACTION => {
+                self.notified(request).await?;
+                Ok(Response::new(Box::pin(futures::stream::empty())))
+            }
+            BUILD_ACTION => {
+                let job = self.submit_build(request).await?;
+                let body = serde_json::to_vec(&job).map_err(|e| status::internal("job JSON", e))?;
+                let result = arrow_flight::Result { body: body.into() };
+                Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
+            }
+            other => Err(Status::invalid_argument(format!(
+                "unknown action {other:?} (Qilin's own actions: {NOTIFY_ACTION}, {BUILD_ACTION})"
+            ))),
+        }
     }
 
     // Server and catalog metadata -----------------------------------------------------------

@@ -19,6 +19,7 @@ use qilin_engine::model::{
 use qilin_engine::storage::SegmentStore;
 
 use crate::job::{Job, JobKind, JobStatus, Runner};
+use crate::lease::Lease;
 use crate::liveness::{self, is_alive};
 
 /// Called with the job after every recorded change (for progress bars and logs).
@@ -45,6 +46,9 @@ pub struct JobEngine {
     meta: Metadata,
     store: Arc<dyn SegmentStore>,
     config: Config,
+    /// The job-engine lease this engine runs jobs under (cluster mode and the CLI); every
+    /// write of a running job checks it first, and commits carry its epoch.
+    lease: Option<Arc<Lease>>,
 }
 
 impl JobEngine {
@@ -53,6 +57,29 @@ impl JobEngine {
             meta,
             store,
             config,
+            lease: None,
+        }
+    }
+
+    /// The same engine, running jobs only while holding `lease`.
+    pub fn with_lease(mut self, lease: Arc<Lease>) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    pub fn lease(&self) -> Option<&Arc<Lease>> {
+        self.lease.as_ref()
+    }
+
+    /// The lease epoch to run under: `Ok(None)` without a lease, an error when the lease is
+    /// not (or no longer) held.
+    fn lease_epoch(&self, job: &str) -> Result<Option<u64>> {
+        match &self.lease {
+            None => Ok(None),
+            Some(l) => l.check().map(Some).map_err(|e| Error::JobStopped {
+                job: job.to_string(),
+                reason: e.to_string(),
+            }),
         }
     }
 
@@ -93,6 +120,15 @@ impl JobEngine {
         match job.status {
             JobStatus::Ready | JobStatus::Stopped => true,
             JobStatus::Running => match &job.runner {
+                // Only the lease holder runs jobs: under a held lease, a job RUNNING in any
+                // other process is an orphan, even if that process lives (a paused old
+                // holder is fenced off by the epoch).
+                Some(r) if self.lease.as_ref().is_some_and(|l| l.epoch().is_some()) => {
+                    let me = liveness::current_runner();
+                    (r.host.as_str(), r.pid, r.start_ticks)
+                        != (me.host.as_str(), me.pid, me.start_ticks)
+                        || !is_alive(r, self.config.job_orphan_timeout_seconds)
+                }
                 Some(r) => !is_alive(r, self.config.job_orphan_timeout_seconds),
                 None => true,
             },
@@ -296,6 +332,7 @@ impl JobEngine {
         mut f: impl FnMut(&mut Job) -> Result<()>,
     ) -> Result<Job> {
         let path = job_path(id);
+        self.lease_epoch(id)?;
         self.meta
             .update_json::<Job, Job>(&path, |cur| {
                 let mut j = cur.ok_or_else(|| Error::NotFound {
@@ -364,6 +401,73 @@ impl JobEngine {
         self.store.delete_segment(&job.segment_id)
     }
 
+    /// Makes the claimed job's NEW segment this attempt's own: raises the cube's fence epoch
+    /// to this engine's lease epoch and, on a resumed attempt, gives the segment a fresh id, so
+    /// whatever an earlier attempt (possibly still running somewhere, paused) writes or
+    /// commits can never mix with this one. Returns `None` when an earlier attempt already
+    /// committed the segment.
+    fn take_segment(&self, job: &Job) -> Result<Option<Job>> {
+        let epoch = self.lease_epoch(&job.id)?;
+        let fresh = if job.attempts > 1 {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            job.segment_id.clone()
+        };
+        let outcome = self.meta.update_cube(&job.cube, |inst| {
+            if let Some(e) = epoch {
+                if inst.fence_epoch > e {
+                    return Err(Error::JobStopped {
+                        job: job.id.clone(),
+                        reason: format!(
+                            "cube {} is fenced by a newer job engine (lease epoch {} > {e})",
+                            inst.name, inst.fence_epoch
+                        ),
+                    });
+                }
+                inst.fence_epoch = e;
+            }
+            let mine = |s: &Segment| {
+                s.job_id.as_deref() == Some(job.id.as_str()) || s.id == job.segment_id
+            };
+            if inst
+                .segments
+                .iter()
+                .any(|s| mine(s) && s.status == SegmentStatus::Ready)
+            {
+                return Ok(None);
+            }
+            let seg = inst
+                .segments
+                .iter_mut()
+                .find(|s| mine(s) && s.status == SegmentStatus::New)
+                .ok_or_else(|| Error::JobStopped {
+                    job: job.id.clone(),
+                    reason: format!("segment {} is no longer in the cube", job.segment_name),
+                })?;
+            let old = std::mem::replace(&mut seg.id, fresh.clone());
+            seg.job_id = Some(job.id.clone());
+            Ok(Some(old))
+        })?;
+        let Some(old) = outcome else {
+            return Ok(None);
+        };
+        if old == fresh {
+            return Ok(Some(job.clone()));
+        }
+        let updated = self.update_job(&job.id, None, |j| {
+            j.segment_id = fresh.clone();
+            Ok(())
+        })?;
+        // Best effort: an earlier attempt's blocks are garbage now.
+        if let Err(e) = self.store.delete_segment(&old) {
+            log::warn!(
+                "job {}: could not delete earlier attempt's data {old}: {e}",
+                job.id
+            );
+        }
+        Ok(Some(updated))
+    }
+
     /// Runs (or resumes) a job to completion in this process.
     pub async fn run(&self, id: &str, observer: Observer) -> Result<Job> {
         let me = liveness::current_runner();
@@ -392,6 +496,21 @@ impl JobEngine {
             Ok(())
         })?;
         observer(&claimed);
+        let claimed = match self.take_segment(&claimed)? {
+            Some(job) => job,
+            None => {
+                // An earlier attempt committed the segment before its process went away.
+                let done = self.update_job(id, Some(&me), |j| {
+                    j.status = JobStatus::Succeed;
+                    j.progress = 1.0;
+                    j.message = "done (committed by an earlier attempt)".into();
+                    j.ended_ms = Some(now_ms());
+                    Ok(())
+                })?;
+                observer(&done);
+                return Ok(done);
+            }
+        };
         let heartbeat = self.spawn_heartbeat(id, &me);
         let outcome = self.execute(&claimed, &me, observer.clone()).await;
         heartbeat.abort();
@@ -441,7 +560,7 @@ impl JobEngine {
             self.meta
                 .cube_layout(&job.cube, self.config.max_cuboids_per_group)?,
         );
-        // Whatever an earlier attempt wrote is incomplete: start the segment's data afresh.
+        // Whatever an earlier attempt of this process wrote under this id is incomplete.
         self.store.delete_segment(&job.segment_id)?;
         self.set_step(job, me, 0, &observer)?;
 
@@ -500,7 +619,19 @@ impl JobEngine {
         // or refreshed segments in the same write.
         let size: u64 = cuboids.iter().map(|c| c.bytes).sum();
         self.update_job(&job.id, Some(me), |_| Ok(()))?; // still ours, right before commit
+        let epoch = self.lease_epoch(&job.id)?;
         self.meta.update_cube(&job.cube, |inst| {
+            if let Some(e) = epoch {
+                if inst.fence_epoch > e {
+                    return Err(Error::JobStopped {
+                        job: job.id.clone(),
+                        reason: format!(
+                            "cube {} is fenced by a newer job engine (lease epoch {} > {e})",
+                            inst.name, inst.fence_epoch
+                        ),
+                    });
+                }
+            }
             let seg = inst
                 .segments
                 .iter_mut()
@@ -514,7 +645,6 @@ impl JobEngine {
             seg.cuboids = cuboids.clone();
             seg.source_rows = source_rows;
             seg.size_bytes = size;
-            seg.job_id = None;
             seg.replaces.clear();
             inst.segments.retain(|s| !job.replaces.contains(&s.id));
             Ok(())

@@ -1,20 +1,26 @@
 //! `qilin-jobs`: submit and run cube builds, merges and refreshes; list, show and discard
-//! jobs; create the SSB sample.
+//! jobs; create the SSB sample; `serve` runs the job daemon of a cluster.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use qilin_engine::config::ServerMode;
 use qilin_engine::config::{Config, DEFAULT_CONF_PATH};
 use qilin_engine::metadata::{managers::Metadata, open_store};
 use qilin_engine::model::{SegmentRange, SegmentStatus};
 use qilin_engine::sample::ssb;
 use qilin_engine::storage::open_segment_store;
-use qilin_jobs::{progress_lines, Job, JobEngine, JobStatus, Observer, Submitted};
+use qilin_jobs::daemon::{renew_forever, Daemon};
+use qilin_jobs::http::{serve_http, Health};
+use qilin_jobs::lease::Lease;
+use qilin_jobs::notify::Notifier;
+use qilin_jobs::{metrics, progress_lines, Job, JobEngine, JobStatus, Observer, Submitted};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -74,6 +80,9 @@ enum Command {
         #[arg(long)]
         cube: String,
     },
+    /// Run the job daemon: hold the cluster's job-engine lease (or wait as a standby) and run
+    /// every job written into the store. The process for `kylin.server.mode=job`.
+    Serve,
     /// Generate the Star Schema Benchmark data, register project `ssb` and build its cube.
     Sample {
         /// SSB scale factor (1 = 6 million lineorder rows); default kylin.sample.scale.
@@ -139,7 +148,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => None,
             };
             let job = submit_build(&engine, &cube, range)?;
-            run_job(&engine, &job.id).await
+            run_job(&engine, &config, &job.id).await
         }
         Command::Merge { cube, start, end } => {
             let job = engine.submit_merge(&cube, SegmentRange::parse(&start, &end)?)?;
@@ -147,7 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "submitted job {} (merge into {} of cube {cube})",
                 job.id, job.segment_name
             );
-            run_job(&engine, &job.id).await
+            run_job(&engine, &config, &job.id).await
         }
         Command::Refresh { cube, segment } => {
             let job = engine.submit_refresh(&cube, &segment)?;
@@ -155,9 +164,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "submitted job {} (refresh {} of cube {cube})",
                 job.id, job.segment_name
             );
-            run_job(&engine, &job.id).await
+            run_job(&engine, &config, &job.id).await
         }
-        Command::Jobs { command } => jobs_command(&engine, command).await,
+        Command::Jobs { command } => jobs_command(&engine, &config, command).await,
+        Command::Serve => serve(engine, &config).await,
         Command::Segments { cube } => {
             let (inst, _) = engine.metadata().cube_instance(&cube)?;
             println!(
@@ -187,7 +197,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn jobs_command(engine: &JobEngine, command: JobsCommand) -> anyhow::Result<()> {
+async fn jobs_command(
+    engine: &JobEngine,
+    config: &Config,
+    command: JobsCommand,
+) -> anyhow::Result<()> {
     match command {
         JobsCommand::List { cube } => {
             println!(
@@ -225,7 +239,7 @@ async fn jobs_command(engine: &JobEngine, command: JobsCommand) -> anyhow::Resul
             eprintln!("job {} discarded; segment {} removed", j.id, j.segment_name);
             Ok(())
         }
-        JobsCommand::Resume { id } => run_job(engine, &id).await,
+        JobsCommand::Resume { id } => run_job(engine, config, &id).await,
     }
 }
 
@@ -253,13 +267,66 @@ fn submit_build(
     })
 }
 
-/// Runs a job in this process with a progress bar on a terminal, plain lines otherwise.
-async fn run_job(engine: &JobEngine, id: &str) -> anyhow::Result<()> {
+/// Runs a job with a progress bar on a terminal, plain lines otherwise. Only the holder of
+/// the job-engine lease runs jobs: when a job daemon holds it, the job is left to it and
+/// watched; otherwise this process takes the lease for the duration of the job.
+async fn run_job(engine: &JobEngine, config: &Config, id: &str) -> anyhow::Result<()> {
     let observer = progress_observer();
-    let job = engine
+    let meta = engine.metadata().clone();
+    if tokio::task::spawn_blocking(move || Lease::held_elsewhere(&meta)).await?? {
+        return watch_job(engine, id, observer).await;
+    }
+    let lease = Arc::new(Lease::new(
+        engine.metadata().clone(),
+        Duration::from_secs(config.job_lease_seconds),
+        config.job_orphan_timeout_seconds,
+    ));
+    let l = lease.clone();
+    if !tokio::task::spawn_blocking(move || l.tick()).await?? {
+        return watch_job(engine, id, observer).await;
+    }
+    let renewer = tokio::spawn(renew_forever(lease.clone()));
+    let result = engine
+        .clone()
+        .with_lease(lease.clone())
         .run(id, observer)
-        .await
-        .with_context(|| format!("job {id} failed"))?;
+        .await;
+    renewer.abort();
+    tokio::task::spawn_blocking(move || lease.release()).await?;
+    let job = result.with_context(|| format!("job {id} failed"))?;
+    if let Some(n) = Notifier::from_config(config, None) {
+        let version = engine.metadata().store().store_version().unwrap_or(0);
+        let failed = n
+            .notify_all(
+                &format!("segment READY {}/{}", job.cube, job.segment_id),
+                version,
+            )
+            .await;
+        for (peer, e) in failed {
+            eprintln!("warning: could not notify {peer} ({e}); it catches up by polling");
+        }
+    }
+    report_success(engine, &job)
+}
+
+/// Follows a job that the job daemon runs, until it ends.
+async fn watch_job(engine: &JobEngine, id: &str, observer: Observer) -> anyhow::Result<()> {
+    eprintln!("job {id} is left to the cluster's job engine (it holds the job-engine lease); following it");
+    loop {
+        let job = engine.get(id)?;
+        observer(&job);
+        match job.status {
+            JobStatus::Succeed => return report_success(engine, &job),
+            s if s.is_final() => bail!(
+                "job {id} {s}: {}",
+                job.error.as_deref().unwrap_or("(no error recorded)")
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+fn report_success(engine: &JobEngine, job: &Job) -> anyhow::Result<()> {
     let (inst, _) = engine.metadata().cube_instance(&job.cube)?;
     let seg = inst.segment(&job.segment_id);
     eprintln!(
@@ -271,6 +338,69 @@ async fn run_job(engine: &JobEngine, id: &str) -> anyhow::Result<()> {
         seg.map(|s| s.size_bytes).unwrap_or(0)
     );
     Ok(())
+}
+
+/// `qilin-jobs serve`: the job daemon, with the health/metrics endpoint when
+/// `kylin.server.metrics-port` is set. Stops on Ctrl-C or SIGTERM, releasing the lease.
+async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
+    if config.server_mode == ServerMode::Query {
+        bail!(
+            "kylin.server.mode=query: this instance must not run jobs; \
+             run `qilin-jobs serve` with kylin.server.mode=job (or all)"
+        );
+    }
+    metrics::global().set_instance("job", &config.server_host);
+    let daemon = Daemon::new(engine, config, None);
+    let mut endpoint = String::from("off");
+    if config.metrics_port != 0 {
+        let addr = format!("{}:{}", config.server_host, config.metrics_port);
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (kylin.server.metrics-port)"))?;
+        endpoint = listener.local_addr()?.to_string();
+        let lease = daemon.lease().clone();
+        let health = Arc::new(move || {
+            let epoch = lease.epoch();
+            Health {
+                ok: true,
+                detail: format!(
+                    "{{\"status\":\"ok\",\"mode\":\"job\",\"lease_held\":{},\"lease_epoch\":{}}}",
+                    epoch.is_some(),
+                    epoch.unwrap_or(0)
+                ),
+            }
+        });
+        tokio::spawn(async move {
+            if let Err(e) = serve_http(listener, health).await {
+                log::error!("health/metrics endpoint stopped: {e}");
+            }
+        });
+    }
+    // One line, flushed: scripts and tests wait for it.
+    println!(
+        "qilin-jobs serve: job daemon started (metadata {}, metrics {endpoint})",
+        config.metadata_url
+    );
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    daemon.run(shutdown_signal()).await;
+    println!("qilin-jobs serve: stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn progress_observer() -> Observer {
@@ -340,5 +470,5 @@ async fn sample(engine: &JobEngine, config: &Config, scale: f64) -> anyhow::Resu
         started.elapsed().as_secs_f64()
     );
     let job = submit_build(engine, ssb::CUBE, Some(ssb::full_range()))?;
-    run_job(engine, &job.id).await
+    run_job(engine, config, &job.id).await
 }

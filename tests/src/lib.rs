@@ -17,9 +17,11 @@ use qilin_engine::sample::ssb;
 use qilin_engine::storage::open_segment_store;
 use qilin_jobs::{Job, JobEngine, Observer};
 
+pub mod cluster;
 pub mod hbase_emulator;
 pub mod hbase_emulator_process;
 pub mod hbase_raw;
+pub mod nginx;
 pub mod server;
 
 /// Declares `NAME::local` and `NAME::hbase` tests that run `async fn NAME(backend: Backend)`

@@ -109,6 +109,10 @@ pub struct CubeInstance {
     pub name: String,
     #[serde(default)]
     pub segments: Vec<Segment>,
+    /// Highest job-engine lease epoch that has written this cube's segments. A commit from a
+    /// lower epoch (a paused, superseded job engine) is refused: the fencing token.
+    #[serde(default)]
+    pub fence_epoch: u64,
 }
 
 impl CubeInstance {
@@ -116,6 +120,7 @@ impl CubeInstance {
         CubeInstance {
             name: name.to_string(),
             segments: Vec::new(),
+            fence_epoch: 0,
         }
     }
 

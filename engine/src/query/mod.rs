@@ -78,6 +78,9 @@ pub struct QueryEngine {
     manifests: Mutex<HashMap<(String, CuboidId), Arc<CuboidManifest>>>,
     blocks: Arc<LruCache<(String, CuboidId, u32), RecordBatch>>,
     results: LruCache<String, QueryOutput>,
+    /// On a remote (HBase) store, queries do not read the store version each time: the
+    /// snapshot moves on only through [`QueryEngine::refresh`] (polling, notifications).
+    follow: bool,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -114,17 +117,39 @@ impl QueryEngine {
             } else {
                 0
             }),
+            follow: crate::hbase::url::is_hbase_url(&config.metadata_url),
         }
     }
 
-    /// The snapshot of the store's current version, reloaded when the store moved on.
-    fn current(&self) -> Result<Arc<Snapshot>> {
+    /// Whether the metadata version is followed by [`QueryEngine::refresh`] calls (remote
+    /// store) rather than read on every query (local store, where that is one small file read).
+    pub fn follows_version(&self) -> bool {
+        self.follow
+    }
+
+    /// The metadata version the current snapshot was loaded at, if one is loaded.
+    pub fn snapshot_version(&self) -> Option<u64> {
+        self.snapshot
+            .read()
+            .expect("snapshot lock")
+            .as_ref()
+            .map(|s| s.version)
+    }
+
+    /// Reads the store version and reloads the catalog snapshot when the store moved on
+    /// (dropping cached results, which are keyed by the old version anyway). Returns whether
+    /// it reloaded. Blocking: call it off the async workers.
+    pub fn refresh(&self) -> Result<bool> {
         let version = self.meta.store().store_version()?;
-        if let Some(s) = self.snapshot.read().expect("snapshot lock").as_ref() {
-            if s.version == version {
-                return Ok(s.clone());
-            }
+        if self.snapshot_version() == Some(version) {
+            return Ok(false);
         }
+        self.load_snapshot(version)?;
+        self.results.clear();
+        Ok(true)
+    }
+
+    fn load_snapshot(&self, version: u64) -> Result<Arc<Snapshot>> {
         let _one_reload = self.reload.lock().expect("reload lock");
         if let Some(s) = self.snapshot.read().expect("snapshot lock").as_ref() {
             if s.version == version {
@@ -134,6 +159,23 @@ impl QueryEngine {
         let snap = Arc::new(catalog::load(&self.meta, &self.config, version)?);
         *self.snapshot.write().expect("snapshot lock") = Some(snap.clone());
         Ok(snap)
+    }
+
+    /// The snapshot of the store's current version, reloaded when the store moved on; on a
+    /// followed (remote) store, the last snapshot loaded.
+    fn current(&self) -> Result<Arc<Snapshot>> {
+        if self.follow {
+            if let Some(s) = self.snapshot.read().expect("snapshot lock").as_ref() {
+                return Ok(s.clone());
+            }
+        }
+        let version = self.meta.store().store_version()?;
+        if let Some(s) = self.snapshot.read().expect("snapshot lock").as_ref() {
+            if s.version == version {
+                return Ok(s.clone());
+            }
+        }
+        self.load_snapshot(version)
     }
 
     pub(crate) fn manifest(&self, segment: &str, cuboid: CuboidId) -> Result<Arc<CuboidManifest>> {

@@ -1,0 +1,311 @@
+//! A Qilin cluster on loopback for tests: the HBase emulator as the shared store (with the SSB
+//! sample registered), `qilin-server` and `qilin-jobs serve` processes on fixed ports (so
+//! `kylin.rest.servers` can name them before they start), their metrics endpoints, and
+//! in-process access to the shared store.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use qilin_engine::config::Config;
+use qilin_engine::metadata::{managers::Metadata, open_store};
+use qilin_engine::sample::ssb;
+use qilin_engine::storage::open_segment_store;
+use qilin_jobs::JobEngine;
+
+use crate::hbase_emulator_process::EmulatorProcess;
+
+/// The cluster secret every node shares in tests.
+pub const SECRET: &str = "test-cluster-secret-0123456789abcdef";
+/// Scale of the SSB data the cluster tests use.
+pub const SF: f64 = 0.01;
+
+/// A free TCP port on 127.0.0.1 (bound and released; the tiny race is acceptable in tests
+/// that must write ports into configuration before the processes start).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The shared store: an emulator with the SSB sample registered (no segment built yet).
+pub struct SharedStore {
+    pub emulator: EmulatorProcess,
+    pub source: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl SharedStore {
+    pub async fn new() -> SharedStore {
+        let source = crate::server::shared_ssb_source_dir(SF).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let emulator = EmulatorProcess::start(
+            &crate::emulator_exe(),
+            Some(&dir.path().join("hbase.snapshot")),
+            0,
+        );
+        let store = SharedStore {
+            emulator,
+            source,
+            dir,
+        };
+        let config = store.config("");
+        ssb::install(
+            &store.meta(),
+            &store.source,
+            SF,
+            config.max_cuboids_per_group,
+        )
+        .await
+        .expect("install the SSB sample");
+        store
+    }
+
+    /// `kylin.properties` lines naming the shared store, the source and the secret.
+    pub fn base_properties(&self) -> String {
+        format!(
+            "kylin.metadata.url=kylin_metadata@hbase://{addr}\n\
+             kylin.storage.url=qilin_segments@hbase://{addr}\n\
+             kylin.source.url={}\n\
+             kylin.storage.block-rows=1000\n\
+             kylin.sample.auto-create=false\n\
+             kylin.security.token-secret={SECRET}\n",
+            self.source.display(),
+            addr = self.emulator.addr
+        )
+    }
+
+    pub fn config(&self, extra: &str) -> Config {
+        Config::from_parts(
+            &format!("{}{extra}", self.base_properties()),
+            "test",
+            |_| None,
+        )
+        .expect("test config")
+    }
+
+    /// In-process access to the shared metadata.
+    pub fn meta(&self) -> Metadata {
+        Metadata::new(open_store(&self.config("").metadata_url).expect("metadata store"))
+    }
+
+    /// An in-process job engine on the shared store (no lease: for setup and inspection).
+    pub fn jobs(&self) -> JobEngine {
+        let config = self.config("");
+        JobEngine::new(
+            self.meta(),
+            open_segment_store(&config.storage_url).expect("segment store"),
+            config,
+        )
+    }
+}
+
+/// One node process (`qilin-server` or `qilin-jobs serve`) with its config file; it can be
+/// killed and restarted with the same configuration.
+pub struct Node {
+    pub label: String,
+    exe: PathBuf,
+    args: Vec<String>,
+    ready: String,
+    conf_dir: tempfile::TempDir,
+    child: Option<Child>,
+    output: Arc<Mutex<String>>,
+}
+
+impl Node {
+    /// A `qilin-server` on `port` (metrics on `metrics_port`) with `properties`.
+    pub fn server(label: &str, exe: &Path, properties: &str, port: u16) -> Node {
+        Self::start(
+            label,
+            exe,
+            properties,
+            vec!["--port".into(), port.to_string()],
+            crate::server::LISTENING_PREFIX,
+        )
+    }
+
+    /// `qilin-jobs serve` with `properties`.
+    pub fn job_daemon(label: &str, properties: &str) -> Node {
+        Self::start(
+            label,
+            &crate::workspace_exe("qilin-jobs"),
+            properties,
+            vec!["serve".into()],
+            "qilin-jobs serve: job daemon started",
+        )
+    }
+
+    fn start(label: &str, exe: &Path, properties: &str, args: Vec<String>, ready: &str) -> Node {
+        let conf_dir = tempfile::tempdir().expect("conf dir");
+        std::fs::write(conf_dir.path().join("kylin.properties"), properties).expect("write conf");
+        let mut node = Node {
+            label: label.to_string(),
+            exe: exe.to_path_buf(),
+            args,
+            ready: ready.to_string(),
+            conf_dir,
+            child: None,
+            output: Arc::new(Mutex::new(String::new())),
+        };
+        node.launch();
+        node
+    }
+
+    fn launch(&mut self) {
+        let mut child = Command::new(&self.exe)
+            .arg("--conf")
+            .arg(self.conf_dir.path().join("kylin.properties"))
+            .args(&self.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.exe.display()));
+        let (tx, rx) = mpsc::channel();
+        drain(
+            child.stdout.take().expect("stdout"),
+            &self.label,
+            self.output.clone(),
+            Some(tx),
+        );
+        drain(
+            child.stderr.take().expect("stderr"),
+            &self.label,
+            self.output.clone(),
+            None,
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if line.starts_with(&self.ready) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    panic!(
+                        "{} did not start ({e:?}, {status:?}):\n{}",
+                        self.label,
+                        self.output()
+                    );
+                }
+            }
+        }
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the process again with the same configuration.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn output(&self) -> String {
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn drain(
+    stream: impl Read + Send + 'static,
+    label: &str,
+    sink: Arc<Mutex<String>>,
+    lines: Option<mpsc::Sender<String>>,
+) {
+    let label = label.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("[{label}] {line}");
+            {
+                let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
+                s.push_str(&line);
+                s.push('\n');
+            }
+            if let Some(tx) = &lines {
+                let _ = tx.send(line);
+            }
+        }
+    });
+}
+
+/// `GET path` on `127.0.0.1:port`: (status code, body). Panics if the endpoint is down.
+pub fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect to metrics port {port}: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut text = String::new();
+    s.read_to_string(&mut text).expect("read response");
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// The value of one sample (`name` with its labels exactly as rendered, e.g.
+/// `qilin_queries_total{outcome="ok"}`) in Prometheus text, or 0 when absent.
+pub fn metric(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample).then(|| value.parse().ok())?
+        })
+        .unwrap_or(0.0)
+}
+
+/// A metric of the node whose metrics endpoint is on `port`.
+pub fn node_metric(port: u16, sample: &str) -> f64 {
+    metric(&http_get(port, "/metrics").1, sample)
+}
+
+/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
+pub async fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
