@@ -114,7 +114,6 @@ impl QilinFlightSql {
                 return Err(Status::permission_denied(refusal.to_string()));
             }
         };
-        metrics::global().notification_received(true);
         let engine = self.engine.clone();
         let reloaded = tokio::task::spawn_blocking(move || engine.refresh())
             .await
@@ -123,6 +122,8 @@ impl QilinFlightSql {
         if reloaded {
             metrics::global().reload();
         }
+        // Counted once handled: whoever sees the count can rely on the reload having happened.
+        metrics::global().notification_received(true);
         log::info!(
             "notified by {} ({}, store version {}){}",
             n.from,
