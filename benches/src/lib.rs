@@ -1,0 +1,275 @@
+//! Benchmark harness for Qilin on the Star Schema Benchmark.
+//!
+//! `qilin-bench ssb --scale SF --runs N --json OUT --work DIR [--concurrency C]
+//! [--server PATH] [--jobs PATH]`:
+//!
+//! 1. generates SSB at `SF` into `DIR/source/ssb` (in-process, skipped when its `SCALE` marker
+//!    already says `SF`), then registers the sample and builds the cube into `DIR/meta` and
+//!    `DIR/segments` by running `qilin-jobs --conf DIR/kylin.properties sample --scale SF` as a
+//!    child process (skipped when a READY segment exists at that scale), timing it and taking
+//!    its peak RSS;
+//! 2. starts `qilin-server --conf DIR/kylin.properties --port 0` (query mode, result cache off)
+//!    and runs the 13 SSB queries over Flight SQL: one warm-up, then `N` timed runs each;
+//! 3. runs the same queries on DataFusion in this process over the raw Parquet files, and on
+//!    DuckDB (through `python3`) when it is installed;
+//! 4. optionally runs a concurrent load (`--concurrency C`);
+//! 5. prints a table and writes the same numbers as JSON.
+
+pub mod procs;
+pub mod report;
+pub mod workload;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use qilin_engine::sample::ssb;
+
+use crate::report::{BuildReport, QueryReport, Report};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "qilin-bench",
+    version,
+    about = "Benchmark Qilin against DataFusion and DuckDB"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Star Schema Benchmark: build the cube, run the 13 queries on qilin-server, DataFusion
+    /// and DuckDB, report latencies, build cost and sizes.
+    Ssb(SsbArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SsbArgs {
+    /// SSB scale factor (1 = 6 million lineorder rows).
+    #[arg(long)]
+    pub scale: f64,
+    /// Timed runs per query and engine (after one warm-up run).
+    #[arg(long)]
+    pub runs: usize,
+    /// Where to write the JSON report.
+    #[arg(long)]
+    pub json: PathBuf,
+    /// Working directory: source data, metadata, segments and config live here and are reused
+    /// by later runs at the same scale.
+    #[arg(long)]
+    pub work: PathBuf,
+    /// Also run a concurrent load: C clients, each on its own connection, each running N
+    /// rounds of the 13 queries (client i starts at query i, round-robin).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// The qilin-server executable (default: next to qilin-bench).
+    #[arg(long)]
+    pub server: Option<PathBuf>,
+    /// The qilin-jobs executable (default: next to qilin-bench).
+    #[arg(long)]
+    pub jobs: Option<PathBuf>,
+}
+
+/// Runs the command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Ssb(args) => ssb_bench(args).await,
+    }
+}
+
+/// `DIR/kylin.properties` for both the build and the server.
+pub fn properties(work: &Path) -> String {
+    format!(
+        "kylin.metadata.url={}\nkylin.storage.url={}\nkylin.source.url={}\n\
+         kylin.server.mode=query\nkylin.query.cache-enabled=false\nkylin.sample.auto-create=false\n",
+        work.join("meta").display(),
+        work.join("segments").display(),
+        work.join("source").display()
+    )
+}
+
+async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
+    if !(args.scale > 0.0 && args.scale <= 1000.0) {
+        bail!("--scale must be in (0, 1000], got {}", args.scale);
+    }
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    if args.concurrency == Some(0) {
+        bail!("--concurrency must be at least 1");
+    }
+    let server_exe = procs::locate("qilin-server", args.server.as_deref())?;
+    let jobs_exe = procs::locate("qilin-jobs", args.jobs.as_deref())?;
+    std::fs::create_dir_all(&args.work)
+        .with_context(|| format!("creating --work {}", args.work.display()))?;
+    let work = args
+        .work
+        .canonicalize()
+        .with_context(|| format!("resolving --work {}", args.work.display()))?;
+    let conf = work.join("kylin.properties");
+    std::fs::write(&conf, properties(&work))
+        .with_context(|| format!("writing {}", conf.display()))?;
+    let source_dir = work.join("source").join(ssb::SOURCE_DIR);
+
+    // 1. Data and cube.
+    let generate_seconds = generate(&source_dir, args.scale).await?;
+    let build = if already_built(&conf, &source_dir, args.scale)? {
+        eprintln!(
+            "cube {} already built at scale {}: reusing it (build not measured)",
+            ssb::CUBE,
+            args.scale
+        );
+        BuildReport {
+            generate_seconds,
+            seconds: None,
+            peak_rss_bytes: None,
+            reused: true,
+        }
+    } else {
+        eprintln!("building cube {} at scale {} ...", ssb::CUBE, args.scale);
+        let (seconds, rss) = procs::run_build(&jobs_exe, &conf, args.scale, &work)?;
+        eprintln!("built in {seconds:.2}s");
+        BuildReport {
+            generate_seconds,
+            seconds: Some(seconds),
+            peak_rss_bytes: rss,
+            reused: false,
+        }
+    };
+
+    let queries = workload::ssb_queries()?;
+
+    // 2-3. Qilin through its server.
+    let server = procs::Server::start(&server_exe, &conf)?;
+    eprintln!("qilin-server listening on {}", server.addr);
+    let mut client = workload::connect(&server.addr).await?;
+    let mut qilin = Vec::new();
+    for (name, sql) in &queries {
+        let m = workload::measure(args.runs, async || {
+            workload::qilin_query(&mut client, sql).await
+        })
+        .await
+        .with_context(|| format!("qilin {name}"))?;
+        eprintln!("qilin      {name}: median {:.2} ms", m.stats.median_ms);
+        qilin.push(m);
+    }
+
+    // 6. Concurrent load (before the server stops, after the single-client runs).
+    let concurrency = match args.concurrency {
+        Some(c) => Some(workload::concurrent(&server.addr, &queries, c, args.runs).await?),
+        None => None,
+    };
+    let server_peak_rss_bytes = server.peak_rss_bytes();
+    drop(server);
+
+    // 4. DataFusion baseline.
+    let ctx = workload::datafusion_context(&source_dir).await?;
+    let mut datafusion = Vec::new();
+    for (name, sql) in &queries {
+        let m = workload::measure(args.runs, async || {
+            workload::datafusion_query(&ctx, sql).await
+        })
+        .await
+        .with_context(|| format!("datafusion {name}"))?;
+        eprintln!("datafusion {name}: median {:.2} ms", m.stats.median_ms);
+        datafusion.push(m);
+    }
+    drop(ctx);
+
+    // 5. DuckDB, when python3 has it.
+    let duckdb = workload::duckdb(&source_dir, &queries, args.runs)?;
+    if duckdb.is_none() {
+        eprintln!("duckdb not installed (python3 -c 'import duckdb' failed): column omitted");
+    }
+
+    // Correctness: same row counts.
+    let mut reports = Vec::new();
+    for (i, (name, sql)) in queries.iter().enumerate() {
+        if qilin[i].rows != datafusion[i].rows {
+            bail!(
+                "row count mismatch on {name}: qilin returned {} rows, DataFusion {}",
+                qilin[i].rows,
+                datafusion[i].rows
+            );
+        }
+        reports.push(QueryReport {
+            name: name.clone(),
+            sql: sql.clone(),
+            rows: qilin[i].rows,
+            qilin: qilin[i].stats.clone(),
+            datafusion: datafusion[i].stats.clone(),
+            duckdb: duckdb.as_ref().and_then(|d| d.queries.get(name).cloned()),
+        });
+    }
+
+    let report = Report::new(
+        args.scale,
+        args.runs,
+        build,
+        server_peak_rss_bytes,
+        procs::dir_size(&work.join("segments")),
+        procs::parquet_size(&source_dir),
+        reports,
+        duckdb.map(|d| d.version),
+        concurrency,
+    );
+    print!("{}", report.table());
+    let json = serde_json::to_string_pretty(&report)?;
+    std::fs::write(&args.json, json)
+        .with_context(|| format!("writing --json {}", args.json.display()))?;
+    eprintln!("wrote {}", args.json.display());
+    Ok(())
+}
+
+/// Generates the SSB tables unless `SCALE` already says `scale`; returns the seconds spent
+/// (0 when skipped). Refuses a directory holding another scale.
+async fn generate(source_dir: &Path, scale: f64) -> anyhow::Result<f64> {
+    let marker = source_dir.join("SCALE");
+    match std::fs::read_to_string(&marker) {
+        Ok(have) if have.trim() == scale.to_string() => {
+            eprintln!(
+                "SSB data at scale {scale} already in {}",
+                source_dir.display()
+            );
+            return Ok(0.0);
+        }
+        Ok(have) => bail!(
+            "{} holds SSB at scale {}; use another --work directory for scale {scale}",
+            source_dir.display(),
+            have.trim()
+        ),
+        Err(_) => {}
+    }
+    eprintln!(
+        "generating SSB at scale {scale} into {} ...",
+        source_dir.display()
+    );
+    std::fs::create_dir_all(source_dir)?;
+    let started = Instant::now();
+    qilin_engine::sample::ssbgen::generate_ssb(scale, source_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!("generating SSB data: {e}"))?;
+    std::fs::write(&marker, scale.to_string())
+        .with_context(|| format!("writing {}", marker.display()))?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Whether the cube already has a READY segment built from data at `scale`.
+fn already_built(conf: &Path, source_dir: &Path, scale: f64) -> anyhow::Result<bool> {
+    let marker = std::fs::read_to_string(source_dir.join("SCALE")).unwrap_or_default();
+    if marker.trim() != scale.to_string() {
+        return Ok(false);
+    }
+    let config = qilin_engine::config::Config::load(Some(conf))
+        .map_err(|e| anyhow::anyhow!("loading {}: {e}", conf.display()))?;
+    let store = qilin_engine::metadata::open_store(&config.metadata_url)
+        .map_err(|e| anyhow::anyhow!("opening the metadata store: {e}"))?;
+    let meta = qilin_engine::metadata::managers::Metadata::new(store);
+    Ok(match meta.cube_instance(ssb::CUBE) {
+        Ok((inst, _)) => inst.ready_segments().count() > 0,
+        Err(_) => false,
+    })
+}

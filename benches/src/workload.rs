@@ -1,0 +1,354 @@
+//! The SSB queries and the engines that run them: Qilin over Flight SQL, DataFusion in this
+//! process, DuckDB through `python3`; timing statistics and the concurrent load.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use arrow_flight::flight_service_client::FlightServiceClient;
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use futures::TryStreamExt;
+use qilin_engine::sample::ssb;
+use serde::{Deserialize, Serialize};
+use tonic::transport::Channel;
+
+/// The query file shared with the server's tests and the Python ADBC script.
+const SSB_QUERIES: &str = include_str!("../../flight-server/tests/ssb_queries.sql");
+/// Largest gRPC message the client accepts.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
+pub type Client = FlightSqlServiceClient<Channel>;
+
+/// The 13 SSB queries as `(name, sql)`; a `-- Qx.y` line names the statement after it.
+pub fn ssb_queries() -> anyhow::Result<Vec<(String, String)>> {
+    parse_queries(SSB_QUERIES)
+}
+
+/// Parses `-- Qx.y`-labelled, `;`-terminated statements.
+pub fn parse_queries(text: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let (mut out, mut name, mut sql) = (Vec::new(), None::<String>, String::new());
+    for line in text.lines().map(str::trim) {
+        if let Some(label) = line.strip_prefix("--") {
+            let label = label.trim();
+            if label.starts_with('Q') && !label.contains(' ') {
+                name = Some(label.to_string());
+            }
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        if !sql.is_empty() {
+            sql.push(' ');
+        }
+        sql.push_str(line);
+        if line.ends_with(';') {
+            let n = name
+                .take()
+                .context("a statement without a '-- Qx.y' label")?;
+            out.push((n, sql.trim_end_matches(';').trim().to_string()));
+            sql.clear();
+        }
+    }
+    if out.len() != 13 {
+        bail!("expected the 13 SSB queries, found {}", out.len());
+    }
+    Ok(out)
+}
+
+/// Median and 95th percentile of a series of runs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Stats {
+    pub median_ms: f64,
+    pub p95_ms: f64,
+}
+
+/// Percentile `p` (0..=1) by nearest rank of sorted `v`.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Median (mean of the middle two for an even count) of sorted `v`.
+pub fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+impl Stats {
+    pub fn from_ms(samples: &[f64]) -> Stats {
+        let mut v = samples.to_vec();
+        v.sort_by(f64::total_cmp);
+        Stats {
+            median_ms: median(&v),
+            p95_ms: percentile(&v, 0.95),
+        }
+    }
+}
+
+/// One query on one engine: its timing and the rows of its (last) result.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub stats: Stats,
+    pub rows: usize,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One warm-up run of `f`, then `runs` timed runs; `f` returns the row count.
+pub async fn measure<F>(runs: usize, mut f: F) -> anyhow::Result<Measured>
+where
+    F: AsyncFnMut() -> anyhow::Result<usize>,
+{
+    let mut rows = f().await?;
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let started = Instant::now();
+        rows = f().await?;
+        samples.push(ms(started.elapsed()));
+    }
+    Ok(Measured {
+        stats: Stats::from_ms(&samples),
+        rows,
+    })
+}
+
+/// A Flight SQL client on `addr` (`host:port`) after the ADMIN/KYLIN handshake.
+pub async fn connect(addr: &str) -> anyhow::Result<Client> {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .context("server address")?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to qilin-server at {addr}"))?;
+    let inner = FlightServiceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let mut client = FlightSqlServiceClient::new_from_inner(inner);
+    client
+        .handshake("ADMIN", "KYLIN")
+        .await
+        .context("Flight SQL handshake as ADMIN")?;
+    Ok(client)
+}
+
+/// Runs `sql` like a Flight SQL client (execute, then DoGet on every endpoint); the row count.
+pub async fn qilin_query(client: &mut Client, sql: &str) -> anyhow::Result<usize> {
+    let info = client.execute(sql.to_string(), None).await?;
+    let mut rows = 0;
+    for endpoint in info.endpoint {
+        let ticket = endpoint
+            .ticket
+            .context("FlightInfo endpoint without a ticket")?;
+        let stream = client.do_get(ticket).await?;
+        let batches: Vec<_> = stream.try_collect().await?;
+        rows += batches.iter().map(|b| b.num_rows()).sum::<usize>();
+    }
+    Ok(rows)
+}
+
+/// A default DataFusion context with each SSB table registered from `dir/<table>.parquet`.
+pub async fn datafusion_context(dir: &Path) -> anyhow::Result<SessionContext> {
+    let ctx = SessionContext::new();
+    for table in ssb::TABLES {
+        let path = dir.join(format!("{table}.parquet"));
+        ctx.register_parquet(
+            table,
+            path.to_str().context("non-UTF-8 path")?,
+            ParquetReadOptions::default(),
+        )
+        .await
+        .with_context(|| format!("registering {}", path.display()))?;
+    }
+    Ok(ctx)
+}
+
+/// Plans and runs `sql` on DataFusion; the row count.
+pub async fn datafusion_query(ctx: &SessionContext, sql: &str) -> anyhow::Result<usize> {
+    let batches = ctx.sql(sql).await?.collect().await?;
+    Ok(batches.iter().map(|b| b.num_rows()).sum())
+}
+
+/// DuckDB's results: its version and per-query stats.
+#[derive(Debug, Clone)]
+pub struct DuckDb {
+    pub version: String,
+    pub queries: BTreeMap<String, Stats>,
+}
+
+const DUCKDB_SCRIPT: &str = r#"
+import json, sys, time
+import duckdb
+spec = json.load(open(sys.argv[1]))
+con = duckdb.connect()
+for t in spec["tables"]:
+    path = spec["dir"] + "/" + t + ".parquet"
+    con.execute("create view %s as select * from read_parquet('%s')" % (t, path.replace("'", "''")))
+out = {"version": duckdb.__version__, "queries": {}}
+for name, sql in spec["queries"]:
+    rows = len(con.execute(sql).fetchall())
+    times = []
+    for _ in range(spec["runs"]):
+        t0 = time.perf_counter()
+        rows = len(con.execute(sql).fetchall())
+        times.append((time.perf_counter() - t0) * 1000.0)
+    out["queries"][name] = {"rows": rows, "ms": times}
+print(json.dumps(out))
+"#;
+
+#[derive(Deserialize)]
+struct DuckOut {
+    version: String,
+    queries: BTreeMap<String, DuckQuery>,
+}
+
+#[derive(Deserialize)]
+struct DuckQuery {
+    ms: Vec<f64>,
+}
+
+/// Runs the queries on DuckDB through `python3` (one warm-up, `runs` timed runs each), or
+/// `None` when `python3 -c "import duckdb"` fails.
+pub fn duckdb(
+    dir: &Path,
+    queries: &[(String, String)],
+    runs: usize,
+) -> anyhow::Result<Option<DuckDb>> {
+    let available = Command::new("python3")
+        .args(["-c", "import duckdb"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !available {
+        return Ok(None);
+    }
+    let tmp = std::env::temp_dir().join(format!("qilin-bench-duckdb-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let script = tmp.join("bench.py");
+    let spec = tmp.join("spec.json");
+    std::fs::write(&script, DUCKDB_SCRIPT)?;
+    std::fs::write(
+        &spec,
+        serde_json::to_string(&serde_json::json!({
+            "dir": dir.to_string_lossy(),
+            "tables": ssb::TABLES,
+            "queries": queries,
+            "runs": runs,
+        }))?,
+    )?;
+    eprintln!("running the queries on DuckDB ...");
+    let out = Command::new("python3").arg(&script).arg(&spec).output();
+    let _ = std::fs::remove_dir_all(&tmp);
+    let out = out.context("running python3")?;
+    if !out.status.success() {
+        bail!(
+            "the DuckDB script failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let parsed: DuckOut =
+        serde_json::from_slice(&out.stdout).context("parsing the DuckDB script's output")?;
+    Ok(Some(DuckDb {
+        version: parsed.version,
+        queries: parsed
+            .queries
+            .into_iter()
+            .map(|(k, q)| (k, Stats::from_ms(&q.ms)))
+            .collect(),
+    }))
+}
+
+/// Result of the concurrent load.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Concurrency {
+    pub clients: usize,
+    pub rounds_per_client: usize,
+    pub queries: usize,
+    pub seconds: f64,
+    pub qps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// `clients` tasks, each with its own connection, each running `rounds` rounds of all
+/// queries; client `i` starts at query `i` (round-robin). Latencies of every query pooled.
+pub async fn concurrent(
+    addr: &str,
+    queries: &[(String, String)],
+    clients: usize,
+    rounds: usize,
+) -> anyhow::Result<Concurrency> {
+    eprintln!(
+        "concurrent load: {clients} clients x {rounds} rounds of {} queries ...",
+        queries.len()
+    );
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(connect(addr).await?);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(clients);
+    for (i, mut client) in conns.into_iter().enumerate() {
+        let queries = queries.to_vec();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(rounds * queries.len());
+            for k in 0..rounds * queries.len() {
+                let (name, sql) = &queries[(i + k) % queries.len()];
+                let t0 = Instant::now();
+                qilin_query(&mut client, sql)
+                    .await
+                    .with_context(|| format!("concurrent {name}"))?;
+                lat.push(ms(t0.elapsed()));
+            }
+            anyhow::Ok(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.context("load task panicked")??);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort_by(f64::total_cmp);
+    Ok(Concurrency {
+        clients,
+        rounds_per_client: rounds,
+        queries: all.len(),
+        seconds,
+        qps: all.len() as f64 / seconds,
+        p50_ms: percentile(&all, 0.50),
+        p99_ms: percentile(&all, 0.99),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats() {
+        let s = Stats::from_ms(&[5.0, 1.0, 3.0, 2.0, 4.0]);
+        assert_eq!(s.median_ms, 3.0);
+        assert_eq!(s.p95_ms, 5.0);
+        assert_eq!(Stats::from_ms(&[1.0, 2.0]).median_ms, 1.5);
+    }
+
+    #[test]
+    fn queries() {
+        let q = ssb_queries().unwrap();
+        assert_eq!(q[0].0, "Q1.1");
+        assert_eq!(q[12].0, "Q4.3");
+        assert!(q.iter().all(|(_, s)| !s.ends_with(';')));
+    }
+}
