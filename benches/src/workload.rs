@@ -24,39 +24,7 @@ pub type Client = FlightSqlServiceClient<Channel>;
 
 /// The 13 SSB queries as `(name, sql)`; a `-- Qx.y` line names the statement after it.
 pub fn ssb_queries() -> anyhow::Result<Vec<(String, String)>> {
-    parse_queries(SSB_QUERIES)
-}
-
-/// Parses `-- Qx.y`-labelled, `;`-terminated statements.
-pub fn parse_queries(text: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let (mut out, mut name, mut sql) = (Vec::new(), None::<String>, String::new());
-    for line in text.lines().map(str::trim) {
-        if let Some(label) = line.strip_prefix("--") {
-            let label = label.trim();
-            if label.starts_with('Q') && !label.contains(' ') {
-                name = Some(label.to_string());
-            }
-            continue;
-        }
-        if line.is_empty() {
-            continue;
-        }
-        if !sql.is_empty() {
-            sql.push(' ');
-        }
-        sql.push_str(line);
-        if line.ends_with(';') {
-            let n = name
-                .take()
-                .context("a statement without a '-- Qx.y' label")?;
-            out.push((n, sql.trim_end_matches(';').trim().to_string()));
-            sql.clear();
-        }
-    }
-    if out.len() != 13 {
-        bail!("expected the 13 SSB queries, found {}", out.len());
-    }
-    Ok(out)
+    Ok(qilin_engine::sample::ssb::parse_queries(SSB_QUERIES)?)
 }
 
 /// Median and 95th percentile of a series of runs.

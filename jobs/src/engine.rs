@@ -415,15 +415,7 @@ impl JobEngine {
         };
         let outcome = self.meta.update_cube(&job.cube, |inst| {
             if let Some(e) = epoch {
-                if inst.fence_epoch > e {
-                    return Err(Error::JobStopped {
-                        job: job.id.clone(),
-                        reason: format!(
-                            "cube {} is fenced by a newer job engine (lease epoch {} > {e})",
-                            inst.name, inst.fence_epoch
-                        ),
-                    });
-                }
+                check_fence(inst, e, &job.id)?;
                 inst.fence_epoch = e;
             }
             let mine = |s: &Segment| {
@@ -468,6 +460,19 @@ impl JobEngine {
         Ok(Some(updated))
     }
 
+    /// Records the job as SUCCEED (still owned by `me`).
+    fn succeed(&self, id: &str, me: &Runner, message: &str, observer: &Observer) -> Result<Job> {
+        let done = self.update_job(id, Some(me), |j| {
+            j.status = JobStatus::Succeed;
+            j.progress = 1.0;
+            j.message = message.to_string();
+            j.ended_ms = Some(now_ms());
+            Ok(())
+        })?;
+        observer(&done);
+        Ok(done)
+    }
+
     /// Runs (or resumes) a job to completion in this process.
     pub async fn run(&self, id: &str, observer: Observer) -> Result<Job> {
         let me = liveness::current_runner();
@@ -498,34 +503,16 @@ impl JobEngine {
         observer(&claimed);
         let claimed = match self.take_segment(&claimed)? {
             Some(job) => job,
+            // An earlier attempt committed the segment before its process went away.
             None => {
-                // An earlier attempt committed the segment before its process went away.
-                let done = self.update_job(id, Some(&me), |j| {
-                    j.status = JobStatus::Succeed;
-                    j.progress = 1.0;
-                    j.message = "done (committed by an earlier attempt)".into();
-                    j.ended_ms = Some(now_ms());
-                    Ok(())
-                })?;
-                observer(&done);
-                return Ok(done);
+                return self.succeed(id, &me, "done (committed by an earlier attempt)", &observer)
             }
         };
         let heartbeat = self.spawn_heartbeat(id, &me);
         let outcome = self.execute(&claimed, &me, observer.clone()).await;
         heartbeat.abort();
         match outcome {
-            Ok(()) => {
-                let done = self.update_job(id, Some(&me), |j| {
-                    j.status = JobStatus::Succeed;
-                    j.progress = 1.0;
-                    j.message = "done".into();
-                    j.ended_ms = Some(now_ms());
-                    Ok(())
-                })?;
-                observer(&done);
-                Ok(done)
-            }
+            Ok(()) => self.succeed(id, &me, "done", &observer),
             Err(e) => {
                 let stopped = matches!(e, Error::JobStopped { .. });
                 if !stopped {
@@ -622,15 +609,7 @@ impl JobEngine {
         let epoch = self.lease_epoch(&job.id)?;
         self.meta.update_cube(&job.cube, |inst| {
             if let Some(e) = epoch {
-                if inst.fence_epoch > e {
-                    return Err(Error::JobStopped {
-                        job: job.id.clone(),
-                        reason: format!(
-                            "cube {} is fenced by a newer job engine (lease epoch {} > {e})",
-                            inst.name, inst.fence_epoch
-                        ),
-                    });
-                }
+                check_fence(inst, e, &job.id)?;
             }
             let seg = inst
                 .segments
@@ -758,6 +737,21 @@ impl JobEngine {
             Ok(())
         })
     }
+}
+
+/// Refuses a write to `inst` from lease epoch `epoch` when a newer job engine has written it
+/// (the fencing token; see [`Lease`]).
+fn check_fence(inst: &qilin_engine::model::CubeInstance, epoch: u64, job: &str) -> Result<()> {
+    if inst.fence_epoch > epoch {
+        return Err(Error::JobStopped {
+            job: job.to_string(),
+            reason: format!(
+                "cube {} is fenced by a newer job engine (lease epoch {} > {epoch})",
+                inst.name, inst.fence_epoch
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Job ids are UUIDs; anything else would be a path component we did not create.

@@ -9,22 +9,16 @@ use std::path::Path;
 use std::sync::{Arc, Barrier};
 
 use hbase_thrift::hbase::{
-    AlreadyExists, BatchMutation, ColumnDescriptor, HbaseSyncClient, IOError, IllegalArgument,
-    Mutation, THbaseSyncClient, TRowResult, TScan,
+    AlreadyExists, BatchMutation, ColumnDescriptor, IOError, IllegalArgument, Mutation,
+    THbaseSyncClient, TRowResult, TScan,
 };
 use qilin_tests::hbase_emulator_process::EmulatorProcess;
 use thrift::protocol::{
     TBinaryInputProtocol, TBinaryOutputProtocol, TFieldIdentifier, TInputProtocol,
     TMessageIdentifier, TMessageType, TOutputProtocol, TStructIdentifier, TType,
 };
-use thrift::transport::{
-    ReadHalf, TBufferedReadTransport, TBufferedWriteTransport, TIoChannel, TTcpChannel, WriteHalf,
-};
 
-type Client = HbaseSyncClient<
-    TBinaryInputProtocol<TBufferedReadTransport<ReadHalf<TTcpChannel>>>,
-    TBinaryOutputProtocol<TBufferedWriteTransport<WriteHalf<TTcpChannel>>>,
->;
+type Client = qilin_tests::hbase_raw::RawClient;
 
 fn exe() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_hbase-thrift-emulator"))
@@ -35,15 +29,7 @@ fn emulator() -> EmulatorProcess {
 }
 
 fn client(addr: &str) -> Client {
-    let mut channel = TTcpChannel::new();
-    channel
-        .open(addr)
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    let (r, w) = channel.split().expect("split channel");
-    HbaseSyncClient::new(
-        TBinaryInputProtocol::new(TBufferedReadTransport::new(r), true),
-        TBinaryOutputProtocol::new(TBufferedWriteTransport::new(w), true),
-    )
+    qilin_tests::hbase_raw::raw_client(addr)
 }
 
 fn no_attrs() -> BTreeMap<Vec<u8>, Vec<u8>> {

@@ -30,6 +30,43 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
+/// Parses a file of `-- Qx.y`-labelled, `;`-terminated SSB queries (the tests' and the
+/// benchmark's `ssb_queries.sql`) into `(name, sql)` pairs; there must be exactly 13.
+pub fn parse_queries(text: &str) -> Result<Vec<(String, String)>> {
+    let bad = |reason: String| Error::invalid("SSB query file", reason);
+    let (mut out, mut name, mut sql) = (Vec::new(), None::<String>, String::new());
+    for line in text.lines().map(str::trim) {
+        if let Some(label) = line.strip_prefix("--") {
+            let label = label.trim();
+            if label.starts_with('Q') && !label.contains(' ') {
+                name = Some(label.to_string());
+            }
+            continue;
+        }
+        if line.is_empty() {
+            continue;
+        }
+        if !sql.is_empty() {
+            sql.push(' ');
+        }
+        sql.push_str(line);
+        if line.ends_with(';') {
+            let n = name
+                .take()
+                .ok_or_else(|| bad(format!("statement without a '-- Qx.y' label: {sql}")))?;
+            out.push((n, sql.trim_end_matches(';').trim().to_string()));
+            sql.clear();
+        }
+    }
+    if out.len() != 13 {
+        return Err(bad(format!(
+            "expected the 13 SSB queries, found {}",
+            out.len()
+        )));
+    }
+    Ok(out)
+}
+
 pub fn project() -> ProjectDesc {
     ProjectDesc {
         name: PROJECT.into(),

@@ -24,30 +24,8 @@ pub type Client = FlightSqlServiceClient<Channel>;
 pub fn ssb_queries() -> Vec<(String, String)> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ssb_queries.sql");
     let text = std::fs::read_to_string(&path).expect("read ssb_queries.sql");
-    let (mut out, mut name, mut sql) = (Vec::new(), None::<String>, String::new());
-    for line in text.lines().map(str::trim) {
-        if let Some(label) = line.strip_prefix("--") {
-            let label = label.trim();
-            if label.starts_with('Q') && !label.contains(' ') {
-                name = Some(label.to_string());
-            }
-            continue;
-        }
-        if line.is_empty() {
-            continue;
-        }
-        if !sql.is_empty() {
-            sql.push(' ');
-        }
-        sql.push_str(line);
-        if line.ends_with(';') {
-            let n = name.take().expect("every statement has a '-- Qx.y' label");
-            out.push((n, sql.trim_end_matches(';').trim().to_string()));
-            sql.clear();
-        }
-    }
-    assert_eq!(out.len(), 13, "ssb_queries.sql holds the 13 SSB queries");
-    out
+    qilin_engine::sample::ssb::parse_queries(&text)
+        .expect("ssb_queries.sql holds the 13 SSB queries")
 }
 
 /// Runs `sql` through Flight SQL the way a client does: `GetFlightInfo(CommandStatementQuery)`,
