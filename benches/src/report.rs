@@ -1,5 +1,6 @@
 //! The benchmark report: JSON shape and the printed table.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,9 @@ pub struct BuildReport {
     pub peak_rss_bytes: Option<u64>,
     /// The cube was already built in --work at this scale.
     pub reused: bool,
+    /// The build baseline: seconds of DuckDB's `CREATE TABLE AS` of the base cuboid and of
+    /// the largest group's top cuboid (see `workload::build_baseline`); null without DuckDB.
+    pub duckdb_ctas_seconds: Option<BTreeMap<String, f64>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -197,6 +201,19 @@ impl Report {
                 ""
             }
         );
+        if let Some(ctas) = &b.duckdb_ctas_seconds {
+            let total: f64 = ctas.values().sum();
+            let parts: Vec<String> = ctas.iter().map(|(k, v)| format!("{k} {v:.2}s")).collect();
+            let _ = write!(
+                s,
+                "duckdb CREATE TABLE AS baseline: {total:.2}s ({})",
+                parts.join(", ")
+            );
+            if let Some(q) = b.seconds.filter(|_| total > 0.0) {
+                let _ = write!(s, "; qilin build / baseline = {:.2}x", q / total);
+            }
+            s.push('\n');
+        }
         let _ = writeln!(s, "server peak RSS: {}", mb(self.server_peak_rss_bytes));
         let _ = writeln!(
             s,

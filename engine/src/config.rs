@@ -113,6 +113,12 @@ const KEYS: &[KeySpec] = &[
         alias: None,
         default: "true",
     },
+    // keep planned, rewritten and optimized plans by (metadata version, SQL text)
+    KeySpec {
+        key: "kylin.query.plan-cache-enabled",
+        alias: None,
+        default: "true",
+    },
     // upper bound of the result cache, in bytes of Arrow memory
     KeySpec {
         key: "kylin.query.cache-max-bytes",
@@ -167,6 +173,25 @@ const KEYS: &[KeySpec] = &[
         key: "kylin.job.lease-seconds",
         alias: None,
         default: "15",
+    },
+    // cuboids a build aggregates at the same time (0 = one per CPU core)
+    KeySpec {
+        key: "kylin.job.build-threads",
+        alias: None,
+        default: "0",
+    },
+    // memory a build's aggregations may hold together (estimated) before they spill sorted
+    // runs to disk
+    KeySpec {
+        key: "kylin.job.aggregation-memory-mb",
+        alias: None,
+        default: "2048",
+    },
+    // where build aggregations spill (empty = the system temporary directory)
+    KeySpec {
+        key: "kylin.job.spill-dir",
+        alias: None,
+        default: "",
     },
     // how often a query server on a remote (HBase) store checks the store-wide version
     KeySpec {
@@ -232,12 +257,20 @@ pub struct Config {
     pub job_orphan_timeout_seconds: u64,
     /// Lease of the one job engine (`kylin.job.lease-seconds`); renewed every third of it.
     pub job_lease_seconds: u64,
+    /// Cuboids a build aggregates at the same time (0 = one per CPU core).
+    pub build_threads: usize,
+    /// Memory budget of a build's aggregations together, in MiB, before they spill.
+    pub aggregation_memory_mb: u64,
+    /// Where build aggregations spill (empty = the system temporary directory).
+    pub spill_dir: String,
     /// Store-version polling period of query servers on a remote store.
     pub poll_seconds: u64,
     /// Health/metrics HTTP port (0 = off).
     pub metrics_port: u16,
     pub default_project: String,
     pub cache_enabled: bool,
+    /// Keep plans of repeated statements (parsing, rewrite and logical optimization skipped).
+    pub plan_cache_enabled: bool,
     pub cache_max_bytes: u64,
     pub max_concurrent_queries: usize,
     /// Configured users (name, password); empty means the loopback-only default ADMIN/KYLIN.
@@ -384,6 +417,14 @@ impl Config {
                 "must be from 3 to 3600",
             ));
         }
+        let aggregation_memory_mb: u64 = parse_key(&get, "kylin.job.aggregation-memory-mb")?;
+        if !(16..=1 << 20).contains(&aggregation_memory_mb) {
+            return Err(invalid(
+                "kylin.job.aggregation-memory-mb",
+                &aggregation_memory_mb.to_string(),
+                "must be from 16 to 1048576",
+            ));
+        }
         let poll_seconds: u64 = parse_key(&get, "kylin.server.poll-seconds")?;
         if poll_seconds == 0 {
             return Err(invalid(
@@ -416,10 +457,14 @@ impl Config {
             job_heartbeat_seconds: parse_key(&get, "kylin.job.heartbeat-seconds")?,
             job_orphan_timeout_seconds: parse_key(&get, "kylin.job.orphan-timeout-seconds")?,
             job_lease_seconds,
+            aggregation_memory_mb,
+            build_threads: parse_key(&get, "kylin.job.build-threads")?,
+            spill_dir: get("kylin.job.spill-dir"),
             poll_seconds,
             metrics_port: parse_key(&get, "kylin.server.metrics-port")?,
             default_project: non_empty("kylin.query.default-project")?,
             cache_enabled: parse_bool(&get, "kylin.query.cache-enabled")?,
+            plan_cache_enabled: parse_bool(&get, "kylin.query.plan-cache-enabled")?,
             cache_max_bytes: parse_key(&get, "kylin.query.cache-max-bytes")?,
             max_concurrent_queries,
             users,

@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use qilin_engine::build::spill::SpillOptions;
 use qilin_engine::build::{self, BuildOptions, Progress};
 use qilin_engine::config::Config;
 use qilin_engine::error::{Error, Result};
@@ -552,12 +553,9 @@ impl JobEngine {
         self.set_step(job, me, 0, &observer)?;
 
         let progress = self.progress_reporter(job, me, observer.clone());
+        let opts = build_options(&self.config);
         let (cuboids, source_rows): (Vec<CuboidStats>, u64) = match job.kind {
             JobKind::Build | JobKind::Refresh => {
-                let opts = BuildOptions {
-                    source_url: self.config.source_url.clone().into(),
-                    block_rows: self.config.block_rows,
-                };
                 let out = build::build_segment(
                     layout.clone(),
                     &opts,
@@ -577,11 +575,10 @@ impl JobEngine {
                     .filter(|s| job.replaces.contains(&s.id))
                     .map(|s| s.source_rows)
                     .sum();
-                let (store, sources, target, rows) = (
+                let (store, sources, target) = (
                     self.store.clone(),
                     job.replaces.clone(),
                     job.segment_id.clone(),
-                    self.config.block_rows,
                 );
                 let layout = layout.clone();
                 let stats = tokio::task::spawn_blocking(move || {
@@ -590,7 +587,7 @@ impl JobEngine {
                         store.as_ref(),
                         &sources,
                         &target,
-                        rows,
+                        &opts,
                         &progress,
                     )
                 })
@@ -764,4 +761,24 @@ fn validate_job_id(id: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// How builds and merges read sources, cut blocks and bound their memory.
+fn build_options(config: &Config) -> BuildOptions {
+    BuildOptions {
+        source_url: config.source_url.clone().into(),
+        block_rows: config.block_rows,
+        spill: SpillOptions {
+            memory_bytes: (config.aggregation_memory_mb as usize) << 20,
+            dir: if config.spill_dir.is_empty() {
+                std::env::temp_dir()
+            } else {
+                config.spill_dir.clone().into()
+            },
+        },
+        threads: match config.build_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        },
+    }
 }

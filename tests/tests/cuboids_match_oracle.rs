@@ -35,8 +35,32 @@ const JOINED: &str = "lineorder JOIN dates ON lo_orderdate = d_datekey \
 on_both_backends!(every_cuboid_equals_group_by_on_raw_tables);
 
 async fn every_cuboid_equals_group_by_on_raw_tables(backend: Backend) {
+    check_every_cuboid(backend, "").await
+}
+
+/// A 16 MiB aggregation budget makes the base cuboid and the large cuboids spill sorted runs
+/// (the SF 0.01 base cuboid alone estimates at several times that) and merge them back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_cuboid_equals_group_by_when_aggregations_spill() {
+    let spill_dir = tempfile::tempdir().unwrap();
+    let before = qilin_engine::build::spill::runs_written();
+    check_every_cuboid(
+        Backend::Local,
+        &format!(
+            "kylin.job.aggregation-memory-mb=16\nkylin.job.spill-dir={}\n",
+            spill_dir.path().display()
+        ),
+    )
+    .await;
+    let runs = qilin_engine::build::spill::runs_written() - before;
+    assert!(runs >= 4, "only {runs} spilled runs");
+    // Every run file is gone with its aggregation.
+    assert_eq!(std::fs::read_dir(spill_dir.path()).unwrap().count(), 0);
+}
+
+async fn check_every_cuboid(backend: Backend, properties: &str) {
     let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
-    let env = TestEnv::on(backend, &source);
+    let env = TestEnv::with_properties(backend, &source, properties);
     env.install_sample(0.01).await;
     let job = env.build("1992-01-01..1999-01-01").await.expect("build");
     assert_eq!(job.status, qilin_jobs::JobStatus::Succeed);

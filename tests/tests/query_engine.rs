@@ -263,3 +263,69 @@ async fn rewrite_keeps_the_schema_and_is_idempotent() {
         );
     }
 }
+
+/// With the result cache off every execution computes its result: the repeats of a statement
+/// take their rewritten plan from the plan cache and must still equal the raw tables, and a
+/// segment committed in between (a new metadata version) must be read, not an old plan's
+/// segment list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_statements_reuse_plans_and_see_new_segments() {
+    let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
+    let env = TestEnv::with_properties(
+        qilin_tests::Backend::Local,
+        &source,
+        "kylin.query.cache-enabled=false\nkylin.query.plan-cache-enabled=true\n",
+    );
+    env.install_sample(0.01).await;
+    env.build("1992-01-01..1995-01-01")
+        .await
+        .expect("build first half");
+    let engine = QueryEngine::new(
+        &env.config,
+        Metadata::new(env.meta().store().clone()),
+        env.engine.segment_store().clone(),
+    );
+    let sql = "SELECT d_year, SUM(lo_revenue) AS revenue FROM lineorder \
+               JOIN dates ON lo_orderdate = d_datekey GROUP BY d_year ORDER BY d_year";
+    let ctx = oracle(&source).await;
+    let want = rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap(), true);
+    assert_eq!(want.len(), 7, "{want:?}");
+
+    let first_half: Vec<Vec<String>> = want
+        .iter()
+        .filter(|r| r[0].as_str() < "1995")
+        .cloned()
+        .collect();
+    for run in 0..3 {
+        let got = engine.execute(sql, None).await.expect("query");
+        assert!(!got.cached, "run {run} came from the result cache");
+        assert_eq!(rows(&got.batches, true), first_half, "run {run}");
+    }
+    env.build("1995-01-01..1999-01-01")
+        .await
+        .expect("build second half");
+    for run in 0..2 {
+        let got = engine.execute(sql, None).await.expect("query");
+        assert_eq!(
+            rows(&got.batches, true),
+            want,
+            "after the new segment, run {run}"
+        );
+    }
+    // Every SSB query, twice (the second from the plan cache), equals the raw tables.
+    for (name, sql) in ssb_queries() {
+        let want = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let ordered = sql.contains("order by");
+        for run in 0..2 {
+            let got = engine
+                .execute(&sql, None)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                rows(&got.batches, ordered),
+                rows(&want, ordered),
+                "{name} run {run}"
+            );
+        }
+    }
+}

@@ -95,9 +95,11 @@ pub struct Aggregator {
     measure_names: Vec<String>,
     kinds: Vec<StateKind>,
     converter: Option<RowConverter>,
-    groups: HashMap<Box<[u8]>, u32>,
+    groups: HashMap<Box<[u8]>, u32, foldhash::fast::RandomState>,
     states: Vec<States>,
     input_rows: u64,
+    /// Bytes of all group keys, for [`Aggregator::approx_memory`].
+    key_bytes: usize,
 }
 
 impl Aggregator {
@@ -119,10 +121,52 @@ impl Aggregator {
             measure_names: measures.iter().map(|(n, _)| n.clone()).collect(),
             kinds: measures.iter().map(|(_, k)| *k).collect(),
             converter,
-            groups: HashMap::new(),
+            groups: HashMap::default(),
             states: measures.iter().map(|(_, k)| States::new(*k)).collect(),
             input_rows: 0,
+            key_bytes: 0,
         })
+    }
+
+    /// Groups so far.
+    pub fn groups(&self) -> usize {
+        self.groups.len()
+    }
+
+    /// An estimate of the heap this aggregator holds: keys, hash-table slots and states.
+    /// Sketch states are sized from a sample of at most 64 groups, so the call stays cheap
+    /// enough to make after every batch.
+    pub fn approx_memory(&self) -> usize {
+        let groups = self.groups.len();
+        if groups == 0 {
+            return 0;
+        }
+        // A hash-table slot (boxed key pointer and length, group id, control byte) at the
+        // table's worst load factor, plus the allocator's per-key overhead.
+        const SLOT: usize = 2 * (16 + 4 + 1) + 16;
+        let mut total = self.key_bytes + groups * SLOT;
+        let step = groups.div_ceil(64);
+        let sample: Vec<usize> = (0..groups).step_by(step).collect();
+        for s in &self.states {
+            total += match s {
+                States::SumInt(v) | States::MinInt(v) | States::MaxInt(v) => v.capacity() * 16,
+                States::SumFloat(v) | States::MinFloat(v) | States::MaxFloat(v) => {
+                    v.capacity() * 16
+                }
+                States::Count(v) => v.capacity() * 8,
+                States::Hll(_, v) => {
+                    let sampled: usize = sample.iter().map(|&g| v[g].memory_size()).sum();
+                    sampled * groups / sample.len()
+                        + (v.capacity() - v.len()) * std::mem::size_of::<HyperLogLog>()
+                }
+                States::Bitmap(v) => {
+                    let sampled: usize = sample.iter().map(|&g| v[g].memory_size()).sum();
+                    sampled * groups / sample.len()
+                        + (v.capacity() - v.len()) * std::mem::size_of::<DistinctBitmap>()
+                }
+            };
+        }
+        total
     }
 
     pub fn input_rows(&self) -> u64 {
@@ -177,6 +221,7 @@ impl Aggregator {
                     let g = match self.groups.get(key.as_ref()) {
                         Some(&g) => g,
                         None => {
+                            self.key_bytes += key.as_ref().len();
                             self.groups.insert(Box::from(key.as_ref()), next);
                             for s in &mut self.states {
                                 s.push_empty()?;
@@ -323,11 +368,25 @@ impl Aggregator {
 
     /// The aggregated rows sorted in rowkey order, as batches of at most `batch_rows` rows.
     pub fn finish(self, batch_rows: usize) -> Result<Vec<RecordBatch>> {
+        let mut out = Vec::new();
+        self.finish_each(batch_rows, |b| {
+            out.push(b);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Like [`Aggregator::finish`] but hands each batch to `sink` as soon as it is built, so
+    /// the sorted output never exists in memory as a whole next to the hash table.
+    pub fn finish_each(
+        self,
+        batch_rows: usize,
+        mut sink: impl FnMut(RecordBatch) -> Result<()>,
+    ) -> Result<()> {
         let schema = self.output_schema();
         let mut entries: Vec<(Box<[u8]>, u32)> = self.groups.into_iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let mut out = Vec::new();
-        for chunk in entries.chunks(batch_rows.max(1)) {
+        for chunk in entries.chunks_mut(batch_rows.max(1)) {
             let mut columns: Vec<ArrayRef> = match &self.converter {
                 Some(conv) => {
                     let parser = conv.parser();
@@ -336,12 +395,16 @@ impl Aggregator {
                 None => Vec::new(),
             };
             let ix: Vec<usize> = chunk.iter().map(|(_, g)| *g as usize).collect();
+            // The keys of this chunk are no longer needed: free them as we go.
+            for (k, _) in chunk.iter_mut() {
+                *k = Box::default();
+            }
             for s in &self.states {
                 columns.push(state_array(s, &ix)?);
             }
-            out.push(RecordBatch::try_new(schema.clone(), columns)?);
+            sink(RecordBatch::try_new(schema.clone(), columns)?)?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 

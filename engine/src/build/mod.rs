@@ -7,19 +7,21 @@
 
 pub mod aggregate;
 pub mod source;
+pub mod spill;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
-use datafusion::arrow::datatypes::{Field, SchemaRef};
+use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::datatypes::Field;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
 use crate::model::{cuboid, CubeLayout, CuboidId, CuboidStats, SegmentRange, StateKind};
-use crate::storage::block::{for_each_block, write_cuboid};
+use crate::storage::block::{for_each_block, CuboidWriter};
 use crate::storage::SegmentStore;
-use aggregate::{Aggregator, Mode};
+use aggregate::Mode;
+use spill::{SpillOptions, SpillingAggregator};
 
 /// Reports progress (fraction done, what is happening). Returning an error aborts the build:
 /// that is how a discarded job or a lost lease stops a running build.
@@ -33,11 +35,60 @@ pub struct BuildOutput {
     pub size_bytes: u64,
 }
 
-/// Where source files are and how big blocks are.
+/// Where source files are, how big blocks are, how much memory one aggregation may hold.
 #[derive(Debug, Clone)]
 pub struct BuildOptions {
     pub source_url: std::path::PathBuf,
     pub block_rows: usize,
+    /// The budget of all aggregations of the build together; cuboids built at the same time
+    /// share it equally.
+    pub spill: SpillOptions,
+    /// Cuboids built at the same time.
+    pub threads: usize,
+}
+
+impl BuildOptions {
+    fn aggregator(
+        &self,
+        mode: Mode,
+        dims: Vec<Field>,
+        layout: &CubeLayout,
+    ) -> Result<SpillingAggregator> {
+        SpillingAggregator::new(
+            mode,
+            dims,
+            &measure_specs(layout),
+            self.spill.clone(),
+            self.block_rows.max(1024),
+        )
+    }
+}
+
+/// Streams an aggregator's sorted output into a new cuboid; returns its stats.
+fn write_aggregated(
+    store: &dyn SegmentStore,
+    segment: &str,
+    cuboid: CuboidId,
+    dims: usize,
+    agg: SpillingAggregator,
+    block_rows: usize,
+) -> Result<CuboidStats> {
+    let mut w = CuboidWriter::new(
+        store,
+        segment,
+        cuboid,
+        agg.output_schema(),
+        dims,
+        block_rows,
+    );
+    agg.finish_each(|b| w.write(b))?;
+    let m = w.finish()?;
+    Ok(CuboidStats {
+        id: cuboid,
+        rows: m.rows,
+        blocks: m.blocks.len() as u32,
+        bytes: m.bytes(),
+    })
 }
 
 fn dim_fields(layout: &CubeLayout, cuboid: CuboidId) -> Vec<Field> {
@@ -76,11 +127,7 @@ pub async fn build_segment(
 
     let base = layout.base_cuboid();
     let ndims = layout.rowkey.len();
-    let mut agg = Aggregator::new(
-        Mode::Raw,
-        dim_fields(&layout, base),
-        &measure_specs(&layout),
-    )?;
+    let mut agg = opts.aggregator(Mode::Raw, dim_fields(&layout, base), &layout)?;
     let mut inputs_of: Vec<Option<usize>> = Vec::new();
     let mut next_input = ndims;
     for m in &layout.measures {
@@ -105,17 +152,16 @@ pub async fn build_segment(
     }
     let source_rows = agg.input_rows();
     let segment = segment.to_string();
-    let block_rows = opts.block_rows;
+    let opts = opts.clone();
     tokio::task::spawn_blocking(move || {
-        let schema = agg.output_schema();
-        let base_rows = agg.finish(block_rows.max(8192))?;
+        let base_stats =
+            write_aggregated(store.as_ref(), &segment, base, ndims, agg, opts.block_rows)?;
         build_cuboids(
             &layout,
             store.as_ref(),
             &segment,
-            schema,
-            base_rows,
-            block_rows,
+            base_stats,
+            &opts,
             &progress,
             source_rows,
         )
@@ -124,89 +170,173 @@ pub async fn build_segment(
     .map_err(|e| Error::Refused(format!("build task failed: {e}")))?
 }
 
-/// Writes the base cuboid, then each other cuboid aggregated from its smallest built parent.
-/// Parents are streamed back from the store block by block, so memory holds one cuboid being
-/// aggregated at a time, not the whole cube.
-#[allow(clippy::too_many_arguments)]
+/// Builds each cuboid but the (already written) base from its smallest built parent, on
+/// `opts.threads` threads. Parents are streamed back from the store block by block, so memory
+/// holds the cuboids being aggregated (each within its share of the spill budget), not the
+/// whole cube.
 fn build_cuboids(
     layout: &CubeLayout,
     store: &dyn SegmentStore,
     segment: &str,
-    base_schema: SchemaRef,
-    base_rows: Vec<RecordBatch>,
-    block_rows: usize,
+    base_stats: CuboidStats,
+    opts: &BuildOptions,
     progress: &Progress,
     source_rows: u64,
 ) -> Result<BuildOutput> {
     let total = layout.cuboids.len();
     let base = layout.base_cuboid();
-    let mut built: HashMap<CuboidId, u64> = HashMap::new();
-    let mut stats = Vec::new();
-    let mut write =
-        |c: CuboidId, schema: &SchemaRef, rows: &[RecordBatch], dims: usize| -> Result<u64> {
-            let m = write_cuboid(store, segment, c, schema, rows, dims, block_rows)?;
-            stats.push(CuboidStats {
-                id: c,
-                rows: m.rows,
-                blocks: m.blocks.len() as u32,
-                bytes: m.bytes(),
-            });
-            Ok(m.rows)
-        };
-    let rows = write(base, &base_schema, &base_rows, layout.rowkey.len())?;
-    drop(base_rows);
-    built.insert(base, rows);
     progress(
         1.0 / total as f64,
-        &format!("cuboid 1/{total} (base, {rows} rows)"),
+        &format!("cuboid 1/{total} (base, {} rows)", base_stats.rows),
     )?;
-
-    let specs = measure_specs(layout);
-    for (done, &child) in layout.cuboids.iter().filter(|&&c| c != base).enumerate() {
-        let (&parent, &parent_rows) = built
+    let threads = opts.threads.clamp(1, total.max(1));
+    let mut share = opts.clone();
+    share.spill.memory_bytes = opts.spill.memory_bytes / threads;
+    let plan = Mutex::new(Plan {
+        todo: layout
+            .cuboids
             .iter()
-            .filter(|(&p, _)| cuboid::covers(p, child))
-            .min_by_key(|(&p, &rows)| (rows, p.count_ones(), p))
-            .ok_or_else(|| {
-                Error::invalid("cuboid plan", format!("no parent for cuboid {child}"))
-            })?;
-        let parent_cols = layout.cuboid_columns(parent);
-        let positions: Vec<usize> = layout
-            .cuboid_columns(child)
-            .iter()
-            .map(|c| {
-                parent_cols
-                    .iter()
-                    .position(|p| p == c)
-                    .expect("parent covers child")
-            })
-            .collect();
-        let mut agg = Aggregator::new(Mode::Merge, dim_fields(layout, child), &specs)?;
-        for_each_block(store, segment, parent, |b| {
-            let dims: Vec<ArrayRef> = positions.iter().map(|&i| b.column(i).clone()).collect();
-            let inputs: Vec<Option<ArrayRef>> = (0..specs.len())
-                .map(|m| Some(b.column(parent_cols.len() + m).clone()))
-                .collect();
-            agg.update(&dims, &inputs, b.num_rows())
-        })?;
-        let schema = agg.output_schema();
-        let out = agg.finish(block_rows.max(8192))?;
-        let rows = write(child, &schema, &out, positions.len())?;
-        progress(
-            (done + 2) as f64 / total as f64,
-            &format!(
-                "cuboid {}/{total} ({rows} rows, from {parent_rows} rows of its parent)",
-                done + 2
-            ),
-        )?;
-        built.insert(child, rows);
+            .copied()
+            .filter(|&c| c != base)
+            .collect(),
+        built: HashMap::from([(base, base_stats.rows)]),
+        running: Vec::new(),
+        stats: vec![base_stats],
+        failed: None,
+    });
+    let changed = Condvar::new();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while let Some((child, parent, parent_rows)) = next_cuboid(&plan, &changed) {
+                    let result =
+                        build_one(layout, store, segment, &share, child, parent).and_then(|st| {
+                            let done = plan.lock().expect("build plan").stats.len() + 1;
+                            progress(
+                                done as f64 / total as f64,
+                                &format!(
+                                    "cuboid {done}/{total} ({} rows, from {parent_rows} rows of \
+                                     its parent)",
+                                    st.rows
+                                ),
+                            )?;
+                            Ok(st)
+                        });
+                    let mut p = plan.lock().expect("build plan");
+                    p.running.retain(|&c| c != child);
+                    match result {
+                        Ok(st) => {
+                            p.built.insert(child, st.rows);
+                            p.stats.push(st);
+                        }
+                        Err(e) => {
+                            p.failed.get_or_insert(e);
+                        }
+                    }
+                    changed.notify_all();
+                }
+            });
+        }
+    });
+    let plan = plan.into_inner().expect("build plan");
+    if let Some(e) = plan.failed {
+        return Err(e);
     }
+    let mut stats = plan.stats;
+    stats.sort_by_key(|st| layout.cuboids.iter().position(|&c| c == st.id));
     let size_bytes = stats.iter().map(|c| c.bytes).sum();
     Ok(BuildOutput {
         cuboids: stats,
         source_rows,
         size_bytes,
     })
+}
+
+/// What the build threads share: cuboids not started (parents before children: the layout
+/// lists cuboids by descending dimension count), built ones with their row counts, the ones
+/// being built, what was written, and the first error.
+struct Plan {
+    todo: std::collections::VecDeque<CuboidId>,
+    built: HashMap<CuboidId, u64>,
+    running: Vec<CuboidId>,
+    stats: Vec<CuboidStats>,
+    failed: Option<Error>,
+}
+
+/// Takes the next cuboid and its parent: the built cuboid covering it with the fewest rows.
+/// When a cuboid still being built covers it with fewer dimensions than the best built
+/// parent, waits for that one (it is almost always smaller). `None` when all are taken or a
+/// build failed.
+fn next_cuboid(plan: &Mutex<Plan>, changed: &Condvar) -> Option<(CuboidId, CuboidId, u64)> {
+    let mut p = plan.lock().expect("build plan");
+    loop {
+        if p.failed.is_some() {
+            return None;
+        }
+        let &child = p.todo.front()?;
+        let best = p
+            .built
+            .iter()
+            .filter(|(&c, _)| cuboid::covers(c, child))
+            .map(|(&c, &rows)| (rows, c.count_ones(), c))
+            .min();
+        let pending = p
+            .running
+            .iter()
+            .filter(|&&c| cuboid::covers(c, child))
+            .map(|c| c.count_ones())
+            .min();
+        match (best, pending) {
+            (Some((_, dims, _)), Some(pending)) if pending < dims => {}
+            (Some((rows, _, parent)), _) => {
+                p.todo.pop_front();
+                p.running.push(child);
+                return Some((child, parent, rows));
+            }
+            (None, Some(_)) => {}
+            (None, None) => {
+                p.failed = Some(Error::invalid(
+                    "cuboid plan",
+                    format!("no parent for cuboid {child}"),
+                ));
+                changed.notify_all();
+                return None;
+            }
+        }
+        p = changed.wait(p).expect("build plan");
+    }
+}
+
+/// Aggregates `child` from the stored `parent` and writes it.
+fn build_one(
+    layout: &CubeLayout,
+    store: &dyn SegmentStore,
+    segment: &str,
+    opts: &BuildOptions,
+    child: CuboidId,
+    parent: CuboidId,
+) -> Result<CuboidStats> {
+    let nm = layout.measures.len();
+    let parent_cols = layout.cuboid_columns(parent);
+    let positions: Vec<usize> = layout
+        .cuboid_columns(child)
+        .iter()
+        .map(|c| {
+            parent_cols
+                .iter()
+                .position(|p| p == c)
+                .expect("parent covers child")
+        })
+        .collect();
+    let mut agg = opts.aggregator(Mode::Merge, dim_fields(layout, child), layout)?;
+    for_each_block(store, segment, parent, |b| {
+        let dims: Vec<ArrayRef> = positions.iter().map(|&i| b.column(i).clone()).collect();
+        let inputs: Vec<Option<ArrayRef>> = (0..nm)
+            .map(|m| Some(b.column(parent_cols.len() + m).clone()))
+            .collect();
+        agg.update(&dims, &inputs, b.num_rows())
+    })?;
+    write_aggregated(store, segment, child, positions.len(), agg, opts.block_rows)
 }
 
 /// Merges the stored cuboids of `sources` (adjacent READY segments) into `target`,
@@ -217,38 +347,30 @@ pub fn merge_segments(
     store: &dyn SegmentStore,
     sources: &[String],
     target: &str,
-    block_rows: usize,
+    opts: &BuildOptions,
     progress: &Progress,
 ) -> Result<Vec<CuboidStats>> {
-    let specs = measure_specs(layout);
+    let nm = layout.measures.len();
     let total = layout.cuboids.len();
     let mut stats = Vec::new();
     for (i, &c) in layout.cuboids.iter().enumerate() {
         let dims = dim_fields(layout, c);
         let nd = dims.len();
-        let mut agg = Aggregator::new(Mode::Merge, dims, &specs)?;
+        let mut agg = opts.aggregator(Mode::Merge, dims, layout)?;
         for s in sources {
             for_each_block(store, s, c, |b| {
                 let d: Vec<ArrayRef> = b.columns()[..nd].to_vec();
-                let inputs: Vec<Option<ArrayRef>> = (0..specs.len())
-                    .map(|m| Some(b.column(nd + m).clone()))
-                    .collect();
+                let inputs: Vec<Option<ArrayRef>> =
+                    (0..nm).map(|m| Some(b.column(nd + m).clone())).collect();
                 agg.update(&d, &inputs, b.num_rows())
             })?;
         }
-        let schema = agg.output_schema();
-        let rows = agg.finish(block_rows.max(8192))?;
-        let m = write_cuboid(store, target, c, &schema, &rows, nd, block_rows)?;
-        stats.push(CuboidStats {
-            id: c,
-            rows: m.rows,
-            blocks: m.blocks.len() as u32,
-            bytes: m.bytes(),
-        });
+        let st = write_aggregated(store, target, c, nd, agg, opts.block_rows)?;
         progress(
             (i + 1) as f64 / total as f64,
-            &format!("merged cuboid {}/{total} ({} rows)", i + 1, m.rows),
+            &format!("merged cuboid {}/{total} ({} rows)", i + 1, st.rows),
         )?;
+        stats.push(st);
     }
     Ok(stats)
 }

@@ -69,6 +69,18 @@ impl DistinctBitmap {
         self.values |= &other.values;
     }
 
+    /// Approximate bytes of memory held by this set (struct plus heap), for memory budgeting:
+    /// per 2^32-value bucket a B-tree leaf share and the bucket's containers.
+    pub fn memory_size(&self) -> usize {
+        const BUCKET_OVERHEAD: usize = 400;
+        std::mem::size_of::<Self>()
+            + self
+                .values
+                .bitmaps()
+                .map(|(_, b)| BUCKET_OVERHEAD + b.serialized_size())
+                .sum::<usize>()
+    }
+
     /// Exact number of distinct values added.
     pub fn cardinality(&self) -> u64 {
         self.values.len()

@@ -52,6 +52,10 @@ pub(crate) struct Snapshot {
     /// Source tables as DataFusion providers, by (project, table).
     pub providers: HashMap<(String, String), Arc<dyn TableProvider>>,
     pub state: SessionState,
+    /// `state` with one partition, for plans a cube answers: they read a few blocks, and
+    /// splitting that into partitions costs more in planning and task hand-offs than it
+    /// gains; concurrency comes from concurrent queries. Pushdown keeps `state`.
+    pub cube_state: SessionState,
     /// Lookup tables read into memory for derived dimensions, by (project, table).
     lookups: Mutex<HashMap<(String, String), Arc<MemTable>>>,
 }
@@ -214,12 +218,19 @@ pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Sna
             measure_inputs,
         });
     }
+    let mut cube_state = state.clone();
+    cube_state
+        .config_mut()
+        .options_mut()
+        .execution
+        .target_partitions = 1;
     Ok(Snapshot {
         version,
         default_project,
         projects,
         providers,
         state,
+        cube_state,
         lookups: Mutex::new(HashMap::new()),
     })
 }

@@ -12,6 +12,8 @@ mod prune;
 mod rewrite;
 mod sketch;
 
+pub use prune::block_may_match;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,6 +21,7 @@ use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
@@ -78,6 +81,12 @@ pub struct QueryEngine {
     manifests: Mutex<HashMap<(String, CuboidId), Arc<CuboidManifest>>>,
     blocks: Arc<LruCache<(String, CuboidId, u32), RecordBatch>>,
     results: LruCache<String, QueryOutput>,
+    /// Planned statements by (snapshot version, SQL text): a GetFlightInfo and the DoGet that
+    /// follows it, and every repetition of a dashboard's query, plan once.
+    plans: LruCache<(u64, String), LogicalPlan>,
+    /// Rewritten and optimized plans of parameterless queries a cube answers, by the same key:
+    /// a repeated query goes straight to physical planning and execution.
+    rewritten: LruCache<(u64, String), LogicalPlan>,
     /// On a remote (HBase) store, queries do not read the store version each time: the
     /// snapshot moves on only through [`QueryEngine::refresh`] (polling, notifications).
     follow: bool,
@@ -94,6 +103,8 @@ impl std::fmt::Debug for QueryEngine {
 
 /// Decoded blocks kept in memory; a fixed share of the budget next to the result cache.
 const BLOCK_CACHE_BYTES: u64 = 1 << 30;
+/// Planned statements kept (charged a rough size each, see [`QueryEngine::plan`]).
+const PLAN_CACHE_BYTES: u64 = 64 << 20;
 
 impl QueryEngine {
     /// Opens the stores named by the configuration.
@@ -104,6 +115,11 @@ impl QueryEngine {
     }
 
     pub fn new(config: &Config, meta: Metadata, store: Arc<dyn SegmentStore>) -> Self {
+        let plan_cache_bytes = if config.plan_cache_enabled {
+            PLAN_CACHE_BYTES
+        } else {
+            0
+        };
         QueryEngine {
             config: config.clone(),
             meta,
@@ -117,6 +133,8 @@ impl QueryEngine {
             } else {
                 0
             }),
+            plans: LruCache::new(plan_cache_bytes),
+            rewritten: LruCache::new(plan_cache_bytes),
             follow: crate::hbase::url::is_hbase_url(&config.metadata_url),
         }
     }
@@ -146,6 +164,8 @@ impl QueryEngine {
         }
         self.load_snapshot(version)?;
         self.results.clear();
+        self.plans.clear();
+        self.rewritten.clear();
         Ok(true)
     }
 
@@ -198,9 +218,22 @@ impl QueryEngine {
         }
     }
 
-    /// Parses and plans `sql` (no rewrite yet). Unknown tables are reported by name before
-    /// planning, and only queries are accepted.
+    /// Parses and plans `sql` (no rewrite yet), or takes the plan made for the same text at
+    /// the same metadata version. Unknown tables are reported by name before planning, and
+    /// only queries are accepted.
     async fn plan(&self, snap: &Snapshot, sql: &str) -> Result<LogicalPlan> {
+        let key = (snap.version, sql.to_string());
+        if let Some(plan) = self.plans.get(&key) {
+            return Ok(plan);
+        }
+        let plan = self.plan_uncached(snap, sql).await?;
+        // A plan is a tree of a few hundred nodes at most; charge it a generous fixed size.
+        self.plans
+            .insert(key, plan.clone(), 16 * 1024 + 2 * sql.len() as u64);
+        Ok(plan)
+    }
+
+    async fn plan_uncached(&self, snap: &Snapshot, sql: &str) -> Result<LogicalPlan> {
         let sql = positional_placeholders(sql);
         let statement = snap
             .state
@@ -301,6 +334,11 @@ impl QueryEngine {
                 return Ok(hit);
             }
         }
+        let rewrite_key = values.is_empty().then(|| (snap.version, sql.to_string()));
+        if let Some(optimized) = rewrite_key.as_ref().and_then(|k| self.rewritten.get(k)) {
+            let out = run_optimized(&snap.cube_state, &optimized).await?;
+            return Ok(self.remember_result(cache_key, out));
+        }
         let plan = self.plan(&snap, sql).await?;
         let (explain, plan) = match plan {
             LogicalPlan::Explain(e) => (true, e.plan.as_ref().clone()),
@@ -314,7 +352,15 @@ impl QueryEngine {
                 let optimized = snap.state.optimize(&plan).map_err(from_datafusion)?;
                 explain_output(explain_rows(&realized), &optimized)?
             }
-            Outcome::Answered { plan, .. } => run(&snap, &plan).await?,
+            Outcome::Answered { plan, .. } => {
+                let optimized = snap.cube_state.optimize(&plan).map_err(from_datafusion)?;
+                if let Some(k) = rewrite_key {
+                    // A plan is a tree of a few hundred nodes at most; charge a generous size.
+                    self.rewritten
+                        .insert(k, optimized.clone(), 16 * 1024 + 2 * sql.len() as u64);
+                }
+                run_optimized(&snap.cube_state, &optimized).await?
+            }
             Outcome::Uncovered { reason } if explain => {
                 let verdict = if self.config.pushdown_enabled {
                     format!("pushdown to the source tables: {reason}")
@@ -323,14 +369,22 @@ impl QueryEngine {
                 };
                 explain_output(vec![("realization".into(), verdict)], &plan)?
             }
-            Outcome::Uncovered { .. } if self.config.pushdown_enabled => run(&snap, &plan).await?,
+            Outcome::Uncovered { .. } if self.config.pushdown_enabled => {
+                let optimized = snap.state.optimize(&plan).map_err(from_datafusion)?;
+                run_optimized(&snap.state, &optimized).await?
+            }
             Outcome::Uncovered { reason } => return Err(Error::NoRealization(reason)),
         };
+        Ok(self.remember_result(cache_key, out))
+    }
+
+    /// Puts a fresh result into the result cache (when it is on) and returns it.
+    fn remember_result(&self, cache_key: Option<String>, out: QueryOutput) -> QueryOutput {
         if let Some(k) = cache_key {
             let bytes: usize = out.batches.iter().map(|b| b.get_array_memory_size()).sum();
             self.results.insert(k, out.clone(), bytes as u64);
         }
-        Ok(out)
+        out
     }
 
     /// Plans `sql` and applies the cube rewrite without running anything: the planner's plan
@@ -404,17 +458,20 @@ impl QueryEngine {
         *self.snapshot.write().expect("snapshot lock") = None;
         self.manifests.lock().expect("manifest cache").clear();
         self.results.clear();
+        self.plans.clear();
+        self.rewritten.clear();
     }
 }
 
-async fn run(snap: &Snapshot, plan: &LogicalPlan) -> Result<QueryOutput> {
-    let physical = snap
-        .state
-        .create_physical_plan(plan)
+/// Plans an already optimized logical plan physically in `state` and runs it.
+async fn run_optimized(state: &SessionState, plan: &LogicalPlan) -> Result<QueryOutput> {
+    let physical = state
+        .query_planner()
+        .create_physical_plan(plan, state)
         .await
         .map_err(from_datafusion)?;
     let schema = physical.schema();
-    let batches = datafusion::physical_plan::collect(physical, snap.state.task_ctx())
+    let batches = datafusion::physical_plan::collect(physical, state.task_ctx())
         .await
         .map_err(from_datafusion)?;
     Ok(QueryOutput {

@@ -86,7 +86,7 @@ fn flip(op: Operator) -> Operator {
 
 /// Whether the block described by `meta` may hold rows satisfying `pred`. Columns qualified
 /// with `alias` whose name is in `dims` (name → position in the block stats) are judged.
-pub(crate) fn block_may_match(
+pub fn block_may_match(
     pred: &Expr,
     alias: &str,
     dims: &HashMap<String, usize>,

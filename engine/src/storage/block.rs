@@ -4,9 +4,11 @@
 use std::io::Cursor;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::{concat_batches, max, max_string, min, min_string};
+use std::sync::Arc;
+
+use datafusion::arrow::compute::{cast, concat_batches, max, max_string, min, min_string};
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Int16Type, Int32Type, Int64Type, Int8Type, SchemaRef,
+    DataType, Date32Type, Int16Type, Int32Type, Int64Type, Int8Type, Schema, SchemaRef,
 };
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
@@ -47,16 +49,78 @@ impl CuboidManifest {
     }
 }
 
-/// Encodes one batch as a self-contained IPC stream with zstd-compressed buffers.
+/// Encodes one batch as a self-contained IPC stream with zstd-compressed buffers. String
+/// columns are stored dictionary-encoded: dimension values repeat within a block, and Arrow's
+/// plain string layout (offsets + bytes) compresses several times worse than small integer
+/// keys. [`decode_block`] turns them back into plain strings.
 pub fn encode_block(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let batch = dictionary_encode_strings(batch)?;
     let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
     let mut out = Vec::new();
     {
         let mut w = StreamWriter::try_new_with_options(&mut out, &batch.schema(), options)?;
-        w.write(batch)?;
+        w.write(&batch)?;
         w.finish()?;
     }
     Ok(out)
+}
+
+fn dictionary_encode_strings(batch: &RecordBatch) -> Result<RecordBatch> {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| f.data_type() == &DataType::Utf8)
+    {
+        return Ok(batch.clone());
+    }
+    let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if f.data_type() == &DataType::Utf8 {
+            fields.push(f.as_ref().clone().with_data_type(dict.clone()));
+            columns.push(cast(c, &dict)?);
+        } else {
+            fields.push(f.as_ref().clone());
+            columns.push(c.clone());
+        }
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}
+
+/// Undoes [`dictionary_encode_strings`]: dictionary columns become plain columns of their
+/// value type (blocks written before dictionaries were used decode unchanged).
+fn plain_columns(batch: RecordBatch) -> Result<RecordBatch> {
+    if !batch
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Dictionary(..)))
+    {
+        return Ok(batch);
+    }
+    let mut fields = Vec::with_capacity(batch.num_columns());
+    let mut columns = Vec::with_capacity(batch.num_columns());
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        match f.data_type() {
+            DataType::Dictionary(_, value) => {
+                fields.push(f.as_ref().clone().with_data_type(value.as_ref().clone()));
+                columns.push(cast(c, value)?);
+            }
+            _ => {
+                fields.push(f.as_ref().clone());
+                columns.push(c.clone());
+            }
+        }
+    }
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
 }
 
 /// Decodes a block after checking its checksum; errors name the segment, cuboid and block.
@@ -86,7 +150,10 @@ pub fn decode_block(
     let batches: Vec<RecordBatch> = reader
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| Error::corrupt(what(), e.to_string()))?;
-    let batch = concat_batches(&schema, &batches)?;
+    let batch = concat_batches(&schema, &batches)
+        .map_err(Error::from)
+        .and_then(plain_columns)
+        .map_err(|e| Error::corrupt(what(), e.to_string()))?;
     if batch.num_rows() as u32 != meta.rows {
         return Err(Error::corrupt(
             what(),
@@ -123,6 +190,107 @@ fn stat(array: &ArrayRef, want_min: bool) -> Value {
     }
 }
 
+/// Writes one cuboid block by block as sorted batches arrive: every block but the last holds
+/// exactly `block_rows` rows; [`CuboidWriter::finish`] writes the last block and the manifest.
+/// Memory holds at most one block's worth of pending rows.
+pub struct CuboidWriter<'a> {
+    store: &'a dyn SegmentStore,
+    segment: String,
+    cuboid: CuboidId,
+    schema: SchemaRef,
+    dims: usize,
+    block_rows: usize,
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
+    blocks: Vec<BlockMeta>,
+    rows: u64,
+}
+
+impl<'a> CuboidWriter<'a> {
+    /// The first `dims` columns of `schema` are the dimensions.
+    pub fn new(
+        store: &'a dyn SegmentStore,
+        segment: &str,
+        cuboid: CuboidId,
+        schema: SchemaRef,
+        dims: usize,
+        block_rows: usize,
+    ) -> Self {
+        CuboidWriter {
+            store,
+            segment: segment.to_string(),
+            cuboid,
+            schema,
+            dims,
+            block_rows: block_rows.max(1),
+            pending: Vec::new(),
+            pending_rows: 0,
+            blocks: Vec::new(),
+            rows: 0,
+        }
+    }
+
+    /// Appends rows that sort after every row written so far.
+    pub fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let take = (self.block_rows - self.pending_rows).min(batch.num_rows() - offset);
+            self.pending.push(batch.slice(offset, take));
+            self.pending_rows += take;
+            offset += take;
+            if self.pending_rows == self.block_rows {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        let block = concat_batches(&self.schema, &self.pending)?;
+        self.pending.clear();
+        self.pending_rows = 0;
+        let bytes = encode_block(&block)?;
+        let cols = &block.columns()[..self.dims];
+        self.blocks.push(BlockMeta {
+            rows: block.num_rows() as u32,
+            bytes: bytes.len() as u64,
+            crc32: crc32fast::hash(&bytes),
+            min: cols.iter().map(|c| stat(c, true)).collect(),
+            max: cols.iter().map(|c| stat(c, false)).collect(),
+        });
+        self.store.put_block(
+            &self.segment,
+            self.cuboid,
+            self.blocks.len() as u32 - 1,
+            &bytes,
+        )?;
+        self.rows += block.num_rows() as u64;
+        Ok(())
+    }
+
+    /// Writes the last (possibly short; for an empty cuboid, empty) block and the manifest.
+    pub fn finish(mut self) -> Result<CuboidManifest> {
+        if self.pending_rows > 0 || self.blocks.is_empty() {
+            self.flush()?;
+        }
+        let manifest = CuboidManifest {
+            cuboid: self.cuboid,
+            rows: self.rows,
+            dimensions: self.schema.fields()[..self.dims]
+                .iter()
+                .map(|f| f.name().clone())
+                .collect(),
+            blocks: self.blocks,
+        };
+        self.store.put_manifest(
+            &self.segment,
+            self.cuboid,
+            &serde_json::to_vec(&manifest).expect("manifest serializes"),
+        )?;
+        Ok(manifest)
+    }
+}
+
 /// Cuts `batches` (already sorted in rowkey order; the first `dims` columns are dimensions)
 /// into blocks of at most `block_rows` rows, writes them and the manifest. Returns the manifest.
 pub fn write_cuboid(
@@ -134,48 +302,11 @@ pub fn write_cuboid(
     dims: usize,
     block_rows: usize,
 ) -> Result<CuboidManifest> {
-    let mut blocks = Vec::new();
-    let mut rows = 0u64;
-    let mut write = |slice: &RecordBatch| -> Result<()> {
-        let bytes = encode_block(slice)?;
-        let cols = &slice.columns()[..dims];
-        blocks.push(BlockMeta {
-            rows: slice.num_rows() as u32,
-            bytes: bytes.len() as u64,
-            crc32: crc32fast::hash(&bytes),
-            min: cols.iter().map(|c| stat(c, true)).collect(),
-            max: cols.iter().map(|c| stat(c, false)).collect(),
-        });
-        store.put_block(segment, cuboid, blocks.len() as u32 - 1, &bytes)?;
-        rows += slice.num_rows() as u64;
-        Ok(())
-    };
-    // Re-slice so every block but the last is exactly `block_rows` rows.
-    let all = concat_batches(schema, batches)?;
-    let mut offset = 0;
-    while offset < all.num_rows() {
-        let len = block_rows.min(all.num_rows() - offset);
-        write(&all.slice(offset, len))?;
-        offset += len;
+    let mut w = CuboidWriter::new(store, segment, cuboid, schema.clone(), dims, block_rows);
+    for b in batches {
+        w.write(b.clone())?;
     }
-    if all.num_rows() == 0 {
-        write(&RecordBatch::new_empty(schema.clone()))?;
-    }
-    let manifest = CuboidManifest {
-        cuboid,
-        rows,
-        dimensions: schema.fields()[..dims]
-            .iter()
-            .map(|f| f.name().clone())
-            .collect(),
-        blocks,
-    };
-    store.put_manifest(
-        segment,
-        cuboid,
-        &serde_json::to_vec(&manifest).expect("manifest serializes"),
-    )?;
-    Ok(manifest)
+    w.finish()
 }
 
 /// Reads a cuboid's manifest.

@@ -1,0 +1,676 @@
+//! Criterion micro-benchmarks of the engine's hot paths (the end-to-end SSB comparison is the
+//! `qilin-bench` binary; these time single functions on synthetic or tiny sample data).
+//!
+//! Groups:
+//! * `block`: [`encode_block`] and [`decode_block`] (checksum, Arrow IPC, zstd, dictionary
+//!   strings back to plain) of one realistic 8192-row cuboid block: five sorted dimensions
+//!   (one Int32, four Utf8), nine Int64 measure states and a Binary HLL(12) state column.
+//!   Throughput in rows.
+//! * `prune`: [`block_may_match`] over a manifest of 1,000 `BlockMeta` with min/max stats,
+//!   against the residual predicates of SSB Q1.1 (`d_year = 1993`, `lo_discount between 1
+//!   and 3`, `lo_quantity < 25`) and of Q3.3 (ORs of string equalities). Throughput in blocks.
+//! * `aggregate`: [`Aggregator`] in `Mode::Merge` folding 100,000 rows of a six-dimension
+//!   parent cuboid (in 8192-row batches, as the build streams stored blocks) into the
+//!   three-dimension child `[d_year, c_region, s_region]` (160 groups), then `finish`; once
+//!   with the SUM, COUNT, MIN and MAX states only, once with an HLL(12) state as well.
+//!   Throughput in parent rows.
+//! * `hll`: merging 1,000 HyperLogLog(12) sketches, sparse (~20 values each) and dense
+//!   (~3,000 values each), from memory and from their serialized bytes
+//!   ([`HyperLogLog::merge_bytes`], what a query's `qilin_hll_count` does per cuboid row).
+//!   Throughput in sketches.
+//! * `query`: [`QueryEngine::plan_and_rewrite`] of SSB queries against the SSB sample cube
+//!   built at scale 0.01 into a temp dir (once, on first use; block-rows 1000 as in the
+//!   tests). `cold` makes every SQL text unique (a trailing comment) so each call parses,
+//!   plans and rewrites; `plan_cached` repeats the same text, so the call costs the
+//!   metadata-version check, the plan-cache hit and the cube rewrite (manifest lookup, block
+//!   pruning, plan construction).
+//!
+//! Run everything (a few minutes; numbers are noisy on a loaded machine):
+//!
+//! ```text
+//! export CARGO_TARGET_DIR=$HOME/.cache/qilin/target
+//! cargo bench -p qilin-bench --bench micro
+//! ```
+//!
+//! or one group / benchmark by a filter on its id: `cargo bench -p qilin-bench --bench micro
+//! -- hll/` or `-- 'query/cold/Q1.1'`. Reports land in `$CARGO_TARGET_DIR/criterion`, and a
+//! later run prints the change against the previous one.
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use datafusion::arrow::array::{
+    ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use datafusion::common::Column;
+use datafusion::logical_expr::{lit, Expr};
+use qilin_engine::build::aggregate::{Aggregator, Mode};
+use qilin_engine::config::Config;
+use qilin_engine::measure::hll::HyperLogLog;
+use qilin_engine::metadata::managers::Metadata;
+use qilin_engine::metadata::open_store;
+use qilin_engine::model::StateKind;
+use qilin_engine::query::{block_may_match, QueryEngine};
+use qilin_engine::sample::ssb;
+use qilin_engine::storage::block::{decode_block, encode_block, write_cuboid};
+use qilin_engine::storage::{open_segment_store, BlockMeta, LocalSegmentStore, SegmentStore};
+use qilin_jobs::{Job, JobEngine, JobStatus};
+use serde_json::Value;
+
+// The allocator of the production binaries, so allocation-heavy paths time as they run there.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// A deterministic SplitMix64 stream: the data is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A value in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const REGIONS: [&str; 5] = ["AFRICA", "AMERICA", "ASIA", "EUROPE", "MIDDLE EAST"];
+
+/// SSB-like names: nation `n` (0..25) lies in region `n / 5`.
+fn nation(n: u64) -> String {
+    format!("NATION {n:02}")
+}
+
+fn city(n: u64, c: u64) -> String {
+    format!("NATION {n:02}C{c}")
+}
+
+/// A serialized HLL(12) state of `values` random customer keys.
+fn hll_state(rng: &mut Rng, values: u64) -> Vec<u8> {
+    let mut h = HyperLogLog::new(12).expect("precision 12");
+    for _ in 0..values {
+        h.add_i64(rng.below(30_000) as i64);
+    }
+    h.to_bytes()
+}
+
+fn i64_column(rows: usize, rng: &mut Rng, max: u64) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(
+        (0..rows).map(|_| rng.below(max) as i64),
+    ))
+}
+
+// ---------------------------------------------------------------------------------------
+// block
+
+const BLOCK_ROWS: usize = 8192;
+
+/// A block row's key: year, customer nation, supplier city, part brand (as numbers).
+type BlockKey = (i32, u64, u64, u64);
+
+/// One cuboid block `[d_year, c_region, c_nation, s_city, p_brand]` + measures, sorted by the
+/// dimensions (distinct keys, as in a stored cuboid).
+fn cuboid_block(rows: usize) -> RecordBatch {
+    let mut rng = Rng(1);
+    let mut keys: Vec<BlockKey> = (0..rows)
+        .map(|_| {
+            (
+                1992 + rng.below(7) as i32,
+                rng.below(25),
+                rng.below(250),
+                rng.below(1000),
+            )
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    while keys.len() < rows {
+        // Top up with keys of a year no random key used; they sort last.
+        let i = keys.len() as u64;
+        keys.push((1999, i % 25, i % 250, i));
+    }
+    let strings = |f: &dyn Fn(&BlockKey) -> String| -> ArrayRef {
+        Arc::new(StringArray::from_iter_values(keys.iter().map(f)))
+    };
+    let mut fields = vec![
+        Field::new("d_year", DataType::Int32, true),
+        Field::new("c_region", DataType::Utf8, true),
+        Field::new("c_nation", DataType::Utf8, true),
+        Field::new("s_city", DataType::Utf8, true),
+        Field::new("p_brand", DataType::Utf8, true),
+    ];
+    let mut columns: Vec<ArrayRef> = vec![
+        Arc::new(Int32Array::from_iter_values(keys.iter().map(|k| k.0))),
+        strings(&|k| REGIONS[(k.1 / 5) as usize].to_string()),
+        strings(&|k| nation(k.1)),
+        strings(&|k| city(k.2 / 10, k.2 % 10)),
+        strings(&|k| format!("MFGR#{}{}{}", 1 + k.3 % 5, 1 + k.3 / 5 % 5, k.3 / 25)),
+    ];
+    for (name, max) in [
+        ("row_count", 50),
+        ("lo_revenue_sum", 50_000_000),
+        ("lo_supplycost_sum", 1_000_000),
+        ("v_revenue_sum", 500_000_000),
+        ("v_profit_sum", 40_000_000),
+        ("lo_quantity_sum", 2_500),
+        ("lo_extendedprice_sum", 50_000_000),
+        ("lo_extendedprice_min", 100_000),
+        ("lo_extendedprice_max", 10_000_000),
+    ] {
+        fields.push(Field::new(name, DataType::Int64, true));
+        columns.push(i64_column(rows, &mut rng, max));
+    }
+    fields.push(Field::new("lo_custkey_hll", DataType::Binary, true));
+    let states: Vec<Vec<u8>> = (0..rows)
+        .map(|_| {
+            let n = 1 + rng.below(8);
+            hll_state(&mut rng, n)
+        })
+        .collect();
+    columns.push(Arc::new(BinaryArray::from_iter_values(states.iter())));
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).expect("block batch")
+}
+
+fn bench_block(c: &mut Criterion) {
+    let batch = cuboid_block(BLOCK_ROWS);
+    // Written through the real writer, so the meta (size, CRC, stats) is the stored one.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = LocalSegmentStore::open(dir.path()).expect("segment store");
+    let manifest = write_cuboid(
+        &store,
+        "0b1ec",
+        7,
+        &batch.schema(),
+        std::slice::from_ref(&batch),
+        5,
+        BLOCK_ROWS,
+    )
+    .expect("write cuboid");
+    assert_eq!(manifest.blocks.len(), 1);
+    let meta = manifest.blocks[0].clone();
+    let bytes = store.get_block("0b1ec", 7, 0).expect("stored block");
+    assert_eq!(
+        decode_block(&bytes, &meta, "0b1ec", 7, 0).expect("decodes"),
+        batch
+    );
+    eprintln!(
+        "block: {} rows, {} columns, {} bytes of Arrow memory -> {} bytes stored",
+        batch.num_rows(),
+        batch.num_columns(),
+        batch.get_array_memory_size(),
+        bytes.len()
+    );
+
+    let mut g = c.benchmark_group("block");
+    g.throughput(Throughput::Elements(BLOCK_ROWS as u64));
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("encode_8192_rows", |b| {
+        b.iter(|| encode_block(black_box(&batch)).expect("encode"))
+    });
+    g.bench_function("decode_8192_rows", |b| {
+        b.iter(|| decode_block(black_box(&bytes), &meta, "0b1ec", 7, 0).expect("decode"))
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// prune
+
+const PRUNE_BLOCKS: usize = 1000;
+const CUBOID: &str = "__qilin_cuboid";
+
+fn cuboid_col(name: &str) -> Expr {
+    Expr::Column(Column::new(Some(CUBOID), name))
+}
+
+/// Per-block min/max of `dims` integer columns over a sorted run of `keys` cut into
+/// [`PRUNE_BLOCKS`] blocks, as the writer computes them.
+fn manifest_of(keys: &[Vec<Value>], dims: usize) -> Vec<BlockMeta> {
+    (0..PRUNE_BLOCKS)
+        .map(|i| &keys[i * keys.len() / PRUNE_BLOCKS..(i + 1) * keys.len() / PRUNE_BLOCKS])
+        .map(|chunk| {
+            let stat = |d: usize, pick_max: bool| -> Value {
+                let vals = chunk.iter().map(|k| &k[d]);
+                let cmp = |a: &&Value, b: &&Value| match (a, b) {
+                    (Value::Number(x), Value::Number(y)) => x.as_i64().cmp(&y.as_i64()),
+                    (Value::String(x), Value::String(y)) => x.cmp(y),
+                    _ => std::cmp::Ordering::Equal,
+                };
+                let v = if pick_max {
+                    vals.max_by(cmp)
+                } else {
+                    vals.min_by(cmp)
+                };
+                v.cloned().unwrap_or(Value::Null)
+            };
+            BlockMeta {
+                rows: chunk.len() as u32,
+                bytes: 40_000,
+                crc32: 0,
+                min: (0..dims).map(|d| stat(d, false)).collect(),
+                max: (0..dims).map(|d| stat(d, true)).collect(),
+            }
+        })
+        .collect()
+}
+
+fn bench_prune(c: &mut Criterion) {
+    // Q1.1's cuboid [d_year, d_yearmonthnum, lo_discount, lo_quantity]: every combination,
+    // sorted (7 * 12 * 11 * 50 = 46,200 rows, ~46 per block).
+    let mut keys = Vec::new();
+    for year in 1992..1999i64 {
+        for month in 1..=12i64 {
+            for discount in 0..=10i64 {
+                for quantity in 1..=50i64 {
+                    keys.push(vec![
+                        Value::from(year),
+                        Value::from(year * 100 + month),
+                        Value::from(discount),
+                        Value::from(quantity),
+                    ]);
+                }
+            }
+        }
+    }
+    let q11_blocks = manifest_of(&keys, 4);
+    let q11_dims: HashMap<String, usize> =
+        ["d_year", "d_yearmonthnum", "lo_discount", "lo_quantity"]
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.to_string(), i))
+            .collect();
+    let q11 = vec![
+        cuboid_col("d_year").eq(lit(1993i32)),
+        cuboid_col("lo_discount").between(lit(1i32), lit(3i32)),
+        cuboid_col("lo_quantity").lt(lit(25i32)),
+    ];
+
+    // Q3.3's cuboid [d_year, c_region, c_nation, c_city, s_region, s_nation, s_city]:
+    // 7 years * 250 customer cities * 250 supplier cities, sorted, cut into 1,000 blocks.
+    let mut keys = Vec::new();
+    for year in 1992..1999i64 {
+        for cc in 0..250u64 {
+            for sc in 0..250u64 {
+                let (cn, sn) = (cc / 10, sc / 10);
+                keys.push(vec![
+                    Value::from(year),
+                    Value::from(REGIONS[(cn / 5) as usize]),
+                    Value::from(nation(cn)),
+                    Value::from(city(cn, cc % 10)),
+                    Value::from(REGIONS[(sn / 5) as usize]),
+                    Value::from(nation(sn)),
+                    Value::from(city(sn, sc % 10)),
+                ]);
+            }
+        }
+    }
+    let q33_blocks = manifest_of(&keys, 7);
+    let q33_dims: HashMap<String, usize> = [
+        "d_year", "c_region", "c_nation", "c_city", "s_region", "s_nation", "s_city",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, n)| (n.to_string(), i))
+    .collect();
+    let either_city = |col: &str| {
+        cuboid_col(col)
+            .eq(lit(city(23, 1)))
+            .or(cuboid_col(col).eq(lit(city(23, 5))))
+    };
+    let q33 = vec![
+        either_city("c_city"),
+        either_city("s_city"),
+        cuboid_col("d_year").gt_eq(lit(1992i32)),
+        cuboid_col("d_year").lt_eq(lit(1997i32)),
+    ];
+
+    let kept = |preds: &[Expr], dims: &HashMap<String, usize>, blocks: &[BlockMeta]| {
+        blocks
+            .iter()
+            .filter(|m| {
+                preds
+                    .iter()
+                    .all(|p| block_may_match(p, CUBOID, dims, black_box(m)))
+            })
+            .count()
+    };
+    eprintln!(
+        "prune: Q1.1 keeps {} of {} blocks, Q3.3 keeps {} of {}",
+        kept(&q11, &q11_dims, &q11_blocks),
+        q11_blocks.len(),
+        kept(&q33, &q33_dims, &q33_blocks),
+        q33_blocks.len()
+    );
+
+    let mut g = c.benchmark_group("prune");
+    g.sample_size(50);
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(q11_blocks.len() as u64));
+    g.bench_function("q1.1_ints_1000_blocks", |b| {
+        b.iter(|| kept(black_box(&q11), &q11_dims, &q11_blocks))
+    });
+    g.throughput(Throughput::Elements(q33_blocks.len() as u64));
+    g.bench_function("q3.3_string_ors_1000_blocks", |b| {
+        b.iter(|| kept(black_box(&q33), &q33_dims, &q33_blocks))
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// aggregate
+
+const PARENT_ROWS: usize = 100_000;
+/// Groups of the child `[d_year, c_region, s_region]`: 7 * 5 * 5, less the 15 of 1998 whose
+/// customer region has no parent row (the first 100,000 keys stop at 1998's tenth nation).
+const CHILD_GROUPS: usize = 160;
+
+struct Parent {
+    /// The child's dimension columns of each parent batch: d_year, c_region, s_region.
+    dims: Vec<Vec<ArrayRef>>,
+    /// The measure state columns of each parent batch.
+    states: Vec<Vec<Option<ArrayRef>>>,
+    rows: Vec<usize>,
+}
+
+/// 100,000 rows of the parent `[d_year, c_region, c_nation, s_region, s_nation, p_category]`
+/// (distinct, sorted) with SUM/COUNT/MIN/MAX states and, when `hll`, an HLL(12) state.
+fn parent_cuboid(hll: bool) -> (Parent, Vec<(String, StateKind)>) {
+    let mut rng = Rng(2);
+    let mut measures = vec![
+        ("row_count".to_string(), StateKind::Count),
+        ("lo_revenue_sum".to_string(), StateKind::SumInt),
+        ("v_revenue_sum".to_string(), StateKind::SumInt),
+        ("lo_supplycost_sum".to_string(), StateKind::SumInt),
+        ("lo_extendedprice_min".to_string(), StateKind::MinInt),
+        ("lo_extendedprice_max".to_string(), StateKind::MaxInt),
+    ];
+    if hll {
+        measures.push(("lo_custkey_hll".to_string(), StateKind::Hll(12)));
+    }
+    let mut parent = Parent {
+        dims: Vec::new(),
+        states: Vec::new(),
+        rows: Vec::new(),
+    };
+    // 7 years * 25 customer nations * 25 supplier nations * 25 categories = 109,375 keys;
+    // the first 100,000 in key order, in 8192-row batches like stored blocks.
+    let keys: Vec<(i32, u64, u64, u64)> = (1992..1999)
+        .flat_map(|y| {
+            (0..25u64).flat_map(move |cn| {
+                (0..25u64).flat_map(move |sn| (0..25u64).map(move |p| (y, cn, sn, p)))
+            })
+        })
+        .take(PARENT_ROWS)
+        .collect();
+    for chunk in keys.chunks(BLOCK_ROWS) {
+        let n = chunk.len();
+        parent.dims.push(vec![
+            Arc::new(Int32Array::from_iter_values(chunk.iter().map(|k| k.0))),
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|k| REGIONS[(k.1 / 5) as usize]),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                chunk.iter().map(|k| REGIONS[(k.2 / 5) as usize]),
+            )),
+        ]);
+        let mut states: Vec<Option<ArrayRef>> = vec![
+            Some(i64_column(n, &mut rng, 50)),
+            Some(i64_column(n, &mut rng, 50_000_000)),
+            Some(i64_column(n, &mut rng, 500_000_000)),
+            Some(i64_column(n, &mut rng, 1_000_000)),
+            Some(i64_column(n, &mut rng, 100_000)),
+            Some(i64_column(n, &mut rng, 10_000_000)),
+        ];
+        if hll {
+            let sketches: Vec<Vec<u8>> = (0..n)
+                .map(|_| {
+                    let v = 1 + rng.below(16);
+                    hll_state(&mut rng, v)
+                })
+                .collect();
+            states.push(Some(Arc::new(BinaryArray::from_iter_values(
+                sketches.iter(),
+            ))));
+        }
+        parent.states.push(states);
+        parent.rows.push(n);
+    }
+    (parent, measures)
+}
+
+fn child_fields() -> Vec<Field> {
+    vec![
+        Field::new("d_year", DataType::Int32, true),
+        Field::new("c_region", DataType::Utf8, true),
+        Field::new("s_region", DataType::Utf8, true),
+    ]
+}
+
+fn merge_into_child(parent: &Parent, measures: &[(String, StateKind)]) -> Vec<RecordBatch> {
+    let mut agg = Aggregator::new(Mode::Merge, child_fields(), measures).expect("aggregator");
+    for ((dims, states), &rows) in parent.dims.iter().zip(&parent.states).zip(&parent.rows) {
+        agg.update(dims, states, rows).expect("update");
+    }
+    agg.finish(BLOCK_ROWS).expect("finish")
+}
+
+fn bench_aggregate(c: &mut Criterion) {
+    let mut g = c.benchmark_group("aggregate");
+    g.throughput(Throughput::Elements(PARENT_ROWS as u64));
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(6));
+    for (name, hll) in [
+        ("merge_sums_100k_to_160", false),
+        ("merge_hll_100k_to_160", true),
+    ] {
+        let data: OnceCell<(Parent, Vec<(String, StateKind)>)> = OnceCell::new();
+        g.bench_function(name, |b| {
+            let (parent, measures) = data.get_or_init(|| {
+                let (p, m) = parent_cuboid(hll);
+                let out = merge_into_child(&p, &m);
+                let rows: usize = out.iter().map(|b| b.num_rows()).sum();
+                assert_eq!(rows, CHILD_GROUPS, "child groups");
+                (p, m)
+            });
+            b.iter(|| merge_into_child(black_box(parent), measures))
+        });
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// hll
+
+const SKETCHES: usize = 1000;
+
+fn sketches(values: u64, seed: u64) -> Vec<HyperLogLog> {
+    let mut rng = Rng(seed);
+    (0..SKETCHES)
+        .map(|_| {
+            let mut h = HyperLogLog::new(12).expect("precision 12");
+            for _ in 0..values {
+                h.add_i64(rng.below(6_000_000) as i64);
+            }
+            h
+        })
+        .collect()
+}
+
+fn bench_hll(c: &mut Criterion) {
+    let sparse = sketches(20, 3);
+    let dense = sketches(3000, 4);
+    assert!(sparse.iter().all(HyperLogLog::is_sparse));
+    assert!(dense.iter().all(|h| !h.is_sparse()));
+    let sparse_bytes: Vec<Vec<u8>> = sparse.iter().map(HyperLogLog::to_bytes).collect();
+    let dense_bytes: Vec<Vec<u8>> = dense.iter().map(HyperLogLog::to_bytes).collect();
+
+    let mut g = c.benchmark_group("hll");
+    g.throughput(Throughput::Elements(SKETCHES as u64));
+    g.sample_size(50);
+    g.measurement_time(Duration::from_secs(3));
+    for (kind, sketches, bytes) in [
+        ("sparse_20", &sparse, &sparse_bytes),
+        ("dense_3000", &dense, &dense_bytes),
+    ] {
+        g.bench_with_input(BenchmarkId::new("merge_1000", kind), sketches, |b, s| {
+            b.iter(|| {
+                let mut acc = HyperLogLog::new(12).expect("precision 12");
+                for h in s {
+                    acc.merge(h).expect("same precision");
+                }
+                acc
+            })
+        });
+        g.bench_with_input(
+            BenchmarkId::new("from_bytes_merge_1000", kind),
+            bytes,
+            |b, s| {
+                b.iter(|| {
+                    let mut acc = None;
+                    for bytes in s {
+                        HyperLogLog::merge_bytes(&mut acc, bytes).expect("valid state");
+                    }
+                    acc
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// query
+
+const SSB_SCALE: f64 = 0.01;
+const QUERIES: [&str; 4] = ["Q1.1", "Q2.1", "Q3.3", "Q4.2"];
+
+struct Sample {
+    _dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    engine: QueryEngine,
+    queries: Vec<(String, String)>,
+}
+
+/// Generates SSB at [`SSB_SCALE`], registers the sample and builds the cube (one segment,
+/// all dates) into a temp dir, then opens a query engine over it.
+fn sample() -> Sample {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let at = |p: &str| dir.path().join(p).display().to_string();
+    let props = format!(
+        "kylin.metadata.url={}\nkylin.storage.url={}\nkylin.source.url={}\n\
+         kylin.storage.block-rows=1000\nkylin.query.cache-enabled=false\n",
+        at("meta"),
+        at("segments"),
+        at("source")
+    );
+    let config = Config::from_parts(&props, "micro bench", |_| None).expect("config");
+    let meta = Metadata::new(open_store(&config.metadata_url).expect("metadata store"));
+    let segments: Arc<dyn SegmentStore> =
+        open_segment_store(&config.storage_url).expect("segment store");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let started = std::time::Instant::now();
+    let job: Job = rt.block_on(async {
+        ssb::install(
+            &meta,
+            Path::new(&config.source_url),
+            SSB_SCALE,
+            config.max_cuboids_per_group,
+        )
+        .await
+        .expect("install SSB sample");
+        let jobs = JobEngine::new(meta.clone(), segments.clone(), config.clone());
+        let sub = jobs
+            .submit_build(ssb::CUBE, Some(ssb::full_range()))
+            .expect("submit build");
+        jobs.run(&sub.job().id, Arc::new(|_: &Job| {}))
+            .await
+            .expect("build")
+    });
+    assert_eq!(job.status, JobStatus::Succeed, "build: {job:?}");
+    eprintln!(
+        "query: SSB sample at scale {SSB_SCALE} generated and built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let engine = QueryEngine::new(&config, meta, segments);
+    let all = ssb::parse_queries(include_str!("../../flight-server/tests/ssb_queries.sql"))
+        .expect("the 13 SSB queries");
+    let queries: Vec<(String, String)> = all
+        .into_iter()
+        .filter(|(n, _)| QUERIES.contains(&n.as_str()))
+        .collect();
+    assert_eq!(queries.len(), QUERIES.len());
+    for (name, sql) in &queries {
+        let (_, rewritten) = rt
+            .block_on(engine.plan_and_rewrite(sql))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(rewritten.is_some(), "{name}: the cube does not answer it");
+    }
+    Sample {
+        _dir: dir,
+        rt,
+        engine,
+        queries,
+    }
+}
+
+fn bench_query(c: &mut Criterion) {
+    let env: OnceCell<Sample> = OnceCell::new();
+    let mut g = c.benchmark_group("query");
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(4));
+    for name in QUERIES {
+        g.bench_function(BenchmarkId::new("cold", name), |b| {
+            let s = env.get_or_init(sample);
+            let sql = &s.queries.iter().find(|(n, _)| n == name).expect("query").1;
+            let mut n = 0u64;
+            b.iter(|| {
+                n += 1;
+                // A new text each time: the plan cache misses, the call plans from scratch.
+                let text = format!("{sql} -- {n}");
+                s.rt.block_on(s.engine.plan_and_rewrite(&text))
+                    .expect("plan and rewrite")
+            })
+        });
+        g.bench_function(BenchmarkId::new("plan_cached", name), |b| {
+            let s = env.get_or_init(sample);
+            let sql = &s.queries.iter().find(|(n, _)| n == name).expect("query").1;
+            b.iter(|| {
+                s.rt.block_on(s.engine.plan_and_rewrite(black_box(sql)))
+                    .expect("plan and rewrite")
+            })
+        });
+    }
+    g.finish();
+}
+
+/// Criterion's command line (filters, `--save-baseline`, ...) applies, but plots stay off:
+/// criterion 0.3 turns them back on unless `--noplot` is passed, and without gnuplot it renders
+/// SVGs with its plotters backend, which only slows the run.
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .configure_from_args()
+        .without_plots();
+    bench_block(&mut c);
+    bench_prune(&mut c);
+    bench_aggregate(&mut c);
+    bench_hll(&mut c);
+    bench_query(&mut c);
+    c.final_summary();
+}
