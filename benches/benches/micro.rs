@@ -23,7 +23,8 @@
 //!   tests). `cold` makes every SQL text unique (a trailing comment) so each call parses,
 //!   plans and rewrites; `plan_cached` repeats the same text, so the call costs the
 //!   metadata-version check, the plan-cache hit and the cube rewrite (manifest lookup, block
-//!   pruning, plan construction).
+//!   pruning, plan construction); `rewrite_only` is [`QueryEngine::rewrite_plan`] of the
+//!   planned statement (version check and rewrite).
 //!
 //! Run everything (a few minutes; numbers are noisy on a loaded machine):
 //!
@@ -653,6 +654,17 @@ fn bench_query(c: &mut Criterion) {
             b.iter(|| {
                 s.rt.block_on(s.engine.plan_and_rewrite(black_box(sql)))
                     .expect("plan and rewrite")
+            })
+        });
+        g.bench_function(BenchmarkId::new("rewrite_only", name), |b| {
+            let s = env.get_or_init(sample);
+            let sql = &s.queries.iter().find(|(n, _)| n == name).expect("query").1;
+            let (plan, _) =
+                s.rt.block_on(s.engine.plan_and_rewrite(sql))
+                    .expect("plan and rewrite");
+            b.iter(|| {
+                s.rt.block_on(s.engine.rewrite_plan(black_box(plan.clone())))
+                    .expect("rewrite")
             })
         });
     }

@@ -265,6 +265,40 @@ impl Run {
     }
 }
 
+/// Spill directories are `<prefix><pid>-<random>`: the pid tells whose they are.
+const SPILL_PREFIX: &str = "qilin-spill-";
+
+/// Removes spill directories under `dir` whose process is gone (a build killed before it
+/// could clean up). Best effort, and only where `/proc` tells which processes live.
+pub fn remove_stale(dir: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(SPILL_PREFIX))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id()
+            && !Path::new(&format!("/proc/{pid}")).exists()
+            && std::fs::remove_dir_all(entry.path()).is_ok()
+        {
+            log::info!(
+                "removed the spill files of dead process {pid}: {}",
+                entry.path().display()
+            );
+        }
+    }
+}
+
 /// The first index in `from..to` for which `pred` is false (`pred` holds on a prefix).
 fn partition_point(from: usize, to: usize, pred: impl Fn(usize) -> bool) -> usize {
     let (mut lo, mut hi) = (from, to);
@@ -349,6 +383,24 @@ mod tests {
         // The spill directory is gone once the aggregator is.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         (concat_batches(&schema, &out).unwrap(), spills)
+    }
+
+    #[test]
+    fn spill_directories_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // Pids never exceed 2^22 on Linux.
+        let dead = dir.path().join(format!("{SPILL_PREFIX}999999999-abc"));
+        let mine = dir
+            .path()
+            .join(format!("{SPILL_PREFIX}{}-abc", std::process::id()));
+        let other = dir.path().join("unrelated-999999999");
+        for d in [&dead, &mine, &other] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("run-0.arrow"), b"x").unwrap();
+        }
+        remove_stale(dir.path());
+        assert!(!dead.exists());
+        assert!(mine.exists() && other.exists());
     }
 
     #[test]
