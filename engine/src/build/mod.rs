@@ -64,7 +64,9 @@ impl BuildOptions {
     }
 }
 
-/// Streams an aggregator's sorted output into a new cuboid; returns its stats.
+/// Streams an aggregator's sorted output into a new cuboid; returns its stats. `written` hears
+/// the rows written so far after each batch: merging spilled runs of a large cuboid takes
+/// minutes, and a progress report is where a lost lease or a discarded job stops the build.
 fn write_aggregated(
     store: &dyn SegmentStore,
     segment: &str,
@@ -72,6 +74,7 @@ fn write_aggregated(
     dims: usize,
     agg: SpillingAggregator,
     block_rows: usize,
+    written: &dyn Fn(u64) -> Result<()>,
 ) -> Result<CuboidStats> {
     let mut w = CuboidWriter::new(
         store,
@@ -81,7 +84,12 @@ fn write_aggregated(
         dims,
         block_rows,
     );
-    agg.finish_each(|b| w.write(b))?;
+    let mut rows = 0u64;
+    agg.finish_each(|b| {
+        rows += b.num_rows() as u64;
+        w.write(b)?;
+        written(rows)
+    })?;
     let m = w.finish()?;
     Ok(CuboidStats {
         id: cuboid,
@@ -154,8 +162,15 @@ pub async fn build_segment(
     let segment = segment.to_string();
     let opts = opts.clone();
     tokio::task::spawn_blocking(move || {
-        let base_stats =
-            write_aggregated(store.as_ref(), &segment, base, ndims, agg, opts.block_rows)?;
+        let base_stats = write_aggregated(
+            store.as_ref(),
+            &segment,
+            base,
+            ndims,
+            agg,
+            opts.block_rows,
+            &|rows| progress(0.0, &format!("base cuboid: {rows} rows written")),
+        )?;
         build_cuboids(
             &layout,
             store.as_ref(),
@@ -209,8 +224,12 @@ fn build_cuboids(
         for _ in 0..threads {
             scope.spawn(|| {
                 while let Some((child, parent, parent_rows)) = next_cuboid(&plan, &changed) {
-                    let result =
-                        build_one(layout, store, segment, &share, child, parent).and_then(|st| {
+                    let fraction =
+                        plan.lock().expect("build plan").stats.len() as f64 / total as f64;
+                    let written =
+                        |rows| progress(fraction, &format!("cuboid {child}: {rows} rows written"));
+                    let result = build_one(layout, store, segment, &share, child, parent, &written)
+                        .and_then(|st| {
                             let done = plan.lock().expect("build plan").stats.len() + 1;
                             progress(
                                 done as f64 / total as f64,
@@ -315,6 +334,7 @@ fn build_one(
     opts: &BuildOptions,
     child: CuboidId,
     parent: CuboidId,
+    written: &dyn Fn(u64) -> Result<()>,
 ) -> Result<CuboidStats> {
     let nm = layout.measures.len();
     let parent_cols = layout.cuboid_columns(parent);
@@ -336,7 +356,15 @@ fn build_one(
             .collect();
         agg.update(&dims, &inputs, b.num_rows())
     })?;
-    write_aggregated(store, segment, child, positions.len(), agg, opts.block_rows)
+    write_aggregated(
+        store,
+        segment,
+        child,
+        positions.len(),
+        agg,
+        opts.block_rows,
+        written,
+    )
 }
 
 /// Merges the stored cuboids of `sources` (adjacent READY segments) into `target`,
@@ -365,7 +393,13 @@ pub fn merge_segments(
                 agg.update(&d, &inputs, b.num_rows())
             })?;
         }
-        let st = write_aggregated(store, target, c, nd, agg, opts.block_rows)?;
+        let fraction = i as f64 / total as f64;
+        let st = write_aggregated(store, target, c, nd, agg, opts.block_rows, &|rows| {
+            progress(
+                fraction,
+                &format!("merging cuboid {c}: {rows} rows written"),
+            )
+        })?;
         progress(
             (i + 1) as f64 / total as f64,
             &format!("merged cuboid {}/{total} ({} rows)", i + 1, st.rows),
