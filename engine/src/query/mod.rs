@@ -19,10 +19,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
@@ -346,6 +347,9 @@ impl QueryEngine {
             p => (false, p),
         };
         let plan = bind(plan, values)?;
+        // `now()` and the like are folded into constants by the optimizer: such a plan is
+        // not reusable.
+        let rewrite_key = rewrite_key.filter(|_| !calls_non_immutable_functions(&plan));
         let lookups = self.load_lookups(&snap, &plan).await?;
         let out = match rewrite::rewrite(plan.clone(), &snap, self, &lookups)? {
             Outcome::Answered { plan, realized } if explain => {
@@ -461,6 +465,31 @@ impl QueryEngine {
         self.plans.clear();
         self.rewritten.clear();
     }
+}
+
+/// Whether `plan` (subqueries included) calls a function whose result is not fixed by its
+/// arguments (`now()`, `current_date`, `random()`).
+fn calls_non_immutable_functions(plan: &LogicalPlan) -> bool {
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        for e in node.expressions() {
+            let _ = e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e {
+                    if f.func.signature().volatility != Volatility::Immutable {
+                        found = true;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            });
+        }
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// Plans an already optimized logical plan physically in `state` and runs it.
@@ -682,6 +711,25 @@ fn from_datafusion(e: DataFusionError) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn plans_calling_now_or_random_are_not_reusable() {
+        let ctx = datafusion::prelude::SessionContext::new();
+        let plan = |sql: &'static str| {
+            let ctx = ctx.clone();
+            async move { ctx.sql(sql).await.unwrap().into_unoptimized_plan() }
+        };
+        assert!(calls_non_immutable_functions(&plan("SELECT now()").await));
+        assert!(calls_non_immutable_functions(
+            &plan("SELECT 1 WHERE random() < 0.5").await
+        ));
+        assert!(calls_non_immutable_functions(
+            &plan("SELECT 1 WHERE 1 IN (SELECT 1 WHERE current_date() IS NOT NULL)").await
+        ));
+        assert!(!calls_non_immutable_functions(
+            &plan("SELECT abs(-1) + 1").await
+        ));
+    }
 
     #[test]
     fn question_marks_become_numbered_outside_strings() {
