@@ -23,7 +23,7 @@ use super::aggregate::{Aggregator, Mode};
 use crate::error::{Error, Result};
 use crate::model::StateKind;
 
-/// Sorted runs written by every aggregation of this process (for metrics and tests).
+/// Sorted runs written by every aggregation of this process (for tests and diagnostics).
 static RUNS_WRITTEN: AtomicU64 = AtomicU64::new(0);
 
 /// How many sorted runs aggregations of this process have spilled so far.
@@ -38,15 +38,6 @@ pub struct SpillOptions {
     pub memory_bytes: usize,
     /// Parent directory of the temporary spill directories.
     pub dir: PathBuf,
-}
-
-impl Default for SpillOptions {
-    fn default() -> Self {
-        SpillOptions {
-            memory_bytes: 2 << 30,
-            dir: std::env::temp_dir(),
-        }
-    }
 }
 
 /// An [`Aggregator`] that spills sorted runs to disk when it exceeds its budget.

@@ -66,52 +66,43 @@ pub fn encode_block(batch: &RecordBatch) -> Result<Vec<u8>> {
 }
 
 fn dictionary_encode_strings(batch: &RecordBatch) -> Result<RecordBatch> {
-    if !batch
-        .schema()
-        .fields()
-        .iter()
-        .any(|f| f.data_type() == &DataType::Utf8)
-    {
-        return Ok(batch.clone());
-    }
     let dict = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
-    let mut fields = Vec::with_capacity(batch.num_columns());
-    let mut columns = Vec::with_capacity(batch.num_columns());
-    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
-        if f.data_type() == &DataType::Utf8 {
-            fields.push(f.as_ref().clone().with_data_type(dict.clone()));
-            columns.push(cast(c, &dict)?);
-        } else {
-            fields.push(f.as_ref().clone());
-            columns.push(c.clone());
-        }
-    }
-    Ok(RecordBatch::try_new(
-        Arc::new(Schema::new(fields)),
-        columns,
-    )?)
+    recast_columns(batch, |t| (t == &DataType::Utf8).then(|| dict.clone()))
 }
 
 /// Undoes [`dictionary_encode_strings`]: dictionary columns become plain columns of their
 /// value type (blocks written before dictionaries were used decode unchanged).
-fn plain_columns(batch: RecordBatch) -> Result<RecordBatch> {
-    if !batch
-        .schema()
+fn plain_columns(batch: &RecordBatch) -> Result<RecordBatch> {
+    recast_columns(batch, |t| match t {
+        DataType::Dictionary(_, value) => Some(value.as_ref().clone()),
+        _ => None,
+    })
+}
+
+/// Casts every column for which `target` names a new type (names and nullability kept);
+/// returns the batch itself when no column changes.
+fn recast_columns(
+    batch: &RecordBatch,
+    target: impl Fn(&DataType) -> Option<DataType>,
+) -> Result<RecordBatch> {
+    let schema = batch.schema();
+    let targets: Vec<Option<DataType>> = schema
         .fields()
         .iter()
-        .any(|f| matches!(f.data_type(), DataType::Dictionary(..)))
-    {
-        return Ok(batch);
+        .map(|f| target(f.data_type()))
+        .collect();
+    if targets.iter().all(Option::is_none) {
+        return Ok(batch.clone());
     }
     let mut fields = Vec::with_capacity(batch.num_columns());
     let mut columns = Vec::with_capacity(batch.num_columns());
-    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
-        match f.data_type() {
-            DataType::Dictionary(_, value) => {
-                fields.push(f.as_ref().clone().with_data_type(value.as_ref().clone()));
-                columns.push(cast(c, value)?);
+    for ((f, c), to) in schema.fields().iter().zip(batch.columns()).zip(targets) {
+        match to {
+            Some(t) => {
+                columns.push(cast(c, &t)?);
+                fields.push(f.as_ref().clone().with_data_type(t));
             }
-            _ => {
+            None => {
                 fields.push(f.as_ref().clone());
                 columns.push(c.clone());
             }
@@ -152,7 +143,7 @@ pub fn decode_block(
         .map_err(|e| Error::corrupt(what(), e.to_string()))?;
     let batch = concat_batches(&schema, &batches)
         .map_err(Error::from)
-        .and_then(plain_columns)
+        .and_then(|b| plain_columns(&b))
         .map_err(|e| Error::corrupt(what(), e.to_string()))?;
     if batch.num_rows() as u32 != meta.rows {
         return Err(Error::corrupt(
