@@ -329,3 +329,36 @@ async fn repeated_statements_reuse_plans_and_see_new_segments() {
         }
     }
 }
+
+/// Functions evaluated at planning time (`now()`, `current_date`) work in queries a cube
+/// answers, in the projection and in filters, and equal the raw tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_functions_in_cube_answered_queries() {
+    let (engine, source) = engine_over_two_segments().await;
+    let ctx = oracle(&source).await;
+    for sql in [
+        "SELECT d_year, SUM(lo_revenue) AS revenue, now() > TIMESTAMP '2000-01-01' AS later \
+         FROM lineorder JOIN dates ON lo_orderdate = d_datekey GROUP BY d_year",
+        "SELECT d_year, SUM(lo_revenue) AS revenue FROM lineorder \
+         JOIN dates ON lo_orderdate = d_datekey \
+         WHERE d_year < date_part('year', current_date()) GROUP BY d_year",
+        "SELECT d_year, COUNT(*) AS n FROM lineorder JOIN dates ON lo_orderdate = d_datekey \
+         WHERE CAST(d_year AS DOUBLE) < date_part('year', now()) - 30 GROUP BY d_year",
+    ] {
+        let explain = engine
+            .execute(&format!("EXPLAIN {sql}"), None)
+            .await
+            .unwrap_or_else(|e| panic!("EXPLAIN {sql}: {e}"));
+        let text = rows(&explain.batches, true).concat().join(" ");
+        assert!(text.contains("cuboid"), "not answered by a cuboid: {text}");
+        let want = rows(&ctx.sql(sql).await.unwrap().collect().await.unwrap(), false);
+        assert!(!want.is_empty(), "{sql}");
+        for run in 0..2 {
+            let got = engine
+                .execute(sql, None)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            assert_eq!(rows(&got.batches, false), want, "{sql} run {run}");
+        }
+    }
+}

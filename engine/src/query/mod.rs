@@ -14,6 +14,7 @@ mod sketch;
 
 pub use prune::block_may_match;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -347,23 +348,29 @@ impl QueryEngine {
             p => (false, p),
         };
         let plan = bind(plan, values)?;
-        // `now()` and the like are folded into constants by the optimizer: such a plan is
-        // not reusable.
-        let rewrite_key = rewrite_key.filter(|_| !calls_non_immutable_functions(&plan));
+        // `now()` and the like are folded into constants by the optimizer, with the time the
+        // statement started: such a plan is not reusable.
+        let time_dependent = calls_non_immutable_functions(&plan);
+        let rewrite_key = rewrite_key.filter(|_| !time_dependent);
+        let (state, cube_state) = if time_dependent {
+            (started_now(&snap.state), started_now(&snap.cube_state))
+        } else {
+            (Cow::Borrowed(&snap.state), Cow::Borrowed(&snap.cube_state))
+        };
         let lookups = self.load_lookups(&snap, &plan).await?;
         let out = match rewrite::rewrite(plan.clone(), &snap, self, &lookups)? {
             Outcome::Answered { plan, realized } if explain => {
-                let optimized = snap.state.optimize(&plan).map_err(from_datafusion)?;
+                let optimized = state.optimize(&plan).map_err(from_datafusion)?;
                 explain_output(explain_rows(&realized), &optimized)?
             }
             Outcome::Answered { plan, .. } => {
-                let optimized = snap.cube_state.optimize(&plan).map_err(from_datafusion)?;
+                let optimized = cube_state.optimize(&plan).map_err(from_datafusion)?;
                 if let Some(k) = rewrite_key {
                     // A plan is a tree of a few hundred nodes at most; charge a generous size.
                     self.rewritten
                         .insert(k, optimized.clone(), 16 * 1024 + 2 * sql.len() as u64);
                 }
-                run_optimized(&snap.cube_state, &optimized).await?
+                run_optimized(&cube_state, &optimized).await?
             }
             Outcome::Uncovered { reason } if explain => {
                 let verdict = if self.config.pushdown_enabled {
@@ -374,8 +381,8 @@ impl QueryEngine {
                 explain_output(vec![("realization".into(), verdict)], &plan)?
             }
             Outcome::Uncovered { .. } if self.config.pushdown_enabled => {
-                let optimized = snap.state.optimize(&plan).map_err(from_datafusion)?;
-                run_optimized(&snap.state, &optimized).await?
+                let optimized = state.optimize(&plan).map_err(from_datafusion)?;
+                run_optimized(&state, &optimized).await?
             }
             Outcome::Uncovered { reason } => return Err(Error::NoRealization(reason)),
         };
@@ -490,6 +497,14 @@ fn calls_non_immutable_functions(plan: &LogicalPlan) -> bool {
         })
     });
     found
+}
+
+/// A copy of `state` whose execution start time is now: the optimizer replaces `now()` and
+/// `current_date` with that time, and without one it leaves them to fail at execution.
+fn started_now<'a>(state: &SessionState) -> Cow<'a, SessionState> {
+    let mut state = state.clone();
+    state.mark_start_execution();
+    Cow::Owned(state)
 }
 
 /// Plans an already optimized logical plan physically in `state` and runs it.
