@@ -333,8 +333,7 @@ impl Aggregator {
                     })?;
                     for (i, &g) in group_of.iter().enumerate() {
                         if b.is_valid(i) {
-                            let other = HyperLogLog::from_bytes(b.value(i))?;
-                            v[g as usize].merge(&other)?;
+                            v[g as usize].merge_from_bytes(b.value(i))?;
                         }
                     }
                 }

@@ -368,8 +368,9 @@ fn build_one(
 }
 
 /// Merges the stored cuboids of `sources` (adjacent READY segments) into `target`,
-/// re-aggregating each cuboid; reads verify block checksums. Synchronous: run it off the
-/// async runtime.
+/// re-aggregating each cuboid; reads verify block checksums. Cuboids are merged
+/// `opts.threads` at a time (they are independent), largest first, sharing the memory budget.
+/// Synchronous: run it off the async runtime.
 pub fn merge_segments(
     layout: &CubeLayout,
     store: &dyn SegmentStore,
@@ -378,33 +379,77 @@ pub fn merge_segments(
     opts: &BuildOptions,
     progress: &Progress,
 ) -> Result<Vec<CuboidStats>> {
-    let nm = layout.measures.len();
     let total = layout.cuboids.len();
-    let mut stats = Vec::new();
-    for (i, &c) in layout.cuboids.iter().enumerate() {
-        let dims = dim_fields(layout, c);
-        let nd = dims.len();
-        let mut agg = opts.aggregator(Mode::Merge, dims, layout)?;
-        for s in sources {
-            for_each_block(store, s, c, |b| {
-                let d: Vec<ArrayRef> = b.columns()[..nd].to_vec();
-                let inputs: Vec<Option<ArrayRef>> =
-                    (0..nm).map(|m| Some(b.column(nd + m).clone())).collect();
-                agg.update(&d, &inputs, b.num_rows())
-            })?;
+    let threads = opts.threads.clamp(1, total.max(1));
+    let mut share = opts.clone();
+    share.spill.memory_bytes = opts.spill.memory_bytes / threads;
+    // The layout lists cuboids by descending dimension count: the big ones start first.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let done: Mutex<(Vec<CuboidStats>, Option<Error>)> = Mutex::new((Vec::new(), None));
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                if done.lock().expect("merge results").1.is_some() {
+                    return;
+                }
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&c) = layout.cuboids.get(i) else {
+                    return;
+                };
+                let fraction = done.lock().expect("merge results").0.len() as f64 / total as f64;
+                let result = merge_one(layout, store, sources, target, &share, c, &|rows| {
+                    progress(
+                        fraction,
+                        &format!("merging cuboid {c}: {rows} rows written"),
+                    )
+                })
+                .and_then(|st| {
+                    let merged = done.lock().expect("merge results").0.len() + 1;
+                    progress(
+                        merged as f64 / total as f64,
+                        &format!("merged cuboid {merged}/{total} ({} rows)", st.rows),
+                    )?;
+                    Ok(st)
+                });
+                let mut d = done.lock().expect("merge results");
+                match result {
+                    Ok(st) => d.0.push(st),
+                    Err(e) => {
+                        d.1.get_or_insert(e);
+                    }
+                }
+            });
         }
-        let fraction = i as f64 / total as f64;
-        let st = write_aggregated(store, target, c, nd, agg, opts.block_rows, &|rows| {
-            progress(
-                fraction,
-                &format!("merging cuboid {c}: {rows} rows written"),
-            )
-        })?;
-        progress(
-            (i + 1) as f64 / total as f64,
-            &format!("merged cuboid {}/{total} ({} rows)", i + 1, st.rows),
-        )?;
-        stats.push(st);
+    });
+    let (mut stats, failed) = done.into_inner().expect("merge results");
+    if let Some(e) = failed {
+        return Err(e);
     }
+    stats.sort_by_key(|st| layout.cuboids.iter().position(|&c| c == st.id));
     Ok(stats)
+}
+
+/// Re-aggregates cuboid `c` of every segment of `sources` into `target`.
+fn merge_one(
+    layout: &CubeLayout,
+    store: &dyn SegmentStore,
+    sources: &[String],
+    target: &str,
+    opts: &BuildOptions,
+    c: CuboidId,
+    written: &dyn Fn(u64) -> Result<()>,
+) -> Result<CuboidStats> {
+    let nm = layout.measures.len();
+    let dims = dim_fields(layout, c);
+    let nd = dims.len();
+    let mut agg = opts.aggregator(Mode::Merge, dims, layout)?;
+    for s in sources {
+        for_each_block(store, s, c, |b| {
+            let d: Vec<ArrayRef> = b.columns()[..nd].to_vec();
+            let inputs: Vec<Option<ArrayRef>> =
+                (0..nm).map(|m| Some(b.column(nd + m).clone())).collect();
+            agg.update(&d, &inputs, b.num_rows())
+        })?;
+    }
+    write_aggregated(store, target, c, nd, agg, opts.block_rows, written)
 }

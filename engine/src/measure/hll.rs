@@ -294,79 +294,17 @@ impl HyperLogLog {
     /// Parses bytes written by [`to_bytes`](Self::to_bytes). Never panics: any malformed input
     /// gives a [`SketchError`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, SketchError> {
-        let Some(&version) = bytes.first() else {
-            return Err(corrupt("empty input"));
-        };
-        if version != FORMAT_VERSION {
-            return Err(SketchError::UnsupportedVersion(version));
-        }
-        let Some((&[_, precision, encoding], payload)) = bytes.split_first_chunk::<HEADER_LEN>()
-        else {
-            return Err(corrupt(format!(
-                "{} bytes, shorter than the 3-byte header",
-                bytes.len()
-            )));
-        };
-        check_precision(precision)?;
-        let m = 1usize << precision;
-        let max_value = 65 - precision;
-        let registers = match encoding {
-            ENCODING_SPARSE => {
-                let (count, entries) = payload
-                    .split_first_chunk::<SPARSE_COUNT_LEN>()
-                    .ok_or_else(|| corrupt("sparse encoding without its entry count"))?;
-                let count = u32::from_le_bytes(*count) as usize;
-                if count > m {
-                    return Err(corrupt(format!(
-                        "sparse entry count {count} exceeds the {m} registers"
-                    )));
-                }
-                if entries.len() != count * SPARSE_ENTRY_LEN {
-                    return Err(corrupt(format!(
-                        "sparse encoding of {count} entries needs {} payload bytes, found {}",
-                        count * SPARSE_ENTRY_LEN,
-                        entries.len()
-                    )));
-                }
-                let mut parsed = Vec::with_capacity(count);
-                for chunk in entries.chunks_exact(SPARSE_ENTRY_LEN) {
-                    let index = u16::from_le_bytes([chunk[0], chunk[1]]);
-                    let value = chunk[2];
-                    if usize::from(index) >= m {
-                        return Err(corrupt(format!(
-                            "register index {index} out of range for precision {precision}"
-                        )));
-                    }
-                    if value == 0 || value > max_value {
-                        return Err(corrupt(format!(
-                            "register {index} value {value} outside 1..={max_value}"
-                        )));
-                    }
-                    if parsed.last().is_some_and(|&(prev, _)| prev >= index) {
-                        return Err(corrupt("sparse register indexes not strictly increasing"));
-                    }
-                    parsed.push((index, value));
-                }
+        let (precision, encoded) = parse(bytes)?;
+        let registers = match encoded {
+            Encoded::Sparse(entries) => {
+                let parsed: Vec<(u16, u8)> = sparse_entries(entries).collect();
                 if parsed.len() > sparse_limit(precision) {
                     Registers::Dense(dense_from_sparse(precision, &parsed))
                 } else {
                     Registers::Sparse(parsed)
                 }
             }
-            ENCODING_DENSE => {
-                if payload.len() != m {
-                    return Err(corrupt(format!(
-                        "dense encoding needs {m} register bytes, found {}",
-                        payload.len()
-                    )));
-                }
-                if let Some((index, value)) =
-                    payload.iter().enumerate().find(|&(_, &v)| v > max_value)
-                {
-                    return Err(corrupt(format!(
-                        "register {index} value {value} exceeds {max_value}"
-                    )));
-                }
+            Encoded::Dense(payload) => {
                 let touched = payload.iter().filter(|&&v| v != 0).count();
                 if touched > sparse_limit(precision) {
                     Registers::Dense(payload.into())
@@ -382,7 +320,6 @@ impl HyperLogLog {
                     )
                 }
             }
-            other => return Err(corrupt(format!("unknown encoding byte {other}"))),
         };
         Ok(Self {
             precision,
@@ -390,14 +327,57 @@ impl HyperLogLog {
         })
     }
 
+    /// Merges a serialized state into `self` without materializing it as a sketch first: the
+    /// hot step when stored cuboids are re-aggregated (builds, merges, queries). Checks the
+    /// bytes like [`from_bytes`](Self::from_bytes); on an error `self` is unchanged.
+    pub fn merge_from_bytes(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
+        let (precision, encoded) = parse(bytes)?;
+        if precision != self.precision {
+            return Err(SketchError::PrecisionMismatch {
+                left: self.precision,
+                right: precision,
+            });
+        }
+        match encoded {
+            Encoded::Sparse(entries) => {
+                let count = entries.len() / SPARSE_ENTRY_LEN;
+                match &mut self.registers {
+                    // Many entries into a sparse list: one sorted merge instead of an insert
+                    // (a shift of the list) per entry.
+                    Registers::Sparse(mine) if count > SPARSE_INSERT_MAX => {
+                        let theirs: Vec<(u16, u8)> = sparse_entries(entries).collect();
+                        let merged = merge_sorted(mine, &theirs);
+                        if merged.len() > sparse_limit(precision) {
+                            self.registers =
+                                Registers::Dense(dense_from_sparse(precision, &merged));
+                        } else {
+                            *mine = merged;
+                        }
+                    }
+                    _ => {
+                        for (index, value) in sparse_entries(entries) {
+                            self.set_max(index, value);
+                        }
+                    }
+                }
+            }
+            Encoded::Dense(theirs) => {
+                let mine = self.make_dense();
+                for (slot, &value) in mine.iter_mut().zip(theirs) {
+                    *slot = (*slot).max(value);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Parses `bytes` and merges them into `target`, which becomes the parsed sketch when it is
     /// `None`: the fold step of a merge over a column of serialized states.
     pub fn merge_bytes(target: &mut Option<HyperLogLog>, bytes: &[u8]) -> Result<(), SketchError> {
-        let parsed = Self::from_bytes(bytes)?;
         match target {
-            Some(existing) => existing.merge(&parsed),
+            Some(existing) => existing.merge_from_bytes(bytes),
             None => {
-                *target = Some(parsed);
+                *target = Some(Self::from_bytes(bytes)?);
                 Ok(())
             }
         }
@@ -458,6 +438,100 @@ impl Iterator for NonZero<'_> {
             // Dense holds at most 65536 registers, so the index fits u16.
             NonZero::Dense(it) => it.find(|&(_, &v)| v != 0).map(|(i, &v)| (i as u16, v)),
         }
+    }
+}
+
+/// Sparse entries merged one by one (binary search and insert) up to this many; more go
+/// through one sorted merge.
+const SPARSE_INSERT_MAX: usize = 16;
+
+/// A checked serialized state, borrowing its register payload from the bytes.
+enum Encoded<'a> {
+    /// Entries of [`SPARSE_ENTRY_LEN`] bytes: register index (u16 LE), value; strictly
+    /// increasing index, value in range.
+    Sparse(&'a [u8]),
+    /// All `m` registers, each in range.
+    Dense(&'a [u8]),
+}
+
+/// The (index, value) pairs of checked sparse entries.
+fn sparse_entries(entries: &[u8]) -> impl Iterator<Item = (u16, u8)> + '_ {
+    entries
+        .chunks_exact(SPARSE_ENTRY_LEN)
+        .map(|c| (u16::from_le_bytes([c[0], c[1]]), c[2]))
+}
+
+/// Checks the header and every register of a serialized state. Never panics: any malformed
+/// input gives a [`SketchError`].
+fn parse(bytes: &[u8]) -> Result<(u8, Encoded<'_>), SketchError> {
+    let Some(&version) = bytes.first() else {
+        return Err(corrupt("empty input"));
+    };
+    if version != FORMAT_VERSION {
+        return Err(SketchError::UnsupportedVersion(version));
+    }
+    let Some((&[_, precision, encoding], payload)) = bytes.split_first_chunk::<HEADER_LEN>() else {
+        return Err(corrupt(format!(
+            "{} bytes, shorter than the 3-byte header",
+            bytes.len()
+        )));
+    };
+    check_precision(precision)?;
+    let m = 1usize << precision;
+    let max_value = 65 - precision;
+    match encoding {
+        ENCODING_SPARSE => {
+            let (count, entries) = payload
+                .split_first_chunk::<SPARSE_COUNT_LEN>()
+                .ok_or_else(|| corrupt("sparse encoding without its entry count"))?;
+            let count = u32::from_le_bytes(*count) as usize;
+            if count > m {
+                return Err(corrupt(format!(
+                    "sparse entry count {count} exceeds the {m} registers"
+                )));
+            }
+            if entries.len() != count * SPARSE_ENTRY_LEN {
+                return Err(corrupt(format!(
+                    "sparse encoding of {count} entries needs {} payload bytes, found {}",
+                    count * SPARSE_ENTRY_LEN,
+                    entries.len()
+                )));
+            }
+            let mut previous: Option<u16> = None;
+            for (index, value) in sparse_entries(entries) {
+                if usize::from(index) >= m {
+                    return Err(corrupt(format!(
+                        "register index {index} out of range for precision {precision}"
+                    )));
+                }
+                if value == 0 || value > max_value {
+                    return Err(corrupt(format!(
+                        "register {index} value {value} outside 1..={max_value}"
+                    )));
+                }
+                if previous.is_some_and(|prev| prev >= index) {
+                    return Err(corrupt("sparse register indexes not strictly increasing"));
+                }
+                previous = Some(index);
+            }
+            Ok((precision, Encoded::Sparse(entries)))
+        }
+        ENCODING_DENSE => {
+            if payload.len() != m {
+                return Err(corrupt(format!(
+                    "dense encoding needs {m} register bytes, found {}",
+                    payload.len()
+                )));
+            }
+            if let Some((index, value)) = payload.iter().enumerate().find(|&(_, &v)| v > max_value)
+            {
+                return Err(corrupt(format!(
+                    "register {index} value {value} exceeds {max_value}"
+                )));
+            }
+            Ok((precision, Encoded::Dense(payload)))
+        }
+        other => Err(corrupt(format!("unknown encoding byte {other}"))),
     }
 }
 
@@ -884,6 +958,42 @@ mod tests {
         let mut target = None;
         assert!(HyperLogLog::merge_bytes(&mut target, &[1, 2]).is_err());
         assert!(target.is_none());
+    }
+
+    /// Merging serialized bytes equals merging the parsed sketch, for every pair of
+    /// representations (sparse/dense in memory, sparse/dense encoded, few and many entries),
+    /// and corrupt or mismatched bytes leave the target unchanged.
+    #[test]
+    fn merge_from_bytes_equals_merging_the_parsed_sketch() {
+        let p = DEFAULT_PRECISION;
+        let ranges = [0..0i64, 0..3, 0..40, 1_000..1_300, 0..600, 5_000..50_000];
+        for a in ranges.clone() {
+            for b in ranges.clone() {
+                let mine = sketch_of(p, a.clone());
+                let theirs = sketch_of(p, b.clone());
+                let mut expected = mine.clone();
+                expected.merge(&theirs).unwrap();
+                let mut got = mine.clone();
+                got.merge_from_bytes(&theirs.to_bytes()).unwrap();
+                assert_eq!(got, expected, "{a:?} + {b:?}");
+                assert_eq!(got.to_bytes(), expected.to_bytes(), "{a:?} + {b:?}");
+                assert_eq!(got, sketch_of(p, a.clone().chain(b.clone())));
+                let mut dense = mine.clone();
+                dense.make_dense();
+                dense.merge_from_bytes(&theirs.to_bytes()).unwrap();
+                assert_eq!(dense, expected, "dense {a:?} + {b:?}");
+            }
+        }
+        let mut target = sketch_of(p, 0..10);
+        let before = target.clone();
+        let mut corrupt_bytes = sketch_of(p, 10..20).to_bytes();
+        let last = corrupt_bytes.len() - 1;
+        corrupt_bytes[last] = 0; // a zero register value
+        assert!(target.merge_from_bytes(&corrupt_bytes).is_err());
+        assert!(target
+            .merge_from_bytes(&sketch_of(10, 0..5).to_bytes())
+            .is_err());
+        assert_eq!(target, before);
     }
 
     #[test]
