@@ -356,7 +356,7 @@ impl Aggregator {
                     })?;
                     for (i, &g) in group_of.iter().enumerate() {
                         if b.is_valid(i) {
-                            v[g as usize].merge(&DistinctBitmap::from_bytes(b.value(i))?);
+                            v[g as usize].merge_from_bytes(b.value(i))?;
                         }
                     }
                 }

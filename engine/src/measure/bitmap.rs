@@ -47,10 +47,46 @@ const BITMAP_CONTAINER_BYTES: usize = 8192;
 /// With run containers, the offset header is present only from this many containers on.
 const RUN_FORMAT_OFFSET_THRESHOLD: usize = 4;
 
+/// Sets of at most this many values are kept as a sorted vector instead of a roaring
+/// treemap: a cube's near-base cuboids hold millions of one- or few-value sets, and a
+/// treemap costs a B-tree node, a bitmap and a container (three allocations, ~400 bytes)
+/// for each of them.
+const FEW_MAX: usize = 64;
+
 /// Exact set of distinct `i64` values. See the module docs for the mapping and byte format.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// The byte format does not depend on the in-memory form: a small set writes exactly the
+/// bytes its roaring form would.
+#[derive(Clone, Debug)]
 pub struct DistinctBitmap {
-    values: RoaringTreemap,
+    values: Values,
+}
+
+/// Stored (sign-flipped) values.
+#[derive(Clone, Debug)]
+enum Values {
+    /// Strictly increasing, at most [`FEW_MAX`].
+    Few(Vec<u64>),
+    Many(RoaringTreemap),
+}
+
+impl Default for DistinctBitmap {
+    fn default() -> Self {
+        Self {
+            values: Values::Few(Vec::new()),
+        }
+    }
+}
+
+impl PartialEq for DistinctBitmap {
+    /// Set equality, whatever the in-memory forms.
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.values, &other.values) {
+            (Values::Few(a), Values::Few(b)) => a == b,
+            (Values::Many(a), Values::Many(b)) => a == b,
+            _ => self.cardinality() == other.cardinality() && self.iter().eq(other.iter()),
+        }
+    }
 }
 
 impl DistinctBitmap {
@@ -61,12 +97,63 @@ impl DistinctBitmap {
 
     /// Adds a value (stored with its sign bit flipped, see the module docs).
     pub fn add_i64(&mut self, v: i64) {
-        self.values.insert(to_stored(v));
+        let v = to_stored(v);
+        match &mut self.values {
+            Values::Few(few) => {
+                if let Err(pos) = few.binary_search(&v) {
+                    if few.len() < FEW_MAX {
+                        few.insert(pos, v);
+                    } else {
+                        let mut many: RoaringTreemap = few.iter().copied().collect();
+                        many.insert(v);
+                        self.values = Values::Many(many);
+                    }
+                }
+            }
+            Values::Many(many) => {
+                many.insert(v);
+            }
+        }
     }
 
     /// Unions `other` into `self`.
     pub fn merge(&mut self, other: &Self) {
-        self.values |= &other.values;
+        match (&mut self.values, &other.values) {
+            (_, Values::Few(theirs)) if theirs.is_empty() => {}
+            (Values::Few(mine), Values::Few(theirs)) => {
+                let merged = union_sorted(mine, theirs);
+                self.values = if merged.len() <= FEW_MAX {
+                    Values::Few(merged)
+                } else {
+                    Values::Many(merged.into_iter().collect())
+                };
+            }
+            (Values::Many(mine), Values::Few(theirs)) => {
+                for &v in theirs {
+                    mine.insert(v);
+                }
+            }
+            (Values::Few(mine), Values::Many(theirs)) => {
+                let mut many = theirs.clone();
+                for &v in mine.iter() {
+                    many.insert(v);
+                }
+                self.values = Values::Many(many);
+            }
+            (Values::Many(mine), Values::Many(theirs)) => *mine |= theirs,
+        }
+    }
+
+    /// Unions a serialized set into `self` (the step of re-aggregating stored cuboids):
+    /// small sets are read straight into the sorted form, without building a treemap.
+    pub fn merge_from_bytes(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
+        match read_few(bytes) {
+            Some(theirs) => self.merge(&Self {
+                values: Values::Few(theirs),
+            }),
+            None => self.merge(&Self::from_bytes(bytes)?),
+        }
+        Ok(())
     }
 
     /// Approximate bytes of memory held by this set (struct plus heap), for memory budgeting:
@@ -74,42 +161,64 @@ impl DistinctBitmap {
     pub fn memory_size(&self) -> usize {
         const BUCKET_OVERHEAD: usize = 400;
         std::mem::size_of::<Self>()
-            + self
-                .values
-                .bitmaps()
-                .map(|(_, b)| BUCKET_OVERHEAD + b.serialized_size())
-                .sum::<usize>()
+            + match &self.values {
+                Values::Few(few) => few.capacity() * std::mem::size_of::<u64>(),
+                Values::Many(many) => many
+                    .bitmaps()
+                    .map(|(_, b)| BUCKET_OVERHEAD + b.serialized_size())
+                    .sum::<usize>(),
+            }
     }
 
     /// Exact number of distinct values added.
     pub fn cardinality(&self) -> u64 {
-        self.values.len()
+        match &self.values {
+            Values::Few(few) => few.len() as u64,
+            Values::Many(many) => many.len(),
+        }
     }
 
     /// Whether no value was added.
     pub fn is_empty(&self) -> bool {
-        self.values.is_empty()
+        self.cardinality() == 0
     }
 
     /// The distinct values in increasing numeric order.
     pub fn iter(&self) -> impl Iterator<Item = i64> + '_ {
-        self.values.iter().map(from_stored)
+        let (few, many) = match &self.values {
+            Values::Few(few) => (Some(few.iter().copied()), None),
+            Values::Many(many) => (None, Some(many.iter())),
+        };
+        few.into_iter()
+            .flatten()
+            .chain(many.into_iter().flatten())
+            .map(from_stored)
     }
 
     /// Serializes in the format documented at module level.
     pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + self.values.serialized_size());
-        out.push(FORMAT_VERSION);
-        // Writing into a Vec cannot fail: its io::Write implementation only grows the buffer.
-        self.values
-            .serialize_into(&mut out)
-            .expect("serializing into a Vec<u8> is infallible");
-        out
+        match &self.values {
+            Values::Few(few) => write_few(few),
+            Values::Many(many) => {
+                let mut out = Vec::with_capacity(1 + many.serialized_size());
+                out.push(FORMAT_VERSION);
+                // Writing into a Vec cannot fail: its io::Write implementation only grows
+                // the buffer.
+                many.serialize_into(&mut out)
+                    .expect("serializing into a Vec<u8> is infallible");
+                out
+            }
+        }
     }
 
     /// Parses bytes written by [`to_bytes`](Self::to_bytes). Never panics: any malformed input
     /// gives a [`SketchError`].
     pub fn from_bytes(b: &[u8]) -> Result<Self, SketchError> {
+        if let Some(few) = read_few(b) {
+            return Ok(Self {
+                values: Values::Few(few),
+            });
+        }
         let Some((&version, payload)) = b.split_first() else {
             return Err(corrupt("empty input"));
         };
@@ -138,10 +247,133 @@ impl DistinctBitmap {
                 payload.len() - input.pos
             )));
         }
-        Ok(Self {
-            values: RoaringTreemap::from_bitmaps(parsed),
-        })
+        let many = RoaringTreemap::from_bitmaps(parsed);
+        let values = if many.len() <= FEW_MAX as u64 {
+            Values::Few(many.iter().collect())
+        } else {
+            Values::Many(many)
+        };
+        Ok(Self { values })
     }
+}
+
+/// Union of two strictly increasing lists.
+fn union_sorted(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+/// The bytes the `roaring` crate writes for this set (array containers only, since a small
+/// set never fills a container past [`ARRAY_LIMIT`]): per bucket (high 32 bits) a portable
+/// bitmap without run containers, with its offset header.
+fn write_few(values: &[u64]) -> Vec<u8> {
+    let bucket_of = |v: &u64| (v >> 32) as u32;
+    let container_of = |v: &u64| (*v >> 16) as u16;
+    let mut out = Vec::with_capacity(9 + values.len() * 12 + 16);
+    out.push(FORMAT_VERSION);
+    let buckets = values.chunk_by(|a, b| bucket_of(a) == bucket_of(b));
+    out.extend_from_slice(&(buckets.clone().count() as u64).to_le_bytes());
+    for bucket in buckets {
+        out.extend_from_slice(&bucket_of(&bucket[0]).to_le_bytes());
+        let containers: Vec<&[u64]> = bucket
+            .chunk_by(|a, b| container_of(a) == container_of(b))
+            .collect();
+        out.extend_from_slice(&COOKIE_NO_RUNS.to_le_bytes());
+        out.extend_from_slice(&(containers.len() as u32).to_le_bytes());
+        for c in &containers {
+            out.extend_from_slice(&container_of(&c[0]).to_le_bytes());
+            out.extend_from_slice(&((c.len() - 1) as u16).to_le_bytes());
+        }
+        let mut offset = 8 + 8 * containers.len() as u32;
+        for c in &containers {
+            out.extend_from_slice(&offset.to_le_bytes());
+            offset += 2 * c.len() as u32;
+        }
+        for c in &containers {
+            for &v in c.iter() {
+                out.extend_from_slice(&(v as u16).to_le_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Reads a set of at most [`FEW_MAX`] values written without run containers, checking all
+/// that [`DistinctBitmap::from_bytes`] checks. `None` for anything else (larger sets, run
+/// containers, malformed input): the general reader handles those and names what is wrong.
+fn read_few(bytes: &[u8]) -> Option<Vec<u64>> {
+    let (&version, payload) = bytes.split_first()?;
+    if version != FORMAT_VERSION {
+        return None;
+    }
+    let mut input = Cursor {
+        bytes: payload,
+        pos: 0,
+    };
+    let buckets = input.u64("").ok()?;
+    let mut values: Vec<u64> = Vec::new();
+    let mut previous_bucket: Option<u32> = None;
+    for _ in 0..buckets {
+        let bucket = input.u32("").ok()?;
+        if previous_bucket.is_some_and(|prev| prev >= bucket) {
+            return None;
+        }
+        previous_bucket = Some(bucket);
+        let start = input.pos;
+        if input.u32("").ok()? != COOKIE_NO_RUNS {
+            return None;
+        }
+        let containers = input.u32("").ok()? as usize;
+        if containers == 0 || containers > FEW_MAX - values.len() {
+            return None;
+        }
+        let descriptions = input.take(containers * 4, "").ok()?;
+        let offsets = input.take(containers * 4, "").ok()?;
+        let mut previous_key: Option<u16> = None;
+        for i in 0..containers {
+            let key = le_u16(descriptions, 4 * i);
+            let cardinality = usize::from(le_u16(descriptions, 4 * i + 2)) + 1;
+            if previous_key.is_some_and(|prev| prev >= key)
+                || cardinality > FEW_MAX - values.len()
+                || le_u32(offsets, 4 * i) as usize != input.pos - start
+            {
+                return None;
+            }
+            previous_key = Some(key);
+            let base = (u64::from(bucket) << 32) | (u64::from(key) << 16);
+            let raw = input.take(cardinality * 2, "").ok()?;
+            let mut previous_value: Option<u16> = None;
+            for v in raw.chunks_exact(2) {
+                let v = u16::from_le_bytes([v[0], v[1]]);
+                if previous_value.is_some_and(|prev| prev >= v) {
+                    return None;
+                }
+                previous_value = Some(v);
+                values.push(base | u64::from(v));
+            }
+        }
+    }
+    (input.pos == payload.len()).then_some(values)
 }
 
 /// Flips the sign bit: an order-preserving bijection from `i64` onto `u64`.
@@ -407,6 +639,53 @@ mod tests {
         assert_eq!(ab.cardinality(), 25_002);
         ab.merge(&DistinctBitmap::new());
         assert_eq!(ab.cardinality(), 25_002);
+    }
+
+    /// Small sets (the sorted-vector form) write exactly the bytes of their roaring form,
+    /// read back into the same set, and merge like sets, across buckets and containers and
+    /// past the small-set limit.
+    #[test]
+    fn small_sets_match_the_roaring_form() {
+        let mut rng = Rng(7);
+        for round in 0..2_000 {
+            let n = rng.below(FEW_MAX + 8);
+            let spread = [1u64 << 8, 1 << 20, 1 << 40, u64::MAX][round % 4];
+            let stored: Vec<u64> = (0..n).map(|_| rng.next() % spread).collect();
+            let values: Vec<i64> = stored.iter().map(|&u| from_stored(u)).collect();
+            let small = bitmap_of(values.iter().copied());
+            let roaring = DistinctBitmap {
+                values: Values::Many(stored.iter().copied().collect()),
+            };
+            assert_eq!(small, roaring, "round {round}");
+            assert_eq!(small.cardinality(), roaring.cardinality());
+            assert!(small.iter().eq(roaring.iter()));
+            let bytes = roaring.to_bytes();
+            assert_eq!(small.to_bytes(), bytes, "round {round}: {stored:?}");
+            let back = DistinctBitmap::from_bytes(&bytes).unwrap();
+            assert_eq!(back, roaring);
+            assert_eq!(
+                matches!(back.values, Values::Few(_)),
+                roaring.cardinality() <= FEW_MAX as u64
+            );
+            let other = bitmap_of((0..rng.below(40)).map(|_| rng.next() as i64 >> 40));
+            let mut expected = roaring.clone();
+            expected.merge(&other);
+            let mut via_bytes = other.clone();
+            via_bytes.merge_from_bytes(&bytes).unwrap();
+            assert_eq!(via_bytes, expected, "round {round}");
+            assert_eq!(via_bytes.to_bytes(), expected.to_bytes());
+            let mut small_first = small.clone();
+            small_first.merge(&other);
+            assert_eq!(small_first, expected);
+        }
+        // Large sets still go through the general reader.
+        let big = bitmap_of(0..100_000);
+        let mut merged = bitmap_of([5, -5]);
+        merged.merge_from_bytes(&big.to_bytes()).unwrap();
+        assert_eq!(merged.cardinality(), 100_001);
+        let mut corrupt_target = bitmap_of([1]);
+        assert!(corrupt_target.merge_from_bytes(&[1, 1, 0]).is_err());
+        assert_eq!(corrupt_target, bitmap_of([1]));
     }
 
     #[test]

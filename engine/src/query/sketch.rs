@@ -66,10 +66,9 @@ impl Accumulator for BitmapAccumulator {
     fn update_batch(&mut self, values: &[ArrayRef]) -> datafusion::common::Result<()> {
         let states = values[0].as_binary::<i32>();
         for bytes in states.iter().flatten() {
-            let other = DistinctBitmap::from_bytes(bytes).map_err(external)?;
             match &mut self.bitmap {
-                Some(b) => b.merge(&other),
-                None => self.bitmap = Some(other),
+                Some(b) => b.merge_from_bytes(bytes).map_err(external)?,
+                None => self.bitmap = Some(DistinctBitmap::from_bytes(bytes).map_err(external)?),
             }
         }
         Ok(())
