@@ -20,6 +20,7 @@ pub mod procs;
 pub mod report;
 pub mod workload;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -129,6 +130,7 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
             peak_rss_bytes: None,
             reused: true,
             duckdb_ctas_seconds: None,
+            duckdb_ctas_errors: BTreeMap::new(),
         }
     } else {
         eprintln!("building cube {} at scale {} ...", ssb::CUBE, args.scale);
@@ -140,6 +142,7 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
             peak_rss_bytes: rss,
             reused: false,
             duckdb_ctas_seconds: None,
+            duckdb_ctas_errors: BTreeMap::new(),
         }
     };
 
@@ -183,9 +186,21 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
     drop(ctx);
 
     // 5. DuckDB, when python3 has it.
-    let duckdb = workload::duckdb(&source_dir, &queries, args.runs)?;
+    let duckdb = workload::duckdb(
+        &source_dir,
+        &queries,
+        args.runs,
+        &workload::build_baseline(),
+        &work.join("duckdb-tmp"),
+    )?;
     match &duckdb {
-        Some(d) => build.duckdb_ctas_seconds = Some(d.build_seconds.clone()),
+        Some(d) => {
+            for (name, error) in &d.build_errors {
+                eprintln!("duckdb CREATE TABLE AS {name} failed: {error}");
+            }
+            build.duckdb_ctas_seconds = Some(d.build_seconds.clone());
+            build.duckdb_ctas_errors = d.build_errors.clone();
+        }
         None => {
             eprintln!("duckdb not installed (python3 -c 'import duckdb' failed): column omitted")
         }

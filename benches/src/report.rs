@@ -48,6 +48,9 @@ pub struct BuildReport {
     /// The build baseline: seconds of DuckDB's `CREATE TABLE AS` of the base cuboid and of
     /// the largest group's top cuboid (see `workload::build_baseline`); null without DuckDB.
     pub duckdb_ctas_seconds: Option<BTreeMap<String, f64>>,
+    /// Baseline statements DuckDB could not finish, with its message; no ratio then.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub duckdb_ctas_errors: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -204,13 +207,31 @@ impl Report {
         if let Some(ctas) = &b.duckdb_ctas_seconds {
             let total: f64 = ctas.values().sum();
             let parts: Vec<String> = ctas.iter().map(|(k, v)| format!("{k} {v:.2}s")).collect();
-            let _ = write!(
-                s,
-                "duckdb CREATE TABLE AS baseline: {total:.2}s ({})",
-                parts.join(", ")
-            );
-            if let Some(q) = b.seconds.filter(|_| total > 0.0) {
+            if parts.is_empty() {
+                s.push_str("duckdb CREATE TABLE AS baseline: no statement finished");
+            } else {
+                let _ = write!(
+                    s,
+                    "duckdb CREATE TABLE AS baseline: {total:.2}s ({})",
+                    parts.join(", ")
+                );
+            }
+            for (name, error) in &b.duckdb_ctas_errors {
+                let _ = write!(s, "; {name} failed: {error}");
+            }
+            // A ratio needs every statement timed, in full or (marked) without its exact
+            // distinct count.
+            let complete = b.duckdb_ctas_errors.keys().all(|name| {
+                ctas.contains_key(&format!(
+                    "{name}{}",
+                    crate::workload::WITHOUT_EXACT_DISTINCT
+                ))
+            });
+            if let Some(q) = b.seconds.filter(|_| total > 0.0 && complete) {
                 let _ = write!(s, "; qilin build / baseline = {:.2}x", q / total);
+                if !b.duckdb_ctas_errors.is_empty() {
+                    s.push_str(" (baseline partly without its exact distinct count)");
+                }
             }
             s.push('\n');
         }

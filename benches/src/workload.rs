@@ -153,57 +153,88 @@ pub async fn datafusion_query(ctx: &SessionContext, sql: &str) -> anyhow::Result
 pub struct DuckDb {
     pub version: String,
     pub queries: BTreeMap<String, Stats>,
-    /// Seconds of `CREATE TABLE AS` of each of [`BUILD_BASELINE`]'s cuboids.
+    /// Seconds of `CREATE TABLE AS` of each of [`build_baseline`]'s cuboids that finished.
     pub build_seconds: BTreeMap<String, f64>,
+    /// Why the others did not (DuckDB's message and the seconds until it failed).
+    pub build_errors: BTreeMap<String, String>,
 }
 
 const JOINED: &str = "lineorder JOIN dates ON lo_orderdate = d_datekey \
     JOIN customer ON lo_custkey = c_custkey JOIN supplier ON lo_suppkey = s_suppkey \
     JOIN part ON lo_partkey = p_partkey";
 
-/// The sample cube's eleven measures as DuckDB aggregates (its own sketch for the HLL one,
-/// an exact distinct count for the bitmap one: DuckDB has no mergeable bitmap state).
+/// The sample cube's measures as DuckDB aggregates (its own sketch for the HLL one), without
+/// the exact distinct count, which [`EXACT_DISTINCT`] adds.
 const MEASURES: &str = "COUNT(*), SUM(lo_revenue), SUM(lo_supplycost), \
     SUM(lo_extendedprice * lo_discount), SUM(lo_revenue - lo_supplycost), SUM(lo_quantity), \
     SUM(lo_extendedprice), MIN(lo_extendedprice), MAX(lo_extendedprice), \
-    approx_count_distinct(lo_custkey), COUNT(DISTINCT lo_suppkey)";
+    approx_count_distinct(lo_custkey)";
+/// The bitmap measure: DuckDB has no mergeable bitmap state, so an exact distinct count.
+const EXACT_DISTINCT: &str = "COUNT(DISTINCT lo_suppkey)";
+/// Suffix of a baseline timed without [`EXACT_DISTINCT`] after the full statement failed.
+pub const WITHOUT_EXACT_DISTINCT: &str = "_without_exact_distinct";
+
+/// One statement of the build baseline, and the same without the exact distinct count (run
+/// only when the full one fails: at SF 10 DuckDB's distinct aggregation spills past the
+/// free disk).
+#[derive(Debug, Clone, Serialize)]
+pub struct BaselineStatement {
+    pub name: String,
+    pub sql: String,
+    pub without_exact_distinct: String,
+}
 
 /// The build baseline: DuckDB materializes the two cuboids every other one is aggregated
 /// from — the base cuboid (all 16 dimensions) and the top of the largest aggregation group
 /// (the Q2/Q4 group's 9 dimensions) — with `CREATE TABLE AS`.
-pub fn build_baseline() -> Vec<(String, String)> {
+pub fn build_baseline() -> Vec<BaselineStatement> {
     let base = "d_year, d_yearmonthnum, d_yearmonth, d_weeknuminyear, lo_discount, \
         lo_quantity, c_region, c_nation, c_city, s_region, s_nation, s_city, p_mfgr, \
         p_category, p_brand, lo_orderdate";
     let group = "d_year, c_region, c_nation, s_region, s_nation, s_city, p_mfgr, p_category, \
         p_brand";
+    let ctas = |name: &str, dims: &str, measures: &str| {
+        format!("CREATE TABLE {name} AS SELECT {dims}, {measures} FROM {JOINED} GROUP BY {dims}")
+    };
     [("base_cuboid", base), ("q2_q4_group_top", group)]
         .iter()
-        .map(|(name, dims)| {
-            (
-                name.to_string(),
-                format!(
-                    "CREATE TABLE {name} AS SELECT {dims}, {MEASURES} FROM {JOINED} GROUP BY {dims}"
-                ),
-            )
+        .map(|&(name, dims)| BaselineStatement {
+            name: name.to_string(),
+            sql: ctas(name, dims, &format!("{MEASURES}, {EXACT_DISTINCT}")),
+            without_exact_distinct: ctas(name, dims, MEASURES),
         })
         .collect()
 }
 
+/// Queries first, then the build baseline, so that a baseline that cannot finish (at SF 10
+/// its exact distinct count spills past the free disk) still leaves the query figures. A
+/// failed statement is reported and timed again without the exact distinct count, on a new
+/// connection (which drops the failed one's spill files). `preserve_insertion_order = false`
+/// is DuckDB's advice for large `CREATE TABLE AS`; spills go under the --work directory.
 const DUCKDB_SCRIPT: &str = r#"
 import json, sys, time
 import duckdb
 spec = json.load(open(sys.argv[1]))
-con = duckdb.connect()
-for t in spec["tables"]:
-    path = spec["dir"] + "/" + t + ".parquet"
-    con.execute("create view %s as select * from read_parquet('%s')" % (t, path.replace("'", "''")))
-out = {"version": duckdb.__version__, "queries": {}, "build": {}}
-for name, sql in spec["build"]:
+
+def connect():
+    con = duckdb.connect()
+    con.execute("set temp_directory = '%s'" % spec["temp"].replace("'", "''"))
+    con.execute("set preserve_insertion_order = false")
+    for t in spec["tables"]:
+        path = spec["dir"] + "/" + t + ".parquet"
+        con.execute("create view %s as select * from read_parquet('%s')" % (t, path.replace("'", "''")))
+    return con
+
+def timed(con, sql):
     t0 = time.perf_counter()
-    con.execute(sql)
-    out["build"][name] = time.perf_counter() - t0
-    con.execute("drop table %s" % name)
+    try:
+        con.execute(sql)
+        return time.perf_counter() - t0, None
+    except duckdb.Error as e:
+        return None, "%s after %.1fs" % (str(e).splitlines()[0], time.perf_counter() - t0)
+
+con = connect()
+out = {"version": duckdb.__version__, "queries": {}, "build": {}, "build_errors": {}}
 for name, sql in spec["queries"]:
     rows = len(con.execute(sql).fetchall())
     times = []
@@ -212,6 +243,22 @@ for name, sql in spec["queries"]:
         rows = len(con.execute(sql).fetchall())
         times.append((time.perf_counter() - t0) * 1000.0)
     out["queries"][name] = {"rows": rows, "ms": times}
+for b in spec["build"]:
+    name = b["name"]
+    seconds, error = timed(con, b["sql"])
+    if error is None:
+        out["build"][name] = seconds
+        con.execute("drop table %s" % name)
+        continue
+    out["build_errors"][name] = error
+    con.close()
+    con = connect()
+    seconds, error = timed(con, b["without_exact_distinct"])
+    if error is None:
+        out["build"][name + spec["fallback_suffix"]] = seconds
+        con.execute("drop table %s" % name)
+    else:
+        out["build_errors"][name + spec["fallback_suffix"]] = error
 print(json.dumps(out))
 "#;
 
@@ -220,6 +267,8 @@ struct DuckOut {
     version: String,
     queries: BTreeMap<String, DuckQuery>,
     build: BTreeMap<String, f64>,
+    #[serde(default)]
+    build_errors: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -227,12 +276,15 @@ struct DuckQuery {
     ms: Vec<f64>,
 }
 
-/// Runs the build baseline once and the queries (one warm-up, `runs` timed runs each) on
-/// DuckDB through `python3`, or `None` when `python3 -c "import duckdb"` fails.
+/// Runs the queries (one warm-up, `runs` timed runs each) and then the build baseline
+/// (normally [`build_baseline`]) once on DuckDB through `python3`, spilling under
+/// `spill_dir` (removed afterwards), or `None` when `python3 -c "import duckdb"` fails.
 pub fn duckdb(
     dir: &Path,
     queries: &[(String, String)],
     runs: usize,
+    baseline: &[BaselineStatement],
+    spill_dir: &Path,
 ) -> anyhow::Result<Option<DuckDb>> {
     let available = Command::new("python3")
         .args(["-c", "import duckdb"])
@@ -245,6 +297,7 @@ pub fn duckdb(
     let tmp = std::env::temp_dir().join(format!("qilin-bench-duckdb-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     let script = tmp.join("bench.py");
+    std::fs::create_dir_all(spill_dir)?;
     let spec = tmp.join("spec.json");
     std::fs::write(&script, DUCKDB_SCRIPT)?;
     std::fs::write(
@@ -254,12 +307,15 @@ pub fn duckdb(
             "tables": ssb::TABLES,
             "queries": queries,
             "runs": runs,
-            "build": build_baseline(),
+            "build": baseline,
+            "temp": spill_dir.to_string_lossy(),
+            "fallback_suffix": WITHOUT_EXACT_DISTINCT,
         }))?,
     )?;
-    eprintln!("running the queries on DuckDB ...");
+    eprintln!("running the queries and the build baseline on DuckDB ...");
     let out = Command::new("python3").arg(&script).arg(&spec).output();
     let _ = std::fs::remove_dir_all(&tmp);
+    let _ = std::fs::remove_dir_all(spill_dir);
     let out = out.context("running python3")?;
     if !out.status.success() {
         bail!(
@@ -278,6 +334,7 @@ pub fn duckdb(
             .map(|(k, q)| (k, Stats::from_ms(&q.ms)))
             .collect(),
         build_seconds: parsed.build,
+        build_errors: parsed.build_errors,
     }))
 }
 
