@@ -24,13 +24,40 @@ pub const SECRET: &str = "test-cluster-secret-0123456789abcdef";
 /// Scale of the SSB data the cluster tests use.
 pub const SF: f64 = 0.01;
 
-/// A free TCP port on 127.0.0.1 (bound and released; the tiny race is acceptable in tests
-/// that must write ports into configuration before the processes start).
+/// A free TCP port on 127.0.0.1, for ports that must be written into configuration before
+/// the process that binds them starts. Taken below the kernel's ephemeral range, so neither
+/// an outgoing connection nor a port-0 bind of a parallel test can take it in between (a
+/// port-0 probe could be handed out again at once), and never twice in one test process.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, u32::from(ephemeral_low));
+    let mut given = GIVEN.lock().expect("given ports");
+    if high > low + 1_000 {
+        let span = high - low;
+        let seed = std::process::id().wrapping_mul(2_654_435_761)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+        for i in 0..span {
+            // 7_919 is prime, hence coprime with any span that is not a multiple of it.
+            let port = (low + (seed.wrapping_add(i.wrapping_mul(7_919))) % span) as u16;
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.push(port);
+                return port;
+            }
+        }
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
-        .expect("a free port")
+        .expect("a free port");
+    given.push(port);
+    port
 }
 
 /// The shared store: an emulator with the SSB sample registered (no segment built yet).

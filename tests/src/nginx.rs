@@ -7,10 +7,12 @@
 //! when the tests run as root, so workers can read the temp dirs), the `listen` address,
 //! and the upstream `server` lines (each given address with the shipped parameters).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::cluster::free_port;
 
 /// The shipped load-balancer config.
 pub fn shipped_config_path() -> PathBuf {
@@ -286,14 +288,6 @@ fn new_prefix() -> tempfile::TempDir {
         .expect("nginx prefix dir");
     std::fs::create_dir(prefix.path().join("logs")).expect("nginx logs dir");
     prefix
-}
-
-/// A port that was free a moment ago (bound and released).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
 }
 
 fn log_file(prefix: &Path, name: &str) -> std::fs::File {
