@@ -340,25 +340,18 @@ impl HyperLogLog {
         }
         match encoded {
             Encoded::Sparse(entries) => {
-                let count = entries.len() / SPARSE_ENTRY_LEN;
-                match &mut self.registers {
+                let few = entries.len() / SPARSE_ENTRY_LEN <= SPARSE_INSERT_MAX;
+                if few || !self.is_sparse() {
+                    for (index, value) in sparse_entries(entries) {
+                        self.set_max(index, value);
+                    }
+                } else {
                     // Many entries into a sparse list: one sorted merge instead of an insert
                     // (a shift of the list) per entry.
-                    Registers::Sparse(mine) if count > SPARSE_INSERT_MAX => {
-                        let theirs: Vec<(u16, u8)> = sparse_entries(entries).collect();
-                        let merged = merge_sorted(mine, &theirs);
-                        if merged.len() > sparse_limit(precision) {
-                            self.registers =
-                                Registers::Dense(dense_from_sparse(precision, &merged));
-                        } else {
-                            *mine = merged;
-                        }
-                    }
-                    _ => {
-                        for (index, value) in sparse_entries(entries) {
-                            self.set_max(index, value);
-                        }
-                    }
+                    self.merge(&Self {
+                        precision,
+                        registers: Registers::Sparse(sparse_entries(entries).collect()),
+                    })?;
                 }
             }
             Encoded::Dense(theirs) => {

@@ -352,18 +352,15 @@ impl QueryEngine {
         // statement started: such a plan is not reusable.
         let time_dependent = calls_non_immutable_functions(&plan);
         let rewrite_key = rewrite_key.filter(|_| !time_dependent);
-        let (state, cube_state) = if time_dependent {
-            (started_now(&snap.state), started_now(&snap.cube_state))
-        } else {
-            (Cow::Borrowed(&snap.state), Cow::Borrowed(&snap.cube_state))
-        };
         let lookups = self.load_lookups(&snap, &plan).await?;
         let out = match rewrite::rewrite(plan.clone(), &snap, self, &lookups)? {
             Outcome::Answered { plan, realized } if explain => {
+                let state = statement_state(&snap.state, time_dependent);
                 let optimized = state.optimize(&plan).map_err(from_datafusion)?;
                 explain_output(explain_rows(&realized), &optimized)?
             }
             Outcome::Answered { plan, .. } => {
+                let cube_state = statement_state(&snap.cube_state, time_dependent);
                 let optimized = cube_state.optimize(&plan).map_err(from_datafusion)?;
                 if let Some(k) = rewrite_key {
                     // A plan is a tree of a few hundred nodes at most; charge a generous size.
@@ -381,6 +378,7 @@ impl QueryEngine {
                 explain_output(vec![("realization".into(), verdict)], &plan)?
             }
             Outcome::Uncovered { .. } if self.config.pushdown_enabled => {
+                let state = statement_state(&snap.state, time_dependent);
                 let optimized = state.optimize(&plan).map_err(from_datafusion)?;
                 run_optimized(&state, &optimized).await?
             }
@@ -499,9 +497,13 @@ fn calls_non_immutable_functions(plan: &LogicalPlan) -> bool {
     found
 }
 
-/// A copy of `state` whose execution start time is now: the optimizer replaces `now()` and
-/// `current_date` with that time, and without one it leaves them to fail at execution.
-fn started_now<'a>(state: &SessionState) -> Cow<'a, SessionState> {
+/// The session a statement plans in: for a time-dependent one a copy whose execution start
+/// time is now (the optimizer replaces `now()` and `current_date` with that time, and without
+/// one leaves them to fail at execution); otherwise the snapshot's own.
+fn statement_state(state: &SessionState, time_dependent: bool) -> Cow<'_, SessionState> {
+    if !time_dependent {
+        return Cow::Borrowed(state);
+    }
     let mut state = state.clone();
     state.mark_start_execution();
     Cow::Owned(state)
