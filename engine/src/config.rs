@@ -26,184 +26,187 @@ pub enum ConfigError {
     },
 }
 
-/// One known key: its name, an optional alias (older Kylin name) and its default value.
-struct KeySpec {
-    key: &'static str,
-    alias: Option<&'static str>,
-    default: &'static str,
+/// One known key, declared once: its name, an optional alias (older Kylin name), its default
+/// and the line that documents it. The README's configuration table and
+/// `conf/kylin.properties` list exactly these keys (a test checks both); the typed value of
+/// each is parsed in [`Config::from_values`].
+pub struct KeySpec {
+    pub key: &'static str,
+    pub alias: Option<&'static str>,
+    pub default: &'static str,
+    /// The README table's "meaning" cell (Markdown).
+    pub doc: &'static str,
 }
 
-/// Every key Qilin reads, with its default. Keep the README's configuration table in step.
-const KEYS: &[KeySpec] = &[
-    // metadata store: a local directory
+/// Every key Qilin reads.
+pub const KEYS: &[KeySpec] = &[
     KeySpec {
         key: "kylin.metadata.url",
         alias: None,
         default: "data/meta",
+        doc: "metadata store: a local directory, or `TABLE@hbase://HOST:PORT` (see [HBase storage](#hbase-storage))",
     },
-    // segment storage: a local directory
     KeySpec {
         key: "kylin.storage.url",
         alias: None,
         default: "data/segments",
+        doc: "segment storage: a local directory, or `TABLE@hbase://HOST:PORT`",
     },
-    // directory that source table files are resolved against
     KeySpec {
         key: "kylin.source.url",
         alias: None,
         default: "data/source",
+        doc: "directory that source table locations are resolved against",
     },
-    // all | query | job
     KeySpec {
         key: "kylin.server.mode",
         alias: None,
         default: "all",
+        doc: "`all` \\| `query` \\| `job`",
     },
-    // comma-separated host:port of every instance to notify of metadata changes
     KeySpec {
         key: "kylin.rest.servers",
         alias: Some("kylin.server.cluster-servers"),
         default: "",
+        doc: "`host:port,…` of instances to notify; alias `kylin.server.cluster-servers`",
     },
-    // address the query server binds
     KeySpec {
         key: "kylin.server.host",
         alias: None,
         default: "127.0.0.1",
+        doc: "address the query server binds",
     },
-    // port the query server binds
     KeySpec {
         key: "kylin.server.port",
         alias: None,
         default: "7070",
+        doc: "port the query server binds",
     },
-    // SSB scale factor of the sample created on an empty embedded store
     KeySpec {
         key: "kylin.sample.scale",
         alias: None,
         default: "0.1",
+        doc: "SSB scale factor of the sample",
     },
-    // run queries no cube can answer on the raw source tables
     KeySpec {
         key: "kylin.query.pushdown.enabled",
         alias: None,
         default: "false",
+        doc: "run queries no cube answers on the raw tables",
     },
-    // most cuboids one aggregation group may produce
     KeySpec {
         key: "kylin.cube.aggrgroup.max-combination",
         alias: None,
         default: "4096",
+        doc: "most cuboids one aggregation group may produce",
     },
-    // rows per stored block (the unit of pruning and checksums)
     KeySpec {
         key: "kylin.storage.block-rows",
         alias: None,
         default: "8192",
+        doc: "rows per stored block (unit of pruning and checksums)",
     },
-    // project whose tables unqualified names in SQL resolve to (the only project if there is one)
     KeySpec {
         key: "kylin.query.default-project",
         alias: None,
         default: "ssb",
+        doc: "project of unqualified table names (the only project, if there is one)",
     },
-    // cache query results (keyed by normalized SQL, parameters and metadata version)
     KeySpec {
         key: "kylin.query.cache-enabled",
         alias: None,
         default: "true",
+        doc: "result cache on/off",
     },
-    // keep planned, rewritten and optimized plans by (metadata version, SQL text)
     KeySpec {
         key: "kylin.query.plan-cache-enabled",
         alias: None,
         default: "true",
+        doc: "keep plans by (metadata version, SQL text): a repeated statement skips parsing, the cube rewrite and logical optimization (only parameterless statements that call no `now()`/`random()`-like function keep their rewritten plan); results are still computed",
     },
-    // upper bound of the result cache, in bytes of Arrow memory
     KeySpec {
         key: "kylin.query.cache-max-bytes",
         alias: None,
         default: "268435456",
+        doc: "result cache bound (Arrow memory)",
     },
-    // queries executing at once; more get ResourceExhausted
     KeySpec {
         key: "kylin.query.max-concurrent",
         alias: None,
         default: "64",
+        doc: "queries executing at once; more wait up to 2 s, then get `ResourceExhausted`",
     },
-    // USER:PASSWORD[,USER:PASSWORD...]; empty = ADMIN:KYLIN, accepted on a loopback address only
     KeySpec {
         key: "kylin.security.users",
         alias: None,
         default: "",
+        doc: "`USER:PASSWORD,…`; empty = `ADMIN:KYLIN`, loopback only",
     },
-    // HMAC key that signs bearer tokens; share it across a cluster (empty = random per process,
-    // loopback only)
     KeySpec {
         key: "kylin.security.token-secret",
         alias: None,
         default: "",
+        doc: "HMAC key of bearer tokens, shared by a cluster; empty = random per process (loopback only)",
     },
-    // lifetime of a bearer token
     KeySpec {
         key: "kylin.security.token-ttl-seconds",
         alias: None,
         default: "43200",
+        doc: "bearer token lifetime",
     },
-    // create and build the SSB sample when the server starts on an empty local store
     KeySpec {
         key: "kylin.sample.auto-create",
         alias: None,
         default: "true",
+        doc: "`qilin-server` on an empty local store creates and builds the SSB sample first",
     },
-    // how often a running job records that its process is alive
     KeySpec {
         key: "kylin.job.heartbeat-seconds",
         alias: None,
         default: "5",
+        doc: "how often a running job records that it is alive",
     },
-    // a RUNNING job whose heartbeat is older than this is taken over
     KeySpec {
         key: "kylin.job.orphan-timeout-seconds",
         alias: None,
         default: "60",
+        doc: "a job on another host whose heartbeat is older is taken over",
     },
-    // the job engine's lease: a standby takes over once it has not been renewed for this long
     KeySpec {
         key: "kylin.job.lease-seconds",
         alias: None,
         default: "15",
+        doc: "job-engine lease: renewed every third of it; a standby takes over after it lapses (3–3600)",
     },
-    // cuboids a build aggregates at the same time (0 = one per CPU core)
     KeySpec {
         key: "kylin.job.build-threads",
         alias: None,
         default: "0",
+        doc: "cuboids a build or a segment merge aggregates at the same time; `0` = one per CPU core",
     },
-    // memory a build's aggregations may hold together (estimated) before they spill sorted
-    // runs to disk
     KeySpec {
         key: "kylin.job.aggregation-memory-mb",
         alias: None,
         default: "2048",
+        doc: "estimated memory a build's aggregations may hold together (16–1048576); past it they spill sorted runs to disk and merge them back, so builds of any size run in bounded memory",
     },
-    // where build aggregations spill (empty = the system temporary directory)
     KeySpec {
         key: "kylin.job.spill-dir",
         alias: None,
         default: "",
+        doc: "where build aggregations spill (a temporary directory per aggregation, removed after it); empty = the system temporary directory",
     },
-    // how often a query server on a remote (HBase) store checks the store-wide version
     KeySpec {
         key: "kylin.server.poll-seconds",
         alias: None,
         default: "5",
+        doc: "on an HBase store, how often a query server checks the store-wide version",
     },
-    // port of the HTTP health (/health) and Prometheus (/metrics) endpoint; 0 = off
     KeySpec {
         key: "kylin.server.metrics-port",
         alias: None,
         default: "0",
+        doc: "HTTP `/health` and `/metrics` (Prometheus) port; `0` = off",
     },
 ];
 
@@ -698,6 +701,61 @@ mod tests {
             c.values.get("kylin.typo.key").map(String::as_str),
             Some("1")
         );
+    }
+
+    /// The README's configuration table, row by row as [`readme_row`] renders each key.
+    fn readme_rows() -> Vec<String> {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("## Configuration").expect("README has a Configuration section");
+        let section = &readme[start..];
+        let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
+        section[..end]
+            .lines()
+            .filter(|l| l.starts_with("| `kylin."))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn readme_row(k: &KeySpec) -> String {
+        let default = if k.default.is_empty() {
+            "(empty)".to_string()
+        } else {
+            format!("`{}`", k.default)
+        };
+        format!("| `{}` | {default} | {} |", k.key, k.doc)
+    }
+
+    #[test]
+    fn readme_documents_exactly_the_known_keys() {
+        let want: Vec<String> = KEYS.iter().map(readme_row).collect();
+        let got = readme_rows();
+        for row in &want {
+            assert!(got.contains(row), "README lacks (or words differently) {row}");
+        }
+        for row in &got {
+            assert!(want.contains(row), "README documents an unknown key: {row}");
+        }
+    }
+
+    #[test]
+    fn shipped_properties_set_exactly_the_known_keys_to_their_defaults() {
+        let shipped = parse_properties(include_str!("../../conf/kylin.properties"));
+        let keys: Vec<&str> = shipped.iter().map(|(k, _)| k.as_str()).collect();
+        for k in KEYS {
+            let v = shipped.iter().find(|(key, _)| key == k.key);
+            assert_eq!(
+                v.map(|(_, v)| v.as_str()),
+                Some(k.default),
+                "conf/kylin.properties must set {} to its default",
+                k.key
+            );
+        }
+        for k in keys {
+            assert!(
+                KEYS.iter().any(|spec| spec.key == k),
+                "conf/kylin.properties sets unknown key {k}"
+            );
+        }
     }
 
     #[test]
