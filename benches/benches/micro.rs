@@ -6,9 +6,11 @@
 //!   strings back to plain) of one realistic 8192-row cuboid block: five sorted dimensions
 //!   (one Int32, four Utf8), nine Int64 measure states and a Binary HLL(12) state column.
 //!   Throughput in rows.
-//! * `prune`: [`block_may_match`] over a manifest of 1,000 `BlockMeta` with min/max stats,
-//!   against the residual predicates of SSB Q1.1 (`d_year = 1993`, `lo_discount between 1
-//!   and 3`, `lo_quantity < 25`) and of Q3.3 (ORs of string equalities). Throughput in blocks.
+//! * `prune`: [`prune_blocks`] (DataFusion's `PruningPredicate` over the typed per-block
+//!   statistics the cuboid scan uses: building the predicate, decoding the manifest's stats,
+//!   evaluating) over a manifest of 1,000 `BlockMeta` with min/max stats, against the
+//!   filters of SSB Q1.1 (`d_year = 1993`, `lo_discount between 1 and 3`, `lo_quantity <
+//!   25`) and of Q3.3 (ORs of string equalities). Throughput in blocks.
 //! * `aggregate`: [`Aggregator`] in `Mode::Merge` folding 100,000 rows of a six-dimension
 //!   parent cuboid (in 8192-row batches, as the build streams stored blocks) into the
 //!   three-dimension child `[d_year, c_region, s_region]` (160 groups), then `finish`; once
@@ -22,9 +24,9 @@
 //!   built at scale 0.01 into a temp dir (once, on first use; block-rows 1000 as in the
 //!   tests). `cold` makes every SQL text unique (a trailing comment) so each call parses,
 //!   plans and rewrites; `plan_cached` repeats the same text, so the call costs the
-//!   metadata-version check, the plan-cache hit and the cube rewrite (manifest lookup, block
-//!   pruning, plan construction); `rewrite_only` is [`QueryEngine::rewrite_plan`] of the
-//!   planned statement (version check and rewrite).
+//!   metadata-version check, the plan-cache hit and the cube rewrite (plan construction: the
+//!   rewrite reads no manifests, the cuboid scan prunes when it runs); `rewrite_only` is
+//!   [`QueryEngine::rewrite_plan`] of the planned statement (version check and rewrite).
 //!
 //! Run everything (a few minutes; numbers are noisy on a loaded machine):
 //!
@@ -38,7 +40,6 @@
 //! later run prints the change against the previous one.
 
 use std::cell::OnceCell;
-use std::collections::HashMap;
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
@@ -50,6 +51,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::Column;
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{lit, Expr};
 use qilin_engine::build::aggregate::{Aggregator, Mode};
 use qilin_engine::config::Config;
@@ -57,10 +59,12 @@ use qilin_engine::measure::hll::HyperLogLog;
 use qilin_engine::metadata::managers::Metadata;
 use qilin_engine::metadata::open_store;
 use qilin_engine::model::StateKind;
-use qilin_engine::query::{block_may_match, QueryEngine};
+use qilin_engine::query::{prune_blocks, QueryEngine};
 use qilin_engine::sample::ssb;
 use qilin_engine::storage::block::{decode_block, encode_block, write_cuboid};
-use qilin_engine::storage::{open_segment_store, BlockMeta, LocalSegmentStore, SegmentStore};
+use qilin_engine::storage::{
+    open_segment_store, BlockMeta, CuboidManifest, LocalSegmentStore, SegmentStore,
+};
 use qilin_jobs::{Job, JobEngine, JobStatus};
 use serde_json::Value;
 
@@ -230,16 +234,15 @@ fn bench_block(c: &mut Criterion) {
 // prune
 
 const PRUNE_BLOCKS: usize = 1000;
-const CUBOID: &str = "__qilin_cuboid";
 
 fn cuboid_col(name: &str) -> Expr {
-    Expr::Column(Column::new(Some(CUBOID), name))
+    Expr::Column(Column::new_unqualified(name))
 }
 
 /// Per-block min/max of `dims` integer columns over a sorted run of `keys` cut into
 /// [`PRUNE_BLOCKS`] blocks, as the writer computes them.
-fn manifest_of(keys: &[Vec<Value>], dims: usize) -> Vec<BlockMeta> {
-    (0..PRUNE_BLOCKS)
+fn manifest_of(keys: &[Vec<Value>], dims: usize) -> CuboidManifest {
+    let blocks = (0..PRUNE_BLOCKS)
         .map(|i| &keys[i * keys.len() / PRUNE_BLOCKS..(i + 1) * keys.len() / PRUNE_BLOCKS])
         .map(|chunk| {
             let stat = |d: usize, pick_max: bool| -> Value {
@@ -262,7 +265,30 @@ fn manifest_of(keys: &[Vec<Value>], dims: usize) -> Vec<BlockMeta> {
                 crc32: 0,
                 min: (0..dims).map(|d| stat(d, false)).collect(),
                 max: (0..dims).map(|d| stat(d, true)).collect(),
+                nulls: vec![0; dims],
             }
+        })
+        .collect();
+    CuboidManifest {
+        cuboid: 1,
+        rows: keys.len() as u64,
+        dimensions: Vec::new(),
+        blocks,
+    }
+}
+
+/// Dimension fields: Int32 for the first `ints`, Utf8 for the rest.
+fn dim_fields(names: &[&str], ints: usize) -> Vec<Field> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let t = if i < ints {
+                DataType::Int32
+            } else {
+                DataType::Utf8
+            };
+            Field::new(*n, t, true)
         })
         .collect()
 }
@@ -286,12 +312,7 @@ fn bench_prune(c: &mut Criterion) {
         }
     }
     let q11_blocks = manifest_of(&keys, 4);
-    let q11_dims: HashMap<String, usize> =
-        ["d_year", "d_yearmonthnum", "lo_discount", "lo_quantity"]
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.to_string(), i))
-            .collect();
+    let q11_dims = dim_fields(&["d_year", "d_yearmonthnum", "lo_discount", "lo_quantity"], 4);
     let q11 = vec![
         cuboid_col("d_year").eq(lit(1993i32)),
         cuboid_col("lo_discount").between(lit(1i32), lit(3i32)),
@@ -318,13 +339,12 @@ fn bench_prune(c: &mut Criterion) {
         }
     }
     let q33_blocks = manifest_of(&keys, 7);
-    let q33_dims: HashMap<String, usize> = [
-        "d_year", "c_region", "c_nation", "c_city", "s_region", "s_nation", "s_city",
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, n)| (n.to_string(), i))
-    .collect();
+    let q33_dims = dim_fields(
+        &[
+            "d_year", "c_region", "c_nation", "c_city", "s_region", "s_nation", "s_city",
+        ],
+        1,
+    );
     let either_city = |col: &str| {
         cuboid_col(col)
             .eq(lit(city(23, 1)))
@@ -337,32 +357,30 @@ fn bench_prune(c: &mut Criterion) {
         cuboid_col("d_year").lt_eq(lit(1997i32)),
     ];
 
-    let kept = |preds: &[Expr], dims: &HashMap<String, usize>, blocks: &[BlockMeta]| {
-        blocks
-            .iter()
-            .filter(|m| {
-                preds
-                    .iter()
-                    .all(|p| block_may_match(p, CUBOID, dims, black_box(m)))
-            })
+    let kept = |preds: &[Expr], dims: &[Field], manifest: &CuboidManifest| {
+        let predicate = conjunction(preds.to_vec()).expect("filters");
+        prune_blocks(black_box(manifest), dims, &predicate)
+            .expect("prunes")
+            .into_iter()
+            .filter(|keep| *keep)
             .count()
     };
     eprintln!(
         "prune: Q1.1 keeps {} of {} blocks, Q3.3 keeps {} of {}",
         kept(&q11, &q11_dims, &q11_blocks),
-        q11_blocks.len(),
+        q11_blocks.blocks.len(),
         kept(&q33, &q33_dims, &q33_blocks),
-        q33_blocks.len()
+        q33_blocks.blocks.len()
     );
 
     let mut g = c.benchmark_group("prune");
     g.sample_size(50);
     g.measurement_time(Duration::from_secs(3));
-    g.throughput(Throughput::Elements(q11_blocks.len() as u64));
+    g.throughput(Throughput::Elements(q11_blocks.blocks.len() as u64));
     g.bench_function("q1.1_ints_1000_blocks", |b| {
         b.iter(|| kept(black_box(&q11), &q11_dims, &q11_blocks))
     });
-    g.throughput(Throughput::Elements(q33_blocks.len() as u64));
+    g.throughput(Throughput::Elements(q33_blocks.blocks.len() as u64));
     g.bench_function("q3.3_string_ors_1000_blocks", |b| {
         b.iter(|| kept(black_box(&q33), &q33_dims, &q33_blocks))
     });

@@ -1,7 +1,32 @@
 //! The engine's error type. Every variant names the object at fault so that a message alone
-//! tells the user what to fix; the server maps variants to gRPC codes in one place.
+//! tells the user what to fix. [`Error::kind`] decides once whose fault an error is (the
+//! user's, a missing object, load, the store, corruption, a bug); servers map kinds, not
+//! variants, to protocol codes.
+
+use datafusion::error::DataFusionError;
 
 use crate::measure::hll::SketchError;
+
+/// Whose fault an error is, which decides what a client should do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is wrong (bad SQL, invalid descriptor, refused in the current state): fix it.
+    User,
+    /// The named object does not exist.
+    NotFound,
+    /// The object being created exists already.
+    AlreadyExists,
+    /// Someone else changed the object first, or the job lost ownership: retry from a fresh read.
+    Conflict,
+    /// Too much work at once: retry later.
+    Overloaded,
+    /// The storage backend cannot be reached: retry, here or on another instance.
+    Unavailable,
+    /// Stored bytes fail their checksum or cannot be decoded.
+    Corrupt,
+    /// A bug or an environment failure (I/O, a backend error).
+    Internal,
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -41,7 +66,7 @@ pub enum Error {
     Sql(String),
     /// No cube can answer the query and pushdown is off (Kylin's "No realization found").
     #[error("no realization found for the query: {0}")]
-    NoRealization(String),
+    NoRealization(crate::query::Uncovered),
     /// Too much work at once; the client should retry later.
     #[error("{0}")]
     Overloaded(String),
@@ -72,6 +97,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whose fault this error is. Every variant is listed (no catch-all), so a new variant
+    /// must be classified where it is added; DataFusion errors by their root cause.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidName { .. }
+            | Error::Invalid { .. }
+            | Error::Refused(_)
+            | Error::Sql(_)
+            | Error::NoRealization(_)
+            | Error::Config(_) => ErrorKind::User,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Error::Conflict { .. } | Error::JobStopped { .. } => ErrorKind::Conflict,
+            Error::Overloaded(_) => ErrorKind::Overloaded,
+            Error::Unavailable { .. } => ErrorKind::Unavailable,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Backend { .. }
+            | Error::Io { .. }
+            | Error::Json { .. }
+            | Error::Sketch(_)
+            | Error::Arrow(_) => ErrorKind::Internal,
+            Error::DataFusion(e) => datafusion_kind(e),
+        }
+    }
+
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
@@ -95,5 +145,61 @@ impl Error {
             what: what.into(),
             detail: detail.into(),
         }
+    }
+}
+
+/// The kind of a DataFusion error, from its root cause: planning and SQL errors are the
+/// user's; our own errors that travelled through DataFusion (a corrupt block read during a
+/// scan) keep their kind.
+pub fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
+    match e.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::Plan(_)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::NotImplemented(_)
+        | DataFusionError::Configuration(_) => ErrorKind::User,
+        DataFusionError::ResourcesExhausted(_) => ErrorKind::Overloaded,
+        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
+            Some(ours) => ours.kind(),
+            None => ErrorKind::Internal,
+        },
+        DataFusionError::Collection(errors) => errors
+            .first()
+            .map_or(ErrorKind::Internal, datafusion_kind),
+        // `find_root` looks through these already; kept for exhaustiveness.
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            datafusion_kind(inner)
+        }
+        DataFusionError::Shared(inner) => datafusion_kind(inner),
+        DataFusionError::ArrowError(..)
+        | DataFusionError::ParquetError(_)
+        | DataFusionError::ObjectStore(_)
+        | DataFusionError::IoError(_)
+        | DataFusionError::Internal(_)
+        | DataFusionError::Execution(_)
+        | DataFusionError::ExecutionJoin(_)
+        | DataFusionError::Substrait(_)
+        | DataFusionError::Ffi(_) => ErrorKind::Internal,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datafusion_errors_are_classified_by_root_cause() {
+        let planning = DataFusionError::Plan("table foo not found".into())
+            .context("Optimizer rule x failed");
+        assert_eq!(Error::DataFusion(planning).kind(), ErrorKind::User);
+        let exhausted = DataFusionError::ResourcesExhausted("memory".into());
+        assert_eq!(Error::DataFusion(exhausted).kind(), ErrorKind::Overloaded);
+        let ours = DataFusionError::External(Box::new(Error::corrupt("block 1", "crc")));
+        assert_eq!(
+            Error::DataFusion(ours.context("scan")).kind(),
+            ErrorKind::Corrupt
+        );
+        let internal = DataFusionError::Internal("oops".into());
+        assert_eq!(Error::DataFusion(internal).kind(), ErrorKind::Internal);
     }
 }

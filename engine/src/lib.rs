@@ -12,6 +12,7 @@ pub mod model;
 pub mod names;
 pub mod query;
 pub mod sample;
+pub mod source;
 pub mod storage;
 
 pub use error::{Error, Result};

@@ -1,53 +1,34 @@
-//! The one place where engine errors become gRPC statuses. Clients act on the code (retry on
-//! ResourceExhausted, fix the query on InvalidArgument), so the mapping follows who is at
-//! fault: the user's SQL or request → InvalidArgument, a missing object → NotFound, too much
-//! load → ResourceExhausted, and everything else (storage, corruption, bugs) → Internal.
+//! The one place where engine errors become gRPC statuses: the engine decides whose fault an
+//! error is ([`Error::kind`]), this table gives each kind its code. Clients act on the code
+//! (retry on ResourceExhausted and Unavailable, fix the query on InvalidArgument).
 
+use qilin_engine::error::ErrorKind;
 use qilin_engine::Error;
-use tonic::Status;
+use tonic::{Code, Status};
+
+/// The gRPC code of each kind of error.
+pub fn code(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::User => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::Conflict => Code::Aborted,
+        ErrorKind::Overloaded => Code::ResourceExhausted,
+        // The shared store is down: the client may retry (on this or another instance).
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Corrupt | ErrorKind::Internal => Code::Internal,
+    }
+}
 
 /// Maps an engine error to the status a client sees. The message is the error's own text,
 /// which names the object at fault.
 pub fn from_engine(e: &Error) -> Status {
     let msg = e.to_string();
-    match e {
-        Error::Sql(_)
-        | Error::NoRealization(_)
-        | Error::Invalid { .. }
-        | Error::InvalidName { .. }
-        | Error::Refused(_)
-        | Error::Config(_) => Status::invalid_argument(msg),
-        Error::NotFound { .. } => Status::not_found(msg),
-        Error::Overloaded(_) => Status::resource_exhausted(msg),
-        // The shared store is down: the client may retry (on this or another instance).
-        Error::Unavailable { .. } => Status::unavailable(msg),
-        Error::DataFusion(_) if is_user_datafusion_error(&msg) => Status::invalid_argument(msg),
-        Error::DataFusion(_) if msg.contains("Resources exhausted: ") => {
-            Status::resource_exhausted(msg)
-        }
-        _ => {
-            log::error!("internal error answered to a client: {msg}");
-            Status::internal(msg)
-        }
+    let code = code(e.kind());
+    if code == Code::Internal {
+        log::error!("internal error answered to a client: {msg}");
     }
-}
-
-/// Whether a DataFusion error (as text: this crate does not link DataFusion itself) is about
-/// the query rather than the server. The engine should already report these as
-/// `Error::Sql`; this is the safety net. `Context` errors put the cause on a later line,
-/// hence the per-line check.
-fn is_user_datafusion_error(msg: &str) -> bool {
-    const USER_PREFIXES: [&str; 4] = [
-        "Error during planning: ",
-        "SQL error: ",
-        "Schema error: ",
-        "This feature is not implemented: ",
-    ];
-    msg.lines().any(|line| {
-        USER_PREFIXES
-            .iter()
-            .any(|p| line.trim_start().starts_with(p))
-    })
+    Status::new(code, msg)
 }
 
 /// An Arrow error while encoding or decoding client data: the client sent something we
@@ -71,7 +52,10 @@ mod tests {
     fn user_mistakes_are_invalid_argument() {
         for e in [
             Error::Sql("column x not found".into()),
-            Error::NoRealization("no cube has column x".into()),
+            Error::NoRealization(qilin_engine::query::Uncovered::Column {
+                column: "x".into(),
+                cube: None,
+            }),
             Error::invalid("model m", "bad"),
             Error::Refused("no".into()),
         ] {
@@ -99,11 +83,10 @@ mod tests {
     }
 
     #[test]
-    fn datafusion_planning_errors_are_recognised_in_context_chains() {
-        assert!(is_user_datafusion_error(
-            "Optimizer rule x failed\ncaused by\nError during planning: table foo not found"
-        ));
-        assert!(is_user_datafusion_error("SQL error: ParserError(\"x\")"));
-        assert!(!is_user_datafusion_error("Internal error: oops"));
+    fn every_kind_has_its_code() {
+        assert_eq!(code(ErrorKind::Unavailable), Code::Unavailable);
+        assert_eq!(code(ErrorKind::Conflict), Code::Aborted);
+        assert_eq!(code(ErrorKind::AlreadyExists), Code::AlreadyExists);
+        assert_eq!(code(ErrorKind::Corrupt), Code::Internal);
     }
 }

@@ -128,7 +128,7 @@ pub async fn build_segment(
     progress: Progress,
 ) -> Result<BuildOutput> {
     progress(0.0, "reading the flat table")?;
-    let ctx = source::source_context(&layout.tables, &opts.source_url).await?;
+    let ctx = crate::source::source_context(&layout.tables, &opts.source_url).await?;
     let sql = source::flat_table_sql(&layout, range.as_ref());
     let df = ctx.sql(&sql).await?;
     let mut stream = df.execute_stream().await?;

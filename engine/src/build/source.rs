@@ -1,61 +1,8 @@
-//! Source tables as DataFusion sees them, and the flat-table query of a cube: the fact table
-//! joined to its lookups, restricted to a segment's range, projecting rowkey columns and
-//! measure inputs.
+//! The flat-table query of a cube: the fact table joined to its lookups, restricted to a
+//! segment's range, projecting rowkey columns and measure inputs. (Source tables themselves
+//! are registered by [`crate::source`], for builds and queries alike.)
 
-use std::path::{Path, PathBuf};
-
-use datafusion::prelude::{CsvReadOptions, ParquetReadOptions, SessionConfig, SessionContext};
-
-use crate::error::{Error, Result};
-use crate::model::{
-    table_schema, CubeLayout, JoinKind, ModelColumn, PartitionKind, SegmentRange, SourceFormat,
-    TableDesc,
-};
-
-/// Resolves a table's location against `kylin.source.url`.
-pub fn table_location(table: &TableDesc, source_url: &Path) -> PathBuf {
-    let loc = Path::new(&table.location);
-    if loc.is_absolute() {
-        loc.to_path_buf()
-    } else {
-        source_url.join(loc)
-    }
-}
-
-/// A session with every table of `tables` registered under its own name. Strings are read
-/// as plain `Utf8` so that stored dimension columns have one string type.
-pub async fn source_context(tables: &[TableDesc], source_url: &Path) -> Result<SessionContext> {
-    let mut config = SessionConfig::new();
-    config
-        .options_mut()
-        .execution
-        .parquet
-        .schema_force_view_types = false;
-    let ctx = SessionContext::new_with_config(config);
-    for t in tables {
-        let path = table_location(t, source_url);
-        if !path.exists() {
-            return Err(Error::NotFound {
-                kind: "source file of table",
-                name: format!("{} ({})", t.name, path.display()),
-            });
-        }
-        let path_str = path.to_string_lossy().to_string();
-        let name = quote(&t.name);
-        match t.format {
-            SourceFormat::Parquet => {
-                ctx.register_parquet(&name, &path_str, ParquetReadOptions::default())
-                    .await?
-            }
-            SourceFormat::Csv => {
-                let schema = table_schema(t)?;
-                let opts = CsvReadOptions::new().has_header(true).schema(&schema);
-                ctx.register_csv(&name, &path_str, opts).await?
-            }
-        }
-    }
-    Ok(ctx)
-}
+use crate::model::{CubeLayout, JoinKind, ModelColumn, PartitionKind, SegmentRange};
 
 /// Double-quotes an identifier for DataFusion SQL.
 pub fn quote(ident: &str) -> String {

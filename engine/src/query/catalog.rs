@@ -9,32 +9,29 @@ use std::sync::{Arc, Mutex};
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::common::DFSchema;
-use datafusion::datasource::file_format::csv::CsvFormat;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::file_format::FileFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::datasource::{provider_as_source, MemTable};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 use datafusion::prelude::SessionConfig;
 
+use super::canonical::canonical;
 use super::sketch;
-use super::CATALOG;
-use crate::build::source::table_location;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metadata::managers::Metadata;
-use crate::model::{table_schema, CubeLayout, Segment, SourceFormat, TableDesc};
+use crate::model::{table_schema, CubeLayout, Segment, TableDesc};
+use crate::source::table_provider;
+
+/// The one catalog name clients see; projects are its schemas.
+pub const CATALOG: &str = "qilin";
 
 /// A cube that can answer queries: its layout and READY segments.
 #[derive(Debug)]
 pub(crate) struct Realization {
     pub layout: Arc<CubeLayout>,
     pub segments: Vec<Segment>,
-    /// Canonical text of each measure's input (see `rewrite::canonical`), `None` for COUNT(*).
+    /// Canonical text of each measure's input (see `canonical`), `None` for COUNT(*).
     pub measure_inputs: Vec<Option<String>>,
 }
 
@@ -115,34 +112,6 @@ fn session_state(default_project: &str) -> SessionState {
         let _ = state.register_udaf(udaf);
     }
     state
-}
-
-/// A listing table over the table's file(s) with the declared schema: no I/O until scanned.
-fn table_provider(t: &TableDesc, source_url: &Path) -> Result<Arc<dyn TableProvider>> {
-    let path = table_location(t, source_url);
-    let schema = table_schema(t)?;
-    let (format, default_ext): (Arc<dyn FileFormat>, &str) = match t.format {
-        SourceFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
-        SourceFormat::Csv => (Arc::new(CsvFormat::default().with_has_header(true)), ".csv"),
-    };
-    // A single file is listed by its own name, whatever its extension.
-    let ext = if path.is_file() {
-        path.extension()
-            .map(|e| format!(".{}", e.to_string_lossy()))
-            .unwrap_or_default()
-    } else {
-        default_ext.to_string()
-    };
-    let mut location = path.to_string_lossy().to_string();
-    if path.is_dir() && !location.ends_with('/') {
-        location.push('/');
-    }
-    let url = ListingTableUrl::parse(&location)?;
-    let options = ListingOptions::new(format).with_file_extension(ext);
-    let config = ListingTableConfig::new(url)
-        .with_listing_options(options)
-        .with_schema(schema);
-    Ok(Arc::new(ListingTable::try_new(config)?))
 }
 
 /// Reads the whole metadata store into a snapshot. Cubes whose descriptors no longer resolve
@@ -264,7 +233,7 @@ fn measure_inputs(state: &SessionState, layout: &CubeLayout) -> Result<Vec<Optio
                     input.column.as_str(),
                 )),
             };
-            Ok(super::rewrite::canonical(&expr, &|c| {
+            Ok(canonical(&expr, &|c| {
                 Some((
                     c.relation
                         .as_ref()

@@ -6,13 +6,18 @@
 //! Everything a server needs is on [`QueryEngine`]; it holds no per-client state.
 
 mod cache;
+mod canonical;
 mod catalog;
 mod cuboid_scan;
-mod prune;
+mod pruning;
 mod rewrite;
+mod segments;
 mod sketch;
+mod uncovered;
 
-pub use prune::block_may_match;
+pub use catalog::CATALOG;
+pub use pruning::prune_blocks;
+pub use uncovered::Uncovered;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -29,19 +34,17 @@ use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 
+use datafusion::physical_plan::ExecutionPlan;
+
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::managers::Metadata;
-use crate::model::CuboidId;
-use crate::storage::block::read_manifest;
-use crate::storage::{CuboidManifest, SegmentStore};
+use crate::storage::SegmentStore;
 use cache::LruCache;
 use catalog::Snapshot;
-use cuboid_scan::BlockSource;
-use rewrite::{Outcome, Realized};
-
-/// The one catalog name clients see; projects are its schemas.
-pub const CATALOG: &str = "qilin";
+use cuboid_scan::{BlocksRead, CuboidScanExec};
+use rewrite::{Lookups, Outcome, Realized};
+use segments::{CachedSegments, SegmentReader};
 
 /// A query's result.
 #[derive(Debug, Clone)]
@@ -76,12 +79,11 @@ pub struct TableInfo {
 pub struct QueryEngine {
     config: Config,
     meta: Metadata,
-    store: Arc<dyn SegmentStore>,
+    /// Manifests and decoded blocks of the segment store, cached.
+    segments: Arc<CachedSegments>,
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     /// Serializes snapshot reloads so a version change triggers one reload, not one per query.
     reload: Mutex<()>,
-    manifests: Mutex<HashMap<(String, CuboidId), Arc<CuboidManifest>>>,
-    blocks: Arc<LruCache<(String, CuboidId, u32), RecordBatch>>,
     results: LruCache<String, QueryOutput>,
     /// Planned statements by (snapshot version, SQL text): a GetFlightInfo and the DoGet that
     /// follows it, and every repetition of a dashboard's query, plan once.
@@ -98,13 +100,11 @@ impl std::fmt::Debug for QueryEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryEngine")
             .field("metadata", &self.meta.store().describe())
-            .field("storage", &self.store.describe())
+            .field("storage", &self.segments.describe())
             .finish()
     }
 }
 
-/// Decoded blocks kept in memory; a fixed share of the budget next to the result cache.
-const BLOCK_CACHE_BYTES: u64 = 1 << 30;
 /// Planned statements kept (charged a rough size each, see [`QueryEngine::plan`]).
 const PLAN_CACHE_BYTES: u64 = 64 << 20;
 
@@ -125,11 +125,9 @@ impl QueryEngine {
         QueryEngine {
             config: config.clone(),
             meta,
-            store,
+            segments: Arc::new(CachedSegments::new(store)),
             snapshot: RwLock::new(None),
             reload: Mutex::new(()),
-            manifests: Mutex::new(HashMap::new()),
-            blocks: Arc::new(LruCache::new(BLOCK_CACHE_BYTES)),
             results: LruCache::new(if config.cache_enabled {
                 config.cache_max_bytes
             } else {
@@ -200,24 +198,9 @@ impl QueryEngine {
         self.load_snapshot(version)
     }
 
-    pub(crate) fn manifest(&self, segment: &str, cuboid: CuboidId) -> Result<Arc<CuboidManifest>> {
-        let key = (segment.to_string(), cuboid);
-        if let Some(m) = self.manifests.lock().expect("manifest cache").get(&key) {
-            return Ok(m.clone());
-        }
-        let m = Arc::new(read_manifest(self.store.as_ref(), segment, cuboid)?);
-        self.manifests
-            .lock()
-            .expect("manifest cache")
-            .insert(key, m.clone());
-        Ok(m)
-    }
-
-    pub(crate) fn block_source(&self) -> BlockSource {
-        BlockSource {
-            store: self.store.clone(),
-            cache: self.blocks.clone(),
-        }
+    /// What cuboid scans read from.
+    fn reader(&self) -> Arc<dyn SegmentReader> {
+        self.segments.clone()
     }
 
     /// Parses and plans `sql` (no rewrite yet), or takes the plan made for the same text at
@@ -353,11 +336,17 @@ impl QueryEngine {
         let time_dependent = calls_non_immutable_functions(&plan);
         let rewrite_key = rewrite_key.filter(|_| !time_dependent);
         let lookups = self.load_lookups(&snap, &plan).await?;
-        let out = match rewrite::rewrite(plan.clone(), &snap, self, &lookups)? {
+        let out = match rewrite::rewrite(plan.clone(), &snap, &self.reader(), &lookups)? {
             Outcome::Answered { plan, realized } if explain => {
                 let state = statement_state(&snap.state, time_dependent);
                 let optimized = state.optimize(&plan).map_err(from_datafusion)?;
-                explain_output(explain_rows(&realized), &optimized)?
+                let physical = state
+                    .query_planner()
+                    .create_physical_plan(&optimized, state.as_ref())
+                    .await
+                    .map_err(from_datafusion)?;
+                let blocks = blocks_read(&realized, &physical)?;
+                explain_output(explain_rows(&realized, &blocks), &optimized)?
             }
             Outcome::Answered { plan, .. } => {
                 let cube_state = statement_state(&snap.cube_state, time_dependent);
@@ -369,7 +358,7 @@ impl QueryEngine {
                 }
                 run_optimized(&cube_state, &optimized).await?
             }
-            Outcome::Uncovered { reason } if explain => {
+            Outcome::Uncovered(reason) if explain => {
                 let verdict = if self.config.pushdown_enabled {
                     format!("pushdown to the source tables: {reason}")
                 } else {
@@ -377,12 +366,12 @@ impl QueryEngine {
                 };
                 explain_output(vec![("realization".into(), verdict)], &plan)?
             }
-            Outcome::Uncovered { .. } if self.config.pushdown_enabled => {
+            Outcome::Uncovered(_) if self.config.pushdown_enabled => {
                 let state = statement_state(&snap.state, time_dependent);
                 let optimized = state.optimize(&plan).map_err(from_datafusion)?;
                 run_optimized(&state, &optimized).await?
             }
-            Outcome::Uncovered { reason } => return Err(Error::NoRealization(reason)),
+            Outcome::Uncovered(reason) => return Err(Error::NoRealization(reason)),
         };
         Ok(self.remember_result(cache_key, out))
     }
@@ -417,17 +406,13 @@ impl QueryEngine {
         plan: LogicalPlan,
     ) -> Result<Option<LogicalPlan>> {
         let lookups = self.load_lookups(snap, &plan).await?;
-        Ok(match rewrite::rewrite(plan, snap, self, &lookups)? {
+        Ok(match rewrite::rewrite(plan, snap, &self.reader(), &lookups)? {
             Outcome::Answered { plan, .. } => Some(plan),
-            Outcome::Uncovered { .. } => None,
+            Outcome::Uncovered(_) => None,
         })
     }
 
-    async fn load_lookups(
-        &self,
-        snap: &Snapshot,
-        plan: &LogicalPlan,
-    ) -> Result<HashMap<(String, String), Arc<datafusion::datasource::MemTable>>> {
+    async fn load_lookups(&self, snap: &Snapshot, plan: &LogicalPlan) -> Result<Lookups> {
         let mut lookups = HashMap::new();
         for (project, table) in rewrite::lookups_needed(plan, snap) {
             let t = snap.lookup_table(&project, &table).await?;
@@ -465,7 +450,7 @@ impl QueryEngine {
     /// Drops cached metadata and results; the next query reloads from the store.
     pub fn invalidate(&self) {
         *self.snapshot.write().expect("snapshot lock") = None;
-        self.manifests.lock().expect("manifest cache").clear();
+        self.segments.clear();
         self.results.clear();
         self.plans.clear();
         self.rewritten.clear();
@@ -534,7 +519,31 @@ fn explain_schema() -> SchemaRef {
     ]))
 }
 
-fn explain_rows(realized: &[Realized]) -> Vec<(String, String)> {
+/// Blocks read of blocks stored, per realized aggregate, from the pruning predicates of the
+/// cuboid scans in the physical plan (reads manifests, no blocks). A scan the optimizer
+/// removed (a filter that is never true) reads nothing.
+fn blocks_read(realized: &[Realized], plan: &Arc<dyn ExecutionPlan>) -> Result<Vec<BlocksRead>> {
+    let mut scans: Vec<&CuboidScanExec> = Vec::new();
+    let mut stack = vec![plan];
+    while let Some(p) = stack.pop() {
+        if let Some(scan) = p.downcast_ref::<CuboidScanExec>() {
+            scans.push(scan);
+        }
+        stack.extend(p.children());
+    }
+    realized
+        .iter()
+        .map(|r| match scans.iter().find(|s| s.table_id() == r.table.id()) {
+            Some(scan) => scan.blocks_read(),
+            None => Ok(BlocksRead {
+                read: 0,
+                total: r.table.scan_all().blocks_read()?.total,
+            }),
+        })
+        .collect()
+}
+
+fn explain_rows(realized: &[Realized], blocks: &[BlocksRead]) -> Vec<(String, String)> {
     let mut rows = Vec::new();
     if realized.is_empty() {
         rows.push((
@@ -542,7 +551,7 @@ fn explain_rows(realized: &[Realized]) -> Vec<(String, String)> {
             "none needed: the query reads no table".into(),
         ));
     }
-    for r in realized {
+    for (r, b) in realized.iter().zip(blocks) {
         rows.push(("realization".into(), format!("cube {}", r.cube)));
         rows.push((
             "cuboid".into(),
@@ -554,10 +563,7 @@ fn explain_rows(realized: &[Realized]) -> Vec<(String, String)> {
             ),
         ));
         rows.push(("segments".into(), r.segments.join(", ")));
-        rows.push((
-            "blocks".into(),
-            format!("read {} of {}", r.blocks_read, r.blocks_total),
-        ));
+        rows.push(("blocks".into(), format!("read {} of {}", b.read, b.total)));
         if !r.derived_tables.is_empty() {
             rows.push((
                 "derived".into(),
@@ -705,22 +711,33 @@ fn normalize_sql(sql: &str) -> String {
     out
 }
 
-/// DataFusion errors caused by the SQL become [`Error::Sql`]; errors of ours that travelled
-/// through DataFusion (a corrupt block read during a scan) come back as themselves.
+/// DataFusion errors caused by the SQL become [`Error::Sql`] (with the root cause's text);
+/// errors of ours that travelled through DataFusion (a corrupt block read during a scan) come
+/// back as themselves where they can be rebuilt, and keep their kind otherwise.
 fn from_datafusion(e: DataFusionError) -> Error {
-    match e.find_root() {
-        DataFusionError::SQL(..)
-        | DataFusionError::Plan(..)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::NotImplemented(..) => Error::Sql(e.find_root().to_string()),
-        DataFusionError::External(inner) => match inner.downcast_ref::<Error>() {
-            Some(Error::Corrupt { what, detail }) => Error::corrupt(what.clone(), detail.clone()),
-            Some(Error::NotFound { kind, name }) => Error::NotFound {
-                kind,
-                name: name.clone(),
-            },
-            _ => Error::DataFusion(e),
-        },
+    let root = e.find_root();
+    if let DataFusionError::External(inner) = root {
+        match inner.downcast_ref::<Error>() {
+            Some(Error::Corrupt { what, detail }) => {
+                return Error::corrupt(what.clone(), detail.clone())
+            }
+            Some(Error::NotFound { kind, name }) => {
+                return Error::NotFound {
+                    kind,
+                    name: name.clone(),
+                }
+            }
+            Some(Error::Unavailable { what, detail }) => {
+                return Error::Unavailable {
+                    what: what.clone(),
+                    detail: detail.clone(),
+                }
+            }
+            _ => {}
+        }
+    }
+    match crate::error::datafusion_kind(&e) {
+        ErrorKind::User => Error::Sql(root.to_string()),
         _ => Error::DataFusion(e),
     }
 }

@@ -3,12 +3,18 @@
 
 use std::io::Cursor;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, AsArray, BooleanArray, PrimitiveArray, RecordBatch,
+    StringArray,
+};
 use std::sync::Arc;
 
 use datafusion::arrow::compute::{cast, concat_batches, max, max_string, min, min_string};
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Int16Type, Int32Type, Int64Type, Int8Type, Schema, SchemaRef,
+    DataType, Date32Type, Date64Type, Decimal128Type, Float32Type, Float64Type, Int16Type,
+    Int32Type, Int64Type, Int8Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type,
+    UInt32Type, UInt64Type, UInt8Type,
 };
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
@@ -28,9 +34,15 @@ pub struct BlockMeta {
     /// CRC-32 (IEEE) of the stored bytes.
     pub crc32: u32,
     /// Per dimension column (in cuboid column order): smallest and largest value, `null`
-    /// when the block has no non-null value or the type has no stats.
+    /// when the block has no non-null value or the type has no stats. JSON is only the
+    /// manifest's wire form: readers turn a column's values into one typed Arrow array with
+    /// [`stat_array`], the inverse of the writer's encoding.
     pub min: Vec<Value>,
     pub max: Vec<Value>,
+    /// Per dimension column: how many of the block's rows are null (empty in manifests
+    /// written before null counts were kept, which then prune no `IS [NOT] NULL`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nulls: Vec<u64>,
 }
 
 /// The manifest of one stored cuboid.
@@ -154,20 +166,57 @@ pub fn decode_block(
     Ok(batch)
 }
 
+/// The smallest (`want_min`) or largest non-null value of a dimension column in its manifest
+/// form: integers, dates and timestamps as JSON integers, floats as numbers, decimals as the
+/// unscaled integer in a string (JSON numbers cannot hold an i128), strings and booleans as
+/// themselves; `null` for an all-null column or a type without stats.
 fn stat(array: &ArrayRef, want_min: bool) -> Value {
     macro_rules! prim {
-        ($t:ty) => {{
+        ($t:ty, $to:expr) => {{
             let a = array.as_primitive::<$t>();
             let v = if want_min { min(a) } else { max(a) };
-            v.map(|v| Value::from(v as i64)).unwrap_or(Value::Null)
+            v.map($to).unwrap_or(Value::Null)
         }};
     }
+    let int = |v: i64| Value::from(v);
     match array.data_type() {
-        DataType::Int8 => prim!(Int8Type),
-        DataType::Int16 => prim!(Int16Type),
-        DataType::Int32 => prim!(Int32Type),
-        DataType::Int64 => prim!(Int64Type),
-        DataType::Date32 => prim!(Date32Type),
+        DataType::Int8 => prim!(Int8Type, |v| int(v as i64)),
+        DataType::Int16 => prim!(Int16Type, |v| int(v as i64)),
+        DataType::Int32 => prim!(Int32Type, |v| int(v as i64)),
+        DataType::Int64 => prim!(Int64Type, int),
+        DataType::UInt8 => prim!(UInt8Type, |v| Value::from(v as u64)),
+        DataType::UInt16 => prim!(UInt16Type, |v| Value::from(v as u64)),
+        DataType::UInt32 => prim!(UInt32Type, |v| Value::from(v as u64)),
+        DataType::UInt64 => prim!(UInt64Type, Value::from),
+        DataType::Date32 => prim!(Date32Type, |v| int(v as i64)),
+        DataType::Date64 => prim!(Date64Type, int),
+        DataType::Timestamp(TimeUnit::Second, _) => prim!(TimestampSecondType, int),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => prim!(TimestampMillisecondType, int),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => prim!(TimestampMicrosecondType, int),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => prim!(TimestampNanosecondType, int),
+        // NaN has no place in a min/max range: such a block keeps no float stats.
+        DataType::Float32 | DataType::Float64 => {
+            let a = cast(array, &DataType::Float64).ok();
+            let Some(a) = a else { return Value::Null };
+            let a = a.as_primitive::<Float64Type>();
+            if a.iter().flatten().any(f64::is_nan) {
+                return Value::Null;
+            }
+            let v = if want_min { min(a) } else { max(a) };
+            v.and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .unwrap_or(Value::Null)
+        }
+        DataType::Decimal128(..) => prim!(Decimal128Type, |v| Value::from(v.to_string())),
+        DataType::Boolean => {
+            let a = array.as_boolean();
+            let v = if want_min {
+                datafusion::arrow::compute::min_boolean(a)
+            } else {
+                datafusion::arrow::compute::max_boolean(a)
+            };
+            v.map(Value::from).unwrap_or(Value::Null)
+        }
         DataType::Utf8 => {
             let a = array.as_string::<i32>();
             let v = if want_min {
@@ -178,6 +227,43 @@ fn stat(array: &ArrayRef, want_min: bool) -> Value {
             v.map(Value::from).unwrap_or(Value::Null)
         }
         _ => Value::Null,
+    }
+}
+
+/// One typed Arrow array of `data_type` from stat values written by the block writer (the
+/// inverse of its encoding); a value that does not parse as that type, or `null`, becomes a
+/// null entry (unknown, so pruning keeps the block).
+pub fn stat_array<'a>(data_type: &DataType, values: impl Iterator<Item = &'a Value>) -> ArrayRef {
+    let as_i64 = |v: &Value| v.as_i64();
+    macro_rules! prim {
+        ($t:ty, $f:expr) => {{
+            let a: PrimitiveArray<$t> = values.map($f).collect();
+            Arc::new(a.with_data_type(data_type.clone())) as ArrayRef
+        }};
+    }
+    match data_type {
+        DataType::Int8 => prim!(Int8Type, |v| as_i64(v).and_then(|x| i8::try_from(x).ok())),
+        DataType::Int16 => prim!(Int16Type, |v| as_i64(v).and_then(|x| i16::try_from(x).ok())),
+        DataType::Int32 => prim!(Int32Type, |v| as_i64(v).and_then(|x| i32::try_from(x).ok())),
+        DataType::Int64 => prim!(Int64Type, as_i64),
+        DataType::UInt8 => prim!(UInt8Type, |v| v.as_u64().and_then(|x| u8::try_from(x).ok())),
+        DataType::UInt16 => prim!(UInt16Type, |v| v.as_u64().and_then(|x| u16::try_from(x).ok())),
+        DataType::UInt32 => prim!(UInt32Type, |v| v.as_u64().and_then(|x| u32::try_from(x).ok())),
+        DataType::UInt64 => prim!(UInt64Type, |v| v.as_u64()),
+        DataType::Date32 => prim!(Date32Type, |v| as_i64(v).and_then(|x| i32::try_from(x).ok())),
+        DataType::Date64 => prim!(Date64Type, as_i64),
+        DataType::Timestamp(TimeUnit::Second, _) => prim!(TimestampSecondType, as_i64),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => prim!(TimestampMillisecondType, as_i64),
+        DataType::Timestamp(TimeUnit::Microsecond, _) => prim!(TimestampMicrosecondType, as_i64),
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => prim!(TimestampNanosecondType, as_i64),
+        DataType::Float32 => prim!(Float32Type, |v| v.as_f64().map(|x| x as f32)),
+        DataType::Float64 => prim!(Float64Type, |v| v.as_f64()),
+        DataType::Decimal128(..) => prim!(Decimal128Type, |v| v
+            .as_str()
+            .and_then(|s| s.parse::<i128>().ok())),
+        DataType::Boolean => Arc::new(values.map(|v| v.as_bool()).collect::<BooleanArray>()),
+        DataType::Utf8 => Arc::new(values.map(|v| v.as_str()).collect::<StringArray>()),
+        other => new_null_array(other, values.count()),
     }
 }
 
@@ -248,6 +334,7 @@ impl<'a> CuboidWriter<'a> {
             crc32: crc32fast::hash(&bytes),
             min: cols.iter().map(|c| stat(c, true)).collect(),
             max: cols.iter().map(|c| stat(c, false)).collect(),
+            nulls: cols.iter().map(|c| c.null_count() as u64).collect(),
         });
         self.store.put_block(
             &self.segment,
@@ -430,6 +517,7 @@ mod tests {
             crc32: crc32fast::hash(b"xyz"),
             min: vec![],
             max: vec![],
+            nulls: vec![],
         };
         let err = decode_block(b"xyz", &meta, "abc", 7, 0).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");

@@ -1,0 +1,132 @@
+//! Step 1 of the rewrite: the aggregate's input flattened into the tables it reads and every
+//! predicate over them (join keys included), or the reason its shape is not answered.
+
+use datafusion::common::{Column, TableReference};
+use datafusion::logical_expr::utils::split_conjunction;
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, TableScan};
+
+use super::INTERNAL_PREFIX;
+use crate::model::TableDesc;
+use crate::query::catalog::{Snapshot, CATALOG};
+use crate::query::Uncovered;
+
+/// One table the aggregate reads, and the qualifier its columns carry.
+#[derive(Debug, Clone)]
+pub(super) struct ScanInfo {
+    pub qualifier: TableReference,
+    pub project: String,
+    pub table: TableDesc,
+}
+
+/// The aggregate's input flattened: tables, then every predicate (join keys included).
+#[derive(Debug, Default)]
+pub(super) struct Flat {
+    pub scans: Vec<ScanInfo>,
+    pub predicates: Vec<Expr>,
+}
+
+impl Flat {
+    pub fn of(plan: &LogicalPlan, snap: &Snapshot) -> Result<Flat, Uncovered> {
+        let mut flat = Flat::default();
+        flatten(plan, snap, &mut flat)?;
+        Ok(flat)
+    }
+
+    /// The scan a column belongs to: by qualifier, or the only table with such a column.
+    pub fn scan_of(&self, c: &Column) -> Option<&ScanInfo> {
+        resolve_scan(&self.scans, c)
+    }
+
+    /// A column's model (table, column).
+    pub fn model_column(&self, c: &Column) -> Option<(String, String)> {
+        self.scan_of(c).map(|s| (s.table.name.clone(), c.name.clone()))
+    }
+}
+
+pub(super) fn resolve_scan<'s>(scans: &'s [ScanInfo], c: &Column) -> Option<&'s ScanInfo> {
+    match &c.relation {
+        Some(r) => scans.iter().find(|s| &s.qualifier == r),
+        None => {
+            let mut found = scans.iter().filter(|s| {
+                s.table
+                    .columns
+                    .iter()
+                    .any(|col| col.name.eq_ignore_ascii_case(&c.name))
+            });
+            let first = found.next()?;
+            found.next().is_none().then_some(first)
+        }
+    }
+}
+
+fn flatten(plan: &LogicalPlan, snap: &Snapshot, out: &mut Flat) -> Result<(), Uncovered> {
+    match plan {
+        LogicalPlan::Filter(f) => {
+            out.predicates
+                .extend(split_conjunction(&f.predicate).into_iter().cloned());
+            flatten(&f.input, snap, out)
+        }
+        LogicalPlan::Join(j) => {
+            if j.join_type != JoinType::Inner {
+                return Err(Uncovered::Shape(format!(
+                    "{} joins are not answered from cubes (the model's joins are inner)",
+                    j.join_type
+                )));
+            }
+            for (l, r) in &j.on {
+                out.predicates.push(l.clone().eq(r.clone()));
+            }
+            if let Some(f) = &j.filter {
+                out.predicates
+                    .extend(split_conjunction(f).into_iter().cloned());
+            }
+            flatten(&j.left, snap, out)?;
+            flatten(&j.right, snap, out)
+        }
+        LogicalPlan::SubqueryAlias(a) => match a.input.as_ref() {
+            LogicalPlan::TableScan(t) => {
+                let mut info = scan_info(t, snap)?;
+                info.qualifier = a.alias.clone();
+                out.scans.push(info);
+                Ok(())
+            }
+            _ => Err(Uncovered::Shape(
+                "subqueries in FROM are not answered from cubes".into(),
+            )),
+        },
+        LogicalPlan::TableScan(t) => {
+            out.scans.push(scan_info(t, snap)?);
+            Ok(())
+        }
+        other => Err(Uncovered::Shape(format!(
+            "a {} between the aggregate and the tables is not answered from cubes",
+            other.display()
+        ))),
+    }
+}
+
+fn scan_info(t: &TableScan, snap: &Snapshot) -> Result<ScanInfo, Uncovered> {
+    let name = t.table_name.to_string();
+    if name.starts_with(INTERNAL_PREFIX) {
+        return Err(Uncovered::Shape("already rewritten".into()));
+    }
+    if !t.filters.is_empty() || t.fetch.is_some() {
+        return Err(Uncovered::Shape(format!(
+            "scan of {name} carries pushed-down filters"
+        )));
+    }
+    let resolved = t.table_name.clone().resolve(CATALOG, &snap.default_project);
+    let project = snap
+        .project(&resolved.schema)
+        .ok_or_else(|| Uncovered::Table(format!("project {} does not exist", resolved.schema)))?;
+    let table = project
+        .tables
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(&resolved.table))
+        .ok_or_else(|| Uncovered::Table(format!("table {name} is not a source table")))?;
+    Ok(ScanInfo {
+        qualifier: t.table_name.clone(),
+        project: project.name.clone(),
+        table: table.clone(),
+    })
+}

@@ -1,0 +1,199 @@
+//! Step 7 of the rewrite: the plan that replaces an answered aggregate — a scan of the chosen
+//! cuboid, joins to lookup tables for derived dimensions, the residual filters, the
+//! re-aggregation of measure states, and a projection restoring the original names and types.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::Column;
+use datafusion::datasource::provider_as_source;
+use datafusion::functions::core::expr_fn::coalesce;
+use datafusion::functions_aggregate::expr_fn::{max, min, sum};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{
+    cast, lit, Aggregate, Expr, JoinType, LogicalPlan, LogicalPlanBuilder,
+};
+
+use super::cover::{key, AggPlan, Answer, Target};
+use super::flatten::resolve_scan;
+use super::{Lookups, Realized, INTERNAL_PREFIX};
+use crate::error::Result;
+use crate::model::StateKind;
+use crate::query::cuboid_scan::CuboidTable;
+use crate::query::segments::SegmentReader;
+use crate::query::sketch;
+
+const CUBOID_ALIAS: &str = "__qilin_cuboid";
+
+fn lookup_alias(table: &str) -> String {
+    format!("{INTERNAL_PREFIX}lookup_{}", table.to_ascii_lowercase())
+}
+
+/// The replacement of `agg` answered by `answer`, and what EXPLAIN says of it.
+pub(super) fn replacement(
+    agg: &Aggregate,
+    answer: &Answer,
+    reader: &Arc<dyn SegmentReader>,
+    lookups: &Lookups,
+) -> Result<(LogicalPlan, Realized)> {
+    let layout = &answer.real.layout;
+    let cube = &layout.cube.name;
+    let cuboid_cols = layout.cuboid_columns(answer.cuboid);
+    let dim_names: Vec<String> = cuboid_cols
+        .iter()
+        .map(|&i| layout.rowkey[i].name.clone())
+        .collect();
+
+    // Column mapping: source column → cuboid or lookup column.
+    let map_column = |c: &Column| -> Option<Column> {
+        let scan = resolve_scan(&answer.scans, c)?;
+        match answer.targets.get(&key(&scan.table.name, &c.name))? {
+            Target::Rowkey(i) => Some(Column::new(
+                Some(CUBOID_ALIAS),
+                layout.rowkey[*i].name.as_str(),
+            )),
+            Target::Derived(d, col) => Some(Column::new(
+                Some(lookup_alias(&layout.derived[*d].table)),
+                col.as_str(),
+            )),
+        }
+    };
+    let map = |e: &Expr| -> Result<Expr> {
+        Ok(e.clone()
+            .transform(|x| match &x {
+                Expr::Column(c) => match map_column(c) {
+                    Some(m) => Ok(Transformed::yes(Expr::Column(m))),
+                    None => Ok(Transformed::no(x)),
+                },
+                _ => Ok(Transformed::no(x)),
+            })?
+            .data)
+    };
+    let residual: Vec<Expr> = answer.residual.iter().map(map).collect::<Result<_>>()?;
+
+    // The cuboid over every READY segment; it prunes blocks by the filters pushed into it
+    // when it runs, not here.
+    let segment_ids = answer.real.segments.iter().map(|s| s.id.clone()).collect();
+    let table = Arc::new(CuboidTable::new(
+        layout,
+        answer.cuboid,
+        segment_ids,
+        reader.clone(),
+    ));
+
+    let mut builder =
+        LogicalPlanBuilder::scan(CUBOID_ALIAS, provider_as_source(table.clone()), None)?;
+    let mut derived_tables = Vec::new();
+    for &d in &answer.derived {
+        let dd = &layout.derived[d];
+        let mem = lookups
+            .get(&(answer.project.clone(), dd.table.clone()))
+            .cloned()
+            .ok_or_else(|| crate::error::Error::NotFound {
+                kind: "lookup table",
+                name: dd.table.clone(),
+            })?;
+        let alias = lookup_alias(&dd.table);
+        let right =
+            LogicalPlanBuilder::scan(alias.as_str(), provider_as_source(mem), None)?.build()?;
+        let left_keys: Vec<Column> = dd
+            .foreign_key
+            .iter()
+            .map(|k| Column::new(Some(CUBOID_ALIAS), k.as_str()))
+            .collect();
+        let right_keys: Vec<Column> = dd
+            .primary_key
+            .iter()
+            .map(|k| Column::new(Some(alias.as_str()), k.as_str()))
+            .collect();
+        builder = builder.join(right, JoinType::Inner, (left_keys, right_keys), None)?;
+        derived_tables.push(dd.table.clone());
+    }
+    if let Some(p) = conjunction(residual) {
+        builder = builder.filter(p)?;
+    }
+
+    // Re-aggregation: group keys, then partial aggregates over the states.
+    let state = |m: usize| {
+        Expr::Column(Column::new(
+            Some(CUBOID_ALIAS),
+            layout.measures[m].name.as_str(),
+        ))
+    };
+    let group: Vec<Expr> = agg
+        .group_expr
+        .iter()
+        .enumerate()
+        .map(|(i, g)| Ok(map(g)?.alias(format!("__g{i}"))))
+        .collect::<Result<_>>()?;
+    let mut partials: Vec<Expr> = Vec::new();
+    let mut partial = |e: Expr| -> Expr {
+        let name = format!("__a{}", partials.len());
+        partials.push(e.alias(name.as_str()));
+        Expr::Column(Column::from_name(name))
+    };
+    let target_col = |t: &Target| match t {
+        Target::Rowkey(i) => Expr::Column(Column::new(
+            Some(CUBOID_ALIAS),
+            layout.rowkey[*i].name.as_str(),
+        )),
+        Target::Derived(d, c) => Expr::Column(Column::new(
+            Some(lookup_alias(&layout.derived[*d].table)),
+            c.as_str(),
+        )),
+    };
+    let mut finals: Vec<Expr> = Vec::new();
+    for a in &answer.aggs {
+        finals.push(match a {
+            AggPlan::Sum(m) => partial(sum(state(*m))),
+            AggPlan::Min(m) => partial(min(state(*m))),
+            AggPlan::Max(m) => partial(max(state(*m))),
+            AggPlan::Count(m) => coalesce(vec![partial(sum(state(*m))), lit(0i64)]),
+            AggPlan::Avg { sum: s, count: c } => {
+                let s = partial(sum(state(*s)));
+                let c = partial(sum(state(*c)));
+                cast(s, DataType::Float64) / cast(c, DataType::Float64)
+            }
+            AggPlan::Distinct(m) => {
+                let f = match layout.measures[*m].state {
+                    StateKind::Bitmap => sketch::bitmap_count(),
+                    _ => sketch::hll_count(),
+                };
+                partial(f.call(vec![state(*m)]))
+            }
+            AggPlan::DimMin(t) => partial(min(target_col(t))),
+            AggPlan::DimMax(t) => partial(max(target_col(t))),
+        });
+    }
+    builder = builder.aggregate(group, partials)?;
+
+    // The original output: same qualifiers, names and types.
+    let mut out = Vec::new();
+    for (i, (qualifier, field)) in agg.schema.iter().enumerate() {
+        let e = if i < agg.group_expr.len() {
+            Expr::Column(Column::from_name(format!("__g{i}")))
+        } else {
+            finals[i - agg.group_expr.len()].clone()
+        };
+        out.push(
+            cast(e, field.data_type().clone()).alias_qualified(qualifier.cloned(), field.name()),
+        );
+    }
+    let plan = builder.project(out)?.build()?;
+    let realized = Realized {
+        cube: cube.clone(),
+        cuboid: answer.cuboid,
+        dimensions: dim_names,
+        cuboid_rows: answer.cuboid_rows,
+        segments: answer
+            .real
+            .segments
+            .iter()
+            .map(|s| s.name.clone())
+            .collect(),
+        table,
+        derived_tables,
+    };
+    Ok((plan, realized))
+}

@@ -1,0 +1,125 @@
+//! What the query path reads from segment storage, behind one small interface: manifests
+//! (with typed per-block statistics) and decoded blocks, both cached. The rewrite and the
+//! cuboid scan take a [`SegmentReader`], not the whole query engine.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::Field;
+
+use super::cache::LruCache;
+use super::pruning::BlockStats;
+use crate::error::Result;
+use crate::model::CuboidId;
+use crate::storage::block::{decode_block, read_manifest};
+use crate::storage::{BlockMeta, CuboidManifest, SegmentStore};
+
+/// Reads stored cuboids for queries. Blocking (a remote store is a network call): call it
+/// from execution, never from planning.
+pub(crate) trait SegmentReader: Send + Sync + std::fmt::Debug {
+    /// The cuboid's manifest in `segment`.
+    fn manifest(&self, segment: &str, cuboid: CuboidId) -> Result<Arc<CuboidManifest>>;
+    /// Typed per-block statistics of the cuboid's dimension columns `dims` (the manifest's
+    /// leading columns, in order).
+    fn block_stats(&self, segment: &str, cuboid: CuboidId, dims: &[Field])
+        -> Result<Arc<BlockStats>>;
+    /// One decoded block, its checksum verified.
+    fn block(&self, segment: &str, cuboid: CuboidId, block: u32, meta: &BlockMeta)
+        -> Result<RecordBatch>;
+}
+
+type BlockKey = (String, CuboidId, u32);
+
+/// Decoded blocks kept in memory.
+const BLOCK_CACHE_BYTES: u64 = 1 << 30;
+
+/// A [`SegmentReader`] over a [`SegmentStore`] with caches: segments are immutable once READY,
+/// so nothing cached here goes stale; [`CachedSegments::clear`] only frees memory.
+pub(crate) struct CachedSegments {
+    store: Arc<dyn SegmentStore>,
+    manifests: Mutex<HashMap<(String, CuboidId), Arc<CuboidManifest>>>,
+    stats: Mutex<HashMap<(String, CuboidId), Arc<BlockStats>>>,
+    blocks: LruCache<BlockKey, RecordBatch>,
+}
+
+impl std::fmt::Debug for CachedSegments {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.store.describe())
+    }
+}
+
+impl CachedSegments {
+    pub fn new(store: Arc<dyn SegmentStore>) -> Self {
+        CachedSegments {
+            store,
+            manifests: Mutex::new(HashMap::new()),
+            stats: Mutex::new(HashMap::new()),
+            blocks: LruCache::new(BLOCK_CACHE_BYTES),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        self.store.describe()
+    }
+
+    /// Drops cached manifests and statistics (decoded blocks age out of their LRU).
+    pub fn clear(&self) {
+        self.manifests.lock().expect("manifest cache").clear();
+        self.stats.lock().expect("stats cache").clear();
+    }
+}
+
+impl SegmentReader for CachedSegments {
+    fn manifest(&self, segment: &str, cuboid: CuboidId) -> Result<Arc<CuboidManifest>> {
+        let key = (segment.to_string(), cuboid);
+        if let Some(m) = self.manifests.lock().expect("manifest cache").get(&key) {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(read_manifest(self.store.as_ref(), segment, cuboid)?);
+        self.manifests
+            .lock()
+            .expect("manifest cache")
+            .insert(key, m.clone());
+        Ok(m)
+    }
+
+    fn block_stats(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        dims: &[Field],
+    ) -> Result<Arc<BlockStats>> {
+        let key = (segment.to_string(), cuboid);
+        if let Some(s) = self.stats.lock().expect("stats cache").get(&key) {
+            if s.describes(dims) {
+                return Ok(s.clone());
+            }
+        }
+        let manifest = self.manifest(segment, cuboid)?;
+        let s = Arc::new(BlockStats::new(&manifest, dims));
+        self.stats
+            .lock()
+            .expect("stats cache")
+            .insert(key, s.clone());
+        Ok(s)
+    }
+
+    fn block(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        block: u32,
+        meta: &BlockMeta,
+    ) -> Result<RecordBatch> {
+        let key = (segment.to_string(), cuboid, block);
+        if let Some(batch) = self.blocks.get(&key) {
+            return Ok(batch);
+        }
+        let bytes = self.store.get_block(segment, cuboid, block)?;
+        let batch = decode_block(&bytes, meta, segment, cuboid, block)?;
+        self.blocks
+            .insert(key, batch.clone(), batch.get_array_memory_size() as u64);
+        Ok(batch)
+    }
+}
