@@ -66,7 +66,7 @@ pub enum Error {
     Sql(String),
     /// No cube can answer the query and pushdown is off (Kylin's "No realization found").
     #[error("no realization found for the query: {0}")]
-    NoRealization(crate::query::Uncovered),
+    NoRealization(crate::uncovered::Uncovered),
     /// Too much work at once; the client should retry later.
     #[error("{0}")]
     Overloaded(String),

@@ -14,5 +14,6 @@ pub mod query;
 pub mod sample;
 pub mod source;
 pub mod storage;
+pub mod uncovered;
 
 pub use error::{Error, Result};

@@ -13,11 +13,10 @@ mod pruning;
 mod rewrite;
 mod segments;
 mod sketch;
-mod uncovered;
 
 pub use catalog::CATALOG;
 pub use pruning::prune_blocks;
-pub use uncovered::Uncovered;
+pub use crate::uncovered::Uncovered;
 
 use std::borrow::Cow;
 use std::collections::HashMap;

@@ -13,7 +13,7 @@ use super::flatten::{Flat, ScanInfo};
 use crate::model::{cuboid, CubeLayout, CuboidId, JoinKind, MeasureFunction, StateKind};
 use crate::query::canonical::canonical;
 use crate::query::catalog::{Realization, Snapshot};
-use crate::query::Uncovered;
+use crate::uncovered::Uncovered;
 
 /// Where a model column is found in a cuboid.
 #[derive(Debug, Clone, PartialEq)]

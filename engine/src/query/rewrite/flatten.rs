@@ -8,7 +8,7 @@ use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, TableScan};
 use super::INTERNAL_PREFIX;
 use crate::model::TableDesc;
 use crate::query::catalog::{Snapshot, CATALOG};
-use crate::query::Uncovered;
+use crate::uncovered::Uncovered;
 
 /// One table the aggregate reads, and the qualifier its columns carry.
 #[derive(Debug, Clone)]

@@ -38,7 +38,7 @@ mod replace;
 use super::catalog::Snapshot;
 use super::cuboid_scan::CuboidTable;
 use super::segments::SegmentReader;
-use super::Uncovered;
+use crate::uncovered::Uncovered;
 use crate::error::Result;
 use crate::model::CuboidId;
 

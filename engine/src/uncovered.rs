@@ -1,5 +1,5 @@
 //! Why a query (or one aggregate of it) is not answered from a cube: one typed reason per step
-//! of the rewrite (plan shape, tables, joins, dimensions, measures, cuboid choice). EXPLAIN
+//! of the cube rewrite (plan shape, tables, joins, dimensions, measures, cuboid choice). EXPLAIN
 //! and [`crate::Error::NoRealization`] both render it; nothing else matches on its text.
 
 use std::fmt;
