@@ -312,7 +312,10 @@ fn bench_prune(c: &mut Criterion) {
         }
     }
     let q11_blocks = manifest_of(&keys, 4);
-    let q11_dims = dim_fields(&["d_year", "d_yearmonthnum", "lo_discount", "lo_quantity"], 4);
+    let q11_dims = dim_fields(
+        &["d_year", "d_yearmonthnum", "lo_discount", "lo_quantity"],
+        4,
+    );
     let q11 = vec![
         cuboid_col("d_year").eq(lit(1993i32)),
         cuboid_col("lo_discount").between(lit(1i32), lit(3i32)),
@@ -595,9 +598,9 @@ fn sample() -> Sample {
         at("source")
     );
     let config = Config::from_parts(&props, "micro bench", |_| None).expect("config");
-    let meta = Metadata::new(open_store(&config.metadata_url).expect("metadata store"));
+    let meta = Metadata::new(open_store(&config.stores.metadata_url).expect("metadata store"));
     let segments: Arc<dyn SegmentStore> =
-        open_segment_store(&config.storage_url).expect("segment store");
+        open_segment_store(&config.stores.storage_url).expect("segment store");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -607,9 +610,9 @@ fn sample() -> Sample {
     let job: Job = rt.block_on(async {
         ssb::install(
             &meta,
-            Path::new(&config.source_url),
+            Path::new(&config.stores.source_url),
             SSB_SCALE,
-            config.max_cuboids_per_group,
+            config.cube.max_cuboids_per_group,
         )
         .await
         .expect("install SSB sample");

@@ -286,7 +286,7 @@ fn already_built(conf: &Path, source_dir: &Path, scale: f64) -> anyhow::Result<b
     }
     let config = qilin_engine::config::Config::load(Some(conf))
         .map_err(|e| anyhow::anyhow!("loading {}: {e}", conf.display()))?;
-    let store = qilin_engine::metadata::open_store(&config.metadata_url)
+    let store = qilin_engine::metadata::open_store(&config.stores.metadata_url)
         .map_err(|e| anyhow::anyhow!("opening the metadata store: {e}"))?;
     let meta = qilin_engine::metadata::managers::Metadata::new(store);
     Ok(match meta.cube_instance(ssb::CUBE) {

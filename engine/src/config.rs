@@ -240,50 +240,98 @@ impl fmt::Display for ServerMode {
     }
 }
 
-/// The effective configuration of one process.
+/// The effective configuration of one process, split by subsystem so that each component
+/// is handed only its part (the query engine [`QueryConfig`], the job engine [`JobsConfig`],
+/// and so on).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where the values came from, for messages.
     pub source: String,
+    pub stores: StoresConfig,
+    pub cube: CubeConfig,
+    pub query: QueryConfig,
+    pub jobs: JobsConfig,
+    pub security: SecurityConfig,
+    pub cluster: ClusterConfig,
+    pub sample: SampleConfig,
+    /// Every effective key → value (file, then environment), including defaults.
+    pub values: BTreeMap<String, String>,
+}
+
+/// Where metadata, segments and source files live (`kylin.metadata.url`, `kylin.storage.url`,
+/// `kylin.source.url`, `kylin.storage.block-rows`).
+#[derive(Debug, Clone)]
+pub struct StoresConfig {
     pub metadata_url: String,
     pub storage_url: String,
     pub source_url: String,
-    pub server_mode: ServerMode,
-    pub rest_servers: Vec<String>,
-    pub server_host: String,
-    pub server_port: u16,
-    pub sample_scale: f64,
-    pub pushdown_enabled: bool,
-    pub max_cuboids_per_group: u64,
+    /// Rows per stored block (the unit of pruning and checksums).
     pub block_rows: usize,
-    pub job_heartbeat_seconds: u64,
-    pub job_orphan_timeout_seconds: u64,
-    /// Lease of the one job engine (`kylin.job.lease-seconds`); renewed every third of it.
-    pub job_lease_seconds: u64,
+}
+
+/// Limits of cube descriptors (`kylin.cube.*`).
+#[derive(Debug, Clone)]
+pub struct CubeConfig {
+    pub max_cuboids_per_group: u64,
+}
+
+/// The query engine (`kylin.query.*`).
+#[derive(Debug, Clone)]
+pub struct QueryConfig {
+    pub pushdown_enabled: bool,
+    pub default_project: String,
+    pub cache_enabled: bool,
+    /// Keep plans of repeated statements (parsing, rewrite and logical optimization skipped).
+    pub plan_cache_enabled: bool,
+    pub cache_max_bytes: u64,
+    /// Queries executing at once; more get ResourceExhausted.
+    pub max_concurrent: usize,
+}
+
+/// The job engine (`kylin.job.*`).
+#[derive(Debug, Clone)]
+pub struct JobsConfig {
+    pub heartbeat_seconds: u64,
+    pub orphan_timeout_seconds: u64,
+    /// Lease of the one job engine; renewed every third of it.
+    pub lease_seconds: u64,
     /// Cuboids a build aggregates at the same time (0 = one per CPU core).
     pub build_threads: usize,
     /// Memory budget of a build's aggregations together, in MiB, before they spill.
     pub aggregation_memory_mb: u64,
     /// Where build aggregations spill (empty = the system temporary directory).
     pub spill_dir: String,
+}
+
+/// Users and tokens (`kylin.security.*`).
+#[derive(Debug, Clone)]
+pub struct SecurityConfig {
+    /// Configured users (name, password); empty means the loopback-only default ADMIN/KYLIN.
+    pub users: Vec<(String, String)>,
+    /// HMAC key of tokens and cluster notifications; empty when not configured.
+    pub token_secret: String,
+    pub token_ttl_seconds: u64,
+}
+
+/// This instance in its cluster (`kylin.server.*`, `kylin.rest.servers`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub mode: ServerMode,
+    /// `host:port` of every instance to notify.
+    pub rest_servers: Vec<String>,
+    pub host: String,
+    pub port: u16,
     /// Store-version polling period of query servers on a remote store.
     pub poll_seconds: u64,
     /// Health/metrics HTTP port (0 = off).
     pub metrics_port: u16,
-    pub default_project: String,
-    pub cache_enabled: bool,
-    /// Keep plans of repeated statements (parsing, rewrite and logical optimization skipped).
-    pub plan_cache_enabled: bool,
-    pub cache_max_bytes: u64,
-    pub max_concurrent_queries: usize,
-    /// Configured users (name, password); empty means the loopback-only default ADMIN/KYLIN.
-    pub users: Vec<(String, String)>,
-    /// Empty when not configured.
-    pub token_secret: String,
-    pub token_ttl_seconds: u64,
-    pub sample_auto_create: bool,
-    /// Every effective key → value (file, then environment), including defaults.
-    pub values: BTreeMap<String, String>,
+}
+
+/// The SSB sample created on first start (`kylin.sample.*`).
+#[derive(Debug, Clone)]
+pub struct SampleConfig {
+    pub scale: f64,
+    pub auto_create: bool,
 }
 
 /// The default config file location, relative to the working directory.
@@ -446,34 +494,48 @@ impl Config {
         }
         Ok(Config {
             source: source.to_string(),
-            metadata_url: non_empty("kylin.metadata.url")?,
-            storage_url: non_empty("kylin.storage.url")?,
-            source_url: non_empty("kylin.source.url")?,
-            server_mode: parse_key(&get, "kylin.server.mode")?,
-            rest_servers,
-            server_host: non_empty("kylin.server.host")?,
-            server_port,
-            sample_scale,
-            pushdown_enabled: parse_bool(&get, "kylin.query.pushdown.enabled")?,
-            max_cuboids_per_group: parse_key(&get, "kylin.cube.aggrgroup.max-combination")?,
-            block_rows,
-            job_heartbeat_seconds: parse_key(&get, "kylin.job.heartbeat-seconds")?,
-            job_orphan_timeout_seconds: parse_key(&get, "kylin.job.orphan-timeout-seconds")?,
-            job_lease_seconds,
-            aggregation_memory_mb,
-            build_threads: parse_key(&get, "kylin.job.build-threads")?,
-            spill_dir: get("kylin.job.spill-dir"),
-            poll_seconds,
-            metrics_port: parse_key(&get, "kylin.server.metrics-port")?,
-            default_project: non_empty("kylin.query.default-project")?,
-            cache_enabled: parse_bool(&get, "kylin.query.cache-enabled")?,
-            plan_cache_enabled: parse_bool(&get, "kylin.query.plan-cache-enabled")?,
-            cache_max_bytes: parse_key(&get, "kylin.query.cache-max-bytes")?,
-            max_concurrent_queries,
-            users,
-            token_secret: get("kylin.security.token-secret"),
-            token_ttl_seconds: parse_key(&get, "kylin.security.token-ttl-seconds")?,
-            sample_auto_create: parse_bool(&get, "kylin.sample.auto-create")?,
+            stores: StoresConfig {
+                metadata_url: non_empty("kylin.metadata.url")?,
+                storage_url: non_empty("kylin.storage.url")?,
+                source_url: non_empty("kylin.source.url")?,
+                block_rows,
+            },
+            cube: CubeConfig {
+                max_cuboids_per_group: parse_key(&get, "kylin.cube.aggrgroup.max-combination")?,
+            },
+            query: QueryConfig {
+                pushdown_enabled: parse_bool(&get, "kylin.query.pushdown.enabled")?,
+                default_project: non_empty("kylin.query.default-project")?,
+                cache_enabled: parse_bool(&get, "kylin.query.cache-enabled")?,
+                plan_cache_enabled: parse_bool(&get, "kylin.query.plan-cache-enabled")?,
+                cache_max_bytes: parse_key(&get, "kylin.query.cache-max-bytes")?,
+                max_concurrent: max_concurrent_queries,
+            },
+            jobs: JobsConfig {
+                heartbeat_seconds: parse_key(&get, "kylin.job.heartbeat-seconds")?,
+                orphan_timeout_seconds: parse_key(&get, "kylin.job.orphan-timeout-seconds")?,
+                lease_seconds: job_lease_seconds,
+                build_threads: parse_key(&get, "kylin.job.build-threads")?,
+                aggregation_memory_mb,
+                spill_dir: get("kylin.job.spill-dir"),
+            },
+            security: SecurityConfig {
+                users,
+                token_secret: get("kylin.security.token-secret"),
+                token_ttl_seconds: parse_key(&get, "kylin.security.token-ttl-seconds")?,
+            },
+            cluster: ClusterConfig {
+                mode: parse_key(&get, "kylin.server.mode")?,
+                rest_servers,
+                host: non_empty("kylin.server.host")?,
+                port: server_port,
+                poll_seconds,
+                metrics_port: parse_key(&get, "kylin.server.metrics-port")?,
+            },
+            sample: SampleConfig {
+                scale: sample_scale,
+                auto_create: parse_bool(&get, "kylin.sample.auto-create")?,
+            },
             values,
         })
     }
@@ -627,14 +689,14 @@ mod tests {
     #[test]
     fn defaults_apply_without_a_file() {
         let c = load("", &[]).unwrap();
-        assert_eq!(c.metadata_url, "data/meta");
-        assert_eq!(c.storage_url, "data/segments");
-        assert_eq!(c.source_url, "data/source");
-        assert_eq!(c.server_mode, ServerMode::All);
-        assert_eq!(c.server_host, "127.0.0.1");
-        assert_eq!(c.server_port, 7070);
-        assert!(c.rest_servers.is_empty());
-        assert!(!c.pushdown_enabled);
+        assert_eq!(c.stores.metadata_url, "data/meta");
+        assert_eq!(c.stores.storage_url, "data/segments");
+        assert_eq!(c.stores.source_url, "data/source");
+        assert_eq!(c.cluster.mode, ServerMode::All);
+        assert_eq!(c.cluster.host, "127.0.0.1");
+        assert_eq!(c.cluster.port, 7070);
+        assert!(c.cluster.rest_servers.is_empty());
+        assert!(!c.query.pushdown_enabled);
     }
 
     #[test]
@@ -643,10 +705,10 @@ mod tests {
             "# comment\n! also comment\n  kylin.server.port = 8080\nkylin.server.host:0.0.0.0\n\
                     kylin.metadata.url /tmp/a\\\n   b\nkylin.source.url=C:\\\\data\\u0041\n";
         let c = load(text, &[]).unwrap();
-        assert_eq!(c.server_port, 8080);
-        assert_eq!(c.server_host, "0.0.0.0");
-        assert_eq!(c.metadata_url, "/tmp/ab");
-        assert_eq!(c.source_url, "C:\\dataA");
+        assert_eq!(c.cluster.port, 8080);
+        assert_eq!(c.cluster.host, "0.0.0.0");
+        assert_eq!(c.stores.metadata_url, "/tmp/ab");
+        assert_eq!(c.stores.source_url, "C:\\dataA");
     }
 
     #[test]
@@ -659,8 +721,8 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.metadata_url, "/from/env");
-        assert_eq!(c.server_mode, ServerMode::Query);
+        assert_eq!(c.stores.metadata_url, "/from/env");
+        assert_eq!(c.cluster.mode, ServerMode::Query);
         assert_eq!(
             env_var_name("kylin.cube.aggrgroup.max-combination"),
             "KYLIN_CUBE_AGGRGROUP_MAX_COMBINATION"
@@ -670,9 +732,9 @@ mod tests {
     #[test]
     fn cluster_servers_is_an_alias_of_rest_servers() {
         let c = load("kylin.server.cluster-servers=a:7070, b:7071\n", &[]).unwrap();
-        assert_eq!(c.rest_servers, vec!["a:7070", "b:7071"]);
+        assert_eq!(c.cluster.rest_servers, vec!["a:7070", "b:7071"]);
         let c = load("", &[("KYLIN_SERVER_CLUSTER_SERVERS", "c:1")]).unwrap();
-        assert_eq!(c.rest_servers, vec!["c:1"]);
+        assert_eq!(c.cluster.rest_servers, vec!["c:1"]);
     }
 
     #[test]
@@ -706,7 +768,9 @@ mod tests {
     /// The README's configuration table, row by row as [`readme_row`] renders each key.
     fn readme_rows() -> Vec<String> {
         let readme = include_str!("../../README.md");
-        let start = readme.find("## Configuration").expect("README has a Configuration section");
+        let start = readme
+            .find("## Configuration")
+            .expect("README has a Configuration section");
         let section = &readme[start..];
         let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
         section[..end]
@@ -730,7 +794,10 @@ mod tests {
         let want: Vec<String> = KEYS.iter().map(readme_row).collect();
         let got = readme_rows();
         for row in &want {
-            assert!(got.contains(row), "README lacks (or words differently) {row}");
+            assert!(
+                got.contains(row),
+                "README lacks (or words differently) {row}"
+            );
         }
         for row in &got {
             assert!(want.contains(row), "README documents an unknown key: {row}");

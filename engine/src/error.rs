@@ -163,9 +163,9 @@ pub fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
             Some(ours) => ours.kind(),
             None => ErrorKind::Internal,
         },
-        DataFusionError::Collection(errors) => errors
-            .first()
-            .map_or(ErrorKind::Internal, datafusion_kind),
+        DataFusionError::Collection(errors) => {
+            errors.first().map_or(ErrorKind::Internal, datafusion_kind)
+        }
         // `find_root` looks through these already; kept for exhaustiveness.
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
             datafusion_kind(inner)
@@ -189,8 +189,8 @@ mod tests {
 
     #[test]
     fn datafusion_errors_are_classified_by_root_cause() {
-        let planning = DataFusionError::Plan("table foo not found".into())
-            .context("Optimizer rule x failed");
+        let planning =
+            DataFusionError::Plan("table foo not found".into()).context("Optimizer rule x failed");
         assert_eq!(Error::DataFusion(planning).kind(), ErrorKind::User);
         let exhausted = DataFusionError::ResourcesExhausted("memory".into());
         assert_eq!(Error::DataFusion(exhausted).kind(), ErrorKind::Overloaded);

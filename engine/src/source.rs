@@ -76,7 +76,10 @@ pub async fn source_context(tables: &[TableDesc], source_url: &Path) -> Result<S
                 name: format!("{} ({})", t.name, path.display()),
             });
         }
-        ctx.register_table(TableReference::bare(t.name.as_str()), table_provider(t, source_url)?)?;
+        ctx.register_table(
+            TableReference::bare(t.name.as_str()),
+            table_provider(t, source_url)?,
+        )?;
     }
     Ok(ctx)
 }

@@ -15,11 +15,17 @@ pub enum Uncovered {
     /// A lookup is not joined on the model's foreign key = primary key, or with another join kind.
     Join(String),
     /// A group-by or filter column that no cuboid stores.
-    Column { column: String, cube: Option<String> },
+    Column {
+        column: String,
+        cube: Option<String>,
+    },
     /// An aggregate that no measure state answers.
     Measure { expr: String, detail: String },
     /// The needed dimensions are in no single cuboid.
-    Cuboid { cube: String, dimensions: Vec<String> },
+    Cuboid {
+        cube: String,
+        dimensions: Vec<String>,
+    },
     /// The cube has no READY segment (or a stored foreign key is missing from it).
     Segments { cube: String, detail: String },
     /// The project has no cube at all.

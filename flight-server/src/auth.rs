@@ -84,43 +84,43 @@ impl Authenticator {
     /// per-process secret are allowed only on a loopback address; anywhere else both users
     /// and the token secret must be configured.
     pub fn from_config(config: &Config) -> anyhow::Result<Authenticator> {
-        let loopback = is_loopback_host(&config.server_host);
-        if !loopback && config.users.is_empty() {
+        let loopback = is_loopback_host(&config.cluster.host);
+        if !loopback && config.security.users.is_empty() {
             anyhow::bail!(
                 "kylin.server.host={} is not a loopback address, so the default ADMIN/KYLIN \
                  credentials are refused: configure kylin.security.users (USER:PASSWORD,...) and \
                  kylin.security.token-secret",
-                config.server_host
+                config.cluster.host
             );
         }
-        if !loopback && config.token_secret.is_empty() {
+        if !loopback && config.security.token_secret.is_empty() {
             anyhow::bail!(
                 "kylin.server.host={} is not a loopback address: configure \
                  kylin.security.token-secret (the same on every instance of the cluster) to \
                  sign bearer tokens",
-                config.server_host
+                config.cluster.host
             );
         }
-        if config.token_ttl_seconds == 0 {
+        if config.security.token_ttl_seconds == 0 {
             anyhow::bail!("kylin.security.token-ttl-seconds must be at least 1");
         }
-        let users = if config.users.is_empty() {
+        let users = if config.security.users.is_empty() {
             vec![(DEFAULT_USER.to_string(), DEFAULT_PASSWORD.to_string())]
         } else {
-            config.users.clone()
+            config.security.users.clone()
         };
-        let secret = if config.token_secret.is_empty() {
+        let secret = if config.security.token_secret.is_empty() {
             // Tokens then die with the process, which is fine for a single local server.
             let mut s = vec![0u8; 32];
             rand::rng().fill_bytes(&mut s);
             s
         } else {
-            config.token_secret.as_bytes().to_vec()
+            config.security.token_secret.as_bytes().to_vec()
         };
         Ok(Authenticator {
             users,
             secret,
-            ttl_seconds: config.token_ttl_seconds,
+            ttl_seconds: config.security.token_ttl_seconds,
         })
     }
 

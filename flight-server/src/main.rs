@@ -64,9 +64,9 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load_for_cli(&cli.conf)?;
     if let Some(port) = cli.port {
-        config.server_port = port;
+        config.cluster.port = port;
     }
-    if config.server_mode == ServerMode::Job {
+    if config.cluster.mode == ServerMode::Job {
         anyhow::bail!(
             "kylin.server.mode=job: qilin-server only answers queries (modes all and query); \
              the job daemon is `qilin-jobs serve`"
@@ -74,7 +74,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // Security first: a server that must not start should not build a sample before saying so.
     let auth = Arc::new(auth::Authenticator::from_config(&config)?);
-    if config.server_mode == ServerMode::All {
+    if config.cluster.mode == ServerMode::All {
         // Building is job work, which a query-only instance leaves to others.
         sample::create_if_empty(&config).await?;
     }

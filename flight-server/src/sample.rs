@@ -14,30 +14,36 @@ use qilin_jobs::{progress_lines, JobEngine};
 /// Creates and builds the sample when `kylin.sample.auto-create` is on and the local metadata
 /// store holds no project. Does nothing otherwise.
 pub async fn create_if_empty(config: &Config) -> anyhow::Result<()> {
-    if !config.sample_auto_create {
+    if !config.sample.auto_create {
         return Ok(());
     }
-    if config.metadata_url.contains("hbase://") {
+    if config.stores.metadata_url.contains("hbase://") {
         log::info!("metadata store is not local; no sample is created");
         return Ok(());
     }
-    let store = open_store(&config.metadata_url).context("opening the metadata store")?;
+    let store = open_store(&config.stores.metadata_url).context("opening the metadata store")?;
     let meta = Metadata::new(store);
     if !meta.projects().context("listing projects")?.is_empty() {
         return Ok(());
     }
-    let scale = config.sample_scale;
-    let source = Path::new(&config.source_url);
+    let scale = config.sample.scale;
+    let source = Path::new(&config.stores.source_url);
     say(&format!(
         "empty metadata store {}: creating the SSB sample at scale {scale} \
          (kylin.sample.auto-create=false to skip)",
-        config.metadata_url
+        config.stores.metadata_url
     ));
-    let segments = open_segment_store(&config.storage_url).context("opening segment storage")?;
+    let segments =
+        open_segment_store(&config.stores.storage_url).context("opening segment storage")?;
     let jobs = JobEngine::new(meta, segments, config.clone());
-    let layout = ssb::install(jobs.metadata(), source, scale, config.max_cuboids_per_group)
-        .await
-        .context("installing the SSB sample")?;
+    let layout = ssb::install(
+        jobs.metadata(),
+        source,
+        scale,
+        config.cube.max_cuboids_per_group,
+    )
+    .await
+    .context("installing the SSB sample")?;
     say(&format!(
         "registered project {}, cube {} ({} cuboids); building it",
         ssb::PROJECT,

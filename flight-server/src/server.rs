@@ -36,8 +36,10 @@ pub const LISTENING_PREFIX: &str = "qilin-server listening on ";
 pub async fn serve(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<()> {
     let engine = Arc::new(QueryEngine::open(config).context("opening the query engine")?);
     let jobs = JobEngine::new(
-        Metadata::new(open_store(&config.metadata_url).context("opening the metadata store")?),
-        open_segment_store(&config.storage_url).context("opening segment storage")?,
+        Metadata::new(
+            open_store(&config.stores.metadata_url).context("opening the metadata store")?,
+        ),
+        open_segment_store(&config.stores.storage_url).context("opening segment storage")?,
         config.clone(),
     );
     let service = QilinFlightSql::new(engine.clone(), auth.clone(), jobs.clone(), config);
@@ -45,25 +47,25 @@ pub async fn serve(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
-    let addr = bind_address(&config.server_host, config.server_port);
+    let addr = bind_address(&config.cluster.host, config.cluster.port);
     let listener = TcpListener::bind(&addr).await.with_context(|| {
         format!("cannot listen on {addr} (kylin.server.host / kylin.server.port)")
     })?;
     let local = listener.local_addr().context("reading the bound address")?;
     // How this instance appears in kylin.rest.servers (skipped when notifying).
-    let own_addr = format!("{}:{}", config.server_host, local.port());
-    metrics::global().set_instance(&config.server_mode.to_string(), &own_addr);
+    let own_addr = format!("{}:{}", config.cluster.host, local.port());
+    metrics::global().set_instance(&config.cluster.mode.to_string(), &own_addr);
 
     let healthy = Arc::new(AtomicBool::new(true));
     if engine.follows_version() {
         tokio::spawn(poll_store_version(
             engine.clone(),
-            Duration::from_secs(config.poll_seconds),
+            Duration::from_secs(config.cluster.poll_seconds),
             healthy.clone(),
         ));
     }
-    if config.metrics_port != 0 {
-        let maddr = bind_address(&config.server_host, config.metrics_port);
+    if config.cluster.metrics_port != 0 {
+        let maddr = bind_address(&config.cluster.host, config.cluster.metrics_port);
         let mlistener = TcpListener::bind(&maddr)
             .await
             .with_context(|| format!("cannot listen on {maddr} (kylin.server.metrics-port)"))?;
@@ -71,7 +73,7 @@ pub async fn serve(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<
         let (engine, healthy, mode) = (
             engine.clone(),
             healthy.clone(),
-            config.server_mode.to_string(),
+            config.cluster.mode.to_string(),
         );
         let health = Arc::new(move || {
             let ok = healthy.load(Ordering::Relaxed);
@@ -92,7 +94,7 @@ pub async fn serve(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<
             }
         });
     }
-    if config.server_mode == ServerMode::All {
+    if config.cluster.mode == ServerMode::All {
         // The embedded job engine: it runs jobs only while it holds the cluster's lease.
         let reload = engine.clone();
         let daemon = Daemon::new(jobs, config, Some(&own_addr)).on_change(Arc::new(move || {

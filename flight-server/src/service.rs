@@ -87,10 +87,10 @@ impl QilinFlightSql {
         QilinFlightSql {
             engine,
             auth,
-            query_slots: Semaphore::new(config.max_concurrent_queries),
-            max_concurrent: config.max_concurrent_queries,
+            query_slots: Semaphore::new(config.query.max_concurrent),
+            max_concurrent: config.query.max_concurrent,
             jobs,
-            cluster_secret: config.token_secret.clone().into_bytes(),
+            cluster_secret: config.security.token_secret.clone().into_bytes(),
         }
     }
 

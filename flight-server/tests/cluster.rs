@@ -231,9 +231,10 @@ async fn the_standby_job_engine_takes_over_a_killed_leader_and_the_job_completes
         let (stop, config) = (stop.clone(), store.config(""));
         std::thread::spawn(move || {
             let meta = qilin_engine::metadata::managers::Metadata::new(
-                qilin_engine::metadata::open_store(&config.metadata_url).unwrap(),
+                qilin_engine::metadata::open_store(&config.stores.metadata_url).unwrap(),
             );
-            let seg_store = qilin_engine::storage::open_segment_store(&config.storage_url).unwrap();
+            let seg_store =
+                qilin_engine::storage::open_segment_store(&config.stores.storage_url).unwrap();
             let mut problems = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 if let Ok((inst, _)) = meta.cube_instance(ssb::CUBE) {

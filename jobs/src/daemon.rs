@@ -34,8 +34,8 @@ impl Daemon {
     pub fn new(engine: JobEngine, config: &Config, own_addr: Option<&str>) -> Daemon {
         let lease = Arc::new(Lease::new(
             engine.metadata().clone(),
-            Duration::from_secs(config.job_lease_seconds),
-            config.job_orphan_timeout_seconds,
+            Duration::from_secs(config.jobs.lease_seconds),
+            config.jobs.orphan_timeout_seconds,
         ));
         Daemon {
             engine: engine.with_lease(lease.clone()),

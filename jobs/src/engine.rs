@@ -128,9 +128,9 @@ impl JobEngine {
                     let me = liveness::current_runner();
                     (r.host.as_str(), r.pid, r.start_ticks)
                         != (me.host.as_str(), me.pid, me.start_ticks)
-                        || !is_alive(r, self.config.job_orphan_timeout_seconds)
+                        || !is_alive(r, self.config.jobs.orphan_timeout_seconds)
                 }
-                Some(r) => !is_alive(r, self.config.job_orphan_timeout_seconds),
+                Some(r) => !is_alive(r, self.config.jobs.orphan_timeout_seconds),
                 None => true,
             },
             _ => false,
@@ -153,7 +153,7 @@ impl JobEngine {
     ) -> Result<Option<SegmentRange>> {
         let layout = self
             .meta
-            .cube_layout(cube, self.config.max_cuboids_per_group)?;
+            .cube_layout(cube, self.config.cube.max_cuboids_per_group)?;
         match (&layout.partition, range) {
             (Some(p), None) => Err(Error::Refused(format!(
                 "cube {cube} is partitioned on {}: give the segment's start and end",
@@ -546,7 +546,7 @@ impl JobEngine {
     async fn execute(&self, job: &Job, me: &Runner, observer: Observer) -> Result<()> {
         let layout = Arc::new(
             self.meta
-                .cube_layout(&job.cube, self.config.max_cuboids_per_group)?,
+                .cube_layout(&job.cube, self.config.cube.max_cuboids_per_group)?,
         );
         // Whatever an earlier attempt of this process wrote under this id is incomplete.
         self.store.delete_segment(&job.segment_id)?;
@@ -673,7 +673,7 @@ impl JobEngine {
     /// a job engine on another host can tell a live build from an abandoned one.
     fn spawn_heartbeat(&self, id: &str, me: &Runner) -> tokio::task::JoinHandle<()> {
         let (engine, id, me) = (self.clone(), id.to_string(), me.clone());
-        let every = Duration::from_secs(self.config.job_heartbeat_seconds.max(1));
+        let every = Duration::from_secs(self.config.jobs.heartbeat_seconds.max(1));
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
@@ -766,17 +766,17 @@ fn validate_job_id(id: &str) -> Result<()> {
 /// How builds and merges read sources, cut blocks and bound their memory.
 fn build_options(config: &Config) -> BuildOptions {
     BuildOptions {
-        source_url: config.source_url.clone().into(),
-        block_rows: config.block_rows,
+        source_url: config.stores.source_url.clone().into(),
+        block_rows: config.stores.block_rows,
         spill: SpillOptions {
-            memory_bytes: (config.aggregation_memory_mb as usize) << 20,
-            dir: if config.spill_dir.is_empty() {
+            memory_bytes: (config.jobs.aggregation_memory_mb as usize) << 20,
+            dir: if config.jobs.spill_dir.is_empty() {
                 std::env::temp_dir()
             } else {
-                config.spill_dir.clone().into()
+                config.jobs.spill_dir.clone().into()
             },
         },
-        threads: match config.build_threads {
+        threads: match config.jobs.build_threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },

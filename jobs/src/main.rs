@@ -129,8 +129,9 @@ fn main() -> ExitCode {
 }
 
 fn open_engine(config: &Config) -> anyhow::Result<JobEngine> {
-    let store = open_store(&config.metadata_url).context("opening the metadata store")?;
-    let segments = open_segment_store(&config.storage_url).context("opening segment storage")?;
+    let store = open_store(&config.stores.metadata_url).context("opening the metadata store")?;
+    let segments =
+        open_segment_store(&config.stores.storage_url).context("opening segment storage")?;
     Ok(JobEngine::new(
         Metadata::new(store),
         segments,
@@ -192,7 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sample { scale } => {
-            sample(&engine, &config, scale.unwrap_or(config.sample_scale)).await
+            sample(&engine, &config, scale.unwrap_or(config.sample.scale)).await
         }
     }
 }
@@ -278,8 +279,8 @@ async fn run_job(engine: &JobEngine, config: &Config, id: &str) -> anyhow::Resul
     }
     let lease = Arc::new(Lease::new(
         engine.metadata().clone(),
-        Duration::from_secs(config.job_lease_seconds),
-        config.job_orphan_timeout_seconds,
+        Duration::from_secs(config.jobs.lease_seconds),
+        config.jobs.orphan_timeout_seconds,
     ));
     let l = lease.clone();
     if !tokio::task::spawn_blocking(move || l.tick()).await?? {
@@ -343,17 +344,17 @@ fn report_success(engine: &JobEngine, job: &Job) -> anyhow::Result<()> {
 /// `qilin-jobs serve`: the job daemon, with the health/metrics endpoint when
 /// `kylin.server.metrics-port` is set. Stops on Ctrl-C or SIGTERM, releasing the lease.
 async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
-    if config.server_mode == ServerMode::Query {
+    if config.cluster.mode == ServerMode::Query {
         bail!(
             "kylin.server.mode=query: this instance must not run jobs; \
              run `qilin-jobs serve` with kylin.server.mode=job (or all)"
         );
     }
-    metrics::global().set_instance("job", &config.server_host);
+    metrics::global().set_instance("job", &config.cluster.host);
     let daemon = Daemon::new(engine, config, None);
     let mut endpoint = String::from("off");
-    if config.metrics_port != 0 {
-        let addr = format!("{}:{}", config.server_host, config.metrics_port);
+    if config.cluster.metrics_port != 0 {
+        let addr = format!("{}:{}", config.cluster.host, config.cluster.metrics_port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
             .with_context(|| format!("cannot listen on {addr} (kylin.server.metrics-port)"))?;
@@ -379,7 +380,7 @@ async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
     // One line, flushed: scripts and tests wait for it.
     println!(
         "qilin-jobs serve: job daemon started (metadata {}, metrics {endpoint})",
-        config.metadata_url
+        config.stores.metadata_url
     );
     use std::io::Write;
     std::io::stdout().flush()?;
@@ -436,7 +437,7 @@ async fn sample(engine: &JobEngine, config: &Config, scale: f64) -> anyhow::Resu
         bail!("--scale must be in (0, 1000], got {scale}");
     }
     let meta = engine.metadata();
-    let source = PathBuf::from(&config.source_url);
+    let source = PathBuf::from(&config.stores.source_url);
     if let Ok((inst, _)) = meta.cube_instance(ssb::CUBE) {
         let marker =
             std::fs::read_to_string(source.join(ssb::SOURCE_DIR).join("SCALE")).unwrap_or_default();
@@ -460,7 +461,7 @@ async fn sample(engine: &JobEngine, config: &Config, scale: f64) -> anyhow::Resu
         source.join(ssb::SOURCE_DIR).display()
     );
     let started = std::time::Instant::now();
-    let layout = ssb::install(meta, &source, scale, config.max_cuboids_per_group).await?;
+    let layout = ssb::install(meta, &source, scale, config.cube.max_cuboids_per_group).await?;
     eprintln!(
         "registered project {}, model {}, cube {} ({} cuboids) in {:.1}s",
         ssb::PROJECT,

@@ -126,6 +126,7 @@ impl Notifier {
     /// process without a Flight port (the job daemon). `None` when there is nobody to tell.
     pub fn from_config(config: &Config, own_addr: Option<&str>) -> Option<Notifier> {
         let peers: Vec<String> = config
+            .cluster
             .rest_servers
             .iter()
             .filter(|p| Some(p.as_str()) != own_addr)
@@ -136,7 +137,7 @@ impl Notifier {
         }
         Some(Notifier {
             peers,
-            secret: Arc::new(config.token_secret.clone().into_bytes()),
+            secret: Arc::new(config.security.token_secret.clone().into_bytes()),
             from: own_addr
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("job@{}", crate::liveness::hostname())),

@@ -52,9 +52,9 @@ impl Install {
         let config = Config::from_parts(&text, "test", |_| None).unwrap();
         JobEngine::new(
             Metadata::new(Arc::new(
-                LocalResourceStore::open(&config.metadata_url).unwrap(),
+                LocalResourceStore::open(&config.stores.metadata_url).unwrap(),
             )),
-            Arc::new(LocalSegmentStore::open(&config.storage_url).unwrap()),
+            Arc::new(LocalSegmentStore::open(&config.stores.storage_url).unwrap()),
             config,
         )
     }

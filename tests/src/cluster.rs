@@ -86,7 +86,7 @@ impl SharedStore {
             &store.meta(),
             &store.source,
             SF,
-            config.max_cuboids_per_group,
+            config.cube.max_cuboids_per_group,
         )
         .await
         .expect("install the SSB sample");
@@ -118,7 +118,7 @@ impl SharedStore {
 
     /// In-process access to the shared metadata.
     pub fn meta(&self) -> Metadata {
-        Metadata::new(open_store(&self.config("").metadata_url).expect("metadata store"))
+        Metadata::new(open_store(&self.config("").stores.metadata_url).expect("metadata store"))
     }
 
     /// An in-process job engine on the shared store (no lease: for setup and inspection).
@@ -126,7 +126,7 @@ impl SharedStore {
         let config = self.config("");
         JobEngine::new(
             self.meta(),
-            open_segment_store(&config.storage_url).expect("segment store"),
+            open_segment_store(&config.stores.storage_url).expect("segment store"),
             config,
         )
     }

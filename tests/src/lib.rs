@@ -122,8 +122,8 @@ impl TestEnv {
             source.display()
         );
         let config = Config::from_parts(&props, "test", |_| None).expect("test config");
-        let store = open_store(&config.metadata_url).expect("meta store");
-        let segments = open_segment_store(&config.storage_url).expect("segment store");
+        let store = open_store(&config.stores.metadata_url).expect("meta store");
+        let segments = open_segment_store(&config.stores.storage_url).expect("segment store");
         let engine = JobEngine::new(Metadata::new(store), segments, config.clone());
         TestEnv {
             dir,
@@ -146,7 +146,7 @@ impl TestEnv {
     pub fn corrupt_block(&self, segment: &str, cuboid: u64, block: u32) {
         match &self.hbase {
             None => {
-                let file = PathBuf::from(&self.config.storage_url)
+                let file = PathBuf::from(&self.config.stores.storage_url)
                     .join(segment)
                     .join(cuboid.to_string())
                     .join(format!("{block}.arrow"));
@@ -169,16 +169,16 @@ impl TestEnv {
     }
 
     pub fn segments_dir(&self) -> PathBuf {
-        PathBuf::from(&self.config.storage_url)
+        PathBuf::from(&self.config.stores.storage_url)
     }
 
     /// Generates (if needed) and registers the SSB sample at `scale`.
     pub async fn install_sample(&self, scale: f64) {
         ssb::install(
             self.meta(),
-            Path::new(&self.config.source_url),
+            Path::new(&self.config.stores.source_url),
             scale,
-            self.config.max_cuboids_per_group,
+            self.config.cube.max_cuboids_per_group,
         )
         .await
         .expect("install SSB sample");

@@ -335,16 +335,17 @@ pub async fn shared_ssb_store(scale: f64) -> PathBuf {
             let config = qilin_engine::config::Config::from_parts(&props, "test", |_| None)
                 .expect("test config");
             let meta = qilin_engine::metadata::managers::Metadata::new(
-                qilin_engine::metadata::open_store(&config.metadata_url).expect("meta store"),
+                qilin_engine::metadata::open_store(&config.stores.metadata_url)
+                    .expect("meta store"),
             );
-            let segments = qilin_engine::storage::open_segment_store(&config.storage_url)
+            let segments = qilin_engine::storage::open_segment_store(&config.stores.storage_url)
                 .expect("segment store");
             let engine = qilin_jobs::JobEngine::new(meta, segments, config.clone());
             ssb::install(
                 engine.metadata(),
                 &source,
                 scale,
-                config.max_cuboids_per_group,
+                config.cube.max_cuboids_per_group,
             )
             .await
             .expect("install SSB sample");

@@ -97,8 +97,8 @@ async fn a_short_outage_during_a_build_is_ridden_out() {
     env.install_sample(SF).await;
     let stop = Arc::new(AtomicBool::new(false));
     let watcher = watch_ready_segments(
-        env.config.metadata_url.clone(),
-        env.config.storage_url.clone(),
+        env.config.stores.metadata_url.clone(),
+        env.config.stores.storage_url.clone(),
         stop.clone(),
     );
 
@@ -144,8 +144,10 @@ async fn a_long_outage_fails_the_build_clearly_and_leaves_nothing_visible() {
     env.install_sample(SF).await;
     // A job engine whose stores give up after two quick retries.
     let impatient = JobEngine::new(
-        Metadata::new(open_store(&format!("{},retries=2", env.config.metadata_url)).unwrap()),
-        open_segment_store(&format!("{},retries=2", env.config.storage_url)).unwrap(),
+        Metadata::new(
+            open_store(&format!("{},retries=2", env.config.stores.metadata_url)).unwrap(),
+        ),
+        open_segment_store(&format!("{},retries=2", env.config.stores.storage_url)).unwrap(),
         env.config.clone(),
     );
     let (s, e) = RANGE.split_once("..").unwrap();

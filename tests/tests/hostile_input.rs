@@ -46,7 +46,7 @@ async fn hostile_names_are_refused(backend: Backend) {
         assert!(matches!(e, Error::InvalidName { .. }));
         expect_err(meta.cube_instance(bad), &["invalid cube name"]);
         expect_err(meta.model(bad), &["invalid model name"]);
-        let mut t = ssb::tables(Path::new(&env.config.source_url))
+        let mut t = ssb::tables(Path::new(&env.config.stores.source_url))
             .unwrap()
             .remove(0);
         t.name = bad.into();

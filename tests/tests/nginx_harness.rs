@@ -204,17 +204,21 @@ fn cluster_properties_parse() {
     let job = load("job.properties");
     let q1 = load("query1.properties");
     let q2 = load("query2.properties");
-    assert_eq!(job.server_mode, ServerMode::Job);
-    assert_eq!(q1.server_mode, ServerMode::Query);
-    assert_eq!(q2.server_mode, ServerMode::Query);
-    assert_eq!((q1.server_port, q2.server_port), (7071, 7072));
+    assert_eq!(job.cluster.mode, ServerMode::Job);
+    assert_eq!(q1.cluster.mode, ServerMode::Query);
+    assert_eq!(q2.cluster.mode, ServerMode::Query);
+    assert_eq!((q1.cluster.port, q2.cluster.port), (7071, 7072));
     assert_eq!(
-        (job.metrics_port, q1.metrics_port, q2.metrics_port),
+        (
+            job.cluster.metrics_port,
+            q1.cluster.metrics_port,
+            q2.cluster.metrics_port
+        ),
         (9100, 9101, 9102)
     );
     for c in [&job, &q1, &q2] {
-        assert_eq!(c.metadata_url, job.metadata_url);
-        assert_eq!(c.storage_url, job.storage_url);
-        assert_eq!(c.token_secret, job.token_secret);
+        assert_eq!(c.stores.metadata_url, job.stores.metadata_url);
+        assert_eq!(c.stores.storage_url, job.stores.storage_url);
+        assert_eq!(c.security.token_secret, job.security.token_secret);
     }
 }

@@ -157,7 +157,7 @@ async fn a_corrupt_resource_is_named(backend: Backend) {
     s.put("/cube/a.json", b"hello").unwrap();
     match &env.hbase {
         None => {
-            let f = std::path::Path::new(&env.config.metadata_url).join("res/cube/a.json");
+            let f = std::path::Path::new(&env.config.stores.metadata_url).join("res/cube/a.json");
             let mut bytes = std::fs::read(&f).unwrap();
             let last = bytes.len() - 1;
             bytes[last] ^= 0xff;

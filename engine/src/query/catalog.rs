@@ -117,7 +117,7 @@ fn session_state(default_project: &str) -> SessionState {
 /// Reads the whole metadata store into a snapshot. Cubes whose descriptors no longer resolve
 /// are skipped with a warning, so one broken cube does not take every query down.
 pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Snapshot> {
-    let source_url = Path::new(&config.source_url);
+    let source_url = Path::new(&config.stores.source_url);
     let mut projects = Vec::new();
     for p in meta.projects()? {
         projects.push(ProjectCatalog {
@@ -127,12 +127,15 @@ pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Sna
         });
     }
     // The configured default project, or the only project when there is exactly one.
-    let default_project =
-        if projects.iter().any(|p| p.name == config.default_project) || projects.len() != 1 {
-            config.default_project.clone()
-        } else {
-            projects[0].name.clone()
-        };
+    let default_project = if projects
+        .iter()
+        .any(|p| p.name == config.query.default_project)
+        || projects.len() != 1
+    {
+        config.query.default_project.clone()
+    } else {
+        projects[0].name.clone()
+    };
     let state = session_state(&default_project);
     let catalog = Arc::new(MemoryCatalogProvider::new());
     let mut providers = HashMap::new();
@@ -154,7 +157,7 @@ pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Sna
         .register_catalog(CATALOG.to_string(), catalog);
 
     for desc in meta.cube_descs()? {
-        let layout = match meta.cube_layout(&desc.name, config.max_cuboids_per_group) {
+        let layout = match meta.cube_layout(&desc.name, config.cube.max_cuboids_per_group) {
             Ok(l) => Arc::new(l),
             Err(e) => {
                 log::warn!("cube {} cannot answer queries: {e}", desc.name);

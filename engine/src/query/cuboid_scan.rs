@@ -69,7 +69,13 @@ impl CuboidTable {
                 .iter()
                 .map(|m| Field::new(&m.name, m.state.data_type(), true)),
         );
-        Self::with_schema(Arc::new(Schema::new(fields)), dims, cuboid, segments, reader)
+        Self::with_schema(
+            Arc::new(Schema::new(fields)),
+            dims,
+            cuboid,
+            segments,
+            reader,
+        )
     }
 
     /// A cuboid whose stored blocks have `schema`, the first `dims` columns dimensions.
@@ -159,9 +165,9 @@ impl TableProvider for CuboidTable {
 fn unqualified(e: &Expr) -> Expr {
     e.clone()
         .transform(|x| match x {
-            Expr::Column(c) if c.relation.is_some() => {
-                Ok(Transformed::yes(Expr::Column(Column::new_unqualified(c.name))))
-            }
+            Expr::Column(c) if c.relation.is_some() => Ok(Transformed::yes(Expr::Column(
+                Column::new_unqualified(c.name),
+            ))),
             x => Ok(Transformed::no(x)),
         })
         .map(|t| t.data)
@@ -456,8 +462,7 @@ mod tests {
                         .unwrap(),
                 ),
                 Arc::new(StringArray::from_iter((0..ROWS).map(|i| {
-                    (block(i) != 3)
-                        .then(|| format!("{}-{i:04}", (b'a' + block(i) as u8) as char))
+                    (block(i) != 3).then(|| format!("{}-{i:04}", (b'a' + block(i) as u8) as char))
                 }))),
                 Arc::new(Int64Array::from_iter_values(0..ROWS)),
             ],
@@ -480,15 +485,17 @@ mod tests {
         let oracle = SessionContext::new();
         let both = vec![vec![data.clone()], vec![data.clone()]];
         oracle
-            .register_table("t", Arc::new(MemTable::try_new(data.schema(), both).unwrap()))
+            .register_table(
+                "t",
+                Arc::new(MemTable::try_new(data.schema(), both).unwrap()),
+            )
             .unwrap();
         let df = cube.sql(sql).await.unwrap();
         let plan = df.clone().create_physical_plan().await.unwrap();
-        let got = datafusion::arrow::util::pretty::pretty_format_batches(
-            &df.collect().await.unwrap(),
-        )
-        .unwrap()
-        .to_string();
+        let got =
+            datafusion::arrow::util::pretty::pretty_format_batches(&df.collect().await.unwrap())
+                .unwrap()
+                .to_string();
         let want = datafusion::arrow::util::pretty::pretty_format_batches(
             &oracle.sql(sql).await.unwrap().collect().await.unwrap(),
         )
@@ -523,14 +530,15 @@ mod tests {
             .unwrap();
         }
         let segments = Arc::new(CachedSegments::new(store));
-        let all = BlocksRead { read: 16, total: 16 };
+        let all = BlocksRead {
+            read: 16,
+            total: 16,
+        };
         let one_per_segment = BlocksRead { read: 2, total: 16 };
         let sum = "SELECT sum(revenue), count(*) FROM t";
         assert_eq!(read(sum, &segments, &data).await, all);
         // A date range inside block 1 (days 50..99 = 2020-02-20 .. 2020-04-09).
-        let dates = format!(
-            "{sum} WHERE day >= DATE '2020-02-21' AND day < DATE '2020-03-01'"
-        );
+        let dates = format!("{sum} WHERE day >= DATE '2020-02-21' AND day < DATE '2020-03-01'");
         assert_eq!(read(&dates, &segments, &data).await, one_per_segment);
         // A decimal range inside block 2 (amounts 260.00 .. 382.50).
         let decimals = format!("{sum} WHERE amount BETWEEN 300.00 AND 310.00");
@@ -541,7 +549,10 @@ mod tests {
         let not_null = format!("{sum} WHERE name IS NOT NULL");
         assert_eq!(
             read(&not_null, &segments, &data).await,
-            BlocksRead { read: 14, total: 16 }
+            BlocksRead {
+                read: 14,
+                total: 16
+            }
         );
         // A LIKE prefix: names of block 5 start with 'f'.
         let like = format!("{sum} WHERE name LIKE 'f-02%'");

@@ -14,9 +14,9 @@ mod rewrite;
 mod segments;
 mod sketch;
 
+pub use crate::uncovered::Uncovered;
 pub use catalog::CATALOG;
 pub use pruning::prune_blocks;
-pub use crate::uncovered::Uncovered;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -110,13 +110,13 @@ const PLAN_CACHE_BYTES: u64 = 64 << 20;
 impl QueryEngine {
     /// Opens the stores named by the configuration.
     pub fn open(config: &Config) -> Result<Self> {
-        let meta = Metadata::new(crate::metadata::open_store(&config.metadata_url)?);
-        let store = crate::storage::open_segment_store(&config.storage_url)?;
+        let meta = Metadata::new(crate::metadata::open_store(&config.stores.metadata_url)?);
+        let store = crate::storage::open_segment_store(&config.stores.storage_url)?;
         Ok(Self::new(config, meta, store))
     }
 
     pub fn new(config: &Config, meta: Metadata, store: Arc<dyn SegmentStore>) -> Self {
-        let plan_cache_bytes = if config.plan_cache_enabled {
+        let plan_cache_bytes = if config.query.plan_cache_enabled {
             PLAN_CACHE_BYTES
         } else {
             0
@@ -127,14 +127,14 @@ impl QueryEngine {
             segments: Arc::new(CachedSegments::new(store)),
             snapshot: RwLock::new(None),
             reload: Mutex::new(()),
-            results: LruCache::new(if config.cache_enabled {
-                config.cache_max_bytes
+            results: LruCache::new(if config.query.cache_enabled {
+                config.query.cache_max_bytes
             } else {
                 0
             }),
             plans: LruCache::new(plan_cache_bytes),
             rewritten: LruCache::new(plan_cache_bytes),
-            follow: crate::hbase::url::is_hbase_url(&config.metadata_url),
+            follow: crate::hbase::url::is_hbase_url(&config.stores.metadata_url),
         }
     }
 
@@ -304,7 +304,7 @@ impl QueryEngine {
     pub async fn execute(&self, sql: &str, params: Option<&RecordBatch>) -> Result<QueryOutput> {
         let snap = self.current()?;
         let values = param_values(params)?;
-        let cache_key = self.config.cache_enabled.then(|| {
+        let cache_key = self.config.query.cache_enabled.then(|| {
             format!(
                 "{}\u{0}{}\u{0}{:?}",
                 snap.version,
@@ -358,14 +358,14 @@ impl QueryEngine {
                 run_optimized(&cube_state, &optimized).await?
             }
             Outcome::Uncovered(reason) if explain => {
-                let verdict = if self.config.pushdown_enabled {
+                let verdict = if self.config.query.pushdown_enabled {
                     format!("pushdown to the source tables: {reason}")
                 } else {
                     format!("no realization found: {reason}")
                 };
                 explain_output(vec![("realization".into(), verdict)], &plan)?
             }
-            Outcome::Uncovered(_) if self.config.pushdown_enabled => {
+            Outcome::Uncovered(_) if self.config.query.pushdown_enabled => {
                 let state = statement_state(&snap.state, time_dependent);
                 let optimized = state.optimize(&plan).map_err(from_datafusion)?;
                 run_optimized(&state, &optimized).await?
@@ -405,10 +405,12 @@ impl QueryEngine {
         plan: LogicalPlan,
     ) -> Result<Option<LogicalPlan>> {
         let lookups = self.load_lookups(snap, &plan).await?;
-        Ok(match rewrite::rewrite(plan, snap, &self.reader(), &lookups)? {
-            Outcome::Answered { plan, .. } => Some(plan),
-            Outcome::Uncovered(_) => None,
-        })
+        Ok(
+            match rewrite::rewrite(plan, snap, &self.reader(), &lookups)? {
+                Outcome::Answered { plan, .. } => Some(plan),
+                Outcome::Uncovered(_) => None,
+            },
+        )
     }
 
     async fn load_lookups(&self, snap: &Snapshot, plan: &LogicalPlan) -> Result<Lookups> {
@@ -532,13 +534,15 @@ fn blocks_read(realized: &[Realized], plan: &Arc<dyn ExecutionPlan>) -> Result<V
     }
     realized
         .iter()
-        .map(|r| match scans.iter().find(|s| s.table_id() == r.table.id()) {
-            Some(scan) => scan.blocks_read(),
-            None => Ok(BlocksRead {
-                read: 0,
-                total: r.table.scan_all().blocks_read()?.total,
-            }),
-        })
+        .map(
+            |r| match scans.iter().find(|s| s.table_id() == r.table.id()) {
+                Some(scan) => scan.blocks_read(),
+                None => Ok(BlocksRead {
+                    read: 0,
+                    total: r.table.scan_all().blocks_read()?.total,
+                }),
+            },
+        )
         .collect()
 }
 

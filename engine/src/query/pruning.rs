@@ -12,8 +12,8 @@ use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::{Column, DFSchema, ScalarValue};
 use datafusion::execution::context::ExecutionProps;
-use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext;
+use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::create_physical_expr;
 use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
 
@@ -24,7 +24,11 @@ use crate::storage::CuboidManifest;
 /// Which blocks of a stored cuboid may hold rows matching `predicate` (an expression over
 /// the unqualified dimension columns `dims`, the manifest's leading columns), as the cuboid
 /// scan judges them. For benchmarks and tests of pruning by itself.
-pub fn prune_blocks(manifest: &CuboidManifest, dims: &[Field], predicate: &Expr) -> Result<Vec<bool>> {
+pub fn prune_blocks(
+    manifest: &CuboidManifest,
+    dims: &[Field],
+    predicate: &Expr,
+) -> Result<Vec<bool>> {
     let schema = Arc::new(Schema::new(dims.to_vec()));
     let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
     let physical = create_physical_expr(
@@ -72,8 +76,9 @@ impl BlockStats {
                 blocks.iter().map(|b| b.max.get(i).unwrap_or(&null)),
             ));
             nulls.push(blocks.iter().all(|b| b.nulls.len() > i).then(|| {
-                Arc::new(UInt64Array::from_iter_values(blocks.iter().map(|b| b.nulls[i])))
-                    as ArrayRef
+                Arc::new(UInt64Array::from_iter_values(
+                    blocks.iter().map(|b| b.nulls[i]),
+                )) as ArrayRef
             }));
         }
         BlockStats {

@@ -22,11 +22,20 @@ pub(crate) trait SegmentReader: Send + Sync + std::fmt::Debug {
     fn manifest(&self, segment: &str, cuboid: CuboidId) -> Result<Arc<CuboidManifest>>;
     /// Typed per-block statistics of the cuboid's dimension columns `dims` (the manifest's
     /// leading columns, in order).
-    fn block_stats(&self, segment: &str, cuboid: CuboidId, dims: &[Field])
-        -> Result<Arc<BlockStats>>;
+    fn block_stats(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        dims: &[Field],
+    ) -> Result<Arc<BlockStats>>;
     /// One decoded block, its checksum verified.
-    fn block(&self, segment: &str, cuboid: CuboidId, block: u32, meta: &BlockMeta)
-        -> Result<RecordBatch>;
+    fn block(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        block: u32,
+        meta: &BlockMeta,
+    ) -> Result<RecordBatch>;
 }
 
 type BlockKey = (String, CuboidId, u32);

@@ -13,8 +13,8 @@ use datafusion::arrow::compute::{cast, concat_batches, max, max_string, min, min
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Date64Type, Decimal128Type, Float32Type, Float64Type, Int16Type,
     Int32Type, Int64Type, Int8Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
-    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type,
-    UInt32Type, UInt64Type, UInt8Type,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type,
+    UInt64Type, UInt8Type,
 };
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::{IpcWriteOptions, StreamWriter};
@@ -247,10 +247,15 @@ pub fn stat_array<'a>(data_type: &DataType, values: impl Iterator<Item = &'a Val
         DataType::Int32 => prim!(Int32Type, |v| as_i64(v).and_then(|x| i32::try_from(x).ok())),
         DataType::Int64 => prim!(Int64Type, as_i64),
         DataType::UInt8 => prim!(UInt8Type, |v| v.as_u64().and_then(|x| u8::try_from(x).ok())),
-        DataType::UInt16 => prim!(UInt16Type, |v| v.as_u64().and_then(|x| u16::try_from(x).ok())),
-        DataType::UInt32 => prim!(UInt32Type, |v| v.as_u64().and_then(|x| u32::try_from(x).ok())),
+        DataType::UInt16 => prim!(UInt16Type, |v| v
+            .as_u64()
+            .and_then(|x| u16::try_from(x).ok())),
+        DataType::UInt32 => prim!(UInt32Type, |v| v
+            .as_u64()
+            .and_then(|x| u32::try_from(x).ok())),
         DataType::UInt64 => prim!(UInt64Type, |v| v.as_u64()),
-        DataType::Date32 => prim!(Date32Type, |v| as_i64(v).and_then(|x| i32::try_from(x).ok())),
+        DataType::Date32 => prim!(Date32Type, |v| as_i64(v)
+            .and_then(|x| i32::try_from(x).ok())),
         DataType::Date64 => prim!(Date64Type, as_i64),
         DataType::Timestamp(TimeUnit::Second, _) => prim!(TimestampSecondType, as_i64),
         DataType::Timestamp(TimeUnit::Millisecond, _) => prim!(TimestampMillisecondType, as_i64),

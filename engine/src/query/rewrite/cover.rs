@@ -34,7 +34,10 @@ pub(super) enum AggPlan {
     /// COUNT(*) or COUNT(col): SUM of the count state, 0 when there are no rows.
     Count(usize),
     /// AVG = SUM of sums / SUM of counts.
-    Avg { sum: usize, count: usize },
+    Avg {
+        sum: usize,
+        count: usize,
+    },
     /// COUNT(DISTINCT): merge of the sketches.
     Distinct(usize),
     /// MIN/MAX of a dimension column.

@@ -39,7 +39,8 @@ impl Flat {
 
     /// A column's model (table, column).
     pub fn model_column(&self, c: &Column) -> Option<(String, String)> {
-        self.scan_of(c).map(|s| (s.table.name.clone(), c.name.clone()))
+        self.scan_of(c)
+            .map(|s| (s.table.name.clone(), c.name.clone()))
     }
 }
 

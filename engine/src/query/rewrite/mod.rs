@@ -38,9 +38,9 @@ mod replace;
 use super::catalog::Snapshot;
 use super::cuboid_scan::CuboidTable;
 use super::segments::SegmentReader;
-use crate::uncovered::Uncovered;
 use crate::error::Result;
 use crate::model::CuboidId;
+use crate::uncovered::Uncovered;
 
 /// Scans the rewrite introduces are named with this prefix; any other scan reads a source table.
 pub(crate) const INTERNAL_PREFIX: &str = "__qilin_";
