@@ -8,13 +8,14 @@ use std::time::Duration;
 use anyhow::Context;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use futures::TryStreamExt;
+use qilin_cluster::http::{self, Health};
+use qilin_cluster::{metrics, shutdown_signal};
 use qilin_engine::config::{Config, ServerMode};
 use qilin_engine::metadata::{managers::Metadata, open_store};
 use qilin_engine::query::QueryEngine;
 use qilin_engine::storage::open_segment_store;
 use qilin_jobs::daemon::Daemon;
-use qilin_jobs::http::{serve_http, Health};
-use qilin_jobs::{metrics, JobEngine};
+use qilin_jobs::JobEngine;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
@@ -87,7 +88,7 @@ pub async fn serve(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<
             }
         });
         tokio::spawn(async move {
-            if let Err(e) = serve_http(mlistener, health).await {
+            if let Err(e) = http::serve(mlistener, http::router(health), shutdown_signal()).await {
                 log::error!("health/metrics endpoint stopped: {e}");
             }
         });
@@ -160,29 +161,6 @@ fn bind_address(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    log::info!("shutdown signal received");
 }
 
 #[cfg(test)]
