@@ -13,7 +13,7 @@ use qilin_cluster::{metrics, shutdown_signal};
 use qilin_engine::config::{Config, ServerMode};
 use qilin_engine::metadata::{managers::Metadata, open_store};
 use qilin_engine::query::QueryEngine;
-use qilin_engine::storage::open_segment_store;
+use qilin_engine::storage::{open_segment_store, SegmentStore};
 use qilin_jobs::daemon::Daemon;
 use qilin_jobs::JobEngine;
 use tokio::net::TcpListener;
@@ -30,17 +30,38 @@ pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 /// What tests and scripts wait for on stdout; keep in step with `qilin_tests::server`.
 pub const LISTENING_PREFIX: &str = "qilin-server listening on ";
 
+/// The metadata store and the segment store of this process, opened once and shared (by the
+/// first-start sample, the query engine and the job engine: one connection pool per HBase
+/// store, one view of a local store).
+pub struct Stores {
+    pub meta: Metadata,
+    pub segments: Arc<dyn SegmentStore>,
+}
+
+impl Stores {
+    /// Opens the stores `kylin.metadata.url` and `kylin.storage.url` name.
+    pub fn open(config: &Config) -> anyhow::Result<Stores> {
+        Ok(Stores {
+            meta: Metadata::new(
+                open_store(&config.metadata_url).context("opening the metadata store")?,
+            ),
+            segments: open_segment_store(&config.storage_url).context("opening segment storage")?,
+        })
+    }
+}
+
 /// Serves until a shutdown signal. `auth` is checked before anything slow happens (see
 /// `main`), so a misconfigured server fails at once. Alongside Flight SQL: the store-version
 /// poller (remote stores), the health/metrics endpoint (`kylin.server.metrics-port`), and in
 /// mode `all` the job daemon.
-pub async fn serve(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<()> {
-    let engine = Arc::new(QueryEngine::open(config).context("opening the query engine")?);
-    let jobs = JobEngine::new(
-        Metadata::new(open_store(&config.metadata_url).context("opening the metadata store")?),
-        open_segment_store(&config.storage_url).context("opening segment storage")?,
-        config.clone(),
-    );
+pub async fn serve(
+    config: &Config,
+    auth: Arc<Authenticator>,
+    stores: Stores,
+) -> anyhow::Result<()> {
+    let Stores { meta, segments } = stores;
+    let engine = Arc::new(QueryEngine::new(config, meta.clone(), segments.clone()));
+    let jobs = JobEngine::new(meta, segments, config.clone());
     let service = QilinFlightSql::new(engine.clone(), auth.clone(), jobs.clone(), config);
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
