@@ -12,6 +12,10 @@
 //! - Each takeover increments the epoch; segment commits carry it (see
 //!   `qilin_jobs::JobEngine`), so a paused old holder can never commit over its successor's
 //!   work.
+//!
+//! Hand-written on purpose: a cluster has no coordinator besides its metadata store (no
+//! ZooKeeper or etcd to take a lease library from), and the store's check-and-put is all a
+//! lease needs.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

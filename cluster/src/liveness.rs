@@ -2,6 +2,9 @@
 //! ([`Runner`]), and is it still alive? On the same host we ask the kernel (the pid exists
 //! and started at the recorded time, so a reused pid does not count); for another host we
 //! trust its heartbeat up to the orphan timeout.
+//!
+//! Reading `/proc` by hand (two small files) instead of a process-inspection crate: only the
+//! pid's start time and zombie state are needed, and Qilin runs on Linux.
 
 use qilin_engine::model::now_ms;
 use serde::{Deserialize, Serialize};
