@@ -18,8 +18,8 @@ use base64::Engine;
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
+use qilin_cluster::notify::NOTIFY_ACTION;
 use qilin_engine::config::Config;
-use qilin_jobs::notify::NOTIFY_ACTION;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -290,7 +290,7 @@ where
             let mut inner = std::mem::replace(&mut self.inner, clone);
             return Box::pin(async move {
                 let (parts, body) = req.into_parts();
-                let bytes = match Limited::new(body, crate::server::MAX_MESSAGE_BYTES)
+                let bytes = match Limited::new(body, crate::wire::MAX_MESSAGE_BYTES)
                     .collect()
                     .await
                 {

@@ -6,14 +6,14 @@ use std::path::Path;
 
 use anyhow::Context;
 use qilin_engine::config::Config;
-use qilin_engine::metadata::{managers::Metadata, open_store};
 use qilin_engine::sample::ssb;
-use qilin_engine::storage::open_segment_store;
 use qilin_jobs::{progress_lines, JobEngine};
+
+use crate::server::Stores;
 
 /// Creates and builds the sample when `kylin.sample.auto-create` is on and the local metadata
 /// store holds no project. Does nothing otherwise.
-pub async fn create_if_empty(config: &Config) -> anyhow::Result<()> {
+pub async fn create_if_empty(config: &Config, stores: &Stores) -> anyhow::Result<()> {
     if !config.sample.auto_create {
         return Ok(());
     }
@@ -21,8 +21,7 @@ pub async fn create_if_empty(config: &Config) -> anyhow::Result<()> {
         log::info!("metadata store is not local; no sample is created");
         return Ok(());
     }
-    let store = open_store(&config.stores.metadata_url).context("opening the metadata store")?;
-    let meta = Metadata::new(store);
+    let meta = stores.meta.clone();
     if !meta.projects().context("listing projects")?.is_empty() {
         return Ok(());
     }
@@ -33,9 +32,7 @@ pub async fn create_if_empty(config: &Config) -> anyhow::Result<()> {
          (kylin.sample.auto-create=false to skip)",
         config.stores.metadata_url
     ));
-    let segments =
-        open_segment_store(&config.stores.storage_url).context("opening segment storage")?;
-    let jobs = JobEngine::new(meta, segments, config.clone());
+    let jobs = JobEngine::new(meta, stores.segments.clone(), config.clone());
     let layout = ssb::install(
         jobs.metadata(),
         source,

@@ -8,40 +8,58 @@ use std::time::Duration;
 use anyhow::Context;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use futures::TryStreamExt;
+use qilin_cluster::http::{self, Health};
+use qilin_cluster::{metrics, shutdown_signal};
 use qilin_engine::config::{Config, ServerMode};
 use qilin_engine::metadata::{managers::Metadata, open_store};
 use qilin_engine::query::QueryEngine;
-use qilin_engine::storage::open_segment_store;
+use qilin_engine::storage::{open_segment_store, SegmentStore};
 use qilin_jobs::daemon::Daemon;
-use qilin_jobs::http::{serve_http, Health};
-use qilin_jobs::{metrics, JobEngine};
+use qilin_jobs::JobEngine;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::Server;
 
 use crate::auth::{Authenticator, RequireAuth};
 use crate::service::QilinFlightSql;
-
-/// Largest request we accept. Parameter uploads (DoPut) and statement handles that carry
-/// them can exceed tonic's 4 MiB default; results are split into small messages anyway.
-pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+use crate::wire::MAX_MESSAGE_BYTES;
 
 /// What tests and scripts wait for on stdout; keep in step with `qilin_tests::server`.
 pub const LISTENING_PREFIX: &str = "qilin-server listening on ";
+
+/// The metadata store and the segment store of this process, opened once and shared (by the
+/// first-start sample, the query engine and the job engine: one connection pool per HBase
+/// store, one view of a local store).
+pub struct Stores {
+    pub meta: Metadata,
+    pub segments: Arc<dyn SegmentStore>,
+}
+
+impl Stores {
+    /// Opens the stores `kylin.metadata.url` and `kylin.storage.url` name.
+    pub fn open(config: &Config) -> anyhow::Result<Stores> {
+        Ok(Stores {
+            meta: Metadata::new(
+                open_store(&config.stores.metadata_url).context("opening the metadata store")?,
+            ),
+            segments: open_segment_store(&config.stores.storage_url)
+                .context("opening segment storage")?,
+        })
+    }
+}
 
 /// Serves until a shutdown signal. `auth` is checked before anything slow happens (see
 /// `main`), so a misconfigured server fails at once. Alongside Flight SQL: the store-version
 /// poller (remote stores), the health/metrics endpoint (`kylin.server.metrics-port`), and in
 /// mode `all` the job daemon.
-pub async fn serve(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<()> {
-    let engine = Arc::new(QueryEngine::open(config).context("opening the query engine")?);
-    let jobs = JobEngine::new(
-        Metadata::new(
-            open_store(&config.stores.metadata_url).context("opening the metadata store")?,
-        ),
-        open_segment_store(&config.stores.storage_url).context("opening segment storage")?,
-        config.clone(),
-    );
+pub async fn serve(
+    config: &Config,
+    auth: Arc<Authenticator>,
+    stores: Stores,
+) -> anyhow::Result<()> {
+    let Stores { meta, segments } = stores;
+    let engine = Arc::new(QueryEngine::new(config, meta.clone(), segments.clone()));
+    let jobs = JobEngine::new(meta, segments, config.clone());
     let service = QilinFlightSql::new(engine.clone(), auth.clone(), jobs.clone(), config);
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -89,7 +107,7 @@ pub async fn serve(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<
             }
         });
         tokio::spawn(async move {
-            if let Err(e) = serve_http(mlistener, health).await {
+            if let Err(e) = http::serve(mlistener, http::router(health), shutdown_signal()).await {
                 log::error!("health/metrics endpoint stopped: {e}");
             }
         });
@@ -162,29 +180,6 @@ fn bind_address(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    log::info!("shutdown signal received");
 }
 
 #[cfg(test)]

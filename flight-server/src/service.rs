@@ -32,11 +32,12 @@ use arrow_flight::{
 };
 use futures::{Stream, TryStreamExt};
 use prost::Message;
+use qilin_cluster::metrics;
+use qilin_cluster::notify::{self, NOTIFY_ACTION, SIGNATURE_HEADER};
 use qilin_engine::config::Config;
 use qilin_engine::model::SegmentRange;
 use qilin_engine::query::QueryEngine;
-use qilin_jobs::notify::{self, NOTIFY_ACTION, SIGNATURE_HEADER};
-use qilin_jobs::{metrics, Job, JobEngine};
+use qilin_jobs::{Job, JobEngine};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 

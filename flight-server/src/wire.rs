@@ -15,6 +15,10 @@ use arrow_flight::FlightData;
 use futures::{Stream, StreamExt};
 use tonic::Status;
 
+/// Largest request we accept. Parameter uploads (DoPut) and statement handles that carry
+/// them can exceed tonic's 4 MiB default; results are split into small messages anyway.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
+
 /// Largest FlightData message we send: well under the 16 MiB the Go and Java clients accept
 /// by default (and leaving room for IPC framing).
 pub const MAX_FLIGHT_DATA_BYTES: usize = 2 * 1024 * 1024;

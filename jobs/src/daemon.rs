@@ -9,11 +9,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use qilin_cluster::lease::Lease;
+use qilin_cluster::metrics;
+use qilin_cluster::notify::Notifier;
 use qilin_engine::config::Config;
 
-use crate::lease::Lease;
-use crate::notify::Notifier;
-use crate::{metrics, progress_lines, JobEngine, JobStatus};
+use crate::{progress_lines, JobEngine, JobStatus};
 
 /// How often the daemon looks for jobs to run.
 pub const JOB_POLL: Duration = Duration::from_millis(500);

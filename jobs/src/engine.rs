@@ -9,6 +9,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use qilin_cluster::lease::Lease;
+use qilin_cluster::liveness::{self, is_alive};
 use qilin_engine::build::spill::SpillOptions;
 use qilin_engine::build::{self, BuildOptions, Progress};
 use qilin_engine::config::Config;
@@ -20,8 +22,6 @@ use qilin_engine::model::{
 use qilin_engine::storage::SegmentStore;
 
 use crate::job::{Job, JobKind, JobStatus, Runner};
-use crate::lease::Lease;
-use crate::liveness::{self, is_alive};
 
 /// Called with the job after every recorded change (for progress bars and logs).
 pub type Observer = Arc<dyn Fn(&Job) + Send + Sync>;

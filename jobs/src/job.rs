@@ -48,17 +48,8 @@ pub struct JobStep {
     pub status: JobStatus,
 }
 
-/// The process running a job.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Runner {
-    pub host: String,
-    pub pid: u32,
-    /// Start time of the process (Linux clock ticks since boot), so a reused pid is not
-    /// mistaken for the runner.
-    #[serde(default)]
-    pub start_ticks: u64,
-    pub heartbeat_ms: i64,
-}
+/// The process running a job (defined with the lease, which records one too).
+pub use qilin_cluster::liveness::Runner;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {

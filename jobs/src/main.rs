@@ -10,6 +10,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use qilin_cluster::http::{self, Health};
+use qilin_cluster::lease::Lease;
+use qilin_cluster::notify::Notifier;
+use qilin_cluster::{metrics, shutdown_signal};
 use qilin_engine::config::ServerMode;
 use qilin_engine::config::{Config, DEFAULT_CONF_PATH};
 use qilin_engine::metadata::{managers::Metadata, open_store};
@@ -17,10 +21,7 @@ use qilin_engine::model::{SegmentRange, SegmentStatus};
 use qilin_engine::sample::ssb;
 use qilin_engine::storage::open_segment_store;
 use qilin_jobs::daemon::{renew_forever, Daemon};
-use qilin_jobs::http::{serve_http, Health};
-use qilin_jobs::lease::Lease;
-use qilin_jobs::notify::Notifier;
-use qilin_jobs::{metrics, progress_lines, Job, JobEngine, JobStatus, Observer, Submitted};
+use qilin_jobs::{progress_lines, Job, JobEngine, JobStatus, Observer, Submitted};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -372,7 +373,7 @@ async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
             }
         });
         tokio::spawn(async move {
-            if let Err(e) = serve_http(listener, health).await {
+            if let Err(e) = http::serve(listener, http::router(health), shutdown_signal()).await {
                 log::error!("health/metrics endpoint stopped: {e}");
             }
         });
@@ -387,21 +388,6 @@ async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
     daemon.run(shutdown_signal()).await;
     println!("qilin-jobs serve: stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 fn progress_observer() -> Observer {

@@ -9,8 +9,13 @@
 //! - A standby watches the record's version with its own monotonic clock and takes over when
 //!   it has not changed for a whole TTL (no wall-clock comparison between hosts), or at once
 //!   when the holder was released or is a dead process on this host.
-//! - Each takeover increments the epoch; segment commits carry it (see `JobEngine`), so a
-//!   paused old holder can never commit over its successor's work.
+//! - Each takeover increments the epoch; segment commits carry it (see
+//!   `qilin_jobs::JobEngine`), so a paused old holder can never commit over its successor's
+//!   work.
+//!
+//! Hand-written on purpose: a cluster has no coordinator besides its metadata store (no
+//! ZooKeeper or etcd to take a lease library from), and the store's check-and-put is all a
+//! lease needs.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,8 +25,7 @@ use qilin_engine::metadata::managers::Metadata;
 use qilin_engine::model::now_ms;
 use serde::{Deserialize, Serialize};
 
-use crate::job::Runner;
-use crate::liveness::{current_runner, is_alive};
+use crate::liveness::{current_runner, is_alive, Runner};
 
 /// Where the lease lives in the metadata store.
 pub const LEASE_PATH: &str = "/lease/job_engine.json";

@@ -1,10 +1,25 @@
-//! Is the process that runs a job still alive? On the same host we ask the kernel (the pid
-//! exists and started at the recorded time, so a reused pid does not count); for another host
-//! we trust its heartbeat up to the orphan timeout.
+//! Process identity and liveness: which process runs a job or holds the job-engine lease
+//! ([`Runner`]), and is it still alive? On the same host we ask the kernel (the pid exists
+//! and started at the recorded time, so a reused pid does not count); for another host we
+//! trust its heartbeat up to the orphan timeout.
+//!
+//! Reading `/proc` by hand (two small files) instead of a process-inspection crate: only the
+//! pid's start time and zombie state are needed, and Qilin runs on Linux.
 
 use qilin_engine::model::now_ms;
+use serde::{Deserialize, Serialize};
 
-use crate::job::Runner;
+/// A process of the cluster: the runner of a job, the holder of the job-engine lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Runner {
+    pub host: String,
+    pub pid: u32,
+    /// Start time of the process (Linux clock ticks since boot), so a reused pid is not
+    /// mistaken for the runner.
+    #[serde(default)]
+    pub start_ticks: u64,
+    pub heartbeat_ms: i64,
+}
 
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

@@ -1,17 +1,22 @@
-//! Process-global Prometheus metrics (std only: atomics for plain counters and gauges, a
-//! mutex for labelled families and the query histogram), rendered in the Prometheus text
-//! exposition format 0.0.4 by [`Metrics::render`] and served on `/metrics` by
-//! [`crate::http::serve_http`].
+//! The process's Prometheus metrics, on the `prometheus` crate: every metric of Qilin is
+//! registered in one [`Metrics`] (a registry per instance, so tests start from zero; the
+//! process uses [`global`]), recorded only through its methods, and rendered in the text
+//! exposition format 0.0.4 by [`Metrics::render`] for `/metrics` ([`crate::http`]).
 //!
 //! Every family is always rendered (zeros until something happens), except `qilin_jobs`,
 //! which appears once [`Metrics::set_job_counts`] has been called, and the sample of
 //! `qilin_instance_info`, which appears once [`Metrics::set_instance`] has been called.
+//! The `prometheus` crate leaves out families without samples, so the `# HELP`/`# TYPE` lines
+//! of an unset `qilin_instance_info` are the one piece written here by hand (families are
+//! otherwise rendered in name order, label names of a sample in alphabetical order).
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::OnceLock;
 
 /// Upper bounds (seconds) of the `qilin_query_duration_seconds` buckets, as rendered in
 /// `le`, without the final `+Inf`.
@@ -36,31 +41,26 @@ const QUERY_OUTCOMES: [&str; 3] = ["ok", "error", "rejected"];
 /// Job statuses `qilin_jobs_finished_total` renders even before the first job ends.
 const FINISHED_STATUSES: [&str; 4] = ["SUCCEED", "ERROR", "STOPPED", "DISCARDED"];
 
+const INSTANCE_INFO: &str = "qilin_instance_info";
+const INSTANCE_INFO_HELP: &str = "Mode and address of this instance (always 1).";
+
 /// The metrics of this process; see [`global`].
 pub struct Metrics {
-    instance: Mutex<Option<(String, String)>>,
-    queries: Mutex<QueryStats>,
-    cache_hits: AtomicU64,
-    cache_misses: AtomicU64,
-    notifications_sent: AtomicU64,
-    notifications_failed: AtomicU64,
-    notifications_accepted: AtomicU64,
-    notifications_refused: AtomicU64,
-    reloads: AtomicU64,
-    store_version: AtomicU64,
-    lease_held: AtomicU64,
-    lease_epoch: AtomicU64,
-    /// `None` until [`Metrics::set_job_counts`] is called.
-    job_counts: Mutex<Option<Vec<(String, u64)>>>,
-    jobs_finished: Mutex<BTreeMap<String, u64>>,
-}
-
-struct QueryStats {
-    by_outcome: BTreeMap<String, u64>,
-    /// Per bucket (not cumulative); the last one is `+Inf`.
-    buckets: [u64; QUERY_DURATION_BUCKETS.len() + 1],
-    sum_seconds: f64,
-    count: u64,
+    registry: Registry,
+    instance: IntGaugeVec,
+    queries: IntCounterVec,
+    query_duration: Histogram,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    notifications_sent: IntCounter,
+    notifications_failed: IntCounter,
+    notifications_received: IntCounterVec,
+    reloads: IntCounter,
+    store_version: IntGauge,
+    lease_held: IntGauge,
+    lease_epoch: IntGauge,
+    jobs: IntGaugeVec,
+    jobs_finished: IntCounterVec,
 }
 
 /// The process-wide registry.
@@ -75,316 +75,241 @@ impl Default for Metrics {
     }
 }
 
+/// Registers `metric` in `registry` and returns it. Names, labels and buckets are constants
+/// of this file, so a failure is a programming error.
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric definitions are valid and registered once");
+    metric
+}
+
+fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(
+        registry,
+        IntCounter::new(name, help).expect("valid counter"),
+    )
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    register(registry, IntGauge::new(name, help).expect("valid gauge"))
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, label: &str) -> IntCounterVec {
+    register(
+        registry,
+        IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid counter family"),
+    )
+}
+
 impl Metrics {
     /// An empty registry (tests; the process uses [`global`]).
     pub fn new() -> Metrics {
+        let r = Registry::new();
+        let instance = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(INSTANCE_INFO, INSTANCE_INFO_HELP),
+                &["mode", "addr"],
+            )
+            .expect("valid gauge family"),
+        );
+        let queries = counter_vec(
+            &r,
+            "qilin_queries_total",
+            "Queries finished, by outcome (ok, error, rejected).",
+            "outcome",
+        );
+        for outcome in QUERY_OUTCOMES {
+            queries.with_label_values(&[outcome]);
+        }
+        let query_duration = register(
+            &r,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "qilin_query_duration_seconds",
+                    "Time from receiving a query to its end, in seconds.",
+                )
+                .buckets(QUERY_DURATION_BUCKETS.iter().map(|(le, _)| *le).collect()),
+            )
+            .expect("valid histogram"),
+        );
+        let notifications_received = counter_vec(
+            &r,
+            "qilin_notifications_received_total",
+            "Metadata-change notifications received, by result (accepted, refused).",
+            "result",
+        );
+        for result in ["accepted", "refused"] {
+            notifications_received.with_label_values(&[result]);
+        }
+        let jobs = register(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("qilin_jobs", "Jobs in the store, by status."),
+                &["status"],
+            )
+            .expect("valid gauge family"),
+        );
+        let jobs_finished = counter_vec(
+            &r,
+            "qilin_jobs_finished_total",
+            "Job runs this instance ended, by final status.",
+            "status",
+        );
+        for status in FINISHED_STATUSES {
+            jobs_finished.with_label_values(&[status]);
+        }
         Metrics {
-            instance: Mutex::new(None),
-            queries: Mutex::new(QueryStats {
-                by_outcome: QUERY_OUTCOMES.iter().map(|o| (o.to_string(), 0)).collect(),
-                buckets: [0; QUERY_DURATION_BUCKETS.len() + 1],
-                sum_seconds: 0.0,
-                count: 0,
-            }),
-            cache_hits: AtomicU64::new(0),
-            cache_misses: AtomicU64::new(0),
-            notifications_sent: AtomicU64::new(0),
-            notifications_failed: AtomicU64::new(0),
-            notifications_accepted: AtomicU64::new(0),
-            notifications_refused: AtomicU64::new(0),
-            reloads: AtomicU64::new(0),
-            store_version: AtomicU64::new(0),
-            lease_held: AtomicU64::new(0),
-            lease_epoch: AtomicU64::new(0),
-            job_counts: Mutex::new(None),
-            jobs_finished: Mutex::new(
-                FINISHED_STATUSES
-                    .iter()
-                    .map(|s| (s.to_string(), 0))
-                    .collect(),
+            instance,
+            queries,
+            query_duration,
+            cache_hits: counter(
+                &r,
+                "qilin_query_cache_hits_total",
+                "Queries answered from the result cache.",
             ),
+            cache_misses: counter(
+                &r,
+                "qilin_query_cache_misses_total",
+                "Cacheable queries not found in the result cache.",
+            ),
+            notifications_sent: counter(
+                &r,
+                "qilin_notifications_sent_total",
+                "Metadata-change notifications acknowledged by a peer.",
+            ),
+            notifications_failed: counter(
+                &r,
+                "qilin_notifications_failed_total",
+                "Peers given up on after retrying a metadata-change notification.",
+            ),
+            notifications_received,
+            reloads: counter(
+                &r,
+                "qilin_metadata_reloads_total",
+                "Reloads of the metadata from the store.",
+            ),
+            store_version: gauge(
+                &r,
+                "qilin_metadata_store_version",
+                "Store-wide metadata version this instance has loaded.",
+            ),
+            lease_held: gauge(
+                &r,
+                "qilin_job_engine_lease_held",
+                "1 if this instance holds the job engine lease, else 0.",
+            ),
+            lease_epoch: gauge(
+                &r,
+                "qilin_job_engine_lease_epoch",
+                "Epoch of the job engine lease last seen by this instance.",
+            ),
+            jobs,
+            jobs_finished,
+            registry: r,
         }
     }
 
     /// `qilin_instance_info{mode="query",addr="127.0.0.1:7070"} 1` (replaces an earlier call).
     pub fn set_instance(&self, mode: &str, addr: &str) {
-        *lock(&self.instance) = Some((mode.to_string(), addr.to_string()));
+        // One sample at a time: a concurrent render may see none, never two.
+        self.instance.reset();
+        self.instance.with_label_values(&[mode, addr]).set(1);
     }
 
     /// One query ended: `qilin_queries_total{outcome}` (`"ok"`, `"error"` or `"rejected"`) and
     /// the `qilin_query_duration_seconds` histogram.
     pub fn query_finished(&self, elapsed: Duration, outcome: &str) {
-        let secs = elapsed.as_secs_f64();
-        let bucket = QUERY_DURATION_BUCKETS
-            .iter()
-            .position(|(le, _)| secs <= *le)
-            .unwrap_or(QUERY_DURATION_BUCKETS.len());
-        let mut q = lock(&self.queries);
-        *q.by_outcome.entry(outcome.to_string()).or_insert(0) += 1;
-        q.buckets[bucket] += 1;
-        q.sum_seconds += secs;
-        q.count += 1;
+        self.queries.with_label_values(&[outcome]).inc();
+        self.query_duration.observe(elapsed.as_secs_f64());
     }
 
     /// `qilin_query_cache_hits_total`.
     pub fn cache_hit(&self) {
-        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        self.cache_hits.inc();
     }
 
     /// `qilin_query_cache_misses_total`.
     pub fn cache_miss(&self) {
-        self.cache_misses.fetch_add(1, Ordering::Relaxed);
+        self.cache_misses.inc();
     }
 
     /// `qilin_notifications_sent_total`: a peer acknowledged a notification.
     pub fn notification_sent(&self) {
-        self.notifications_sent.fetch_add(1, Ordering::Relaxed);
+        self.notifications_sent.inc();
     }
 
     /// `qilin_notifications_failed_total`: a peer given up on after retries.
     pub fn notification_failed(&self) {
-        self.notifications_failed.fetch_add(1, Ordering::Relaxed);
+        self.notifications_failed.inc();
     }
 
     /// `qilin_notifications_received_total{result="accepted"|"refused"}`.
     pub fn notification_received(&self, accepted: bool) {
-        let c = if accepted {
-            &self.notifications_accepted
-        } else {
-            &self.notifications_refused
-        };
-        c.fetch_add(1, Ordering::Relaxed);
+        let result = if accepted { "accepted" } else { "refused" };
+        self.notifications_received
+            .with_label_values(&[result])
+            .inc();
     }
 
     /// `qilin_metadata_reloads_total`.
     pub fn reload(&self) {
-        self.reloads.fetch_add(1, Ordering::Relaxed);
+        self.reloads.inc();
     }
 
     /// Gauge `qilin_metadata_store_version`.
     pub fn set_store_version(&self, v: u64) {
-        self.store_version.store(v, Ordering::Relaxed);
+        self.store_version.set(gauge_value(v));
     }
 
     /// Gauge `qilin_job_engine_lease_held` (0 or 1).
     pub fn set_lease_held(&self, held: bool) {
-        self.lease_held.store(u64::from(held), Ordering::Relaxed);
+        self.lease_held.set(i64::from(held));
     }
 
     /// Gauge `qilin_job_engine_lease_epoch`.
     pub fn set_lease_epoch(&self, epoch: u64) {
-        self.lease_epoch.store(epoch, Ordering::Relaxed);
+        self.lease_epoch.set(gauge_value(epoch));
     }
 
     /// Gauge `qilin_jobs{status}`: replaces the previous set entirely (statuses missing from
     /// `counts` disappear).
     pub fn set_job_counts(&self, counts: &[(&str, u64)]) {
-        *lock(&self.job_counts) = Some(counts.iter().map(|(s, n)| (s.to_string(), *n)).collect());
+        self.jobs.reset();
+        for (status, n) in counts {
+            self.jobs.with_label_values(&[status]).set(gauge_value(*n));
+        }
     }
 
     /// Counter `qilin_jobs_finished_total{status}`.
     pub fn job_finished(&self, status: &str) {
-        *lock(&self.jobs_finished)
-            .entry(status.to_string())
-            .or_insert(0) += 1;
+        self.jobs_finished.with_label_values(&[status]).inc();
     }
 
     /// Everything in the Prometheus text exposition format 0.0.4.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
-
-        family(
-            &mut out,
-            "qilin_instance_info",
-            "gauge",
-            "Mode and address of this instance (always 1).",
-        );
-        if let Some((mode, addr)) = lock(&self.instance).clone() {
-            sample(
-                &mut out,
-                "qilin_instance_info",
-                &[("mode", &mode), ("addr", &addr)],
-                1,
+        let families = self.registry.gather();
+        let mut out = Vec::with_capacity(4096);
+        if !families.iter().any(|f| f.name() == INSTANCE_INFO) {
+            // Declared before its first sample, as every other family (see the module doc).
+            out.extend_from_slice(
+                format!(
+                    "# HELP {INSTANCE_INFO} {INSTANCE_INFO_HELP}\n# TYPE {INSTANCE_INFO} gauge\n"
+                )
+                .as_bytes(),
             );
         }
-
-        {
-            let q = lock(&self.queries);
-            family(
-                &mut out,
-                "qilin_queries_total",
-                "counter",
-                "Queries finished, by outcome (ok, error, rejected).",
-            );
-            for (outcome, n) in &q.by_outcome {
-                sample(&mut out, "qilin_queries_total", &[("outcome", outcome)], *n);
-            }
-            family(
-                &mut out,
-                "qilin_query_duration_seconds",
-                "histogram",
-                "Time from receiving a query to its end, in seconds.",
-            );
-            let mut cumulative = 0;
-            for (i, n) in q.buckets.iter().enumerate() {
-                cumulative += n;
-                let le = QUERY_DURATION_BUCKETS.get(i).map_or("+Inf", |(_, s)| s);
-                sample(
-                    &mut out,
-                    "qilin_query_duration_seconds_bucket",
-                    &[("le", le)],
-                    cumulative,
-                );
-            }
-            let _ = writeln!(out, "qilin_query_duration_seconds_sum {}", q.sum_seconds);
-            let _ = writeln!(out, "qilin_query_duration_seconds_count {}", q.count);
-        }
-
-        counter(
-            &mut out,
-            "qilin_query_cache_hits_total",
-            "Queries answered from the result cache.",
-            load(&self.cache_hits),
-        );
-        counter(
-            &mut out,
-            "qilin_query_cache_misses_total",
-            "Cacheable queries not found in the result cache.",
-            load(&self.cache_misses),
-        );
-        counter(
-            &mut out,
-            "qilin_notifications_sent_total",
-            "Metadata-change notifications acknowledged by a peer.",
-            load(&self.notifications_sent),
-        );
-        counter(
-            &mut out,
-            "qilin_notifications_failed_total",
-            "Peers given up on after retrying a metadata-change notification.",
-            load(&self.notifications_failed),
-        );
-        family(
-            &mut out,
-            "qilin_notifications_received_total",
-            "counter",
-            "Metadata-change notifications received, by result (accepted, refused).",
-        );
-        sample(
-            &mut out,
-            "qilin_notifications_received_total",
-            &[("result", "accepted")],
-            load(&self.notifications_accepted),
-        );
-        sample(
-            &mut out,
-            "qilin_notifications_received_total",
-            &[("result", "refused")],
-            load(&self.notifications_refused),
-        );
-        counter(
-            &mut out,
-            "qilin_metadata_reloads_total",
-            "Reloads of the metadata from the store.",
-            load(&self.reloads),
-        );
-        gauge(
-            &mut out,
-            "qilin_metadata_store_version",
-            "Store-wide metadata version this instance has loaded.",
-            load(&self.store_version),
-        );
-        gauge(
-            &mut out,
-            "qilin_job_engine_lease_held",
-            "1 if this instance holds the job engine lease, else 0.",
-            load(&self.lease_held),
-        );
-        gauge(
-            &mut out,
-            "qilin_job_engine_lease_epoch",
-            "Epoch of the job engine lease last seen by this instance.",
-            load(&self.lease_epoch),
-        );
-
-        if let Some(counts) = lock(&self.job_counts).as_ref() {
-            family(
-                &mut out,
-                "qilin_jobs",
-                "gauge",
-                "Jobs in the store, by status.",
-            );
-            for (status, n) in counts {
-                sample(&mut out, "qilin_jobs", &[("status", status)], *n);
-            }
-        }
-        family(
-            &mut out,
-            "qilin_jobs_finished_total",
-            "counter",
-            "Job runs this instance ended, by final status.",
-        );
-        for (status, n) in lock(&self.jobs_finished).iter() {
-            sample(
-                &mut out,
-                "qilin_jobs_finished_total",
-                &[("status", status)],
-                *n,
-            );
-        }
-        out
+        TextEncoder::new()
+            .encode(&families, &mut out)
+            .expect("the text encoding of valid families cannot fail");
+        String::from_utf8(out).expect("the text format is UTF-8")
     }
 }
 
-/// A poisoned lock still holds consistent numbers (every update is a single step).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn counter(out: &mut String, name: &str, help: &str, value: u64) {
-    family(out, name, "counter", help);
-    sample(out, name, &[], value);
-}
-
-fn gauge(out: &mut String, name: &str, help: &str, value: u64) {
-    family(out, name, "gauge", help);
-    sample(out, name, &[], value);
-}
-
-fn sample(out: &mut String, name: &str, labels: &[(&str, &str)], value: u64) {
-    out.push_str(name);
-    if !labels.is_empty() {
-        out.push('{');
-        for (i, (k, v)) in labels.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(k);
-            out.push_str("=\"");
-            escape_label_value(out, v);
-            out.push('"');
-        }
-        out.push('}');
-    }
-    let _ = writeln!(out, " {value}");
-}
-
-/// Label values escape `\`, `"` and line feeds (exposition format 0.0.4).
-fn escape_label_value(out: &mut String, v: &str) {
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
+/// Gauges are `i64`: a (never seen) value above `i64::MAX` saturates.
+fn gauge_value(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
@@ -399,6 +324,28 @@ mod tests {
         assert!(
             lines(text).contains(&line),
             "missing line {line:?} in:\n{text}"
+        );
+    }
+
+    fn sorted(mut labels: Vec<(String, String)>) -> Vec<(String, String)> {
+        labels.sort();
+        labels
+    }
+
+    /// `text` has a sample `name` with exactly these labels (in any order: Prometheus does
+    /// not order labels, and the `prometheus` crate renders them sorted by name) and value.
+    fn has_sample(text: &str, name: &str, labels: &[(&str, &str)], value: f64) {
+        let want = sorted(
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        assert!(
+            parse_all(text)
+                .into_iter()
+                .any(|(n, l, v)| n == name && sorted(l) == want && v == value),
+            "missing sample {name} {labels:?} {value} in:\n{text}"
         );
     }
 
@@ -568,9 +515,11 @@ mod tests {
         let text = m.render();
         parse_all(&text);
 
-        has(
+        has_sample(
             &text,
-            r#"qilin_instance_info{mode="query",addr="127.0.0.1:7070"} 1"#,
+            "qilin_instance_info",
+            &[("mode", "query"), ("addr", "127.0.0.1:7070")],
+            1.0,
         );
         has(&text, r#"qilin_queries_total{outcome="ok"} 3"#);
         has(&text, r#"qilin_queries_total{outcome="error"} 1"#);
@@ -690,9 +639,16 @@ mod tests {
         m.set_instance("qu\"ery", "a\\b\nc");
         m.job_finished("WEIRD\"}\n 1");
         let text = m.render();
-        has(
+        has_sample(
             &text,
-            r#"qilin_instance_info{mode="qu\"ery",addr="a\\b\nc"} 1"#,
+            "qilin_instance_info",
+            &[("mode", "qu\"ery"), ("addr", "a\\b\nc")],
+            1.0,
+        );
+        // Label values are escaped in the text (the label order is the crate's: by name).
+        assert!(
+            text.contains(r#"mode="qu\"ery""#) && text.contains(r#"addr="a\\b\nc""#),
+            "{text}"
         );
         has(
             &text,
@@ -704,11 +660,11 @@ mod tests {
             .find(|(n, _, _)| n == "qilin_instance_info")
             .unwrap();
         assert_eq!(
-            info.1,
-            vec![
+            sorted(info.1.clone()),
+            sorted(vec![
                 ("mode".to_string(), "qu\"ery".to_string()),
                 ("addr".to_string(), "a\\b\nc".to_string())
-            ]
+            ])
         );
         let weird = samples
             .iter()
