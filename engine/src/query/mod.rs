@@ -108,13 +108,7 @@ impl std::fmt::Debug for QueryEngine {
 const PLAN_CACHE_BYTES: u64 = 64 << 20;
 
 impl QueryEngine {
-    /// Opens the stores named by the configuration.
-    pub fn open(config: &Config) -> Result<Self> {
-        let meta = Metadata::new(crate::metadata::open_store(&config.stores.metadata_url)?);
-        let store = crate::storage::open_segment_store(&config.stores.storage_url)?;
-        Ok(Self::new(config, meta, store))
-    }
-
+    /// A query engine over stores the process opened (once, shared with its other parts).
     pub fn new(config: &Config, meta: Metadata, store: Arc<dyn SegmentStore>) -> Self {
         let plan_cache_bytes = if config.query.plan_cache_enabled {
             PLAN_CACHE_BYTES
