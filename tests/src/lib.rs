@@ -18,10 +18,14 @@ use qilin_engine::storage::open_segment_store;
 use qilin_jobs::{Job, JobEngine, Observer};
 
 pub mod cluster;
+pub mod compare;
+pub mod corpus;
 pub mod hbase_emulator;
 pub mod hbase_emulator_process;
 pub mod hbase_raw;
 pub mod nginx;
+pub mod process;
+pub mod random_queries;
 pub mod server;
 
 /// Declares `NAME::local` and `NAME::hbase` tests that run `async fn NAME(backend: Backend)`
@@ -45,6 +49,17 @@ macro_rules! on_both_backends {
 /// The `hbase-thrift-emulator` binary (see [`workspace_exe`]).
 pub fn emulator_exe() -> PathBuf {
     workspace_exe("hbase-thrift-emulator")
+}
+
+/// The `qilin-server` binary (see [`workspace_exe`]).
+pub fn server_exe() -> PathBuf {
+    workspace_exe("qilin-server")
+}
+
+/// The Python interpreter the tests run client scripts with: `$QILIN_PYTHON` (what
+/// `scripts/test` sets to its virtual environment's python), else `python3` from `PATH`.
+pub fn python() -> String {
+    std::env::var("QILIN_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
 /// A binary of this workspace next to the running test executable
