@@ -63,21 +63,59 @@ pub fn python() -> String {
 }
 
 /// A binary of this workspace next to the running test executable
-/// (`<target>/<profile>/deps/x` → `<target>/<profile>/NAME`), for binaries of other packages
-/// than the test's own (`cargo test --workspace` builds every package's binaries first).
+/// (`<target>/<profile>/deps/x` → `<target>/<profile>/NAME`). Cargo builds only a package's
+/// own binaries for its integration tests, so when the tests run under Cargo (which sets
+/// `CARGO`) the first call runs `cargo build --workspace --bins` for the same target dir and
+/// profile (a no-op after `scripts/test` built them), so `cargo test` never runs stale
+/// binaries of other packages. `QILIN_TEST_NO_BUILD=1` skips that.
 pub fn workspace_exe(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
-    let path = exe
+    let profile = exe
         .parent()
         .and_then(Path::parent)
-        .map(|profile| profile.join(name))
         .expect("test executable in <target>/<profile>/deps");
+    build_workspace_bins(profile);
+    let path = profile.join(name);
     assert!(
         path.exists(),
         "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
         path.display()
     );
     path
+}
+
+/// `cargo build --workspace --bins` into `profile_dir` (`<target>/<profile>`), once per
+/// process, when run by Cargo.
+fn build_workspace_bins(profile_dir: &Path) {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let Ok(cargo) = std::env::var("CARGO") else {
+            return;
+        };
+        if std::env::var_os("QILIN_TEST_NO_BUILD").is_some() {
+            return;
+        }
+        let (Some(target), Some(dir_name)) = (profile_dir.parent(), profile_dir.file_name()) else {
+            return;
+        };
+        let profile = match dir_name.to_str() {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => return,
+        };
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--workspace", "--bins", "--profile", profile])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", target)
+            .status()
+            .expect("run cargo build --workspace --bins");
+        assert!(
+            status.success(),
+            "cargo build --workspace --bins failed ({status})"
+        );
+    });
 }
 
 /// Where a test installation keeps its metadata and segments. The build-side test corpus
