@@ -505,7 +505,9 @@ async fn a_query_node_killed_under_load_costs_no_query_and_rejoins() {
     println!("{ok} queries, {retried} retried once; restarted query1 served {rejoined}");
 }
 
-/// The query corpus through nginx in front of two query nodes on the shared store: the 13 SSB
+/// The query corpus through nginx in front of two query nodes on the shared store (one client
+/// connection, so nginx may route it to either node; `new_segments_reach_every_query_node...`
+/// checks that both serve): the 13 SSB
 /// queries and the first [`RANDOM_QUERIES_SMALL`] random queries equal the oracle (or are
 /// refused as on one server; refused ones equal the oracle on a third node with pushdown on).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -543,8 +545,4 @@ async fn the_query_corpus_through_nginx_matches_the_oracle() {
         RANDOM_QUERIES_SMALL,
     )
     .await;
-    for (name, p) in [("query1", q1), ("query2", q2)] {
-        let served = node_metric(p.metrics, r#"qilin_queries_total{outcome="ok"}"#);
-        assert!(served >= 1.0, "{name} served {served} queries");
-    }
 }
