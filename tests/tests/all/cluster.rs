@@ -364,6 +364,15 @@ async fn unsigned_or_forged_notifications_are_refused_and_change_nothing() {
     let _query = query_node("query", &store, q, "", "");
     let mut user = connect(&format!("127.0.0.1:{}", q.flight), "ADMIN", "KYLIN").await;
     years(&mut user).await.ok(); // loads the catalog
+                                 // The node's first poll of the store version runs in the background after its
+                                 // "listening" line (and may count a reload): the baseline is taken after it, once the
+                                 // poll has published the version it follows.
+    eventually(
+        Duration::from_secs(30),
+        "the node's first store poll",
+        || (node_metric(q.metrics, "qilin_metadata_store_version") > 0.0).then_some(()),
+    )
+    .await;
     let reloads = node_metric(q.metrics, "qilin_metadata_reloads_total");
 
     let n = Notification {
