@@ -19,7 +19,7 @@ from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql
 
-QUERIES = Path(__file__).resolve().parent.parent / "flight-server" / "tests" / "ssb_queries.sql"
+QUERIES = Path(__file__).resolve().parent.parent / "tests" / "ssb_queries.sql"
 
 
 def load_queries():

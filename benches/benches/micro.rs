@@ -630,7 +630,7 @@ fn sample() -> Sample {
         started.elapsed().as_secs_f64()
     );
     let engine = QueryEngine::new(&config, meta, segments);
-    let all = ssb::parse_queries(include_str!("../../flight-server/tests/ssb_queries.sql"))
+    let all = ssb::parse_queries(include_str!("../../tests/ssb_queries.sql"))
         .expect("the 13 SSB queries");
     let queries: Vec<(String, String)> = all
         .into_iter()

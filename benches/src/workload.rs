@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tonic::transport::Channel;
 
 /// The query file shared with the server's tests and the Python ADBC script.
-const SSB_QUERIES: &str = include_str!("../../flight-server/tests/ssb_queries.sql");
+const SSB_QUERIES: &str = include_str!("../../tests/ssb_queries.sql");
 /// Largest gRPC message the client accepts.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 

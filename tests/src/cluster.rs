@@ -3,12 +3,10 @@
 //! `kylin.rest.servers` can name them before they start), their metrics endpoints, and
 //! in-process access to the shared store.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use qilin_engine::config::Config;
@@ -18,6 +16,7 @@ use qilin_engine::storage::open_segment_store;
 use qilin_jobs::JobEngine;
 
 use crate::hbase_emulator_process::EmulatorProcess;
+use crate::server::ServerProcess;
 
 /// The cluster secret every node shares in tests.
 pub const SECRET: &str = "test-cluster-secret-0123456789abcdef";
@@ -132,154 +131,10 @@ impl SharedStore {
     }
 }
 
-/// One node process (`qilin-server` or `qilin-jobs serve`) with its config file; it can be
-/// killed and restarted with the same configuration.
-pub struct Node {
-    pub label: String,
-    exe: PathBuf,
-    args: Vec<String>,
-    ready: String,
-    conf_dir: tempfile::TempDir,
-    child: Option<Child>,
-    output: Arc<Mutex<String>>,
-}
-
-impl Node {
-    /// A `qilin-server` on `port` (metrics on `metrics_port`) with `properties`.
-    pub fn server(label: &str, exe: &Path, properties: &str, port: u16) -> Node {
-        Self::start(
-            label,
-            exe,
-            properties,
-            vec!["--port".into(), port.to_string()],
-            crate::server::LISTENING_PREFIX,
-        )
-    }
-
-    /// `qilin-jobs serve` with `properties`.
-    pub fn job_daemon(label: &str, properties: &str) -> Node {
-        Self::start(
-            label,
-            &crate::workspace_exe("qilin-jobs"),
-            properties,
-            vec!["serve".into()],
-            "qilin-jobs serve: job daemon started",
-        )
-    }
-
-    fn start(label: &str, exe: &Path, properties: &str, args: Vec<String>, ready: &str) -> Node {
-        let conf_dir = tempfile::tempdir().expect("conf dir");
-        std::fs::write(conf_dir.path().join("kylin.properties"), properties).expect("write conf");
-        let mut node = Node {
-            label: label.to_string(),
-            exe: exe.to_path_buf(),
-            args,
-            ready: ready.to_string(),
-            conf_dir,
-            child: None,
-            output: Arc::new(Mutex::new(String::new())),
-        };
-        node.launch();
-        node
-    }
-
-    fn launch(&mut self) {
-        let mut child = Command::new(&self.exe)
-            .arg("--conf")
-            .arg(self.conf_dir.path().join("kylin.properties"))
-            .args(&self.args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.exe.display()));
-        let (tx, rx) = mpsc::channel();
-        drain(
-            child.stdout.take().expect("stdout"),
-            &self.label,
-            self.output.clone(),
-            Some(tx),
-        );
-        drain(
-            child.stderr.take().expect("stderr"),
-            &self.label,
-            self.output.clone(),
-            None,
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(line) if line.starts_with(&self.ready) => break,
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = child.kill();
-                    let status = child.wait().ok();
-                    panic!(
-                        "{} did not start ({e:?}, {status:?}):\n{}",
-                        self.label,
-                        self.output()
-                    );
-                }
-            }
-        }
-        self.child = Some(child);
-    }
-
-    /// SIGKILL, and wait for the process to be gone.
-    pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Starts the process again with the same configuration.
-    pub fn restart(&mut self) {
-        self.kill();
-        self.launch();
-    }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(|c| c.id())
-    }
-
-    pub fn output(&self) -> String {
-        self.output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn drain(
-    stream: impl Read + Send + 'static,
-    label: &str,
-    sink: Arc<Mutex<String>>,
-    lines: Option<mpsc::Sender<String>>,
-) {
-    let label = label.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("[{label}] {line}");
-            {
-                let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
-                s.push_str(&line);
-                s.push('\n');
-            }
-            if let Some(tx) = &lines {
-                let _ = tx.send(line);
-            }
-        }
-    });
-}
+/// One node process (`qilin-server` via [`ServerProcess::on_port`], or `qilin-jobs serve` via
+/// [`ServerProcess::job_daemon`]) with its config file; it can be killed and restarted with
+/// the same configuration.
+pub type Node = ServerProcess;
 
 /// `GET path` on `127.0.0.1:port`: (status code, body). Panics if the endpoint is down.
 pub fn http_get(port: u16, path: &str) -> (u16, String) {

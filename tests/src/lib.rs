@@ -18,10 +18,14 @@ use qilin_engine::storage::open_segment_store;
 use qilin_jobs::{Job, JobEngine, Observer};
 
 pub mod cluster;
+pub mod compare;
+pub mod corpus;
 pub mod hbase_emulator;
 pub mod hbase_emulator_process;
 pub mod hbase_raw;
 pub mod nginx;
+pub mod process;
+pub mod random_queries;
 pub mod server;
 
 /// Declares `NAME::local` and `NAME::hbase` tests that run `async fn NAME(backend: Backend)`
@@ -47,22 +51,71 @@ pub fn emulator_exe() -> PathBuf {
     workspace_exe("hbase-thrift-emulator")
 }
 
+/// The `qilin-server` binary (see [`workspace_exe`]).
+pub fn server_exe() -> PathBuf {
+    workspace_exe("qilin-server")
+}
+
+/// The Python interpreter the tests run client scripts with: `$QILIN_PYTHON` (what
+/// `scripts/test` sets to its virtual environment's python), else `python3` from `PATH`.
+pub fn python() -> String {
+    std::env::var("QILIN_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
 /// A binary of this workspace next to the running test executable
-/// (`<target>/<profile>/deps/x` → `<target>/<profile>/NAME`), for binaries of other packages
-/// than the test's own (`cargo test --workspace` builds every package's binaries first).
+/// (`<target>/<profile>/deps/x` → `<target>/<profile>/NAME`). Cargo builds only a package's
+/// own binaries for its integration tests, so when the tests run under Cargo (which sets
+/// `CARGO`) the first call runs `cargo build --workspace --bins` for the same target dir and
+/// profile (a no-op after `scripts/test` built them), so `cargo test` never runs stale
+/// binaries of other packages. `QILIN_TEST_NO_BUILD=1` skips that.
 pub fn workspace_exe(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current test executable");
-    let path = exe
+    let profile = exe
         .parent()
         .and_then(Path::parent)
-        .map(|profile| profile.join(name))
         .expect("test executable in <target>/<profile>/deps");
+    build_workspace_bins(profile);
+    let path = profile.join(name);
     assert!(
         path.exists(),
         "{} is missing: build the workspace's binaries first (cargo build --workspace --bins)",
         path.display()
     );
     path
+}
+
+/// `cargo build --workspace --bins` into `profile_dir` (`<target>/<profile>`), once per
+/// process, when run by Cargo.
+fn build_workspace_bins(profile_dir: &Path) {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let Ok(cargo) = std::env::var("CARGO") else {
+            return;
+        };
+        if std::env::var_os("QILIN_TEST_NO_BUILD").is_some() {
+            return;
+        }
+        let (Some(target), Some(dir_name)) = (profile_dir.parent(), profile_dir.file_name()) else {
+            return;
+        };
+        let profile = match dir_name.to_str() {
+            Some("debug") => "dev",
+            Some(other) => other,
+            None => return,
+        };
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--workspace", "--bins", "--profile", profile])
+            .arg("--manifest-path")
+            .arg(&manifest)
+            .env("CARGO_TARGET_DIR", target)
+            .status()
+            .expect("run cargo build --workspace --bins");
+        assert!(
+            status.success(),
+            "cargo build --workspace --bins failed ({status})"
+        );
+    });
 }
 
 /// Where a test installation keeps its metadata and segments. The build-side test corpus

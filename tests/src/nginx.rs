@@ -97,10 +97,7 @@ impl NginxProcess {
 
     /// The port nginx listens on.
     pub fn port(&self) -> u16 {
-        self.addr
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .expect("listening address has a port")
+        crate::process::port_of(&self.addr)
     }
 
     /// The prefix dir (config, logs, temp dirs).

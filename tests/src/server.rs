@@ -3,12 +3,9 @@
 //! SSB installation (metadata + built cube) that every server test can point at.
 
 use std::fmt::Display;
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
@@ -17,8 +14,13 @@ use qilin_engine::model::SegmentStatus;
 use qilin_engine::sample::ssb;
 use tonic::transport::Channel;
 
+use crate::process::{run_to_exit, ChildProcess, Spec};
+
 /// The line `qilin-server` prints once its socket is bound.
 pub const LISTENING_PREFIX: &str = "qilin-server listening on ";
+
+/// The line `qilin-jobs serve` prints once its job daemon runs.
+pub const JOB_DAEMON_READY: &str = "qilin-jobs serve: job daemon started";
 
 /// How long a server may take to start (it may build a sample first).
 pub const START_TIMEOUT: Duration = Duration::from_secs(300);
@@ -27,13 +29,13 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(300);
 /// exceed tonic's 4 MiB default.
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
 
-/// A running `qilin-server`, killed when dropped.
+/// A running Qilin binary (`qilin-server`, or `qilin-jobs serve` in cluster tests) with its
+/// temp `kylin.properties`, killed when dropped; it can be killed and restarted with the same
+/// configuration. The one launcher every server test uses.
 pub struct ServerProcess {
-    child: Child,
-    /// `host:port` the server bound (the actual port, never 0).
+    process: ChildProcess,
+    /// `host:port` the server bound (the actual port, never 0; empty for a job daemon).
     pub addr: String,
-    /// Everything the process printed so far (stdout and stderr, interleaved by line).
-    output: Arc<Mutex<String>>,
     _conf_dir: tempfile::TempDir,
 }
 
@@ -47,41 +49,49 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], with extra command-line arguments.
     pub fn start_with_args(exe: &Path, properties: &str, args: &[&str]) -> ServerProcess {
-        let (conf_dir, conf) = write_conf(properties);
-        let mut child = spawn(exe, &conf, args);
-        let output = Arc::new(Mutex::new(String::new()));
-        let (lines_tx, lines_rx) = mpsc::channel::<String>();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let stderr = child.stderr.take().expect("piped stderr");
-        drain(stdout, output.clone(), Some(lines_tx));
-        drain(stderr, output.clone(), None);
+        Self::launch("qilin-server", exe, properties, 0, args, &[])
+    }
 
-        let deadline = Instant::now() + START_TIMEOUT;
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines_rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(addr) = line.strip_prefix(LISTENING_PREFIX) {
-                        break addr.trim().to_string();
-                    }
-                }
-                Err(e) => {
-                    // Stdout closed (the process exited) or the deadline passed.
-                    let _ = child.kill();
-                    let status = child.wait().ok();
-                    // Give the stderr drain a moment to collect the last lines.
-                    std::thread::sleep(Duration::from_millis(100));
-                    panic!(
-                        "qilin-server did not report listening ({e:?}; exit status {status:?}); output:\n{}",
-                        output.lock().unwrap_or_else(|p| p.into_inner())
-                    );
-                }
-            }
-        };
+    /// A `qilin-server` on a fixed `port` (named in other nodes' configuration before it
+    /// starts), logging at `info`, labelled `label` in the captured output.
+    pub fn on_port(label: &str, exe: &Path, properties: &str, port: u16) -> ServerProcess {
+        Self::launch(label, exe, properties, port, &[], &[("RUST_LOG", "info")])
+    }
+
+    /// `qilin-jobs serve` with `properties` (ready once it prints that its daemon started).
+    pub fn job_daemon(label: &str, properties: &str) -> ServerProcess {
+        let (conf_dir, conf) = write_conf(properties);
+        let spec = Spec::new(&crate::workspace_exe("qilin-jobs"))
+            .arg("--conf")
+            .arg(&conf)
+            .arg("serve")
+            .env("RUST_LOG", "info");
+        let process = ChildProcess::start(label, spec, JOB_DAEMON_READY, START_TIMEOUT);
         ServerProcess {
-            child,
+            process,
+            addr: String::new(),
+            _conf_dir: conf_dir,
+        }
+    }
+
+    fn launch(
+        label: &str,
+        exe: &Path,
+        properties: &str,
+        port: u16,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ServerProcess {
+        let (conf_dir, conf) = write_conf(properties);
+        let mut spec = server_spec(exe, &conf, port, args);
+        for (k, v) in env {
+            spec = spec.env(k, v);
+        }
+        let process = ChildProcess::start(label, spec, LISTENING_PREFIX, START_TIMEOUT);
+        let addr = process.ready_rest().to_string();
+        ServerProcess {
+            process,
             addr,
-            output,
             _conf_dir: conf_dir,
         }
     }
@@ -93,25 +103,29 @@ impl ServerProcess {
 
     /// The port the server bound.
     pub fn port(&self) -> u16 {
-        self.addr
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .expect("listening address has a port")
+        crate::process::port_of(&self.addr)
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the process again with the same configuration and command line.
+    pub fn restart(&mut self) {
+        self.process.restart();
+        if !self.addr.is_empty() {
+            self.addr = self.process.ready_rest().to_string();
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
     }
 
     /// What the server printed so far.
     pub fn output(&self) -> String {
-        self.output
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.output()
     }
 }
 
@@ -119,43 +133,16 @@ impl Drop for ServerProcess {
 /// its exit status and combined output. Panics if it is still running after `timeout`.
 pub fn run_server_to_exit(exe: &Path, properties: &str, timeout: Duration) -> (ExitStatus, String) {
     let (_conf_dir, conf) = write_conf(properties);
-    let mut child = spawn(exe, &conf, &[]);
-    let output = Arc::new(Mutex::new(String::new()));
-    let out_thread = drain(child.stdout.take().expect("stdout"), output.clone(), None);
-    let err_thread = drain(child.stderr.take().expect("stderr"), output.clone(), None);
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for qilin-server") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "qilin-server still running after {timeout:?}; output:\n{}",
-                output.lock().unwrap_or_else(|p| p.into_inner())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = out_thread.join();
-    let _ = err_thread.join();
-    let text = output.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    (status, text)
+    run_to_exit("qilin-server", &server_spec(exe, &conf, 0, &[]), timeout)
 }
 
-/// `exe --conf CONF --port 0 ARGS...` with piped output.
-fn spawn(exe: &Path, conf: &Path, args: &[&str]) -> Child {
-    Command::new(exe)
+/// `exe --conf CONF --port PORT ARGS...`.
+fn server_spec(exe: &Path, conf: &Path, port: u16, args: &[&str]) -> Spec {
+    Spec::new(exe)
         .arg("--conf")
         .arg(conf)
-        .args(["--port", "0"])
+        .args(["--port", &port.to_string()])
         .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", exe.display()))
 }
 
 fn write_conf(properties: &str) -> (tempfile::TempDir, PathBuf) {
@@ -163,29 +150,6 @@ fn write_conf(properties: &str) -> (tempfile::TempDir, PathBuf) {
     let conf = dir.path().join("kylin.properties");
     std::fs::write(&conf, properties).expect("write server config");
     (dir, conf)
-}
-
-/// Copies a child's output into `sink` line by line (and to the test's stderr, which the test
-/// harness captures), optionally forwarding each line to `lines`.
-fn drain(
-    stream: impl Read + Send + 'static,
-    sink: Arc<Mutex<String>>,
-    lines: Option<mpsc::Sender<String>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            eprintln!("[qilin-server] {line}");
-            {
-                let mut s = sink.lock().unwrap_or_else(|p| p.into_inner());
-                s.push_str(&line);
-                s.push('\n');
-            }
-            if let Some(tx) = &lines {
-                let _ = tx.send(line);
-            }
-        }
-    })
 }
 
 /// A gRPC channel to `addr` (`host:port`).
@@ -380,4 +344,37 @@ pub fn ssb_properties(store_dir: &Path, source_dir: &Path, extra: &str) -> Strin
         store_dir.join("segments").display(),
         source_dir.display()
     )
+}
+
+/// Scale factor of the SSB sample the query tests run on.
+pub const SCALE: f64 = 0.01;
+
+/// A `qilin-server` (mode `query`) over the shared SSB SF 0.01 store with its cube built.
+pub struct SsbServer {
+    pub process: ServerProcess,
+    /// The raw Parquet files' directory (what the oracle reads).
+    pub source: PathBuf,
+}
+
+impl SsbServer {
+    /// Starts a server; `extra` is appended to its `kylin.properties`.
+    pub async fn start(extra: &str) -> SsbServer {
+        let store = shared_ssb_store(SCALE).await;
+        let source = shared_ssb_source_dir(SCALE).await;
+        let props = ssb_properties(
+            &store,
+            &source,
+            &format!("kylin.server.mode=query\n{extra}"),
+        );
+        let exe = crate::server_exe();
+        let process = tokio::task::spawn_blocking(move || ServerProcess::start(&exe, &props))
+            .await
+            .expect("start qilin-server");
+        SsbServer { process, source }
+    }
+
+    /// A client logged in as the sample's ADMIN user.
+    pub async fn client(&self) -> crate::compare::Client {
+        connect(&self.process.addr, "ADMIN", "KYLIN").await
+    }
 }

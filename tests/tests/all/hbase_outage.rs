@@ -4,7 +4,7 @@
 //! a reader polling the cube throughout never sees a READY segment it cannot read in full.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,10 +23,12 @@ const RANGE: &str = "1992-01-01..1999-01-01";
 /// Reads the cube over and over from its own connections until told to stop; for every
 /// READY segment it sees, every cuboid must read back whole (checksums verified). Errors
 /// while HBase is down are expected and skipped; a partial READY segment is recorded.
+/// `seen` counts the cuboids read back whole so far.
 fn watch_ready_segments(
     meta_url: String,
     storage_url: String,
     stop: Arc<AtomicBool>,
+    seen: Arc<AtomicUsize>,
 ) -> std::thread::JoinHandle<(usize, Vec<String>)> {
     std::thread::spawn(move || {
         // Short retry budget: the watcher must keep looking, not wait out the outage.
@@ -40,7 +42,10 @@ fn watch_ready_segments(
             for seg in inst.ready_segments() {
                 for c in &seg.cuboids {
                     match read_cuboid(store.as_ref(), &seg.id, c.id) {
-                        Ok((m, _)) if m.rows == c.rows => checks += 1,
+                        Ok((m, _)) if m.rows == c.rows => {
+                            checks += 1;
+                            seen.fetch_add(1, Ordering::Relaxed);
+                        }
                         Ok((m, _)) => problems.push(format!(
                             "READY segment {} cuboid {}: {} rows stored, {} recorded",
                             seg.id, c.id, m.rows, c.rows
@@ -96,10 +101,12 @@ async fn a_short_outage_during_a_build_is_ridden_out() {
     let mut env = TestEnv::on(Backend::HBase, &source);
     env.install_sample(SF).await;
     let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(AtomicUsize::new(0));
     let watcher = watch_ready_segments(
         env.config.stores.metadata_url.clone(),
         env.config.stores.storage_url.clone(),
         stop.clone(),
+        seen.clone(),
     );
 
     let engine = env.engine.clone();
@@ -131,6 +138,12 @@ async fn a_short_outage_during_a_build_is_ridden_out() {
     assert_eq!(inst.segments[0].status, SegmentStatus::Ready);
     checked_sum_of_revenue(&env, &source).await;
 
+    // On a loaded machine the watcher may not have read the new segment yet: give it time
+    // (it reads the READY segment within one pass once it gets the CPU).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.load(Ordering::Relaxed) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     let (checks, problems) = watcher.join().unwrap();
     assert!(problems.is_empty(), "{problems:#?}");

@@ -1,34 +1,16 @@
 //! Runs the built `qilin-bench` on a tiny SSB (scale 0.01, 3 runs) against the `qilin-server`
 //! and `qilin-jobs` of the same target directory, and checks the JSON report.
 
-use std::path::PathBuf;
 use std::process::Command;
-
-/// `<target>/<profile>`, from this test executable (`<target>/<profile>/deps/smoke-…`).
-fn profile_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable under <target>/<profile>/deps")
-        .to_path_buf()
-}
 
 #[test]
 fn ssb_smoke() {
-    let profile = profile_dir();
-    let server = profile.join("qilin-server");
-    let jobs = profile.join("qilin-jobs");
-    for exe in [&server, &jobs] {
-        assert!(
-            exe.is_file(),
-            "{} missing: run `cargo build -p qilin-server -p qilin-jobs` first",
-            exe.display()
-        );
-    }
+    let server = qilin_tests::server_exe();
+    let jobs = qilin_tests::workspace_exe("qilin-jobs");
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("report.json");
     let work = dir.path().join("work");
-    let output = Command::new(env!("CARGO_BIN_EXE_qilin-bench"))
+    let output = Command::new(qilin_tests::workspace_exe("qilin-bench"))
         .args(["ssb", "--scale", "0.01", "--runs", "3", "--json"])
         .arg(&out)
         .arg("--work")

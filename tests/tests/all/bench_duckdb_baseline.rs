@@ -9,12 +9,15 @@ use qilin_bench::workload::{self, BaselineStatement, WITHOUT_EXACT_DISTINCT};
 
 #[test]
 fn a_failed_baseline_statement_is_reported_and_retried_without_the_distinct_count() {
-    let has_duckdb = Command::new("python3")
+    let has_duckdb = Command::new(qilin_tests::python())
         .args(["-c", "import duckdb"])
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_duckdb {
-        eprintln!("python3 has no duckdb package: the DuckDB column is optional, skipping");
+        eprintln!(
+            "{} has no duckdb package: the DuckDB column is optional, skipping",
+            qilin_tests::python()
+        );
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

@@ -1,5 +1,5 @@
-//! Randomly generated aggregate queries over the SSB star, sent to `qilin-server` through the
-//! Rust Flight SQL client and compared with the oracle (DataFusion on the raw Parquet files).
+//! The generator of random aggregate queries over the SSB star (the seeded half of the query
+//! corpus, see [`crate::corpus`]), and what a refusal of one must say.
 //!
 //! The generator is seeded (printed; override with `QILIN_TEST_SEED`) and varies the group-by
 //! columns (date hierarchy and derived date columns, customer, supplier, part, discount,
@@ -11,25 +11,19 @@
 //! must be answered correctly or refused with InvalidArgument "no realization ..." naming the
 //! culprit. A handful of refused ones are then run on a server with pushdown enabled.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
-use std::time::{Duration, Instant};
 
-use common::{compare, oracle_query, run_query, Expect, HLL_REL};
 use datafusion::prelude::SessionContext;
 
+use crate::compare::{oracle_query, Expect, HLL_REL};
+
 const DEFAULT_SEED: u64 = 0x5153_4C49_4E00_0001;
-const QUERY_COUNT: usize = 240;
-/// Refused queries re-run on a server with `kylin.query.pushdown.enabled=true`.
-const PUSHDOWN_SAMPLE: usize = 8;
-const QUERY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// xorshift64* — small, deterministic, good enough to pick query shapes.
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub fn new(seed: u64) -> Rng {
         Rng(seed.max(1))
     }
     fn next(&mut self) -> u64 {
@@ -213,10 +207,10 @@ fn predicted_covered(columns: &BTreeSet<&str>) -> bool {
 }
 
 /// The distinct values of every column the generator filters on, read from the oracle.
-struct Domains(HashMap<&'static str, (bool, Vec<String>)>);
+pub struct Domains(HashMap<&'static str, (bool, Vec<String>)>);
 
 impl Domains {
-    async fn load(ctx: &SessionContext) -> Domains {
+    pub async fn load(ctx: &SessionContext) -> Domains {
         let mut out = HashMap::new();
         let columns = all_dimensions()
             .into_iter()
@@ -231,9 +225,7 @@ impl Domains {
             let numeric = batches[0].schema().field(0).data_type().is_integer();
             let values: Vec<String> = batches
                 .iter()
-                .flat_map(|b| {
-                    (0..b.num_rows()).map(move |r| qilin_tests::cell(b.column(0).as_ref(), r))
-                })
+                .flat_map(|b| (0..b.num_rows()).map(move |r| crate::cell(b.column(0).as_ref(), r)))
                 .collect();
             assert!(!values.is_empty(), "no values of {c}");
             out.insert(c, (numeric, values));
@@ -283,16 +275,16 @@ impl Domains {
 }
 
 /// One generated query and what the test expects of it.
-struct Generated {
-    sql: String,
-    expect: Expect,
+pub struct Generated {
+    pub sql: String,
+    pub expect: Expect,
     /// Some aggregation group holds all its columns and the cube has all its measures.
-    covered: bool,
+    pub covered: bool,
     /// Names one of which a refusal must mention.
-    blame: Vec<String>,
+    pub blame: Vec<String>,
 }
 
-fn generate(rng: &mut Rng, domains: &Domains) -> Generated {
+pub fn generate(rng: &mut Rng, domains: &Domains) -> Generated {
     // The family: one aggregation group whose columns the query uses.
     let g = *rng.pick(&[0, 0, 1, 1, 1, 2, 2, 2, 3, 3]);
     let (group_pool, filter_pool): (Vec<&str>, Vec<&str>) = if g == 3 {
@@ -451,7 +443,8 @@ fn generate(rng: &mut Rng, domains: &Domains) -> Generated {
     }
 }
 
-fn seed() -> u64 {
+/// The generator's seed: `QILIN_TEST_SEED` (decimal or `0x` hex) or a fixed default.
+pub fn seed() -> u64 {
     match std::env::var("QILIN_TEST_SEED") {
         Ok(s) => {
             let s = s.trim();
@@ -466,7 +459,7 @@ fn seed() -> u64 {
 }
 
 /// Why a refusal is not the one expected, if it is not.
-fn check_refusal(status: &tonic::Status, q: &Generated) -> Result<(), String> {
+pub fn check_refusal(status: &tonic::Status, q: &Generated) -> Result<(), String> {
     let msg = status.message().to_lowercase();
     if status.code() != tonic::Code::InvalidArgument || !msg.contains("no realization") {
         return Err(format!(
@@ -489,104 +482,4 @@ fn check_refusal(status: &tonic::Status, q: &Generated) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn random_aggregate_queries_match_the_oracle() {
-    let seed = seed();
-    println!("random_queries: seed {seed:#x} (reproduce with QILIN_TEST_SEED={seed:#x})");
-    let started = Instant::now();
-    let ssb = common::SsbServer::start("").await;
-    let ctx = qilin_tests::oracle(&ssb.source).await;
-    let domains = Domains::load(&ctx).await;
-    let mut rng = Rng::new(seed);
-    let queries: Vec<Generated> = (0..QUERY_COUNT)
-        .map(|_| generate(&mut rng, &domains))
-        .collect();
-    let mut client = ssb.client().await;
-
-    let (mut answered, mut refused, mut failures) = (0usize, Vec::new(), Vec::new());
-    let mut query_time = Duration::ZERO;
-    for (i, q) in queries.iter().enumerate() {
-        let want = oracle_query(&ctx, &q.sql).await;
-        let t = Instant::now();
-        let got = tokio::time::timeout(QUERY_TIMEOUT, run_query(&mut client, &q.sql))
-            .await
-            .unwrap_or_else(|_| Err(tonic::Status::deadline_exceeded("test timeout")));
-        query_time += t.elapsed();
-        match got {
-            Ok(got) => {
-                answered += 1;
-                if let Err(e) = compare(&got, &want, &q.expect) {
-                    failures.push(format!("#{i} {}\n    wrong result: {e}", q.sql));
-                }
-            }
-            Err(status) => match check_refusal(&status, q) {
-                Ok(()) => refused.push(i),
-                Err(e) => failures.push(format!("#{i} {}\n    {e}", q.sql)),
-            },
-        }
-    }
-    let predicted = queries.iter().filter(|q| q.covered).count();
-    println!(
-        "random_queries: {} queries, {answered} answered, {} refused, {} failed; \
-         {predicted} predicted coverable; server time {:.1?}, total {:.1?}",
-        queries.len(),
-        refused.len(),
-        failures.len(),
-        query_time,
-        started.elapsed()
-    );
-
-    // Queries no cube answers, on a server that pushes them down to the raw tables.
-    let pushdown = common::SsbServer::start("kylin.query.pushdown.enabled=true\n").await;
-    let mut pd_client = pushdown.client().await;
-    let mut pushed = 0;
-    for &i in refused.iter().take(PUSHDOWN_SAMPLE) {
-        let q = &queries[i];
-        let want = oracle_query(&ctx, &q.sql).await;
-        match run_query(&mut pd_client, &q.sql).await {
-            Ok(got) => {
-                pushed += 1;
-                if let Err(e) = compare(&got, &want, &q.expect) {
-                    failures.push(format!("#{i} (pushdown) {}\n    wrong result: {e}", q.sql));
-                }
-            }
-            Err(s) => failures.push(format!(
-                "#{i} (pushdown) {}\n    error {:?}: {}",
-                q.sql,
-                s.code(),
-                s.message()
-            )),
-        }
-    }
-    println!(
-        "random_queries: {pushed} refused queries answered by pushdown; total {:.1?}",
-        started.elapsed()
-    );
-
-    if !failures.is_empty() {
-        let shown: Vec<&String> = failures.iter().take(40).collect();
-        panic!(
-            "{} of {} generated queries failed (seed {seed:#x}):\n{}",
-            failures.len(),
-            queries.len(),
-            shown
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-    }
-    assert!(
-        answered * 100 >= queries.len() * 60,
-        "only {answered} of {} queries answered",
-        queries.len()
-    );
-    assert!(
-        refused.len() >= 5,
-        "only {} queries refused: the generator should produce uncovered queries",
-        refused.len()
-    );
-    assert_eq!(pushed, refused.len().min(PUSHDOWN_SAMPLE));
 }

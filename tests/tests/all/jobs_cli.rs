@@ -12,7 +12,9 @@ use qilin_engine::model::SegmentStatus;
 use qilin_engine::storage::LocalSegmentStore;
 use qilin_jobs::{JobEngine, JobStatus};
 
-const BIN: &str = env!("CARGO_BIN_EXE_qilin-jobs");
+fn bin() -> PathBuf {
+    qilin_tests::workspace_exe("qilin-jobs")
+}
 
 struct Install {
     dir: tempfile::TempDir,
@@ -35,7 +37,7 @@ impl Install {
     }
 
     fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.arg("--conf")
             .arg(&self.conf)
             .args(args)
@@ -180,7 +182,7 @@ fn bad_input_gets_clear_errors() {
         "1993-13-01",
     );
     fails_with(&inst.run(&["sample", "--scale=0"]), "--scale");
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["--conf", "/nonexistent/kylin.properties", "jobs", "list"])
         .output()
         .unwrap();

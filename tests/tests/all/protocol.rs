@@ -3,8 +3,6 @@
 //! the start-up refusal on a public address, arrow-flight's own `flight_sql_client`, and the
 //! Python ADBC driver's metadata calls.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -14,9 +12,10 @@ use arrow::array::{Array, AsArray, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTables, ProstMessageExt, SqlInfo};
 use arrow_flight::{FlightInfo, Ticket};
-use common::{run_query, status, Client, SsbServer};
 use futures::TryStreamExt;
 use prost::Message;
+use qilin_tests::compare::{run_query, status, Client};
+use qilin_tests::server::SsbServer;
 use qilin_tests::server::{client, raw_handshake, run_server_to_exit, try_connect};
 use tonic::Code;
 
@@ -302,25 +301,24 @@ async fn prepared_statements_bind_parameters_and_accept_large_uploads() {
 
 #[test]
 fn public_address_with_default_credentials_is_refused() {
-    let exe = Path::new(env!("CARGO_BIN_EXE_qilin-server"));
+    let exe = qilin_tests::server_exe();
     let dir = tempfile::tempdir().unwrap();
     let props = format!(
         "kylin.server.host=0.0.0.0\nkylin.sample.auto-create=false\nkylin.metadata.url={}\nkylin.storage.url={}\n",
         dir.path().join("meta").display(),
         dir.path().join("segments").display()
     );
-    let (status, output) = run_server_to_exit(exe, &props, Duration::from_secs(60));
+    let (status, output) = run_server_to_exit(&exe, &props, Duration::from_secs(60));
     assert!(!status.success(), "{output}");
     assert!(output.contains("kylin.security.users"), "{output}");
     assert!(!output.contains("panicked"), "{output}");
 }
 
 fn flight_sql_client() -> PathBuf {
-    let dir = Path::new(env!("CARGO_BIN_EXE_qilin-server"))
+    let exe = qilin_tests::server_exe()
         .parent()
-        .unwrap()
-        .to_path_buf();
-    let exe = dir.join("flight_sql_client");
+        .expect("<target>/<profile>")
+        .join("flight_sql_client");
     assert!(
         exe.exists(),
         "{} is missing: build it with `cargo build -p arrow-flight -p qilin-tests --bin flight_sql_client` (scripts/test does)",
@@ -383,19 +381,23 @@ async fn arrow_flight_cli_runs_statements() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_adbc_metadata_and_parameters() {
     let server = SsbServer::start("").await;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/protocol_adbc.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/protocol_adbc.py");
     let uri = server.process.uri();
-    let out =
-        tokio::task::spawn_blocking(move || Command::new("python3").arg(&script).arg(uri).output())
-            .await
-            .expect("join")
-            .expect("run python3");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(qilin_tests::python())
+            .arg(&script)
+            .arg(uri)
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("run python");
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_ne!(
         out.status.code(),
         Some(3),
-        "{err}\n(pip install -r tests/requirements.txt)"
+        "{err}\n(./scripts/test installs tests/requirements.txt into its venv)"
     );
     assert!(
         out.status.success(),

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Drives qilin-server with the Python ADBC Flight SQL driver: metadata calls and a query with
-`?` parameters. Prints `key=value` lines that flight-server/tests/protocol.rs asserts on.
+`?` parameters. Prints `key=value` lines that tests/tests/all/protocol.rs asserts on.
 
 Usage: protocol_adbc.py grpc://HOST:PORT
 Exit codes: 0 ok, 3 driver or pyarrow missing, 1 any other failure (with a traceback).

@@ -1,13 +1,9 @@
 //! Cluster mode on loopback: the HBase emulator as the shared store, `qilin-jobs serve` job
 //! engines, `qilin-server` query nodes, nginx (from Debian) balancing gRPC in front.
 
-mod common;
-
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use arrow_flight::Action;
-use common::{run_query, Client};
 use futures::TryStreamExt;
 use qilin_cluster::notify::{sign, Notification, NOTIFY_ACTION, SIGNATURE_HEADER};
 use qilin_engine::model::SegmentStatus;
@@ -15,14 +11,16 @@ use qilin_engine::sample::ssb;
 use qilin_engine::storage::block::read_cuboid;
 use qilin_jobs::{Job, JobStatus};
 use qilin_tests::cluster::{eventually, free_port, node_metric, Node, SharedStore, SECRET};
+use qilin_tests::compare::{run_query, Client};
+use qilin_tests::corpus::{check_random_queries, check_ssb_queries, RANDOM_QUERIES_SMALL};
 use qilin_tests::nginx::NginxProcess;
 use qilin_tests::server::connect;
 
 const YEARS_SQL: &str = "select d_year, count(*) as n from lineorder, dates \
                          where lo_orderdate = d_datekey group by d_year order by d_year";
 
-fn server_exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_qilin-server"))
+fn server_exe() -> std::path::PathBuf {
+    qilin_tests::server_exe()
 }
 
 /// Ports of one query node.
@@ -64,9 +62,9 @@ fn props(store: &SharedStore, mode: &str, p: Ports, rest: &str, extra: &str) -> 
 }
 
 fn query_node(label: &str, store: &SharedStore, p: Ports, rest: &str, extra: &str) -> Node {
-    Node::server(
+    Node::on_port(
         label,
-        server_exe(),
+        &server_exe(),
         &props(store, "query", p, rest, extra),
         p.flight,
     )
@@ -341,9 +339,9 @@ async fn query_nodes_never_run_jobs_and_a_second_all_node_stays_standby() {
     assert_eq!(done.runner.unwrap().pid, job_daemon.pid().unwrap());
 
     // A second `all` node on the same store while the daemon holds the lease: standby.
-    let all = Node::server(
+    let all = Node::on_port(
         "all",
-        server_exe(),
+        &server_exe(),
         &props(&store, "all", a, &rest, ""),
         a.flight,
     );
@@ -367,6 +365,15 @@ async fn unsigned_or_forged_notifications_are_refused_and_change_nothing() {
     let _query = query_node("query", &store, q, "", "");
     let mut user = connect(&format!("127.0.0.1:{}", q.flight), "ADMIN", "KYLIN").await;
     years(&mut user).await.ok(); // loads the catalog
+                                 // The node's first poll of the store version runs in the background after its
+                                 // "listening" line (and may count a reload): the baseline is taken after it, once the
+                                 // poll has published the version it follows.
+    eventually(
+        Duration::from_secs(30),
+        "the node's first store poll",
+        || (node_metric(q.metrics, "qilin_metadata_store_version") > 0.0).then_some(()),
+    )
+    .await;
     let reloads = node_metric(q.metrics, "qilin_metadata_reloads_total");
 
     let n = Notification {
@@ -506,4 +513,46 @@ async fn a_query_node_killed_under_load_costs_no_query_and_rejoins() {
         "the restarted query1 served no queries"
     );
     println!("{ok} queries, {retried} retried once; restarted query1 served {rejoined}");
+}
+
+/// The query corpus through nginx in front of two query nodes on the shared store (one client
+/// connection, so nginx may route it to either node; `new_segments_reach_every_query_node...`
+/// checks that both serve): the 13 SSB
+/// queries and the first [`RANDOM_QUERIES_SMALL`] random queries equal the oracle (or are
+/// refused as on one server; refused ones equal the oracle on a third node with pushdown on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_query_corpus_through_nginx_matches_the_oracle() {
+    let store = SharedStore::new().await;
+    let jobs = store.jobs();
+    let sub = jobs
+        .submit_build(ssb::CUBE, Some(ssb::full_range()))
+        .unwrap();
+    jobs.run(&sub.job().id, qilin_tests::quiet()).await.unwrap();
+    let (q1, q2, qp) = (ports(), ports(), ports());
+    let rest = peers(&[q1.flight, q2.flight, qp.flight]);
+    let _n1 = query_node("query1", &store, q1, &rest, "");
+    let _n2 = query_node("query2", &store, q2, &rest, "");
+    let _np = query_node(
+        "pushdown",
+        &store,
+        qp,
+        &rest,
+        "kylin.query.pushdown.enabled=true\n",
+    );
+    let nginx = NginxProcess::start(&[
+        format!("127.0.0.1:{}", q1.flight),
+        format!("127.0.0.1:{}", q2.flight),
+    ]);
+    let ctx = qilin_tests::oracle(&store.source).await;
+    let mut lb = connect(&nginx.addr, "ADMIN", "KYLIN").await;
+    check_ssb_queries("cluster", &mut lb, &ctx).await;
+    let mut pushdown = connect(&format!("127.0.0.1:{}", qp.flight), "ADMIN", "KYLIN").await;
+    check_random_queries(
+        "cluster",
+        &mut lb,
+        &mut pushdown,
+        &ctx,
+        RANDOM_QUERIES_SMALL,
+    )
+    .await;
 }

@@ -8,7 +8,7 @@ For every query `Qx.y` of ../ssb_queries.sql it writes into OUTDIR:
   Qx.y.explain.arrow  the result of `EXPLAIN <query>`
   Qx.y.error.txt      instead of either file, when the driver raised an error
 and finally `done.txt` with the number of queries run. The Rust test
-(flight-server/tests/ssb_adbc.rs) compares the results with its oracle.
+(tests/tests/all/ssb_adbc.rs) compares the results with its oracle.
 
 Exit codes: 0 when every query was attempted (failures are in the *.error.txt files),
 3 when the ADBC driver or pyarrow is not installed, 2 on bad usage.

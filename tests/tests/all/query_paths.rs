@@ -4,13 +4,11 @@
 //! on the raw tables when pushdown is on (and EXPLAIN saying so), and repeated queries
 //! returning identical results.
 
-mod common;
-
 use std::time::Instant;
 
-use common::{
-    compare, explain_text, has_order_by, oracle_query, run_query, ssb_queries, Expect, SsbServer,
-};
+use qilin_tests::compare::{compare, explain_text, oracle_query, run_query, Expect};
+use qilin_tests::corpus::{check_ssb_queries, ssb_queries};
+use qilin_tests::server::SsbServer;
 
 /// A group-by on a customer column that is no dimension of `ssb_cube`.
 const UNCOVERED: &str = "select c_phone, sum(lo_revenue) from lineorder, customer \
@@ -24,47 +22,7 @@ const UNCOVERED_MEASURE: &str =
 async fn ssb_queries_through_rust_client_match_the_oracle_from_cuboids() {
     let ssb = SsbServer::start("").await;
     let ctx = qilin_tests::oracle(&ssb.source).await;
-    let mut client = ssb.client().await;
-    let mut failures = Vec::new();
-    for (name, sql) in ssb_queries() {
-        let want = oracle_query(&ctx, &sql).await;
-        let t = Instant::now();
-        match run_query(&mut client, &sql).await {
-            Ok(got) => {
-                let expect = Expect {
-                    ordered: has_order_by(&sql),
-                    approx: vec![],
-                };
-                match compare(&got, &want, &expect) {
-                    Ok(()) => println!(
-                        "{name}: {} rows match the oracle ({:.1?})",
-                        want.iter().map(|b| b.num_rows()).sum::<usize>(),
-                        t.elapsed()
-                    ),
-                    Err(e) => failures.push(format!("{name}: {e}\n    {sql}")),
-                }
-            }
-            Err(s) => failures.push(format!("{name}: {:?}: {}", s.code(), s.message())),
-        }
-        match run_query(&mut client, &format!("EXPLAIN {sql}")).await {
-            Ok(plan) => {
-                let text = explain_text(&plan);
-                let lower = text.to_lowercase();
-                if !lower.contains("cuboid") || lower.contains("pushdown") {
-                    failures.push(format!(
-                        "{name}: EXPLAIN should show a cuboid, no pushdown:\n{text}"
-                    ));
-                }
-            }
-            Err(s) => failures.push(format!("{name}: EXPLAIN: {:?}: {}", s.code(), s.message())),
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} problems:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    check_ssb_queries("local server", &mut ssb.client().await, &ctx).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,10 +3,8 @@
 //! (DataFusion on the raw Parquet files) and every `EXPLAIN` must show a cuboid, not pushdown.
 //!
 //! `tests/python/ssb_adbc.py` runs the queries and writes the results as Arrow IPC files;
-//! both sides read the queries from `tests/ssb_queries.sql`. Needs
-//! `pip install adbc-driver-flightsql pyarrow`.
-
-mod common;
+//! both sides read the queries from `tests/ssb_queries.sql`. Needs the packages of
+//! `tests/requirements.txt` (`scripts/test` installs them into its virtual environment).
 
 use std::path::Path;
 use std::process::Command;
@@ -14,9 +12,12 @@ use std::time::Instant;
 
 use arrow::array::RecordBatch;
 use arrow::ipc::reader::FileReader;
-use common::{compare, explain_text, has_order_by, oracle_query, ssb_queries, Expect};
+use qilin_tests::compare::{compare, explain_text, has_order_by, oracle_query, Expect};
+use qilin_tests::corpus::ssb_queries;
+use qilin_tests::server::SsbServer;
 
-const INSTALL_HINT: &str = "pip install adbc-driver-flightsql pyarrow";
+const INSTALL_HINT: &str =
+    "./scripts/test installs tests/requirements.txt (adbc-driver-flightsql, pyarrow) into its venv";
 
 fn read_ipc(path: &Path) -> Vec<RecordBatch> {
     let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -30,27 +31,25 @@ fn read_ipc(path: &Path) -> Vec<RecordBatch> {
 async fn ssb_queries_through_python_adbc_match_the_oracle() {
     let started = Instant::now();
     // Fail early, and say what to install, when the driver is missing.
-    let probe = Command::new("python3")
+    let probe = Command::new(qilin_tests::python())
         .args(["-c", "import adbc_driver_flightsql.dbapi, pyarrow"])
         .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run python3 ({e}); install Python 3 and {INSTALL_HINT}")
-        });
+        .unwrap_or_else(|e| panic!("cannot run {} ({e}); {INSTALL_HINT}", qilin_tests::python()));
     assert!(
         probe.status.success(),
         "the Python ADBC Flight SQL driver is missing: {INSTALL_HINT}\n{}",
         String::from_utf8_lossy(&probe.stderr)
     );
 
-    let ssb = common::SsbServer::start("").await;
+    let ssb = SsbServer::start("").await;
     let ctx = qilin_tests::oracle(&ssb.source).await;
     let out = tempfile::tempdir().expect("temp dir");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/ssb_adbc.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/ssb_adbc.py");
     let uri = ssb.process.uri();
     let out_path = out.path().to_path_buf();
     let t = Instant::now();
     let run = tokio::task::spawn_blocking(move || {
-        Command::new("python3")
+        Command::new(qilin_tests::python())
             .arg(&script)
             .arg(&uri)
             .arg(&out_path)

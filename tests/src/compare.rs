@@ -1,10 +1,7 @@
-//! Helpers shared by the query-correctness tests of `qilin-server`: running SQL through the
-//! Rust Flight SQL client, running it on the oracle (DataFusion on the raw Parquet files) and
-//! comparing the two results with the tolerances a cube allows.
-#![allow(dead_code)] // each test binary uses its own subset
+//! The one comparison of query results with the oracle (DataFusion on the raw Parquet files),
+//! with the tolerances a cube allows, and running SQL through the Rust Flight SQL client.
 
 use std::cmp::Ordering;
-use std::path::{Path, PathBuf};
 
 use arrow::array::{Array, RecordBatch};
 use arrow::datatypes::DataType;
@@ -12,21 +9,9 @@ use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use qilin_tests::server::{
-    connect, shared_ssb_source_dir, shared_ssb_store, ssb_properties, ServerProcess,
-};
 use tonic::transport::Channel;
 
 pub type Client = FlightSqlServiceClient<Channel>;
-
-/// The 13 SSB queries as `(name, sql)`, read from `tests/ssb_queries.sql` (the file the Python
-/// ADBC script reads too); a `-- Qx.y` line names the statement that follows it.
-pub fn ssb_queries() -> Vec<(String, String)> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/ssb_queries.sql");
-    let text = std::fs::read_to_string(&path).expect("read ssb_queries.sql");
-    qilin_engine::sample::ssb::parse_queries(&text)
-        .expect("ssb_queries.sql holds the 13 SSB queries")
-}
 
 /// Runs `sql` through Flight SQL the way a client does: `GetFlightInfo(CommandStatementQuery)`,
 /// then `DoGet` on every endpoint's ticket. Errors come back as the server's gRPC status.
@@ -49,10 +34,8 @@ pub async fn run_query(client: &mut Client, sql: &str) -> Result<Vec<RecordBatch
 /// The gRPC status inside a client error (anything else becomes `Unknown`, which no test
 /// accepts as a proper answer).
 pub fn status(e: FlightError) -> tonic::Status {
-    match e {
-        FlightError::Tonic(s) => *s,
-        other => tonic::Status::unknown(format!("client-side error: {other}")),
-    }
+    crate::server::status_of(&e)
+        .unwrap_or_else(|| tonic::Status::unknown(format!("client-side error: {e}")))
 }
 
 /// Runs `sql` on the oracle.
@@ -79,7 +62,7 @@ pub fn explain_text(batches: &[RecordBatch]) -> String {
             let cells: Vec<String> = b
                 .columns()
                 .iter()
-                .map(|c| qilin_tests::cell(c.as_ref(), r))
+                .map(|c| crate::cell(c.as_ref(), r))
                 .collect();
             out.push_str(&cells.join(" | "));
             out.push('\n');
@@ -143,7 +126,7 @@ fn normalize(col: &dyn Array, row: usize) -> Cell {
     if col.is_null(row) {
         return Cell::Null;
     }
-    let text = qilin_tests::cell(col, row);
+    let text = crate::cell(col, row);
     let t = col.data_type();
     if t.is_integer() {
         text.parse().map(Cell::Int).unwrap_or(Cell::Text(text))
@@ -282,37 +265,4 @@ pub fn compare(got: &[RecordBatch], want: &[RecordBatch], expect: &Expect) -> Re
         }
     }
     Ok(())
-}
-
-/// Scale factor of the SSB sample the query tests run on.
-pub const SCALE: f64 = 0.01;
-
-/// A `qilin-server` (mode `query`) over the shared SSB SF 0.01 store with its cube built.
-pub struct SsbServer {
-    pub process: ServerProcess,
-    /// The raw Parquet files' directory (what the oracle reads).
-    pub source: PathBuf,
-}
-
-impl SsbServer {
-    /// Starts a server; `extra` is appended to its `kylin.properties`.
-    pub async fn start(extra: &str) -> SsbServer {
-        let store = shared_ssb_store(SCALE).await;
-        let source = shared_ssb_source_dir(SCALE).await;
-        let props = ssb_properties(
-            &store,
-            &source,
-            &format!("kylin.server.mode=query\n{extra}"),
-        );
-        let exe = Path::new(env!("CARGO_BIN_EXE_qilin-server"));
-        let process = tokio::task::spawn_blocking(move || ServerProcess::start(exe, &props))
-            .await
-            .expect("start qilin-server");
-        SsbServer { process, source }
-    }
-
-    /// A client logged in as the sample's ADMIN user.
-    pub async fn client(&self) -> Client {
-        connect(&self.process.addr, "ADMIN", "KYLIN").await
-    }
 }

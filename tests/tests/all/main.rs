@@ -1,0 +1,25 @@
+//! Qilin's integration tests, in one test binary (each former test file is a module, so test
+//! names read `cluster::...`, `query_paths::...`). Run one module with
+//! `cargo test -p qilin-tests --test all cluster::`.
+//!
+//! The binaries the tests start (`qilin-server`, `qilin-jobs`, `qilin-bench`,
+//! `hbase-thrift-emulator`) are found next to this executable (see
+//! `qilin_tests::workspace_exe`); `scripts/test` builds them first.
+
+mod bench_duckdb_baseline;
+mod bench_smoke;
+mod cluster;
+mod cuboids_match_oracle;
+mod hbase_emulator;
+mod hbase_outage;
+mod hbase_ssb;
+mod hostile_input;
+mod jobs_cli;
+mod nginx_harness;
+mod protocol;
+mod query_engine;
+mod query_paths;
+mod random_queries;
+mod segments;
+mod ssb_adbc;
+mod store_contract;
