@@ -29,11 +29,10 @@ use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::context::SQLOptions;
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-
-use datafusion::physical_plan::ExecutionPlan;
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
