@@ -233,38 +233,9 @@ impl CuboidScanExec {
         }
     }
 
-    /// Reads the manifests and prunes: the blocks to read, in segment and block order.
-    fn select(&self) -> Result<(Vec<BlockRef>, usize)> {
-        let t = &self.table;
-        let dims = t.dimension_fields();
-        let mut selected = Vec::new();
-        let mut total = 0;
-        for (s, segment) in t.segments.iter().enumerate() {
-            let manifest = t.reader.manifest(segment, t.cuboid)?;
-            total += manifest.blocks.len();
-            let keep = match &self.pruning {
-                Some(p) => {
-                    let stats = t.reader.block_stats(segment, t.cuboid, &dims)?;
-                    p.prune(stats.as_ref())?
-                }
-                None => vec![true; manifest.blocks.len()],
-            };
-            for (i, (meta, keep)) in manifest.blocks.iter().zip(keep).enumerate() {
-                if keep && meta.rows > 0 {
-                    selected.push(BlockRef {
-                        segment: s,
-                        block: i as u32,
-                        meta: meta.clone(),
-                    });
-                }
-            }
-        }
-        Ok((selected, total))
-    }
-
     /// How many blocks this scan reads of how many are stored (reads manifests, no blocks).
     pub fn blocks_read(&self) -> Result<BlocksRead> {
-        let (selected, total) = self.select()?;
+        let (selected, total) = select(&self.table, self.pruning.as_deref())?;
         Ok(BlocksRead {
             read: selected.len(),
             total,
@@ -275,6 +246,35 @@ impl CuboidScanExec {
     pub fn table_id(&self) -> u64 {
         self.table.id
     }
+}
+
+/// Reads the manifests and prunes: the blocks to read, in segment and block order, and how
+/// many blocks there are in all.
+fn select(t: &CuboidTable, pruning: Option<&PruningPredicate>) -> Result<(Vec<BlockRef>, usize)> {
+    let dims = t.dimension_fields();
+    let mut selected = Vec::new();
+    let mut total = 0;
+    for (s, segment) in t.segments.iter().enumerate() {
+        let manifest = t.reader.manifest(segment, t.cuboid)?;
+        total += manifest.blocks.len();
+        let keep = match pruning {
+            Some(p) => {
+                let stats = t.reader.block_stats(segment, t.cuboid, &dims)?;
+                p.prune(stats.as_ref())?
+            }
+            None => vec![true; manifest.blocks.len()],
+        };
+        for (i, (meta, keep)) in manifest.blocks.iter().zip(keep).enumerate() {
+            if keep && meta.rows > 0 {
+                selected.push(BlockRef {
+                    segment: s,
+                    block: i as u32,
+                    meta: meta.clone(),
+                });
+            }
+        }
+    }
+    Ok((selected, total))
 }
 
 impl DisplayAs for CuboidScanExec {
@@ -369,13 +369,7 @@ struct LazyBlocks {
 
 impl LazyBlocks {
     fn choose(&self) -> Result<VecDeque<BlockRef>> {
-        let exec = CuboidScanExec::new(
-            self.table.clone(),
-            None,
-            self.scan.pruning.clone(),
-            self.scan.partitions,
-        );
-        let (selected, _) = exec.select()?;
+        let (selected, _) = select(&self.table, self.scan.pruning.as_deref())?;
         Ok(selected
             .into_iter()
             .enumerate()
