@@ -33,9 +33,9 @@ pub fn table_location(table: &TableDesc, source_url: &Path) -> PathBuf {
 pub fn table_provider(t: &TableDesc, source_url: &Path) -> Result<Arc<dyn TableProvider>> {
     let path = table_location(t, source_url);
     let schema = table_schema(t)?;
-    let (format, default_ext): (Arc<dyn FileFormat>, &str) = match t.format {
-        SourceFormat::Parquet => (Arc::new(ParquetFormat::default()), ".parquet"),
-        SourceFormat::Csv => (Arc::new(CsvFormat::default().with_has_header(true)), ".csv"),
+    let format: Arc<dyn FileFormat> = match t.format {
+        SourceFormat::Parquet => Arc::new(ParquetFormat::default()),
+        SourceFormat::Csv => Arc::new(CsvFormat::default().with_has_header(true)),
     };
     // A single file is listed by its own name, whatever its extension.
     let ext = if path.is_file() {
@@ -43,7 +43,7 @@ pub fn table_provider(t: &TableDesc, source_url: &Path) -> Result<Arc<dyn TableP
             .map(|e| format!(".{}", e.to_string_lossy()))
             .unwrap_or_default()
     } else {
-        default_ext.to_string()
+        default_extension(t).to_string()
     };
     let mut location = path.to_string_lossy().to_string();
     if path.is_dir() && !location.ends_with('/') {
@@ -55,6 +55,29 @@ pub fn table_provider(t: &TableDesc, source_url: &Path) -> Result<Arc<dyn TableP
         .with_listing_options(options)
         .with_schema(schema);
     Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// The extension of a table's files when its location is a directory.
+fn default_extension(t: &TableDesc) -> &'static str {
+    match t.format {
+        SourceFormat::Parquet => ".parquet",
+        SourceFormat::Csv => ".csv",
+    }
+}
+
+/// Whether `dir` (or a directory below it) holds a file ending in `ext`.
+fn has_data_file(dir: &Path, ext: &str) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            has_data_file(&p, ext)
+        } else {
+            p.to_string_lossy().ends_with(ext)
+        }
+    })
 }
 
 /// A session with every table of `tables` registered under its own name, each read with
@@ -70,10 +93,13 @@ pub async fn source_context(tables: &[TableDesc], source_url: &Path) -> Result<S
     let ctx = SessionContext::new_with_config(config);
     for t in tables {
         let path = table_location(t, source_url);
-        if !path.exists() {
+        // A build must not read a missing table as an empty one: a directory holds at least
+        // one file of the table's format.
+        let ext = default_extension(t);
+        if !path.exists() || (path.is_dir() && !has_data_file(&path, ext)) {
             return Err(Error::NotFound {
                 kind: "source file of table",
-                name: format!("{} ({})", t.name, path.display()),
+                name: format!("{} ({}, no *{ext} file)", t.name, path.display()),
             });
         }
         ctx.register_table(
@@ -82,4 +108,42 @@ pub async fn source_context(tables: &[TableDesc], source_url: &Path) -> Result<S
         )?;
     }
     Ok(ctx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::desc::ColumnDesc;
+
+    #[tokio::test]
+    async fn a_build_refuses_a_missing_or_empty_table_location() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("empty/part=1")).unwrap();
+        for location in ["missing", "empty"] {
+            let t = TableDesc {
+                location: location.into(),
+                ..table()
+            };
+            let Err(err) = source_context(&[t], dir.path()).await else {
+                panic!("{location}: registered");
+            };
+            assert!(
+                matches!(err, Error::NotFound { .. }) && err.to_string().contains("lineorder"),
+                "{location}: {err}"
+            );
+        }
+    }
+
+    fn table() -> TableDesc {
+        TableDesc {
+            project: "ssb".into(),
+            name: "lineorder".into(),
+            location: String::new(),
+            format: SourceFormat::Parquet,
+            columns: vec![ColumnDesc {
+                name: "lo_orderkey".into(),
+                data_type: "bigint".into(),
+            }],
+        }
+    }
 }
