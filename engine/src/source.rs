@@ -144,6 +144,9 @@ mod tests {
                 name: "lo_orderkey".into(),
                 data_type: "bigint".into(),
             }],
+            csv_delimiter: None,
+            csv_header: None,
+            partition_columns: vec![],
         }
     }
 }

@@ -28,10 +28,20 @@ pub enum SourceFormat {
 pub struct TableDesc {
     pub project: String,
     pub name: String,
-    /// A file or directory, relative to `kylin.source.url` unless absolute.
+    /// A file, a directory of files or a glob, relative to `kylin.source.url` unless absolute.
     pub location: String,
     pub format: SourceFormat,
+    /// The columns stored in the files.
     pub columns: Vec<ColumnDesc>,
+    /// CSV only: the field delimiter (default `,`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv_delimiter: Option<char>,
+    /// CSV only: whether the first line holds column names (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub csv_header: Option<bool>,
+    /// Columns taken from Hive-style `key=value/` directory names, after the file columns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_columns: Vec<ColumnDesc>,
 }
 
 /// A column and its SQL type name (`integer`, `bigint`, `double`, `varchar`, `date`, ...).
@@ -49,22 +59,36 @@ pub enum JoinKind {
     Left,
 }
 
-/// A lookup table joined to the fact table on `foreign_key` (fact columns) = `primary_key`.
+/// A lookup table joined on `foreign_key` = `primary_key`. A bare foreign-key column is a
+/// fact-table column; `alias.column` names a column of an earlier lookup (a snowflake:
+/// `customer.c_nationkey` = `n_nationkey`). `alias` (default: the table name) is how the
+/// model, its cubes and its computed columns refer to this join of the table, so one table
+/// can be joined twice (TPC-H's `nation` as `cust_nation` and `supp_nation`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LookupDesc {
     pub table: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
     pub join: JoinKind,
     pub foreign_key: Vec<String>,
     pub primary_key: Vec<String>,
 }
 
-/// A column computed from fact-table columns, e.g. `v_revenue = lo_extendedprice * lo_discount`.
+impl LookupDesc {
+    /// The name the model uses for this join: the alias, or the table name.
+    pub fn name(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.table)
+    }
+}
+
+/// A column computed from model columns, e.g. `v_revenue = lo_extendedprice * lo_discount`
+/// (columns of lookups qualified by their alias where the bare name is ambiguous).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ComputedColumnDesc {
     pub name: String,
-    /// A SQL expression over columns of the fact table.
+    /// A SQL expression over columns of the model's tables.
     pub expression: String,
     pub data_type: String,
 }
@@ -93,6 +117,10 @@ pub struct ModelDesc {
     pub computed_columns: Vec<ComputedColumnDesc>,
     #[serde(default)]
     pub partition: Option<PartitionDesc>,
+    /// A SQL predicate over model columns; only rows passing it are built into cubes (Kylin's
+    /// `filter_condition`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_condition: Option<String>,
 }
 
 /// A dimension: either a normal column (`column`), or lookup columns answered through the
@@ -100,8 +128,14 @@ pub struct ModelDesc {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DimensionDesc {
+    /// The name of the stored column (default: the column's own name); needed when two
+    /// dimensions have the same column name under different aliases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// A model column: `column` or `alias.column`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
+    /// Derived dimensions: the lookup's alias.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -112,6 +112,9 @@ pub fn tables(source_url: &Path) -> Result<Vec<TableDesc>> {
                 location,
                 format: SourceFormat::Parquet,
                 columns,
+                csv_delimiter: None,
+                csv_header: None,
+                partition_columns: vec![],
             })
         })
         .collect()
@@ -120,6 +123,7 @@ pub fn tables(source_url: &Path) -> Result<Vec<TableDesc>> {
 pub fn model() -> ModelDesc {
     let lookup = |table: &str, fk: &str, pk: &str| LookupDesc {
         table: table.into(),
+        alias: None,
         join: JoinKind::Inner,
         foreign_key: s(&[fk]),
         primary_key: s(&[pk]),
@@ -150,6 +154,7 @@ pub fn model() -> ModelDesc {
             column: "lo_orderdate".into(),
             format: None,
         }),
+        filter_condition: None,
     }
 }
 
@@ -174,12 +179,14 @@ pub fn cube() -> CubeDesc {
     let mut dimensions: Vec<DimensionDesc> = dims
         .iter()
         .map(|d| DimensionDesc {
+            name: None,
             column: Some(d.to_string()),
             table: None,
             derived: vec![],
         })
         .collect();
     dimensions.push(DimensionDesc {
+        name: None,
         column: None,
         table: Some("dates".into()),
         derived: s(&[

@@ -113,6 +113,7 @@ async fn invalid_models_and_cubes_name_the_problem(backend: Backend) {
     let mut c = ssb::cube();
     c.name = "c1".into();
     c.dimensions.push(DimensionDesc {
+        name: None,
         column: Some("p_color".into()),
         table: None,
         derived: vec![],
