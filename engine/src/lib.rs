@@ -1,6 +1,7 @@
 //! Qilin engine: configuration, metadata store, cube model, measures, segment storage and
 //! cube building. Knows nothing of command-line parsing or gRPC.
 
+pub mod admin;
 pub mod build;
 pub mod config;
 pub mod error;

@@ -194,6 +194,11 @@ pub struct CubeDesc {
     /// Segments ending more than this many days before the newest segment's end are dropped.
     #[serde(default)]
     pub retention_range_days: Option<u32>,
+    /// Auto-merge windows in days, smallest first (Kylin's `auto_merge_time_ranges`, which
+    /// Kylin writes in milliseconds): when adjacent READY segments fill a window, the job
+    /// engine merges them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub auto_merge_time_ranges: Vec<u32>,
 }
 
 /// Parses a descriptor from JSON; the error names the kind of descriptor and where it broke.

@@ -302,6 +302,7 @@ pub fn cube() -> CubeDesc {
         ],
         rowkey: vec![],
         retention_range_days: None,
+        auto_merge_time_ranges: vec![],
     }
 }
 

@@ -1,0 +1,1 @@
+//! Projects, models and cubes as JSON documents: put, get, list, drop, plan.

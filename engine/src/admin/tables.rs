@@ -1,0 +1,1 @@
+//! Source tables: add (schema inferred from the files), reload, list, show, drop.
