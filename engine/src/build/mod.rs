@@ -118,6 +118,49 @@ fn measure_specs(layout: &CubeLayout) -> Vec<(String, StateKind)> {
         .collect()
 }
 
+/// Fails naming the table and a duplicated key when a lookup's primary key is not unique.
+async fn check_lookup_keys(
+    ctx: &datafusion::prelude::SessionContext,
+    layout: &CubeLayout,
+) -> Result<()> {
+    let mut checked: Vec<(String, Vec<String>)> = Vec::new();
+    for j in &layout.joins {
+        let key = (
+            j.table.to_ascii_lowercase(),
+            j.primary_key
+                .iter()
+                .map(|k| k.column.to_ascii_lowercase())
+                .collect(),
+        );
+        if checked.contains(&key) {
+            continue;
+        }
+        checked.push(key);
+        let batches = ctx
+            .sql(&source::duplicate_key_sql(j))
+            .await?
+            .collect()
+            .await?;
+        if let Some(b) = batches.iter().find(|b| b.num_rows() > 0) {
+            let values: Vec<String> = (0..j.primary_key.len())
+                .map(|i| {
+                    datafusion::arrow::util::display::array_value_to_string(b.column(i), 0)
+                        .unwrap_or_default()
+                })
+                .collect();
+            let pk: Vec<&str> = j.primary_key.iter().map(|k| k.column.as_str()).collect();
+            return Err(Error::Refused(format!(
+                "lookup table {} (joined as {}) has duplicate primary key {} = {}: a lookup's key must be unique",
+                j.table,
+                j.alias,
+                pk.join(", "),
+                values.join(", ")
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Builds every cuboid of `layout` for `range` from the source tables into `segment`.
 pub async fn build_segment(
     layout: Arc<CubeLayout>,
@@ -129,6 +172,7 @@ pub async fn build_segment(
 ) -> Result<BuildOutput> {
     progress(0.0, "reading the flat table")?;
     let ctx = crate::source::source_context(&layout.tables, &opts.source_url).await?;
+    check_lookup_keys(&ctx, &layout).await?;
     let sql = source::flat_table_sql(&layout, range.as_ref());
     let df = ctx.sql(&sql).await?;
     let mut stream = df.execute_stream().await?;

@@ -2,7 +2,7 @@
 //! segment's range, projecting rowkey columns and measure inputs. (Source tables themselves
 //! are registered by [`crate::source`], for builds and queries alike.)
 
-use crate::model::{CubeLayout, JoinKind, ModelColumn, PartitionKind, SegmentRange};
+use crate::model::{CubeLayout, JoinKind, ModelColumn, PartitionKind, ResolvedJoin, SegmentRange};
 
 /// Double-quotes an identifier for DataFusion SQL.
 pub fn quote(ident: &str) -> String {
@@ -25,7 +25,8 @@ fn boundary_sql(kind: &PartitionKind, d: chrono::NaiveDate) -> String {
     }
 }
 
-/// `SELECT rowkey columns, measure inputs FROM fact JOIN lookups WHERE partition in range`.
+/// `SELECT rowkey columns, measure inputs FROM fact JOIN lookups AS aliases WHERE partition
+/// in range AND the model's filter condition`.
 /// Output columns: the rowkey columns in order, then one column per measure that has an input.
 pub fn flat_table_sql(layout: &CubeLayout, range: Option<&SegmentRange>) -> String {
     let mut select: Vec<String> = layout
@@ -44,36 +45,50 @@ pub fn flat_table_sql(layout: &CubeLayout, range: Option<&SegmentRange>) -> Stri
     }
     let model = &layout.model;
     let mut from = quote(&model.fact_table);
-    for lk in &model.lookups {
-        let on: Vec<String> = lk
+    for j in &layout.joins {
+        let on: Vec<String> = j
             .foreign_key
             .iter()
-            .zip(&lk.primary_key)
-            .map(|(f, p)| {
-                let col = |r: &str| r.rsplit('.').next().unwrap_or(r).to_string();
-                format!(
-                    "{}.{} = {}.{}",
-                    quote(&model.fact_table),
-                    quote(&col(f)),
-                    quote(&lk.table),
-                    quote(&col(p))
-                )
-            })
+            .zip(&j.primary_key)
+            .map(|(f, p)| format!("{} = {}", column_sql(f), column_sql(p)))
             .collect();
-        let join = match lk.join {
+        let join = match j.kind {
             JoinKind::Inner => "INNER JOIN",
             JoinKind::Left => "LEFT JOIN",
         };
-        from = format!("{from} {join} {} ON {}", quote(&lk.table), on.join(" AND "));
+        from = format!(
+            "{from} {join} {} AS {} ON {}",
+            quote(&j.table),
+            quote(&j.alias),
+            on.join(" AND ")
+        );
     }
     let mut sql = format!("SELECT {} FROM {from}", select.join(", "));
+    let mut filters = Vec::new();
     if let (Some(p), Some(r)) = (&layout.partition, range) {
         let col = column_sql(&p.column);
-        sql.push_str(&format!(
-            " WHERE {col} >= {} AND {col} < {}",
+        filters.push(format!(
+            "{col} >= {} AND {col} < {}",
             boundary_sql(&p.kind, r.start),
             boundary_sql(&p.kind, r.end)
         ));
     }
+    if let Some(f) = &model.filter_condition {
+        filters.push(format!("({f})"));
+    }
+    if !filters.is_empty() {
+        sql.push_str(&format!(" WHERE {}", filters.join(" AND ")));
+    }
     sql
+}
+
+/// A query returning one duplicated primary key of a join's lookup table, if there is one.
+/// A lookup whose key is not unique would multiply fact rows in the flat table.
+pub fn duplicate_key_sql(join: &ResolvedJoin) -> String {
+    let keys: Vec<String> = join.primary_key.iter().map(|k| quote(&k.column)).collect();
+    format!(
+        "SELECT {k}, count(*) AS n FROM {t} GROUP BY {k} HAVING count(*) > 1 LIMIT 1",
+        k = keys.join(", "),
+        t = quote(&join.table)
+    )
 }

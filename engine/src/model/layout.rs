@@ -36,7 +36,11 @@ pub struct RowkeyColumn {
 /// Lookup columns answered through the fact table's foreign key (stored as rowkey columns).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DerivedDimension {
+    /// The lookup's alias in the model (its columns' `table`).
     pub table: String,
+    /// The source table the lookup reads.
+    pub lookup_table: String,
+    pub kind: JoinKind,
     pub columns: Vec<ModelColumn>,
     /// Rowkey column names holding the foreign key.
     pub foreign_key: Vec<String>,
@@ -105,6 +109,8 @@ pub struct CubeLayout {
     pub tables: Vec<TableDesc>,
     pub rowkey: Vec<RowkeyColumn>,
     pub derived: Vec<DerivedDimension>,
+    /// The model's joins, resolved, in the model's order (parents first).
+    pub joins: Vec<ResolvedJoin>,
     pub measures: Vec<ResolvedMeasure>,
     /// Every cuboid to build, the base cuboid first, then by fewer dimensions.
     pub cuboids: Vec<CuboidId>,
@@ -229,9 +235,9 @@ impl ModelColumns {
     }
 }
 
-/// Validates a model against its tables (shape, joins, computed columns, partition).
+/// Validates a model against its tables (shape, joins, computed columns, partition, filter).
 pub fn validate_model(model: &ModelDesc, tables: &[TableDesc]) -> Result<()> {
-    model_columns(model, tables).map(|_| ())
+    resolve_model(model, tables).map(|_| ())
 }
 
 fn table_of<'a>(what: &str, tables: &'a [TableDesc], name: &str) -> Result<&'a TableDesc> {
@@ -241,52 +247,72 @@ fn table_of<'a>(what: &str, tables: &'a [TableDesc], name: &str) -> Result<&'a T
         .ok_or_else(|| Error::invalid(what, format!("unknown table {name:?}")))
 }
 
-fn model_columns(model: &ModelDesc, tables: &[TableDesc]) -> Result<ModelColumns> {
+/// One join of the model, resolved: `parent.fk = alias.pk` (the parent is the fact table or
+/// an earlier lookup).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedJoin {
+    /// The name the model uses for this join of `table`.
+    pub alias: String,
+    /// The source table.
+    pub table: String,
+    pub kind: JoinKind,
+    /// The fact table's name or an earlier join's alias.
+    pub parent: String,
+    pub foreign_key: Vec<ModelColumn>,
+    pub primary_key: Vec<ModelColumn>,
+}
+
+/// A model with every name resolved.
+struct ResolvedModel {
+    columns: ModelColumns,
+    joins: Vec<ResolvedJoin>,
+}
+
+fn index_by_name(columns: &[ModelColumn]) -> HashMap<String, Vec<usize>> {
+    let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, c) in columns.iter().enumerate() {
+        by_name
+            .entry(c.column.to_ascii_lowercase())
+            .or_default()
+            .push(i);
+    }
+    by_name
+}
+
+fn resolve_model(model: &ModelDesc, tables: &[TableDesc]) -> Result<ResolvedModel> {
     let what = format!("model {}", model.name);
     validate_name("model", &model.name)?;
     let fact = table_of(&what, tables, &model.fact_table)?;
-    let mut seen_tables = BTreeSet::new();
-    seen_tables.insert(fact.name.to_ascii_lowercase());
-    let mut used: Vec<&TableDesc> = vec![fact];
+    // Every join of a table has its own name (alias); column identity is (alias, column).
+    let mut aliases: Vec<(String, &TableDesc)> = vec![(fact.name.clone(), fact)];
     for lk in &model.lookups {
-        let t = table_of(&what, tables, &lk.table)?;
-        if !seen_tables.insert(t.name.to_ascii_lowercase()) {
+        let t = table_of(&format!("{what}, lookup {}", lk.table), tables, &lk.table)?;
+        let alias = lk.name();
+        validate_name("alias", alias)?;
+        if aliases.iter().any(|(a, _)| a.eq_ignore_ascii_case(alias)) {
             return Err(Error::invalid(
                 &what,
-                format!("table {} is joined twice", t.name),
+                format!(
+                    "duplicate alias {alias}: a table joined twice needs a distinct \"alias\" per join"
+                ),
             ));
         }
-        used.push(t);
+        aliases.push((alias.to_string(), t));
     }
     let mut columns = Vec::new();
-    for t in &used {
-        for c in &t.columns {
-            let data_type = parse_sql_type(&c.data_type).ok_or_else(|| {
-                Error::invalid(
-                    format!("table {}", t.name),
-                    format!("column {}: unknown type {:?}", c.name, c.data_type),
-                )
-            })?;
+    for (alias, t) in &aliases {
+        let schema = table_schema(t)?;
+        for f in schema.fields() {
             columns.push(ModelColumn {
-                table: t.name.clone(),
-                column: c.name.clone(),
-                data_type,
+                table: alias.clone(),
+                column: f.name().clone(),
+                data_type: f.data_type().clone(),
                 expression: None,
             });
         }
     }
-    let index = |columns: &[ModelColumn]| {
-        let mut by_name: HashMap<String, Vec<usize>> = HashMap::new();
-        for (i, c) in columns.iter().enumerate() {
-            by_name
-                .entry(c.column.to_ascii_lowercase())
-                .or_default()
-                .push(i);
-        }
-        by_name
-    };
-    let fact_only = ModelColumns {
-        by_name: index(&columns),
+    let tables_only = ModelColumns {
+        by_name: index_by_name(&columns),
         columns: columns.clone(),
     };
     for cc in &model.computed_columns {
@@ -295,23 +321,15 @@ fn model_columns(model: &ModelDesc, tables: &[TableDesc]) -> Result<ModelColumns
         let data_type = parse_sql_type(&cc.data_type)
             .ok_or_else(|| Error::invalid(&ccwhat, format!("unknown type {:?}", cc.data_type)))?;
         for ident in expression_identifiers(&ccwhat, &cc.expression)? {
-            let col = fact_only.resolve(&ccwhat, &ident)?;
-            if !col.table.eq_ignore_ascii_case(&fact.name) {
-                return Err(Error::invalid(
-                    &ccwhat,
-                    format!(
-                        "column {ident} is not a column of the fact table {}",
-                        fact.name
-                    ),
-                ));
-            }
+            tables_only.resolve(&ccwhat, &ident)?;
         }
-        if fact_only
+        if tables_only
             .by_name
             .contains_key(&cc.name.to_ascii_lowercase())
         {
             return Err(Error::invalid(&ccwhat, "a table column has the same name"));
         }
+        // Computed columns belong to the fact table: one value per fact row.
         columns.push(ModelColumn {
             table: fact.name.clone(),
             column: cc.name.clone(),
@@ -320,38 +338,118 @@ fn model_columns(model: &ModelDesc, tables: &[TableDesc]) -> Result<ModelColumns
         });
     }
     let all = ModelColumns {
-        by_name: index(&columns),
+        by_name: index_by_name(&columns),
         columns,
     };
+    let mut joins: Vec<ResolvedJoin> = Vec::new();
     for lk in &model.lookups {
-        let lwhat = format!("{what}, join of {}", lk.table);
+        let alias = lk.name();
+        let lwhat = format!("{what}, join of {alias}");
         if lk.foreign_key.is_empty() || lk.foreign_key.len() != lk.primary_key.len() {
             return Err(Error::invalid(
                 &lwhat,
                 "foreign_key and primary_key must be non-empty and of equal length",
             ));
         }
+        let mut parent: Option<String> = None;
+        let mut foreign_key = Vec::new();
+        let mut primary_key = Vec::new();
         for (fk, pk) in lk.foreign_key.iter().zip(&lk.primary_key) {
-            let f = all.resolve(&lwhat, fk)?;
-            let p = all.resolve(&lwhat, pk)?;
-            if !f.table.eq_ignore_ascii_case(&fact.name) || f.expression.is_some() {
+            // A bare foreign key is a fact column; `alias.column` a column of an earlier join.
+            let (fk_alias, fk_col) = match fk.trim().split_once('.') {
+                Some((a, c)) => (a.to_string(), c.to_string()),
+                None => (fact.name.clone(), fk.trim().to_string()),
+            };
+            let known = fk_alias.eq_ignore_ascii_case(&fact.name)
+                || joins
+                    .iter()
+                    .any(|j| j.alias.eq_ignore_ascii_case(&fk_alias));
+            if !known {
+                let later = model
+                    .lookups
+                    .iter()
+                    .any(|l| l.name().eq_ignore_ascii_case(&fk_alias));
                 return Err(Error::invalid(
                     &lwhat,
-                    format!("foreign key {fk} must be a column of the fact table"),
+                    if later {
+                        format!("foreign key {fk} refers to {fk_alias}, which is not joined before {alias} (joins must form a tree from the fact table, listed parents first; a cycle is refused)")
+                    } else {
+                        format!("foreign key {fk} refers to {fk_alias}, which is neither the fact table nor a lookup of the model")
+                    },
                 ));
             }
-            if !p.table.eq_ignore_ascii_case(&lk.table) {
+            let f = all.resolve(&lwhat, &format!("{fk_alias}.{fk_col}"))?;
+            if f.expression.is_some() {
                 return Err(Error::invalid(
                     &lwhat,
-                    format!("primary key {pk} must be a column of {}", lk.table),
+                    format!("foreign key {fk} is a computed column"),
                 ));
             }
+            match &parent {
+                Some(p) if !p.eq_ignore_ascii_case(&f.table) => {
+                    return Err(Error::invalid(
+                        &lwhat,
+                        format!("foreign keys come from two tables, {p} and {}", f.table),
+                    ))
+                }
+                _ => parent = Some(f.table.clone()),
+            }
+            let pk_col = match pk.trim().split_once('.') {
+                Some((a, c))
+                    if a.eq_ignore_ascii_case(alias) || a.eq_ignore_ascii_case(&lk.table) =>
+                {
+                    c
+                }
+                Some(_) => {
+                    return Err(Error::invalid(
+                        &lwhat,
+                        format!("primary key {pk} must be a column of {alias}"),
+                    ))
+                }
+                None => pk.trim(),
+            };
+            let p = all
+                .resolve(&lwhat, &format!("{alias}.{pk_col}"))
+                .map_err(|_| {
+                    Error::invalid(
+                        &lwhat,
+                        format!("primary key {pk} must be a column of {alias}"),
+                    )
+                })?;
+            if f.data_type != p.data_type && !(is_int(&f.data_type) && is_int(&p.data_type)) {
+                return Err(Error::invalid(
+                    &lwhat,
+                    format!(
+                        "foreign key {fk} ({}) and primary key {pk} ({}) have different types",
+                        f.data_type, p.data_type
+                    ),
+                ));
+            }
+            foreign_key.push(f);
+            primary_key.push(p);
+        }
+        joins.push(ResolvedJoin {
+            alias: alias.to_string(),
+            table: lk.table.clone(),
+            kind: lk.join,
+            parent: parent.expect("at least one key"),
+            foreign_key,
+            primary_key,
+        });
+    }
+    if let Some(f) = &model.filter_condition {
+        let fwhat = format!("{what}, filter_condition");
+        for ident in expression_identifiers(&fwhat, f)? {
+            all.resolve(&fwhat, &ident)?;
         }
     }
     if let Some(p) = &model.partition {
         partition_of(&what, &all, p, &fact.name)?;
     }
-    Ok(all)
+    Ok(ResolvedModel {
+        columns: all,
+        joins,
+    })
 }
 
 fn partition_of(
@@ -523,42 +621,59 @@ pub fn resolve_cube(
             format!("refers to model {}, not {}", cube.model, model.name),
         ));
     }
-    let cols = model_columns(model, tables)?;
+    let ResolvedModel {
+        columns: cols,
+        joins,
+    } = resolve_model(model, tables)?;
 
-    // Dimensions → rowkey columns (derived dimensions store their foreign key).
-    let mut stored: Vec<ModelColumn> = Vec::new();
-    let mut derived = Vec::new();
-    let push = |stored: &mut Vec<ModelColumn>, c: ModelColumn| {
-        if !stored
-            .iter()
-            .any(|s| s.column.eq_ignore_ascii_case(&c.column))
-        {
-            stored.push(c);
+    // Dimensions → stored columns (derived dimensions store their foreign key), each with
+    // the name it is stored under.
+    let mut stored: Vec<(ModelColumn, Option<String>)> = Vec::new();
+    let same = |a: &ModelColumn, b: &ModelColumn| {
+        a.table.eq_ignore_ascii_case(&b.table) && a.column.eq_ignore_ascii_case(&b.column)
+    };
+    let store = |stored: &mut Vec<(ModelColumn, Option<String>)>,
+                 c: ModelColumn,
+                 name: Option<String>|
+     -> Result<()> {
+        match stored.iter_mut().find(|(s, _)| same(s, &c)) {
+            Some((_, n)) if name.is_some() && n.is_some() && *n != name => Err(Error::invalid(
+                &what,
+                format!(
+                    "column {}.{} is a dimension under two names",
+                    c.table, c.column
+                ),
+            )),
+            Some((_, n)) => {
+                if name.is_some() {
+                    *n = name;
+                }
+                Ok(())
+            }
+            None => {
+                stored.push((c, name));
+                Ok(())
+            }
         }
     };
     if cube.dimensions.is_empty() {
         return Err(Error::invalid(&what, "has no dimensions"));
     }
+    // (alias, lookup table, kind, columns, foreign-key columns, primary key)
+    let mut derived_cols = Vec::new();
     for d in &cube.dimensions {
+        if let Some(n) = &d.name {
+            validate_name("dimension", n)?;
+        }
         match (&d.column, &d.table, d.derived.is_empty()) {
             (Some(c), None, true) => {
                 let col = cols.resolve(&what, c)?;
-                if stored
-                    .iter()
-                    .any(|s| s.column.eq_ignore_ascii_case(&col.column) && s.table != col.table)
-                {
-                    return Err(Error::invalid(
-                        &what,
-                        format!("two dimensions are named {}", col.column),
-                    ));
-                }
-                push(&mut stored, col);
+                store(&mut stored, col, d.name.clone())?;
             }
             (None, Some(t), false) => {
-                let lk = model
-                    .lookups
+                let j = joins
                     .iter()
-                    .find(|l| l.table.eq_ignore_ascii_case(t))
+                    .find(|j| j.alias.eq_ignore_ascii_case(t))
                     .ok_or_else(|| {
                         Error::invalid(
                             &what,
@@ -568,31 +683,33 @@ pub fn resolve_cube(
                             ),
                         )
                     })?;
-                let mut fk_names = Vec::new();
-                for fk in &lk.foreign_key {
-                    let col = cols.resolve(&what, fk)?;
-                    fk_names.push(col.column.clone());
-                    push(&mut stored, col);
+                for fk in &j.foreign_key {
+                    store(&mut stored, fk.clone(), None)?;
                 }
                 let mut dcols = Vec::new();
                 for c in &d.derived {
-                    let col = cols.resolve(&what, &format!("{t}.{c}"))?;
-                    dcols.push(col);
+                    dcols.push(cols.resolve(&what, &format!("{}.{c}", j.alias))?);
                 }
-                derived.push(DerivedDimension {
-                    table: lk.table.clone(),
-                    columns: dcols,
-                    foreign_key: fk_names,
-                    primary_key: lk.primary_key.clone(),
-                });
+                derived_cols.push((j, dcols));
             }
             _ => return Err(Error::invalid(
                 &what,
-                "each dimension is either {\"column\": C} or {\"table\": T, \"derived\": [C, ...]}",
+                "each dimension is either {\"column\": C} (optionally with \"name\") or {\"table\": T, \"derived\": [C, ...]}",
             )),
         }
     }
-    for c in &stored {
+    let mut named: Vec<RowkeyColumn> = Vec::new();
+    for (c, name) in stored {
+        let name = name.unwrap_or_else(|| c.column.clone());
+        if let Some(other) = named.iter().find(|r| r.name.eq_ignore_ascii_case(&name)) {
+            return Err(Error::invalid(
+                &what,
+                format!(
+                    "two dimensions are named {name} ({}.{} and {}.{}); give one a \"name\"",
+                    other.source.table, other.source.column, c.table, c.column
+                ),
+            ));
+        }
         if c.expression.is_some() {
             return Err(Error::invalid(
                 &what,
@@ -608,6 +725,8 @@ pub fn resolve_cube(
                 | DataType::Utf8
                 | DataType::Date32
                 | DataType::Boolean
+                | DataType::Decimal128(_, _)
+                | DataType::Float64
         ) {
             return Err(Error::invalid(
                 &what,
@@ -617,47 +736,48 @@ pub fn resolve_cube(
                 ),
             ));
         }
+        named.push(RowkeyColumn { name, source: c });
     }
+    let name_of = |c: &ModelColumn| {
+        named
+            .iter()
+            .find(|r| same(&r.source, c))
+            .map(|r| r.name.clone())
+            .expect("foreign keys are stored")
+    };
+    let derived: Vec<DerivedDimension> = derived_cols
+        .into_iter()
+        .map(|(j, columns)| DerivedDimension {
+            table: j.alias.clone(),
+            lookup_table: j.table.clone(),
+            kind: j.kind,
+            columns,
+            foreign_key: j.foreign_key.iter().map(name_of).collect(),
+            primary_key: j.primary_key.iter().map(|p| p.column.clone()).collect(),
+        })
+        .collect();
 
     // Rowkey order: explicit, or the order of the dimensions.
     let rowkey: Vec<RowkeyColumn> = if cube.rowkey.is_empty() {
-        stored
-            .iter()
-            .map(|c| RowkeyColumn {
-                name: c.column.clone(),
-                source: c.clone(),
-            })
-            .collect()
+        named
     } else {
         let mut out = Vec::new();
         for r in &cube.rowkey {
-            let c = stored
-                .iter()
-                .find(|s| {
-                    s.column.eq_ignore_ascii_case(r)
-                        || format!("{}.{}", s.table, s.column).eq_ignore_ascii_case(r)
-                })
-                .ok_or_else(|| {
-                    Error::invalid(&what, format!("rowkey column {r} is not a dimension"))
-                })?;
-            if out.iter().any(|o: &RowkeyColumn| o.name == c.column) {
+            let c = named.iter().find(|s| refers_to(s, r)).ok_or_else(|| {
+                Error::invalid(&what, format!("rowkey column {r} is not a dimension"))
+            })?;
+            if out.iter().any(|o: &RowkeyColumn| o.name == c.name) {
                 return Err(Error::invalid(
                     &what,
                     format!("rowkey column {r} is listed twice"),
                 ));
             }
-            out.push(RowkeyColumn {
-                name: c.column.clone(),
-                source: c.clone(),
-            });
+            out.push(c.clone());
         }
-        if let Some(missing) = stored
-            .iter()
-            .find(|s| !out.iter().any(|o| o.name == s.column))
-        {
+        if let Some(missing) = named.iter().find(|s| !out.iter().any(|o| o.name == s.name)) {
             return Err(Error::invalid(
                 &what,
-                format!("dimension {} is missing from the rowkey", missing.column),
+                format!("dimension {} is missing from the rowkey", missing.name),
             ));
         }
         out
@@ -702,7 +822,12 @@ pub fn resolve_cube(
     let mut covered: u64 = 0;
     for (i, g) in cube.aggregation_groups.iter().enumerate() {
         let gwhat = format!("{what}, aggregation group {}", i + 1);
-        let group = enumerate_group(&gwhat, g, &names, max_cuboids_per_group)?;
+        let group = enumerate_group(
+            &gwhat,
+            &group_by_names(g, &rowkey),
+            &names,
+            max_cuboids_per_group,
+        )?;
         for c in group {
             covered |= c;
             all.insert(c);
@@ -734,10 +859,36 @@ pub fn resolve_cube(
         tables: tables.to_vec(),
         rowkey,
         derived,
+        joins,
         measures,
         cuboids,
         partition,
     })
+}
+
+/// Whether a reference (a stored name, or `alias.column`) names rowkey column `r`.
+fn refers_to(r: &RowkeyColumn, reference: &str) -> bool {
+    let reference = reference.trim();
+    r.name.eq_ignore_ascii_case(reference)
+        || format!("{}.{}", r.source.table, r.source.column).eq_ignore_ascii_case(reference)
+}
+
+/// `g` with every dimension reference replaced by the stored name it refers to (unknown
+/// references are left for `enumerate_group` to report).
+fn group_by_names(g: &AggregationGroupDesc, rowkey: &[RowkeyColumn]) -> AggregationGroupDesc {
+    let name = |d: &String| {
+        rowkey
+            .iter()
+            .find(|r| refers_to(r, d))
+            .map_or_else(|| d.clone(), |r| r.name.clone())
+    };
+    let names = |v: &Vec<String>| v.iter().map(name).collect::<Vec<_>>();
+    AggregationGroupDesc {
+        includes: names(&g.includes),
+        mandatory: names(&g.mandatory),
+        hierarchies: g.hierarchies.iter().map(names).collect(),
+        joints: g.joints.iter().map(names).collect(),
+    }
 }
 
 impl CubeLayout {

@@ -207,21 +207,30 @@ pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Sna
     })
 }
 
-/// Canonical text of every measure input; computed columns are parsed as SQL over the fact
-/// table so that `sum(lo_extendedprice * lo_discount)` in a query matches measure
-/// `SUM(v_revenue)`.
+/// Canonical text of every measure input; computed columns are parsed as SQL over the
+/// model's tables (each under its alias) so that `sum(lo_extendedprice * lo_discount)` in a
+/// query matches measure `SUM(v_revenue)`.
 fn measure_inputs(state: &SessionState, layout: &CubeLayout) -> Result<Vec<Option<String>>> {
     let fact = &layout.model.fact_table;
-    let fact_desc = layout
-        .tables
-        .iter()
-        .find(|t| t.name.eq_ignore_ascii_case(fact))
-        .ok_or_else(|| Error::NotFound {
-            kind: "fact table",
-            name: fact.clone(),
-        })?;
-    let fact_schema =
-        DFSchema::try_from_qualified_schema(fact.as_str(), table_schema(fact_desc)?.as_ref())?;
+    let table = |name: &str| {
+        layout
+            .tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| Error::NotFound {
+                kind: "table",
+                name: name.to_string(),
+            })
+    };
+    let mut schema =
+        DFSchema::try_from_qualified_schema(fact.as_str(), table_schema(table(fact)?)?.as_ref())?;
+    for j in &layout.joins {
+        let lookup = DFSchema::try_from_qualified_schema(
+            j.alias.as_str(),
+            table_schema(table(&j.table)?)?.as_ref(),
+        )?;
+        schema = schema.join(&lookup)?;
+    }
     layout
         .measures
         .iter()
@@ -230,7 +239,7 @@ fn measure_inputs(state: &SessionState, layout: &CubeLayout) -> Result<Vec<Optio
                 return Ok(None);
             };
             let expr: Expr = match &input.expression {
-                Some(sql) => state.create_logical_expr(sql, &fact_schema)?,
+                Some(sql) => state.create_logical_expr(sql, &schema)?,
                 None => Expr::Column(datafusion::common::Column::new(
                     Some(input.table.as_str()),
                     input.column.as_str(),

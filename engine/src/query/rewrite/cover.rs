@@ -56,6 +56,8 @@ pub(super) struct Answer<'a> {
     pub cuboid: CuboidId,
     pub cuboid_rows: u64,
     pub scans: Vec<ScanInfo>,
+    /// The model alias of each scan.
+    pub aliases: Vec<String>,
     pub targets: Targets,
     pub residual: Vec<Expr>,
     pub aggs: Vec<AggPlan>,
@@ -136,15 +138,14 @@ fn cover<'a>(
     project: &str,
     prefer_lookups: bool,
 ) -> Result<Answer<'a>, Uncovered> {
-    let lookups = match_tables(flat, &real.layout)?;
-    let residual = match_joins(flat, &lookups, &real.layout)?;
+    let (bound, residual) = match_joins(flat, &real.layout)?;
     let mut targets = cover_dimensions(
-        flat,
+        &bound,
         residual.iter().chain(agg.group_expr.iter()),
         real,
         prefer_lookups,
     )?;
-    let aggs = cover_measures(agg, flat, real, prefer_lookups, &mut targets)?;
+    let aggs = cover_measures(agg, &bound, real, prefer_lookups, &mut targets)?;
     let (cuboid, cuboid_rows, derived) = choose_cuboid(real, &targets)?;
     Ok(Answer {
         real,
@@ -152,6 +153,7 @@ fn cover<'a>(
         cuboid,
         cuboid_rows,
         scans: flat.scans.clone(),
+        aliases: bound.aliases,
         targets,
         residual,
         aggs,
@@ -159,115 +161,166 @@ fn cover<'a>(
     })
 }
 
-/// Step 2: the fact table once, lookups of the model at most once each. Returns (scan,
-/// lookup index in the model) per lookup read.
-fn match_tables(flat: &Flat, layout: &CubeLayout) -> Result<Vec<(usize, usize)>, Uncovered> {
+/// The query's tables bound to the model: the model alias each scan plays.
+#[derive(Debug)]
+pub(super) struct Bound<'f> {
+    pub flat: &'f Flat,
+    pub aliases: Vec<String>,
+}
+
+impl Bound<'_> {
+    /// A column's model (alias, column).
+    pub fn model_column(&self, c: &Column) -> Option<(String, String)> {
+        self.flat
+            .scan_index(c)
+            .map(|i| (self.aliases[i].clone(), c.name.clone()))
+    }
+}
+
+/// Steps 2 and 3: binds every table the query reads to the model: the fact table once, and
+/// each lookup through its parent on exactly the model's keys (`parent.fk = lookup.pk`), with
+/// the model's join kind. Walks the model's joins parents first, so snowflakes and one table
+/// under two aliases bind by the join path, whatever the query calls them. Returns the
+/// binding and the predicates that are not join keys (the residual filters).
+fn match_joins<'f>(
+    flat: &'f Flat,
+    layout: &CubeLayout,
+) -> Result<(Bound<'f>, Vec<Expr>), Uncovered> {
     let model = &layout.model;
     let fact = &model.fact_table;
-    let mut fact_read = false;
-    let mut lookups: Vec<(usize, usize)> = Vec::new();
-    for (i, s) in flat.scans.iter().enumerate() {
-        let name = &s.table.name;
-        let twice = || Uncovered::Table(format!("table {name} is read twice"));
-        if name.eq_ignore_ascii_case(fact) {
-            if std::mem::replace(&mut fact_read, true) {
-                return Err(twice());
-            }
-        } else if let Some(l) = model
-            .lookups
-            .iter()
-            .position(|l| l.table.eq_ignore_ascii_case(name))
-        {
-            if lookups.iter().any(|&(_, x)| x == l) {
-                return Err(twice());
-            }
-            lookups.push((i, l));
-        } else {
-            return Err(Uncovered::Table(format!(
-                "table {name} is not in model {}",
-                model.name
-            )));
-        }
-    }
-    if !fact_read {
+    let mut aliases: Vec<Option<String>> = vec![None; flat.scans.len()];
+    let mut fact_scans = flat
+        .scans
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.table.name.eq_ignore_ascii_case(fact));
+    let Some((fact_scan, _)) = fact_scans.next() else {
         return Err(Uncovered::Table(format!(
             "the query does not read fact table {fact} of model {}",
             model.name
         )));
+    };
+    if fact_scans.next().is_some() {
+        return Err(Uncovered::Table(format!("table {fact} is read twice")));
     }
-    Ok(lookups)
-}
-
-/// Step 3: each lookup must be joined on exactly the model's FK = PK, with the model's join
-/// kind. Returns the predicates that are not join keys (the residual filters).
-fn match_joins(
-    flat: &Flat,
-    lookups: &[(usize, usize)],
-    layout: &CubeLayout,
-) -> Result<Vec<Expr>, Uncovered> {
-    let model = &layout.model;
-    let fact = &model.fact_table;
-    let mut satisfied: Vec<Vec<bool>> = lookups
+    aliases[fact_scan] = Some(fact.clone());
+    let mut used = vec![false; flat.predicates.len()];
+    // `a = b` between columns of scans `x` and `y`, as (predicate, x.a, y.b) both ways.
+    let column_of = |e: &Expr| match e {
+        Expr::Column(c) => flat.scan_index(c).map(|i| (i, c.name.to_ascii_lowercase())),
+        _ => None,
+    };
+    let equalities: Vec<(usize, (usize, String), (usize, String))> = flat
+        .predicates
         .iter()
-        .map(|&(_, l)| vec![false; model.lookups[l].foreign_key.len()])
+        .enumerate()
+        .filter_map(|(p, e)| match e {
+            Expr::BinaryExpr(BinaryExpr {
+                left,
+                op: Operator::Eq,
+                right,
+            }) => Some((p, column_of(left)?, column_of(right)?)),
+            _ => None,
+        })
+        .flat_map(|(p, a, b)| [(p, a.clone(), b.clone()), (p, b, a)])
         .collect();
-    let mut residual = Vec::new();
-    for p in &flat.predicates {
-        let mut used = false;
-        if let Expr::BinaryExpr(BinaryExpr {
-            left,
-            op: Operator::Eq,
-            right,
-        }) = p
-        {
-            if let (Expr::Column(a), Expr::Column(b)) = (left.as_ref(), right.as_ref()) {
-                if let (Some(a), Some(b)) = (flat.model_column(a), flat.model_column(b)) {
-                    for (li, &(_, l)) in lookups.iter().enumerate() {
-                        let lk = &model.lookups[l];
-                        for (k, (fk, pk)) in lk.foreign_key.iter().zip(&lk.primary_key).enumerate()
-                        {
-                            let f = (fact.as_str(), fk.as_str());
-                            let t = (lk.table.as_str(), pk.as_str());
-                            let eq = |x: &(String, String), y: (&str, &str)| {
-                                x.0.eq_ignore_ascii_case(y.0) && x.1.eq_ignore_ascii_case(y.1)
-                            };
-                            if (eq(&a, f) && eq(&b, t)) || (eq(&a, t) && eq(&b, f)) {
-                                satisfied[li][k] = true;
-                                used = true;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        if !used {
-            residual.push(p.clone());
-        }
-    }
-    for (li, &(_, l)) in lookups.iter().enumerate() {
-        let lk = &model.lookups[l];
-        if satisfied[li].iter().any(|s| !s) {
+    for j in &layout.joins {
+        let Some(parent) = aliases.iter().position(|a| {
+            a.as_deref()
+                .is_some_and(|a| a.eq_ignore_ascii_case(&j.parent))
+        }) else {
+            continue;
+        };
+        let keys_of = |s: usize| -> Option<Vec<usize>> {
+            j.foreign_key
+                .iter()
+                .zip(&j.primary_key)
+                .map(|(fk, pk)| {
+                    equalities
+                        .iter()
+                        .find(|(_, a, b)| {
+                            a.0 == parent
+                                && a.1.eq_ignore_ascii_case(&fk.column)
+                                && b.0 == s
+                                && b.1.eq_ignore_ascii_case(&pk.column)
+                        })
+                        .map(|(p, _, _)| *p)
+                })
+                .collect()
+        };
+        let found = (0..flat.scans.len()).find_map(|s| {
+            (aliases[s].is_none() && flat.scans[s].table.name.eq_ignore_ascii_case(&j.table))
+                .then(|| keys_of(s).map(|k| (s, k)))
+                .flatten()
+        });
+        let Some((scan, keys)) = found else { continue };
+        if flat.scans[scan].join != j.kind {
+            let kind = |k: JoinKind| match k {
+                JoinKind::Inner => "an INNER",
+                JoinKind::Left => "a LEFT",
+            };
             return Err(Uncovered::Join(format!(
-                "table {} must be joined on {} = {} as in model {}",
-                lk.table,
-                lk.foreign_key.join(", "),
-                lk.primary_key.join(", "),
+                "model {} joins {} ({}) with {} join; the query uses {} join",
+                model.name,
+                j.alias,
+                j.table,
+                kind(j.kind),
+                kind(flat.scans[scan].join)
+            )));
+        }
+        for p in keys {
+            used[p] = true;
+        }
+        aliases[scan] = Some(j.alias.clone());
+    }
+    if let Some(s) = aliases.iter().position(Option::is_none) {
+        let name = &flat.scans[s].table.name;
+        let ways: Vec<String> = layout
+            .joins
+            .iter()
+            .filter(|j| j.table.eq_ignore_ascii_case(name))
+            .map(|j| {
+                let keys: Vec<String> = j
+                    .foreign_key
+                    .iter()
+                    .zip(&j.primary_key)
+                    .map(|(f, p)| format!("{}.{} = {}", f.table, f.column, p.column))
+                    .collect();
+                keys.join(" AND ")
+            })
+            .collect();
+        return Err(if name.eq_ignore_ascii_case(fact) {
+            Uncovered::Table(format!("table {name} is read twice"))
+        } else if ways.is_empty() {
+            Uncovered::Table(format!("table {name} is not in model {}", model.name))
+        } else {
+            Uncovered::Join(format!(
+                "table {name} must be joined on {} as in model {} (through its parent tables)",
+                ways.join(", or on "),
                 model.name
-            )));
-        }
-        if lk.join != JoinKind::Inner {
-            return Err(Uncovered::Join(format!(
-                "model {} joins {} with a LEFT join; the query uses an inner join",
-                model.name, lk.table
-            )));
-        }
+            ))
+        });
     }
-    Ok(residual)
+    if flat.left_on.iter().any(|&p| !used[p]) {
+        return Err(Uncovered::Join(format!(
+            "a LEFT JOIN's ON must be exactly the keys of a join of model {}",
+            model.name
+        )));
+    }
+    let residual = flat
+        .predicates
+        .iter()
+        .zip(&used)
+        .filter(|(_, &u)| !u)
+        .map(|(p, _)| p.clone())
+        .collect();
+    let aliases = aliases.into_iter().map(|a| a.expect("all bound")).collect();
+    Ok((Bound { flat, aliases }, residual))
 }
 
 /// Where one column is stored, recorded in `targets`.
 fn need(
-    flat: &Flat,
+    flat: &Bound,
     c: &Column,
     real: &Realization,
     prefer_lookups: bool,
@@ -287,7 +340,7 @@ fn need(
 
 /// Step 4: every column of the filters and group keys must be a dimension.
 fn cover_dimensions<'e>(
-    flat: &Flat,
+    flat: &Bound,
     exprs: impl Iterator<Item = &'e Expr>,
     real: &Realization,
     prefer_lookups: bool,
@@ -305,7 +358,7 @@ fn cover_dimensions<'e>(
 /// recorded in `targets`).
 fn cover_measures(
     agg: &Aggregate,
-    flat: &Flat,
+    flat: &Bound,
     real: &Realization,
     prefer_lookups: bool,
     targets: &mut Targets,
@@ -515,14 +568,15 @@ fn target_of(
             .find(|c| eq(&c.column, column))?;
         return Some(Target::Derived(d, c.column.clone()));
     }
-    // A lookup's primary key equals the stored foreign key.
-    let lk = layout.model.lookups.iter().find(|l| eq(&l.table, table))?;
-    if lk.primary_key.len() == 1 && eq(&lk.primary_key[0], column) {
-        let fk = &lk.foreign_key[0];
+    // An inner-joined lookup's primary key equals the stored foreign key.
+    let j = layout.joins.iter().find(|j| eq(&j.alias, table))?;
+    if j.kind == JoinKind::Inner && j.primary_key.len() == 1 && eq(&j.primary_key[0].column, column)
+    {
+        let fk = &j.foreign_key[0];
         return layout
             .rowkey
             .iter()
-            .position(|r| eq(&r.source.table, &layout.model.fact_table) && eq(&r.source.column, fk))
+            .position(|r| eq(&r.source.table, &fk.table) && eq(&r.source.column, &fk.column))
             .map(Target::Rowkey);
     }
     None

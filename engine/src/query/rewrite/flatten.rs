@@ -6,7 +6,7 @@ use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, TableScan};
 
 use super::INTERNAL_PREFIX;
-use crate::model::TableDesc;
+use crate::model::{JoinKind, TableDesc};
 use crate::query::catalog::{Snapshot, CATALOG};
 use crate::uncovered::Uncovered;
 
@@ -16,6 +16,8 @@ pub(super) struct ScanInfo {
     pub qualifier: TableReference,
     pub project: String,
     pub table: TableDesc,
+    /// `Left` when the table is the right side of a LEFT JOIN.
+    pub join: JoinKind,
 }
 
 /// The aggregate's input flattened: tables, then every predicate (join keys included).
@@ -23,6 +25,9 @@ pub(super) struct ScanInfo {
 pub(super) struct Flat {
     pub scans: Vec<ScanInfo>,
     pub predicates: Vec<Expr>,
+    /// Indexes of `predicates` that are a LEFT JOIN's ON keys: they must be the model's join
+    /// keys, never filters.
+    pub left_on: Vec<usize>,
 }
 
 impl Flat {
@@ -32,28 +37,25 @@ impl Flat {
         Ok(flat)
     }
 
-    /// The scan a column belongs to: by qualifier, or the only table with such a column.
-    pub fn scan_of(&self, c: &Column) -> Option<&ScanInfo> {
+    /// The index of the scan a column belongs to.
+    pub fn scan_index(&self, c: &Column) -> Option<usize> {
         resolve_scan(&self.scans, c)
-    }
-
-    /// A column's model (table, column).
-    pub fn model_column(&self, c: &Column) -> Option<(String, String)> {
-        self.scan_of(c)
-            .map(|s| (s.table.name.clone(), c.name.clone()))
     }
 }
 
-pub(super) fn resolve_scan<'s>(scans: &'s [ScanInfo], c: &Column) -> Option<&'s ScanInfo> {
+/// The scan a column belongs to: by qualifier, or the only table with such a column.
+pub(super) fn resolve_scan(scans: &[ScanInfo], c: &Column) -> Option<usize> {
+    let has = |s: &ScanInfo| {
+        s.table
+            .columns
+            .iter()
+            .chain(&s.table.partition_columns)
+            .any(|col| col.name.eq_ignore_ascii_case(&c.name))
+    };
     match &c.relation {
-        Some(r) => scans.iter().find(|s| &s.qualifier == r),
+        Some(r) => scans.iter().position(|s| &s.qualifier == r),
         None => {
-            let mut found = scans.iter().filter(|s| {
-                s.table
-                    .columns
-                    .iter()
-                    .any(|col| col.name.eq_ignore_ascii_case(&c.name))
-            });
+            let mut found = (0..scans.len()).filter(|&i| has(&scans[i]));
             let first = found.next()?;
             found.next().is_none().then_some(first)
         }
@@ -67,13 +69,7 @@ fn flatten(plan: &LogicalPlan, snap: &Snapshot, out: &mut Flat) -> Result<(), Un
                 .extend(split_conjunction(&f.predicate).into_iter().cloned());
             flatten(&f.input, snap, out)
         }
-        LogicalPlan::Join(j) => {
-            if j.join_type != JoinType::Inner {
-                return Err(Uncovered::Shape(format!(
-                    "{} joins are not answered from cubes (the model's joins are inner)",
-                    j.join_type
-                )));
-            }
+        LogicalPlan::Join(j) if j.join_type == JoinType::Inner => {
             for (l, r) in &j.on {
                 out.predicates.push(l.clone().eq(r.clone()));
             }
@@ -84,6 +80,34 @@ fn flatten(plan: &LogicalPlan, snap: &Snapshot, out: &mut Flat) -> Result<(), Un
             flatten(&j.left, snap, out)?;
             flatten(&j.right, snap, out)
         }
+        // `A LEFT JOIN lookup ON keys`: answered when the model joins the lookup the same way.
+        LogicalPlan::Join(j) if j.join_type == JoinType::Left => {
+            if j.filter.is_some() {
+                return Err(Uncovered::Shape(
+                    "a LEFT JOIN whose ON holds more than key equalities is not answered from cubes"
+                        .into(),
+                ));
+            }
+            for (l, r) in &j.on {
+                out.left_on.push(out.predicates.len());
+                out.predicates.push(l.clone().eq(r.clone()));
+            }
+            flatten(&j.left, snap, out)?;
+            let (scans, predicates) = (out.scans.len(), out.predicates.len());
+            flatten(&j.right, snap, out)?;
+            if out.scans.len() != scans + 1 || out.predicates.len() != predicates {
+                return Err(Uncovered::Shape(
+                    "the right side of a LEFT JOIN must be one table to be answered from cubes"
+                        .into(),
+                ));
+            }
+            out.scans[scans].join = JoinKind::Left;
+            Ok(())
+        }
+        LogicalPlan::Join(j) => Err(Uncovered::Shape(format!(
+            "{} joins are not answered from cubes (models join lookups with INNER or LEFT joins)",
+            j.join_type
+        ))),
         LogicalPlan::SubqueryAlias(a) => match a.input.as_ref() {
             LogicalPlan::TableScan(t) => {
                 let mut info = scan_info(t, snap)?;
@@ -129,5 +153,6 @@ fn scan_info(t: &TableScan, snap: &Snapshot) -> Result<ScanInfo, Uncovered> {
         qualifier: t.table_name.clone(),
         project: project.name.clone(),
         table: table.clone(),
+        join: JoinKind::Inner,
     })
 }

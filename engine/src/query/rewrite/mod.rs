@@ -79,7 +79,10 @@ pub(crate) fn lookups_needed(plan: &LogicalPlan, snap: &Snapshot) -> Vec<(String
         if let LogicalPlan::Aggregate(agg) = node {
             if let Ok(Some(a)) = cover::match_aggregate(agg, snap) {
                 for &d in &a.derived {
-                    out.push((a.project.clone(), a.real.layout.derived[d].table.clone()));
+                    out.push((
+                        a.project.clone(),
+                        a.real.layout.derived[d].lookup_table.clone(),
+                    ));
                 }
             }
         }

@@ -19,7 +19,7 @@ use super::cover::{key, AggPlan, Answer, Target};
 use super::flatten::resolve_scan;
 use super::{Lookups, Realized, INTERNAL_PREFIX};
 use crate::error::Result;
-use crate::model::StateKind;
+use crate::model::{JoinKind, StateKind};
 use crate::query::cuboid_scan::CuboidTable;
 use crate::query::segments::SegmentReader;
 use crate::query::sketch;
@@ -48,7 +48,7 @@ pub(super) fn replacement(
     // Column mapping: source column → cuboid or lookup column.
     let map_column = |c: &Column| -> Option<Column> {
         let scan = resolve_scan(&answer.scans, c)?;
-        match answer.targets.get(&key(&scan.table.name, &c.name))? {
+        match answer.targets.get(&key(&answer.aliases[scan], &c.name))? {
             Target::Rowkey(i) => Some(Column::new(
                 Some(CUBOID_ALIAS),
                 layout.rowkey[*i].name.as_str(),
@@ -88,7 +88,7 @@ pub(super) fn replacement(
     for &d in &answer.derived {
         let dd = &layout.derived[d];
         let mem = lookups
-            .get(&(answer.project.clone(), dd.table.clone()))
+            .get(&(answer.project.clone(), dd.lookup_table.clone()))
             .cloned()
             .ok_or_else(|| crate::error::Error::NotFound {
                 kind: "lookup table",
@@ -107,7 +107,11 @@ pub(super) fn replacement(
             .iter()
             .map(|k| Column::new(Some(alias.as_str()), k.as_str()))
             .collect();
-        builder = builder.join(right, JoinType::Inner, (left_keys, right_keys), None)?;
+        let join = match dd.kind {
+            JoinKind::Inner => JoinType::Inner,
+            JoinKind::Left => JoinType::Left,
+        };
+        builder = builder.join(right, join, (left_keys, right_keys), None)?;
         derived_tables.push(dd.table.clone());
     }
     if let Some(p) = conjunction(residual) {
