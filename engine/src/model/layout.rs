@@ -911,3 +911,175 @@ impl CubeLayout {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TPC-H's tables, as `table add` infers them from the generated Parquet files.
+    fn tpch_tables() -> Vec<TableDesc> {
+        let t = |name: &str, cols: &[(&str, &str)]| TableDesc {
+            project: "tpch".into(),
+            name: name.into(),
+            location: name.into(),
+            format: SourceFormat::Parquet,
+            columns: cols
+                .iter()
+                .map(|(n, t)| ColumnDesc {
+                    name: n.to_string(),
+                    data_type: t.to_string(),
+                })
+                .collect(),
+            csv_delimiter: None,
+            csv_header: None,
+            partition_columns: vec![],
+        };
+        let money = "decimal(15,2)";
+        vec![
+            t(
+                "lineitem",
+                &[
+                    ("l_orderkey", "bigint"),
+                    ("l_partkey", "bigint"),
+                    ("l_suppkey", "bigint"),
+                    ("l_linenumber", "integer"),
+                    ("l_quantity", money),
+                    ("l_extendedprice", money),
+                    ("l_discount", money),
+                    ("l_tax", money),
+                    ("l_returnflag", "varchar"),
+                    ("l_linestatus", "varchar"),
+                    ("l_shipdate", "date"),
+                    ("l_commitdate", "date"),
+                    ("l_receiptdate", "date"),
+                    ("l_shipinstruct", "varchar"),
+                    ("l_shipmode", "varchar"),
+                    ("l_comment", "varchar"),
+                ],
+            ),
+            t(
+                "orders",
+                &[
+                    ("o_orderkey", "bigint"),
+                    ("o_custkey", "bigint"),
+                    ("o_orderdate", "date"),
+                    ("o_shippriority", "integer"),
+                ],
+            ),
+            t(
+                "customer",
+                &[
+                    ("c_custkey", "bigint"),
+                    ("c_nationkey", "bigint"),
+                    ("c_mktsegment", "varchar"),
+                ],
+            ),
+            t(
+                "supplier",
+                &[("s_suppkey", "bigint"), ("s_nationkey", "bigint")],
+            ),
+            t(
+                "nation",
+                &[
+                    ("n_nationkey", "bigint"),
+                    ("n_name", "varchar"),
+                    ("n_regionkey", "bigint"),
+                ],
+            ),
+            t(
+                "region",
+                &[("r_regionkey", "bigint"), ("r_name", "varchar")],
+            ),
+            t("part", &[("p_partkey", "bigint"), ("p_type", "varchar")]),
+        ]
+    }
+
+    fn example<T: serde::de::DeserializeOwned>(file: &str) -> T {
+        let path = format!(
+            "{}/../conf/examples/tpch/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        from_json(&path, &std::fs::read(&path).expect("example file")).expect("example parses")
+    }
+
+    fn refused(model: &ModelDesc, words: &[&str]) {
+        let err = validate_model(model, &tpch_tables()).expect_err("refused");
+        let text = err.to_string();
+        for w in words {
+            assert!(text.contains(w), "{text:?} lacks {w:?}");
+        }
+    }
+
+    #[test]
+    fn the_tpch_snowflake_example_resolves_with_aliases_and_parents() {
+        let model: ModelDesc = example("model.json");
+        let cube: CubeDesc = example("cube.json");
+        let layout = resolve_cube(&cube, &model, &tpch_tables(), 4096).expect("resolves");
+        let join = |alias: &str| layout.joins.iter().find(|j| j.alias == alias).unwrap();
+        assert_eq!(join("cust_nation").parent, "customer");
+        assert_eq!(join("cust_nation").table, "nation");
+        assert_eq!(join("supp_region").parent, "supp_nation");
+        assert_eq!(join("supp_region").foreign_key[0].column, "n_regionkey");
+        let stored = |name: &str| {
+            let r = layout.rowkey.iter().find(|r| r.name == name).unwrap();
+            (r.source.table.clone(), r.source.column.clone())
+        };
+        assert_eq!(
+            stored("supp_nation_name"),
+            ("supp_nation".into(), "n_name".into())
+        );
+        assert_eq!(
+            stored("cust_nation_name"),
+            ("cust_nation".into(), "n_name".into())
+        );
+        // 2^6 cuboids in the first group, 2^3 * 3 * 3 in the second (the empty cuboid is in
+        // both), plus the base cuboid.
+        assert_eq!(layout.cuboids.len(), 64 + 72 - 1 + 1);
+    }
+
+    #[test]
+    fn bad_joins_are_refused_naming_what_is_wrong() {
+        let model: ModelDesc = example("model.json");
+        // A join cycle: cust_region hangs from a lookup listed after it.
+        let mut m = model.clone();
+        m.lookups[3].foreign_key = vec!["supp_nation.n_regionkey".into()];
+        refused(
+            &m,
+            &["join of cust_region", "supp_nation", "not joined before"],
+        );
+        let mut m = model.clone();
+        m.lookups[2].foreign_key = vec!["cust_nation.n_regionkey".into()];
+        refused(&m, &["join of cust_nation", "not joined before"]);
+        // The same alias twice.
+        let mut m = model.clone();
+        m.lookups[5].alias = Some("cust_nation".into());
+        refused(&m, &["duplicate alias cust_nation"]);
+        // An alias that does not exist, a key of the wrong table.
+        let mut m = model.clone();
+        m.lookups[2].foreign_key = vec!["buyer.c_nationkey".into()];
+        refused(&m, &["buyer", "neither the fact table nor a lookup"]);
+        let mut m = model.clone();
+        m.lookups[2].primary_key = vec!["r_regionkey".into()];
+        refused(
+            &m,
+            &["primary key r_regionkey must be a column of cust_nation"],
+        );
+        let mut m = model;
+        m.filter_condition = Some("l_nosuch > 1".into());
+        refused(&m, &["filter_condition", "l_nosuch"]);
+    }
+
+    #[test]
+    fn two_dimensions_of_one_column_name_need_names() {
+        let model: ModelDesc = example("model.json");
+        let mut cube: CubeDesc = example("cube.json");
+        for d in &mut cube.dimensions {
+            d.name = None;
+        }
+        let err = resolve_cube(&cube, &model, &tpch_tables(), 4096).expect_err("refused");
+        assert!(
+            err.to_string().contains("two dimensions are named n_name"),
+            "{err}"
+        );
+    }
+}
