@@ -15,6 +15,7 @@ mod hbase_outage;
 mod hbase_ssb;
 mod hostile_input;
 mod jobs_cli;
+mod models;
 mod nginx_harness;
 mod protocol;
 mod query_engine;

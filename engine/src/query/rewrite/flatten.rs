@@ -3,7 +3,7 @@
 
 use datafusion::common::{Column, TableReference};
 use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, TableScan};
+use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, Operator, TableScan};
 
 use super::INTERNAL_PREFIX;
 use crate::model::{JoinKind, TableDesc};
@@ -82,15 +82,24 @@ fn flatten(plan: &LogicalPlan, snap: &Snapshot, out: &mut Flat) -> Result<(), Un
         }
         // `A LEFT JOIN lookup ON keys`: answered when the model joins the lookup the same way.
         LogicalPlan::Join(j) if j.join_type == JoinType::Left => {
-            if j.filter.is_some() {
-                return Err(Uncovered::Shape(
-                    "a LEFT JOIN whose ON holds more than key equalities is not answered from cubes"
-                        .into(),
-                ));
-            }
-            for (l, r) in &j.on {
+            // Before the optimizer the ON condition is still the join's filter.
+            let on = j.on.iter().map(|(l, r)| l.clone().eq(r.clone()));
+            let filter = j
+                .filter
+                .iter()
+                .flat_map(|f| split_conjunction(f).into_iter().cloned());
+            for p in on.chain(filter) {
+                let is_key = matches!(&p, Expr::BinaryExpr(b)
+                    if b.op == Operator::Eq
+                        && matches!(b.left.as_ref(), Expr::Column(_))
+                        && matches!(b.right.as_ref(), Expr::Column(_)));
+                if !is_key {
+                    return Err(Uncovered::Shape(format!(
+                        "a LEFT JOIN whose ON holds more than key equalities ({p}) is not answered from cubes"
+                    )));
+                }
                 out.left_on.push(out.predicates.len());
-                out.predicates.push(l.clone().eq(r.clone()));
+                out.predicates.push(p);
             }
             flatten(&j.left, snap, out)?;
             let (scans, predicates) = (out.scans.len(), out.predicates.len());
