@@ -177,6 +177,9 @@ impl Bound<'_> {
     }
 }
 
+/// A column as (scan index, lower-case name).
+type ScanColumn = (usize, String);
+
 /// Steps 2 and 3: binds every table the query reads to the model: the fact table once, and
 /// each lookup through its parent on exactly the model's keys (`parent.fk = lookup.pk`), with
 /// the model's join kind. Walks the model's joins parents first, so snowflakes and one table
@@ -210,7 +213,7 @@ fn match_joins<'f>(
         Expr::Column(c) => flat.scan_index(c).map(|i| (i, c.name.to_ascii_lowercase())),
         _ => None,
     };
-    let equalities: Vec<(usize, (usize, String), (usize, String))> = flat
+    let equalities: Vec<(usize, ScanColumn, ScanColumn)> = flat
         .predicates
         .iter()
         .enumerate()
