@@ -288,11 +288,13 @@ async fn run_job(engine: &JobEngine, config: &Config, id: &str) -> anyhow::Resul
         return watch_job(engine, id, observer).await;
     }
     let renewer = tokio::spawn(renew_forever(lease.clone()));
-    let result = engine
-        .clone()
-        .with_lease(lease.clone())
-        .run(id, observer)
-        .await;
+    let leased = engine.clone().with_lease(lease.clone());
+    let result = leased.run(id, observer.clone()).await;
+    // Merges the commit asked for (the cube's auto_merge_time_ranges) run under the same lease.
+    let merges = match &result {
+        Ok(job) => leased.run_auto_merges(job, observer).await,
+        Err(_) => Vec::new(),
+    };
     renewer.abort();
     tokio::task::spawn_blocking(move || lease.release()).await?;
     let job = result.with_context(|| format!("job {id} failed"))?;
@@ -308,7 +310,20 @@ async fn run_job(engine: &JobEngine, config: &Config, id: &str) -> anyhow::Resul
             eprintln!("warning: could not notify {peer} ({e}); it catches up by polling");
         }
     }
-    report_success(engine, &job)
+    report_success(engine, &job)?;
+    for (merge, outcome) in merges {
+        match outcome {
+            Ok(m) => {
+                eprint!("auto-merge: ");
+                report_success(engine, &m)?;
+            }
+            // The build the user asked for stands; the segments stay unmerged.
+            Err(e) => eprintln!(
+                "warning: auto-merge job {merge} failed: {e}; its segments stay as they were (see `qilin-jobs jobs show {merge}`)"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Follows a job that the job daemon runs, until it ends.
