@@ -57,7 +57,8 @@ pub fn plan_auto_merge(segments: &[Segment], ranges: &[u32]) -> Option<SegmentRa
         segments.iter().any(|n| {
             n.status == SegmentStatus::New
                 && (n.replaces.contains(&s.id)
-                    || n.range.is_some_and(|nr| nr.start <= r.start && r.end <= nr.end))
+                    || n.range
+                        .is_some_and(|nr| nr.start <= r.start && r.end <= nr.end))
         })
     };
     let mut candidates: Vec<SegmentRange> = segments
