@@ -739,7 +739,9 @@ impl JobEngine {
         Ok(())
     }
 
-    /// Drops READY segments that end more than `retention_range_days` before the newest end.
+    /// Drops READY segments that end more than `retention_range_days` before the newest end,
+    /// except those a NEW segment replaces: a pending (auto-)merge or refresh still reads
+    /// them, and its own commit applies retention to the result.
     fn apply_retention(&self, cube: &str) -> Result<()> {
         let desc = self.meta.cube_desc(cube)?;
         let Some(days) = desc.retention_range_days else {
@@ -754,10 +756,17 @@ impl JobEngine {
                 return Ok(Vec::new());
             };
             let cutoff = newest - chrono::Duration::days(days as i64);
+            let replaced: Vec<String> = inst
+                .segments
+                .iter()
+                .filter(|s| s.status == SegmentStatus::New)
+                .flat_map(|s| s.replaces.iter().cloned())
+                .collect();
             let (drop, keep): (Vec<Segment>, Vec<Segment>) =
                 inst.segments.drain(..).partition(|s| {
                     s.status == SegmentStatus::Ready
                         && s.range.map(|r| r.end <= cutoff).unwrap_or(false)
+                        && !replaced.contains(&s.id)
                 });
             inst.segments = keep;
             Ok(drop.into_iter().map(|s| s.id).collect::<Vec<_>>())

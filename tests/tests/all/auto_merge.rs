@@ -231,3 +231,36 @@ async fn the_build_command_runs_the_merge_it_triggered() {
     assert_eq!(merges[0].status, JobStatus::Succeed);
     assert!(merges[0].triggered_by.is_some());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_spares_the_segments_a_pending_merge_reads() {
+    let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), SF).await;
+    let env = TestEnv::on(Backend::Local, &source);
+    env.install_sample(SF).await;
+    let mut cube = ssb::cube();
+    cube.auto_merge_time_ranges = vec![2];
+    cube.retention_range_days = Some(5);
+    env.meta().save_cube(&cube, 4096).unwrap();
+
+    env.build("1992-01-01..1992-01-02").await.unwrap();
+    let second = env.build("1992-01-02..1992-01-03").await.unwrap();
+    assert_eq!(merge_jobs(&env.engine).len(), 1, "two days fill the window");
+    // Before the merge runs, a build ending more than five days after both days commits:
+    // retention keeps them, since the pending merge reads them.
+    env.build("1992-01-03..1992-01-10").await.unwrap();
+    let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
+    let states: Vec<(&str, SegmentStatus)> = inst
+        .segments
+        .iter()
+        .map(|s| (s.name.as_str(), s.status))
+        .collect();
+    assert_eq!(states.len(), 4, "{states:?}");
+    assert_eq!(inst.ready_segments().count(), 3, "{states:?}");
+
+    // The merge succeeds, and its own commit applies retention to the merged segment.
+    let ran = run_merges(&env, &second).await;
+    assert_eq!(ran.len(), 1);
+    assert_eq!(ran[0].status, JobStatus::Succeed);
+    assert_eq!(segment_names(&env), vec!["19920103000000_19920110000000"]);
+    assert_eq!(env.segment_ids().len(), 1, "dropped segments' data deleted");
+}
