@@ -1,7 +1,7 @@
 //! Auto-merge through the job engine: daily builds of the SSB cube (partitioned on
 //! lo_orderdate) with `auto_merge_time_ranges` [7, 28] become a week, four weeks become 28
-//! days, queries answer as the raw tables do, retention later drops the merged segment; and
-//! the `qilin-jobs build` command runs the merge its build triggered.
+//! days, queries answer as the raw tables do, retention later drops the merged segment; the
+//! job daemon runs the merge a build triggered, and so does the `qilin-jobs build` command.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -263,4 +263,50 @@ async fn retention_spares_the_segments_a_pending_merge_reads() {
     assert_eq!(ran[0].status, JobStatus::Succeed);
     assert_eq!(segment_names(&env), vec!["19920103000000_19920110000000"]);
     assert_eq!(env.segment_ids().len(), 1, "dropped segments' data deleted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_daemon_runs_the_merge_a_build_triggered() {
+    let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), SF).await;
+    let env = TestEnv::on(Backend::Local, &source);
+    env.install_sample(SF).await;
+    let mut cube = ssb::cube();
+    cube.auto_merge_time_ranges = vec![2];
+    env.meta().save_cube(&cube, 4096).unwrap();
+    let day = |d: u32| {
+        SegmentRange::parse(&format!("1992-01-{d:02}"), &format!("1992-01-{:02}", d + 1)).unwrap()
+    };
+    // Written into the store for the daemon, as `qilin.build` does.
+    env.engine.submit_build(ssb::CUBE, Some(day(1))).unwrap();
+    let second = env.engine.submit_build(ssb::CUBE, Some(day(2))).unwrap();
+
+    let daemon = qilin_jobs::daemon::Daemon::new(env.engine.clone(), &env.config, None);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(daemon.run(async {
+        let _ = stopped.await;
+    }));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let merge = loop {
+        let done = merge_jobs(&env.engine)
+            .into_iter()
+            .find(|j| j.status.is_final());
+        if let Some(m) = done {
+            break m;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no merge finished: {:?}",
+            env.engine.list().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let _ = stop.send(());
+    running.await.unwrap();
+
+    assert_eq!(merge.status, JobStatus::Succeed, "{:?}", merge.error);
+    assert_eq!(
+        merge.triggered_by.as_deref(),
+        Some(second.job().id.as_str())
+    );
+    assert_eq!(segment_names(&env), vec!["19920101000000_19920103000000"]);
 }
