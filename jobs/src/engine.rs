@@ -16,6 +16,7 @@ use qilin_engine::build::{self, BuildOptions, Progress};
 use qilin_engine::config::Config;
 use qilin_engine::error::{Error, Result};
 use qilin_engine::metadata::managers::{job_path, Metadata};
+use qilin_engine::model::auto_merge::{plan_auto_merge, validate_auto_merge};
 use qilin_engine::model::{
     now_ms, segment_name, CubeInstance, CuboidStats, Segment, SegmentRange, SegmentStatus,
 };
@@ -194,6 +195,67 @@ impl JobEngine {
 
     /// Submits a merge of the READY segments inside `range` (at least two, contiguous).
     pub fn submit_merge(&self, cube: &str, range: SegmentRange) -> Result<Job> {
+        self.merge_job(cube, range, None)
+    }
+
+    /// Submits the merge that the cube's `auto_merge_time_ranges` ask for now, if any (the
+    /// rule is in [`qilin_engine::model::auto_merge`]); `after` is the job whose commit
+    /// triggered the check. Segments already being merged or refreshed are never planned
+    /// again, and a concurrent submission of the same merge is refused by the cube's
+    /// check-and-put.
+    pub fn submit_auto_merge(&self, cube: &str, after: Option<&str>) -> Result<Option<Job>> {
+        let desc = self.meta.cube_desc(cube)?;
+        if desc.auto_merge_time_ranges.is_empty() {
+            return Ok(None);
+        }
+        validate_auto_merge(cube, &desc.auto_merge_time_ranges)?;
+        let (inst, _) = self.meta.cube_instance(cube)?;
+        match plan_auto_merge(&inst.segments, &desc.auto_merge_time_ranges) {
+            Some(range) => self.merge_job(cube, range, after).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Auto-merge jobs submitted after `job` committed that are still waiting to run.
+    pub fn auto_merges_after(&self, job: &str) -> Result<Vec<Job>> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|j| j.triggered_by.as_deref() == Some(job) && j.status == JobStatus::Ready)
+            .collect())
+    }
+
+    /// Runs, in this process, the auto-merge jobs that `job`'s commit submitted and those
+    /// that their commits submitted in turn (daily segments make a week, weeks make a
+    /// month). Returns each merge's id and outcome; a failed merge leaves its segments as
+    /// they were and does not undo `job`.
+    pub async fn run_auto_merges(
+        &self,
+        job: &Job,
+        observer: Observer,
+    ) -> Vec<(String, Result<Job>)> {
+        let mut outcomes = Vec::new();
+        let mut queue = vec![job.id.clone()];
+        while let Some(after) = queue.pop() {
+            let merges = match self.auto_merges_after(&after) {
+                Ok(m) => m,
+                Err(e) => {
+                    outcomes.push((after, Err(e)));
+                    continue;
+                }
+            };
+            for merge in merges {
+                let outcome = self.run(&merge.id, observer.clone()).await;
+                if outcome.is_ok() {
+                    queue.push(merge.id.clone());
+                }
+                outcomes.push((merge.id, outcome));
+            }
+        }
+        outcomes
+    }
+
+    fn merge_job(&self, cube: &str, range: SegmentRange, after: Option<&str>) -> Result<Job> {
         self.require_range(cube, Some(range))?;
         let (inst, _) = self.meta.cube_instance(cube)?;
         let inside: Vec<&Segment> = inst
@@ -244,8 +306,37 @@ impl JobEngine {
             Some(merged),
         );
         job.replaces = inside.iter().map(|s| s.id.clone()).collect();
+        job.triggered_by = after.map(str::to_string);
         self.add_segment(&job, job.replaces.clone())?;
         Ok(job)
+    }
+
+    /// After `done` committed its segment: submits the auto-merge its cube asks for now, if
+    /// any. Never fails the job that committed; a merge that cannot be submitted is logged.
+    fn auto_merge_after(&self, done: &Job) {
+        match self.submit_auto_merge(&done.cube, Some(&done.id)) {
+            Ok(Some(m)) => log::info!(
+                "job {}: cube {} auto-merge job {} submitted (segment {})",
+                done.id,
+                done.cube,
+                m.id,
+                m.segment_name
+            ),
+            Ok(None) => {}
+            // Another process submitted an overlapping merge first: nothing to do.
+            Err(Error::Refused(msg)) => {
+                log::info!(
+                    "job {}: cube {} auto-merge skipped: {msg}",
+                    done.id,
+                    done.cube
+                )
+            }
+            Err(e) => log::warn!(
+                "job {}: cube {} auto-merge not submitted: {e}",
+                done.id,
+                done.cube
+            ),
+        }
     }
 
     /// Submits a rebuild of one READY segment from source; the new segment replaces it
@@ -506,14 +597,22 @@ impl JobEngine {
             Some(job) => job,
             // An earlier attempt committed the segment before its process went away.
             None => {
-                return self.succeed(id, &me, "done (committed by an earlier attempt)", &observer)
+                let done =
+                    self.succeed(id, &me, "done (committed by an earlier attempt)", &observer)?;
+                self.auto_merge_after(&done);
+                return Ok(done);
             }
         };
         let heartbeat = self.spawn_heartbeat(id, &me);
         let outcome = self.execute(&claimed, &me, observer.clone()).await;
         heartbeat.abort();
         match outcome {
-            Ok(()) => self.succeed(id, &me, "done", &observer),
+            Ok(()) => {
+                let done = self.succeed(id, &me, "done", &observer)?;
+                // As Kylin on a new READY segment: retention (in `execute`), then auto-merge.
+                self.auto_merge_after(&done);
+                Ok(done)
+            }
             Err(e) => {
                 let stopped = matches!(e, Error::JobStopped { .. });
                 if !stopped {
@@ -640,7 +739,9 @@ impl JobEngine {
         Ok(())
     }
 
-    /// Drops READY segments that end more than `retention_range_days` before the newest end.
+    /// Drops READY segments that end more than `retention_range_days` before the newest end,
+    /// except those a NEW segment replaces: a pending (auto-)merge or refresh still reads
+    /// them, and its own commit applies retention to the result.
     fn apply_retention(&self, cube: &str) -> Result<()> {
         let desc = self.meta.cube_desc(cube)?;
         let Some(days) = desc.retention_range_days else {
@@ -655,10 +756,17 @@ impl JobEngine {
                 return Ok(Vec::new());
             };
             let cutoff = newest - chrono::Duration::days(days as i64);
+            let replaced: Vec<String> = inst
+                .segments
+                .iter()
+                .filter(|s| s.status == SegmentStatus::New)
+                .flat_map(|s| s.replaces.iter().cloned())
+                .collect();
             let (drop, keep): (Vec<Segment>, Vec<Segment>) =
                 inst.segments.drain(..).partition(|s| {
                     s.status == SegmentStatus::Ready
                         && s.range.map(|r| r.end <= cutoff).unwrap_or(false)
+                        && !replaced.contains(&s.id)
                 });
             inst.segments = keep;
             Ok(drop.into_iter().map(|s| s.id).collect::<Vec<_>>())

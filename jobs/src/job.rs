@@ -80,6 +80,10 @@ pub struct Job {
     pub runner: Option<Runner>,
     #[serde(default)]
     pub attempts: u32,
+    /// An auto-merge: the job whose committed segment filled the merge window (Kylin
+    /// records such jobs as submitted by SYSTEM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggered_by: Option<String>,
 }
 
 impl Job {
@@ -121,6 +125,7 @@ impl Job {
             ended_ms: None,
             runner: None,
             attempts: 0,
+            triggered_by: None,
         }
     }
 

@@ -18,7 +18,7 @@ use qilin_engine::config::ServerMode;
 use qilin_engine::config::{Config, DEFAULT_CONF_PATH};
 use qilin_engine::metadata::{managers::Metadata, open_store};
 use qilin_engine::model::{SegmentRange, SegmentStatus};
-use qilin_engine::sample::ssb;
+use qilin_engine::sample::{ssb, tpch};
 use qilin_engine::storage::open_segment_store;
 use qilin_jobs::daemon::{renew_forever, Daemon};
 use qilin_jobs::{progress_lines, Job, JobEngine, JobStatus, Observer, Submitted};
@@ -84,12 +84,27 @@ enum Command {
     /// Run the job daemon: hold the cluster's job-engine lease (or wait as a standby) and run
     /// every job written into the store. The process for `kylin.server.mode=job`.
     Serve,
-    /// Generate the Star Schema Benchmark data, register project `ssb` and build its cube.
+    /// Generate the Star Schema Benchmark data, register project `ssb` and build its cube;
+    /// with `--dataset tpch`, only write the eight TPC-H tables as Parquet into --dir.
     Sample {
-        /// SSB scale factor (1 = 6 million lineorder rows); default kylin.sample.scale.
+        #[arg(long, value_enum, default_value_t = Dataset::Ssb)]
+        dataset: Dataset,
+        /// Scale factor (SSB 1 = 6 million lineorder rows, TPC-H 1 = 6 million lineitem
+        /// rows); default kylin.sample.scale.
         #[arg(long)]
         scale: Option<f64>,
+        /// TPC-H only: a new (or empty) directory to write `<table>/part-0.parquet` into.
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Dataset {
+    /// The SSB sample project, built into its cube.
+    Ssb,
+    /// TPC-H data files only.
+    Tpch,
 }
 
 #[derive(Subcommand)]
@@ -193,8 +208,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Sample { scale } => {
-            sample(&engine, &config, scale.unwrap_or(config.sample.scale)).await
+        Command::Sample {
+            dataset,
+            scale,
+            dir,
+        } => {
+            let scale = scale.unwrap_or(config.sample.scale);
+            match (dataset, dir) {
+                (Dataset::Ssb, None) => sample(&engine, &config, scale).await,
+                (Dataset::Ssb, Some(_)) => {
+                    bail!("--dir is for --dataset tpch; the SSB sample goes under kylin.source.url")
+                }
+                (Dataset::Tpch, None) => bail!("--dataset tpch needs --dir DIR (a new directory)"),
+                (Dataset::Tpch, Some(dir)) => sample_tpch(scale, &dir).await,
+            }
         }
     }
 }
@@ -288,11 +315,13 @@ async fn run_job(engine: &JobEngine, config: &Config, id: &str) -> anyhow::Resul
         return watch_job(engine, id, observer).await;
     }
     let renewer = tokio::spawn(renew_forever(lease.clone()));
-    let result = engine
-        .clone()
-        .with_lease(lease.clone())
-        .run(id, observer)
-        .await;
+    let leased = engine.clone().with_lease(lease.clone());
+    let result = leased.run(id, observer.clone()).await;
+    // Merges the commit asked for (the cube's auto_merge_time_ranges) run under the same lease.
+    let merges = match &result {
+        Ok(job) => leased.run_auto_merges(job, observer).await,
+        Err(_) => Vec::new(),
+    };
     renewer.abort();
     tokio::task::spawn_blocking(move || lease.release()).await?;
     let job = result.with_context(|| format!("job {id} failed"))?;
@@ -308,7 +337,20 @@ async fn run_job(engine: &JobEngine, config: &Config, id: &str) -> anyhow::Resul
             eprintln!("warning: could not notify {peer} ({e}); it catches up by polling");
         }
     }
-    report_success(engine, &job)
+    report_success(engine, &job)?;
+    for (merge, outcome) in merges {
+        match outcome {
+            Ok(m) => {
+                eprint!("auto-merge: ");
+                report_success(engine, &m)?;
+            }
+            // The build the user asked for stands; the segments stay unmerged.
+            Err(e) => eprintln!(
+                "warning: auto-merge job {merge} failed: {e}; its segments stay as they were (see `qilin-jobs jobs show {merge}`)"
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// Follows a job that the job daemon runs, until it ends.
@@ -415,6 +457,21 @@ fn progress_observer() -> Observer {
         // Plain lines: one per step change and per 10% of progress.
         progress_lines(|line| eprintln!("{line}"))
     }
+}
+
+/// Writes the TPC-H tables into `dir` and says where.
+async fn sample_tpch(scale: f64, dir: &std::path::Path) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let tables = tpch::generate_tpch(scale, dir).await?;
+    for t in &tables {
+        println!("{:<9} {:>12} rows  {}", t.name, t.rows, t.dir.display());
+    }
+    eprintln!(
+        "wrote TPC-H at scale {scale} into {} in {:.1}s",
+        dir.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Generates SSB, registers the sample and builds its single segment (idempotent).

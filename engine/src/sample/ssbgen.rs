@@ -53,7 +53,7 @@ pub async fn generate_ssb(scale: f64, out_dir: &Path) -> Result<Vec<GeneratedTab
 }
 
 /// Rows per Arrow batch handed from a generator thread to the Parquet writer.
-const BATCH_ROWS: usize = 64 * 1024;
+pub(super) const BATCH_ROWS: usize = 64 * 1024;
 /// Batches in flight between generator and writer: enough to overlap the two, no more.
 const PIPELINE_DEPTH: usize = 2;
 /// Parquet row group size: large groups compress well and keep footers small.
@@ -161,7 +161,7 @@ fn generate_all(sizes: &SsbSizes, dir: &Path) -> Result<Vec<GeneratedTable>> {
 // Writing
 
 /// Receives finished batches from a table producer.
-type Sink<'a> = &'a mut dyn FnMut(RecordBatch) -> Result<()>;
+pub(super) type Sink<'a> = &'a mut dyn FnMut(RecordBatch) -> Result<()>;
 
 /// Removes a half-written temp file unless the write completed and it was renamed.
 struct TempFileGuard {
@@ -180,7 +180,12 @@ impl Drop for TempFileGuard {
 /// Runs `produce` on a helper thread and streams its batches into `<dir>/<name>.parquet`.
 /// The file only appears (by rename) once both sides succeeded and the data is fsynced, so a
 /// reader never sees a partial table.
-fn write_table<P>(dir: &Path, name: &str, schema: SchemaRef, produce: P) -> Result<GeneratedTable>
+pub(super) fn write_table<P>(
+    dir: &Path,
+    name: &str,
+    schema: SchemaRef,
+    produce: P,
+) -> Result<GeneratedTable>
 where
     P: FnOnce(Sink<'_>) -> Result<()> + Send,
 {

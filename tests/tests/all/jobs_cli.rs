@@ -266,3 +266,42 @@ fn a_build_killed_midway_leaves_no_ready_segment_and_completes_on_rerun() {
             .unwrap();
     }
 }
+
+#[test]
+fn sample_tpch_writes_one_parquet_directory_per_table() {
+    let inst = Install::new();
+    let out = inst.dir.path().join("tpch");
+    let dir = out.to_str().unwrap();
+    let (listing, err) = ok(&inst.run(&[
+        "sample",
+        "--dataset",
+        "tpch",
+        "--scale",
+        "0.001",
+        "--dir",
+        dir,
+    ]));
+    assert!(err.contains("wrote TPC-H at scale 0.001"), "{err}");
+    assert!(
+        listing.contains("region") && listing.contains("lineitem") && listing.contains(dir),
+        "{listing}"
+    );
+    let tables = dirs_in(&out);
+    assert_eq!(
+        tables,
+        vec!["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
+    );
+    for t in &tables {
+        assert_eq!(dirs_in(&out.join(t)), vec!["part-0.parquet"], "{t}");
+    }
+    // The directory now holds data: a second run refuses it and leaves it as it was.
+    fails_with(
+        &inst.run(&["sample", "--dataset", "tpch", "--dir", dir]),
+        "not empty",
+    );
+    assert_eq!(dirs_in(&out), tables);
+    fails_with(
+        &inst.run(&["sample", "--dataset", "tpch"]),
+        "--dataset tpch needs --dir",
+    );
+}
