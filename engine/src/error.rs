@@ -17,6 +17,7 @@ pub enum ErrorKind {
     /// The object being created exists already.
     AlreadyExists,
     /// Someone else changed the object first, or the job lost ownership: retry from a fresh read.
+    /// Also an object still in use by others (a table by a model): drop those first.
     Conflict,
     /// Too much work at once: retry later.
     Overloaded,
@@ -48,6 +49,13 @@ pub enum Error {
         path: String,
         expected: Option<u64>,
         actual: Option<u64>,
+    },
+    /// The object cannot be dropped while others use it (a table joined by a model).
+    #[error("{kind} {name} is used by {used_by}; drop or change that first")]
+    InUse {
+        kind: &'static str,
+        name: String,
+        used_by: String,
     },
     /// A model, cube or table descriptor that cannot be used; `what` names it.
     #[error("invalid {what}: {reason}")]
@@ -109,7 +117,9 @@ impl Error {
             | Error::Config(_) => ErrorKind::User,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            Error::Conflict { .. } | Error::JobStopped { .. } => ErrorKind::Conflict,
+            Error::Conflict { .. } | Error::JobStopped { .. } | Error::InUse { .. } => {
+                ErrorKind::Conflict
+            }
             Error::Overloaded(_) => ErrorKind::Overloaded,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Corrupt { .. } => ErrorKind::Corrupt,

@@ -1,5 +1,8 @@
 //! `qilin-server`: the Arrow Flight SQL query server.
 
+// Until `service.rs` dispatches the `qilin.table.*` actions to it.
+#[allow(dead_code)]
+mod admin_tables;
 mod auth;
 mod handle;
 mod metadata;

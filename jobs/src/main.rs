@@ -1,5 +1,8 @@
 //! `qilin-jobs`: submit and run cube builds, merges and refreshes; list, show and discard
-//! jobs; create the SSB sample; `serve` runs the job daemon of a cluster.
+//! jobs; create the SSB sample; `serve` runs the job daemon of a cluster; register source
+//! tables (`table`).
+
+mod table_command;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -84,6 +87,11 @@ enum Command {
     /// Run the job daemon: hold the cluster's job-engine lease (or wait as a standby) and run
     /// every job written into the store. The process for `kylin.server.mode=job`.
     Serve,
+    /// Register, reload, list, show or drop source tables.
+    Table {
+        #[command(subcommand)]
+        command: table_command::TableCommand,
+    },
     /// Generate the Star Schema Benchmark data, register project `ssb` and build its cube;
     /// with `--dataset tpch`, only write the eight TPC-H tables as Parquet into --dir.
     Sample {
@@ -207,6 +215,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::Table { command } => {
+            let source = PathBuf::from(&config.stores.source_url);
+            table_command::run(engine.metadata(), &source, command).await
         }
         Command::Sample {
             dataset,

@@ -138,12 +138,14 @@ pub fn parse_sql_type(name: &str) -> Option<DataType> {
     })
 }
 
-/// The Arrow schema a table descriptor declares (every column nullable); an unknown type
-/// names the table and column.
+/// The Arrow schema a table descriptor declares (every column nullable): the file columns,
+/// then the Hive partition columns (the order DataFusion's listing table gives them); an
+/// unknown type names the table and column.
 pub fn table_schema(t: &TableDesc) -> Result<SchemaRef> {
     let fields = t
         .columns
         .iter()
+        .chain(&t.partition_columns)
         .map(|c| {
             parse_sql_type(&c.data_type)
                 .map(|dt| Field::new(&c.name, dt, true))

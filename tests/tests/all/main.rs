@@ -25,3 +25,4 @@ mod random_queries;
 mod segments;
 mod ssb_adbc;
 mod store_contract;
+mod tables_cli;
