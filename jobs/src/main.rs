@@ -23,6 +23,9 @@ use qilin_engine::storage::open_segment_store;
 use qilin_jobs::daemon::{renew_forever, Daemon};
 use qilin_jobs::{progress_lines, Job, JobEngine, JobStatus, Observer, Submitted};
 
+mod cli_kylin;
+mod cli_metadata;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -89,6 +92,13 @@ enum Command {
         /// SSB scale factor (1 = 6 million lineorder rows); default kylin.sample.scale.
         #[arg(long)]
         scale: Option<f64>,
+    },
+    /// Import Kylin 2.x/3.x metadata (projects, tables, models, cubes) from a directory.
+    ImportKylin(cli_kylin::ImportKylinArgs),
+    /// Back up the metadata store into a directory, or restore a backup into an empty store.
+    Metadata {
+        #[command(subcommand)]
+        command: cli_metadata::MetadataCommand,
     },
 }
 
@@ -193,6 +203,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::ImportKylin(args) => cli_kylin::run(engine.metadata(), &config, args),
+        Command::Metadata { command } => cli_metadata::run(engine.metadata(), command),
         Command::Sample { scale } => {
             sample(&engine, &config, scale.unwrap_or(config.sample.scale)).await
         }
