@@ -475,7 +475,7 @@ pub fn map_kylin_type(kylin: &str) -> Option<String> {
 
 /// Kylin milliseconds as whole days, or `None` when not a whole number of days.
 pub fn ms_to_days(ms: u64) -> Option<u32> {
-    if ms % DAY_MS != 0 {
+    if !ms.is_multiple_of(DAY_MS) {
         return None;
     }
     u32::try_from(ms / DAY_MS).ok()

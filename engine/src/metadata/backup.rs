@@ -68,6 +68,9 @@ pub struct ManifestEntry {
     pub sha256: String,
 }
 
+/// A resource's path and bytes, as read from a backup.
+pub type BackedUpResource = (String, Vec<u8>);
+
 /// What a backup or restore did.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -198,7 +201,7 @@ pub fn backup(store: &dyn ResourceStore, dir: &Path) -> Result<Summary> {
 
 /// Reads a backup and checks it whole: the manifest, every file's size and SHA-256, and that
 /// no file is missing or extra. Returns the manifest and the resources' bytes.
-pub fn verify(dir: &Path) -> Result<(Manifest, Vec<(String, Vec<u8>)>)> {
+pub fn verify(dir: &Path) -> Result<(Manifest, Vec<BackedUpResource>)> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let bytes = fs::read(&manifest_path).map_err(|e| Error::io_path("read", &manifest_path, e))?;
     let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|source| Error::Json {
