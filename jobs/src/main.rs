@@ -26,6 +26,9 @@ use qilin_engine::storage::open_segment_store;
 use qilin_jobs::daemon::{renew_forever, Daemon};
 use qilin_jobs::{progress_lines, Job, JobEngine, JobStatus, Observer, Submitted};
 
+mod cli_kylin;
+mod cli_metadata;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -104,6 +107,13 @@ enum Command {
         /// TPC-H only: a new (or empty) directory to write `<table>/part-0.parquet` into.
         #[arg(long)]
         dir: Option<PathBuf>,
+    },
+    /// Import Kylin 2.x/3.x metadata (projects, tables, models, cubes) from a directory.
+    ImportKylin(cli_kylin::ImportKylinArgs),
+    /// Back up the metadata store into a directory, or restore a backup into an empty store.
+    Metadata {
+        #[command(subcommand)]
+        command: cli_metadata::MetadataCommand,
     },
 }
 
@@ -235,6 +245,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 (Dataset::Tpch, Some(dir)) => sample_tpch(scale, &dir).await,
             }
         }
+        Command::ImportKylin(args) => cli_kylin::run(engine.metadata(), &config, args),
+        Command::Metadata { command } => cli_metadata::run(engine.metadata(), command),
     }
 }
 

@@ -3,4 +3,5 @@
 //! metadata. Each operation validates everything before it writes anything.
 
 pub mod documents;
+pub mod kylin;
 pub mod tables;

@@ -250,6 +250,25 @@ impl ResourceStore for HBaseResourceStore {
         Ok(out)
     }
 
+    fn list_all(&self) -> Result<Vec<String>> {
+        let what = || "list every resource".to_string();
+        let rows = self.table.scan_prefix(&what, b"/", &[VERSION_COLUMN])?;
+        let mut out = Vec::new();
+        for (key, mut cols) in rows {
+            let Ok(path) = String::from_utf8(key) else {
+                continue;
+            };
+            let Some(raw) = cols.remove(VERSION_COLUMN) else {
+                continue;
+            };
+            if VersionCell::decode(&path, &raw)?.live {
+                out.push(path);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     fn check_and_put(&self, path: &str, data: &[u8], expected: Option<u64>) -> Result<u64> {
         validate_path(path)?;
         let current = self.read_version(path)?;

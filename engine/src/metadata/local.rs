@@ -135,6 +135,35 @@ impl ResourceStore for LocalResourceStore {
         Ok(out)
     }
 
+    fn list_all(&self) -> Result<Vec<String>> {
+        fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<()> {
+            let entries = match fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(Error::io_path("list", dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| Error::io_path("list", dir, e))?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                // Temp files of writes in progress start with '.'.
+                if name.starts_with('.') {
+                    continue;
+                }
+                let path = format!("{prefix}/{name}");
+                if entry.path().is_dir() {
+                    walk(&entry.path(), &path, out)?;
+                } else {
+                    out.push(path);
+                }
+            }
+            Ok(())
+        }
+        let mut out = Vec::new();
+        walk(&self.root.join("res"), "", &mut out)?;
+        out.sort();
+        Ok(out)
+    }
+
     fn check_and_put(&self, path: &str, data: &[u8], expected: Option<u64>) -> Result<u64> {
         let file = self.file_of(path)?;
         self.locked(|| {

@@ -7,6 +7,7 @@
 //! avoid lost updates. A store-wide version grows on every change, so a server can see
 //! cheaply that it is behind.
 
+pub mod backup;
 pub mod hbase;
 pub mod local;
 pub mod managers;
@@ -32,6 +33,8 @@ pub trait ResourceStore: Send + Sync + std::fmt::Debug {
     fn get(&self, path: &str) -> Result<Option<Resource>>;
     /// Paths of the resources directly under the folder `prefix` (e.g. `/cube`), sorted.
     fn list(&self, prefix: &str) -> Result<Vec<String>>;
+    /// Paths of every resource in the store, in any folder, sorted (backups read them all).
+    fn list_all(&self) -> Result<Vec<String>>;
     /// Writes `data` when the stored version equals `expected` (`None`: must not exist).
     /// Returns the new version, or [`Error::Conflict`].
     fn check_and_put(&self, path: &str, data: &[u8], expected: Option<u64>) -> Result<u64>;

@@ -16,6 +16,8 @@ mod hbase_outage;
 mod hbase_ssb;
 mod hostile_input;
 mod jobs_cli;
+mod kylin_import;
+mod metadata_backup;
 mod models;
 mod nginx_harness;
 mod protocol;
