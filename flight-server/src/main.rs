@@ -1,5 +1,6 @@
 //! `qilin-server`: the Arrow Flight SQL query server.
 
+mod admin;
 mod auth;
 mod handle;
 mod metadata;

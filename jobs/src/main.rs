@@ -1,6 +1,8 @@
 //! `qilin-jobs`: submit and run cube builds, merges and refreshes; list, show and discard
 //! jobs; create the SSB sample; `serve` runs the job daemon of a cluster.
 
+mod cli;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -84,6 +86,9 @@ enum Command {
     /// Run the job daemon: hold the cluster's job-engine lease (or wait as a standby) and run
     /// every job written into the store. The process for `kylin.server.mode=job`.
     Serve,
+    /// Projects, models and cubes as JSON documents (`project`, `model`, `cube`).
+    #[command(flatten)]
+    Documents(cli::documents::DocumentsCommand),
     /// Generate the Star Schema Benchmark data, register project `ssb` and build its cube.
     Sample {
         /// SSB scale factor (1 = 6 million lineorder rows); default kylin.sample.scale.
@@ -172,6 +177,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(engine, &config).await,
         Command::Segments { cube } => {
             let (inst, _) = engine.metadata().cube_instance(&cube)?;
+            let stale: Vec<String> = engine
+                .stale_segments(&cube)
+                .map(|v| v.into_iter().map(|s| s.id).collect())
+                .unwrap_or_default();
             println!(
                 "{:<36}  {:<30}  {:<5}  {:>12}  {:>8}  {:>12}",
                 "ID", "NAME", "STATUS", "SOURCE_ROWS", "CUBOIDS", "BYTES"
@@ -181,7 +190,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "{:<36}  {:<30}  {:<5}  {:>12}  {:>8}  {:>12}",
                     s.id,
                     s.name,
-                    if s.status == SegmentStatus::Ready {
+                    if stale.contains(&s.id) {
+                        "STALE"
+                    } else if s.status == SegmentStatus::Ready {
                         "READY"
                     } else {
                         "NEW"
@@ -191,8 +202,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     s.size_bytes
                 );
             }
+            if !stale.is_empty() {
+                eprintln!(
+                    "STALE: READY but built under an earlier descriptor of the cube; queries \
+                     skip it until `qilin-jobs refresh --cube {cube} --segment NAME` rebuilds it"
+                );
+            }
             Ok(())
         }
+        Command::Documents(command) => cli::documents::run(&engine, &config, command).await,
         Command::Sample { scale } => {
             sample(&engine, &config, scale.unwrap_or(config.sample.scale)).await
         }
