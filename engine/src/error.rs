@@ -63,6 +63,10 @@ pub enum Error {
     /// The request is understood but refused in the current state (e.g. overlapping segment).
     #[error("{0}")]
     Refused(String),
+    /// The object is in use by work in progress (a cube with an unfinished job): retry when
+    /// that work is over; the message names it.
+    #[error("{0}")]
+    Busy(String),
     /// Stored bytes that fail their checksum or cannot be decoded.
     #[error("corrupt {what}: {detail}")]
     Corrupt { what: String, detail: String },
@@ -117,9 +121,10 @@ impl Error {
             | Error::Config(_) => ErrorKind::User,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::AlreadyExists { .. } => ErrorKind::AlreadyExists,
-            Error::Conflict { .. } | Error::JobStopped { .. } | Error::InUse { .. } => {
-                ErrorKind::Conflict
-            }
+            Error::Conflict { .. }
+            | Error::JobStopped { .. }
+            | Error::InUse { .. }
+            | Error::Busy(_) => ErrorKind::Conflict,
             Error::Overloaded(_) => ErrorKind::Overloaded,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Corrupt { .. } => ErrorKind::Corrupt,

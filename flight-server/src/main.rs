@@ -1,7 +1,6 @@
 //! `qilin-server`: the Arrow Flight SQL query server.
 
-// Until `service.rs` dispatches the `qilin.table.*` actions to it.
-#[allow(dead_code)]
+mod admin;
 mod admin_tables;
 mod auth;
 mod handle;

@@ -60,11 +60,6 @@ pub async fn serve(
     let Stores { meta, segments } = stores;
     let engine = Arc::new(QueryEngine::new(config, meta.clone(), segments.clone()));
     let jobs = JobEngine::new(meta, segments, config.clone());
-    let service = QilinFlightSql::new(engine.clone(), auth.clone(), jobs.clone(), config);
-    let flight = FlightServiceServer::new(service)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(MAX_MESSAGE_BYTES);
-
     let addr = bind_address(&config.cluster.host, config.cluster.port);
     let listener = TcpListener::bind(&addr).await.with_context(|| {
         format!("cannot listen on {addr} (kylin.server.host / kylin.server.port)")
@@ -73,6 +68,16 @@ pub async fn serve(
     // How this instance appears in kylin.rest.servers (skipped when notifying).
     let own_addr = format!("{}:{}", config.cluster.host, local.port());
     metrics::global().set_instance(&config.cluster.mode.to_string(), &own_addr);
+    let service = QilinFlightSql::new(
+        engine.clone(),
+        auth.clone(),
+        jobs.clone(),
+        config,
+        &own_addr,
+    );
+    let flight = FlightServiceServer::new(service)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
 
     let healthy = Arc::new(AtomicBool::new(true));
     if engine.follows_version() {

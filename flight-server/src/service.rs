@@ -41,6 +41,7 @@ use qilin_jobs::{Job, JobEngine};
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::admin::{self, Admin};
 use crate::auth::{AuthenticatedUser, Authenticator};
 use crate::handle::StatementHandle;
 use crate::metadata;
@@ -63,6 +64,8 @@ pub struct QilinFlightSql {
     jobs: JobEngine,
     /// Checks cluster notifications (`kylin.security.token-secret`).
     cluster_secret: Vec<u8>,
+    /// Catalog actions (`qilin.project.*`, `qilin.model.*`, `qilin.cube.*`, `qilin.table.*`).
+    admin: Arc<Admin>,
 }
 
 /// `DoAction` type that submits a build job: body `{"cube": C, "start": D, "end": D}`
@@ -79,13 +82,23 @@ struct BuildRequest {
 }
 
 impl QilinFlightSql {
+    /// `own_addr`: this server's `host:port` as `kylin.rest.servers` lists it.
     pub fn new(
         engine: Arc<QueryEngine>,
         auth: Arc<Authenticator>,
         jobs: JobEngine,
         config: &Config,
+        own_addr: &str,
     ) -> Self {
+        let admin = Arc::new(Admin::new(
+            config,
+            jobs.metadata().clone(),
+            jobs.segment_store().clone(),
+            engine.clone(),
+            own_addr,
+        ));
         QilinFlightSql {
+            admin,
             engine,
             auth,
             query_slots: Semaphore::new(config.query.max_concurrent),
@@ -467,11 +480,24 @@ impl FlightSqlService for QilinFlightSql {
         Ok(())
     }
 
-    /// Qilin's own actions: cluster notifications and build submissions.
+    /// Qilin's own actions: cluster notifications, build submissions and the catalog
+    /// actions of `admin`.
     async fn do_action_fallback(
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let user = request
+            .extensions()
+            .get::<AuthenticatedUser>()
+            .map(|u| u.0.clone())
+            .unwrap_or_default();
+        let action = request.get_ref();
+        if let Some(result) = self.admin.run(&action.r#type, &action.body, &user).await {
+            let result = arrow_flight::Result {
+                body: result?.into(),
+            };
+            return Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))));
+        }
         match request.get_ref().r#type.as_str() {
             NOTIFY_ACTION => {
                 self.notified(request).await?;
@@ -484,9 +510,29 @@ impl FlightSqlService for QilinFlightSql {
                 Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
             }
             other => Err(Status::invalid_argument(format!(
-                "unknown action {other:?} (Qilin's own actions: {NOTIFY_ACTION}, {BUILD_ACTION})"
+                "unknown action {other:?} (Qilin's own actions: {NOTIFY_ACTION}, {BUILD_ACTION}, \
+                 qilin.project.*, qilin.model.*, qilin.cube.*, qilin.table.*; see ListActions)"
             ))),
         }
+    }
+
+    /// Qilin's own actions in `ListActions`, after Flight SQL's.
+    async fn list_custom_actions(&self) -> Option<Vec<Result<arrow_flight::ActionType, Status>>> {
+        let build = (
+            BUILD_ACTION,
+            "Submit a build job. Body {\"cube\": C, \"start\": D, \"end\": D}.",
+        );
+        Some(
+            std::iter::once(&build)
+                .chain(admin::ACTIONS.iter())
+                .map(|(t, d)| {
+                    Ok(arrow_flight::ActionType {
+                        r#type: t.to_string(),
+                        description: d.to_string(),
+                    })
+                })
+                .collect(),
+        )
     }
 
     // Server and catalog metadata -----------------------------------------------------------

@@ -18,7 +18,8 @@ use qilin_engine::error::{Error, Result};
 use qilin_engine::metadata::managers::{job_path, Metadata};
 use qilin_engine::model::auto_merge::{plan_auto_merge, validate_auto_merge};
 use qilin_engine::model::{
-    now_ms, segment_name, CubeInstance, CuboidStats, Segment, SegmentRange, SegmentStatus,
+    descriptor_signature, now_ms, segment_name, CubeInstance, CuboidStats, Segment, SegmentRange,
+    SegmentStatus,
 };
 use qilin_engine::storage::SegmentStore;
 
@@ -147,6 +148,26 @@ impl JobEngine {
             .collect())
     }
 
+    /// The signature of the cube's current layout (see [`descriptor_signature`]).
+    pub fn current_signature(&self, cube: &str) -> Result<String> {
+        let layout = self
+            .meta
+            .cube_layout(cube, self.config.cube.max_cuboids_per_group)?;
+        Ok(descriptor_signature(&layout))
+    }
+
+    /// The cube's READY segments built under an earlier descriptor: queries skip them until
+    /// a refresh rebuilds them under the current one.
+    pub fn stale_segments(&self, cube: &str) -> Result<Vec<Segment>> {
+        let signature = self.current_signature(cube)?;
+        let (inst, _) = self.meta.cube_instance(cube)?;
+        Ok(inst
+            .ready_segments()
+            .filter(|s| !s.built_under(&signature))
+            .cloned()
+            .collect())
+    }
+
     fn require_range(
         &self,
         cube: &str,
@@ -189,7 +210,7 @@ impl JobEngine {
             &segment_name(range.as_ref()),
             range,
         );
-        self.add_segment(&job, vec![])?;
+        self.add_segment(&job, vec![], self.current_signature(cube)?)?;
         Ok(Submitted::New(job))
     }
 
@@ -273,6 +294,19 @@ impl JobEngine {
                 s.name
             )));
         }
+        let signature = self.current_signature(cube)?;
+        let stale: Vec<&str> = inside
+            .iter()
+            .filter(|s| !s.built_under(&signature))
+            .map(|s| s.name.as_str())
+            .collect();
+        if !stale.is_empty() {
+            return Err(Error::Refused(format!(
+                "segment(s) {} of cube {cube} were built under an earlier descriptor; \
+                 refresh them before merging",
+                stale.join(", ")
+            )));
+        }
         if inside.len() < 2 {
             return Err(Error::Refused(format!(
                 "merge needs at least two READY segments inside [{}, {}); found {}",
@@ -307,7 +341,7 @@ impl JobEngine {
         );
         job.replaces = inside.iter().map(|s| s.id.clone()).collect();
         job.triggered_by = after.map(str::to_string);
-        self.add_segment(&job, job.replaces.clone())?;
+        self.add_segment(&job, job.replaces.clone(), signature)?;
         Ok(job)
     }
 
@@ -356,13 +390,15 @@ impl JobEngine {
         let seg_id = uuid::Uuid::new_v4().to_string();
         let mut job = Job::new(JobKind::Refresh, cube, &seg_id, &old.name, old.range);
         job.replaces = vec![old.id.clone()];
-        self.add_segment(&job, job.replaces.clone())?;
+        self.add_segment(&job, job.replaces.clone(), self.current_signature(cube)?)?;
         Ok(job)
     }
 
     /// Records the job, then adds its NEW segment — refused if it overlaps a segment other
     /// than those it replaces, or if one it replaces is already being replaced.
-    fn add_segment(&self, job: &Job, replaces: Vec<String>) -> Result<()> {
+    /// `signature` is the layout's at submission; the commit records the one the job built
+    /// under.
+    fn add_segment(&self, job: &Job, replaces: Vec<String>, signature: String) -> Result<()> {
         self.meta.put_json(&job_path(&job.id), job, None)?;
         let added = self.meta.update_cube(&job.cube, |inst: &mut CubeInstance| {
             for s in &inst.segments {
@@ -404,6 +440,7 @@ impl JobEngine {
                 source_rows: 0,
                 size_bytes: 0,
                 cuboids: vec![],
+                descriptor_signature: Some(signature.clone()),
             });
             Ok(())
         });
@@ -647,6 +684,7 @@ impl JobEngine {
             self.meta
                 .cube_layout(&job.cube, self.config.cube.max_cuboids_per_group)?,
         );
+        let signature = descriptor_signature(&layout);
         // Whatever an earlier attempt of this process wrote under this id is incomplete.
         self.store.delete_segment(&job.segment_id)?;
         self.set_step(job, me, 0, &observer)?;
@@ -668,6 +706,22 @@ impl JobEngine {
             }
             JobKind::Merge => {
                 let (inst, _) = self.meta.cube_instance(&job.cube)?;
+                // The descriptor may have changed since submission: merging segments of
+                // another layout would mix their cuboids.
+                let stale: Vec<&str> = inst
+                    .segments
+                    .iter()
+                    .filter(|s| job.replaces.contains(&s.id) && !s.built_under(&signature))
+                    .map(|s| s.name.as_str())
+                    .collect();
+                if !stale.is_empty() {
+                    return Err(Error::Refused(format!(
+                        "segment(s) {} of cube {} were built under an earlier descriptor; \
+                         refresh them before merging",
+                        stale.join(", "),
+                        job.cube
+                    )));
+                }
                 let source_rows = inst
                     .segments
                     .iter()
@@ -720,6 +774,7 @@ impl JobEngine {
             seg.cuboids = cuboids.clone();
             seg.source_rows = source_rows;
             seg.size_bytes = size;
+            seg.descriptor_signature = Some(signature.clone());
             seg.replaces.clear();
             inst.segments.retain(|s| !job.replaces.contains(&s.id));
             Ok(())

@@ -4,6 +4,8 @@
 
 mod table_command;
 
+mod cli;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -95,6 +97,9 @@ enum Command {
         #[command(subcommand)]
         command: table_command::TableCommand,
     },
+    /// Projects, models and cubes as JSON documents (`project`, `model`, `cube`).
+    #[command(flatten)]
+    Documents(cli::documents::DocumentsCommand),
     /// Generate the Star Schema Benchmark data, register project `ssb` and build its cube;
     /// with `--dataset tpch`, only write the eight TPC-H tables as Parquet into --dir.
     Sample {
@@ -205,6 +210,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(engine, &config).await,
         Command::Segments { cube } => {
             let (inst, _) = engine.metadata().cube_instance(&cube)?;
+            let stale: Vec<String> = engine
+                .stale_segments(&cube)
+                .map(|v| v.into_iter().map(|s| s.id).collect())
+                .unwrap_or_default();
             println!(
                 "{:<36}  {:<30}  {:<5}  {:>12}  {:>8}  {:>12}",
                 "ID", "NAME", "STATUS", "SOURCE_ROWS", "CUBOIDS", "BYTES"
@@ -214,7 +223,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     "{:<36}  {:<30}  {:<5}  {:>12}  {:>8}  {:>12}",
                     s.id,
                     s.name,
-                    if s.status == SegmentStatus::Ready {
+                    if stale.contains(&s.id) {
+                        "STALE"
+                    } else if s.status == SegmentStatus::Ready {
                         "READY"
                     } else {
                         "NEW"
@@ -224,12 +235,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     s.size_bytes
                 );
             }
+            if !stale.is_empty() {
+                eprintln!(
+                    "STALE: READY but built under an earlier descriptor of the cube; queries \
+                     skip it until `qilin-jobs refresh --cube {cube} --segment NAME` rebuilds it"
+                );
+            }
             Ok(())
         }
         Command::Table { command } => {
             let source = PathBuf::from(&config.stores.source_url);
             table_command::run(engine.metadata(), &source, command).await
         }
+        Command::Documents(command) => cli::documents::run(&engine, &config, command).await,
         Command::Sample {
             dataset,
             scale,

@@ -125,6 +125,7 @@ mod tests {
             source_rows: 0,
             size_bytes: 0,
             cuboids: vec![],
+            descriptor_signature: None,
         }
     }
 

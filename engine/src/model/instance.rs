@@ -5,6 +5,7 @@
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+use super::layout::{sql_type_name, CubeLayout, ModelColumn, StateKind};
 use super::CuboidId;
 use crate::error::{Error, Result};
 
@@ -92,9 +93,27 @@ pub struct Segment {
     pub size_bytes: u64,
     #[serde(default)]
     pub cuboids: Vec<CuboidStats>,
+    /// [`descriptor_signature`] of the layout the segment was built under. Queries read a
+    /// segment only while it matches the cube's current layout; a refresh rebuilds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub descriptor_signature: Option<String>,
 }
 
 impl Segment {
+    /// Whether the segment's stored data has the layout whose signature is `current`.
+    ///
+    /// A segment without a signature predates signatures. Until then a cube's descriptor
+    /// could not change while it had segments (`Metadata::save_cube` refused), so such a
+    /// segment was built under the descriptor still stored: it matches. Whoever changes a
+    /// descriptor stamps unsigned segments with the old signature first
+    /// (`admin::documents`), so they turn stale with the change instead of matching the new
+    /// layout too.
+    pub fn built_under(&self, current: &str) -> bool {
+        self.descriptor_signature
+            .as_deref()
+            .is_none_or(|s| s == current)
+    }
+
     pub fn overlaps(&self, range: Option<&SegmentRange>) -> bool {
         match (&self.range, range) {
             (Some(a), Some(b)) => a.overlaps(b),
@@ -140,6 +159,72 @@ impl CubeInstance {
         self.segments
             .sort_by(|a, b| a.range.cmp(&b.range).then(a.created_ms.cmp(&b.created_ms)));
     }
+}
+
+/// A signature of everything that decides what a segment stores: the rowkey columns (name,
+/// source column, type), the measures (function, input, state kind), the cuboid list, and
+/// the model's joins, filter and partition column (which rows the build reads). Two layouts
+/// with the same signature store interchangeable segments. It is a hash (xxh64, stable
+/// across releases) of a canonical text, so it never depends on Debug output of other
+/// crates' types.
+pub fn descriptor_signature(layout: &CubeLayout) -> String {
+    fn column(c: &ModelColumn) -> String {
+        let ty = sql_type_name(&c.data_type).unwrap_or_else(|| c.data_type.to_string());
+        match &c.expression {
+            Some(e) => format!("{}.{}:{ty}=({e})", c.table, c.column),
+            None => format!("{}.{}:{ty}", c.table, c.column),
+        }
+    }
+    fn state(s: StateKind) -> String {
+        match s {
+            StateKind::SumInt => "sum_int".into(),
+            StateKind::SumFloat => "sum_float".into(),
+            StateKind::Count => "count".into(),
+            StateKind::MinInt => "min_int".into(),
+            StateKind::MaxInt => "max_int".into(),
+            StateKind::MinFloat => "min_float".into(),
+            StateKind::MaxFloat => "max_float".into(),
+            StateKind::Hll(p) => format!("hll{p}"),
+            StateKind::Bitmap => "bitmap".into(),
+        }
+    }
+    let mut text = String::from("qilin-layout-1\n");
+    for r in &layout.rowkey {
+        text.push_str(&format!("rowkey {} {}\n", r.name, column(&r.source)));
+    }
+    for m in &layout.measures {
+        let input = m.input.as_ref().map(column).unwrap_or_else(|| "*".into());
+        text.push_str(&format!(
+            "measure {} {:?} {input} {}\n",
+            m.name,
+            m.function,
+            state(m.state)
+        ));
+    }
+    let cuboids: Vec<String> = layout.cuboids.iter().map(|c| c.to_string()).collect();
+    text.push_str(&format!("cuboids {}\n", cuboids.join(",")));
+    let model = &layout.model;
+    text.push_str(&format!("fact {}\n", model.fact_table));
+    for l in &model.lookups {
+        text.push_str(&format!(
+            "join {:?} {} as {} on {} = {}\n",
+            l.join,
+            l.table,
+            l.name(),
+            l.foreign_key.join(","),
+            l.primary_key.join(",")
+        ));
+    }
+    if let Some(f) = &model.filter_condition {
+        text.push_str(&format!("filter {f}\n"));
+    }
+    if let Some(p) = &layout.partition {
+        text.push_str(&format!("partition {}\n", column(&p.column)));
+    }
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh64::xxh64(text.as_bytes(), 0x5149_4c49_4e00_0001)
+    )
 }
 
 pub fn now_ms() -> i64 {

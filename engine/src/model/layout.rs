@@ -617,6 +617,7 @@ pub fn resolve_cube(
 ) -> Result<CubeLayout> {
     let what = format!("cube {}", cube.name);
     validate_name("cube", &cube.name)?;
+    super::auto_merge::validate_auto_merge(&cube.name, &cube.auto_merge_time_ranges)?;
     if !cube.model.eq_ignore_ascii_case(&model.name) {
         return Err(Error::invalid(
             &what,

@@ -20,7 +20,7 @@ use super::sketch;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metadata::managers::Metadata;
-use crate::model::{table_schema, CubeLayout, Segment, TableDesc};
+use crate::model::{descriptor_signature, table_schema, CubeLayout, Segment, TableDesc};
 use crate::source::table_provider;
 
 /// The one catalog name clients see; projects are its schemas.
@@ -164,8 +164,29 @@ pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Sna
                 continue;
             }
         };
+        // Only segments built under the current layout: a query never mixes segments of
+        // different descriptors (stale ones wait for a refresh).
+        let signature = descriptor_signature(&layout);
         let segments: Vec<Segment> = match meta.cube_instance(&desc.name) {
-            Ok((instance, _)) => instance.ready_segments().cloned().collect(),
+            Ok((instance, _)) => {
+                let (current, stale): (Vec<&Segment>, Vec<&Segment>) = instance
+                    .ready_segments()
+                    .partition(|s| s.built_under(&signature));
+                if !stale.is_empty() {
+                    log::info!(
+                        "cube {}: {} READY segment(s) built under an earlier descriptor are \
+                         not queried until refreshed: {}",
+                        desc.name,
+                        stale.len(),
+                        stale
+                            .iter()
+                            .map(|s| s.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                current.into_iter().cloned().collect()
+            }
             Err(Error::NotFound { .. }) => Vec::new(),
             Err(e) => return Err(e),
         };

@@ -8,6 +8,9 @@
 mod cache;
 mod canonical;
 mod catalog;
+/// For tests elsewhere in the crate: which segments a snapshot of the store queries.
+#[cfg(test)]
+pub(crate) use catalog::load as load_catalog;
 mod cuboid_scan;
 mod pruning;
 mod rewrite;

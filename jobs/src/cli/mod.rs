@@ -1,0 +1,3 @@
+//! Subcommands of `qilin-jobs` that edit the catalog (each family in its own module).
+
+pub mod documents;
