@@ -29,3 +29,4 @@ mod segments;
 mod ssb_adbc;
 mod store_contract;
 mod tables_cli;
+mod tpch;

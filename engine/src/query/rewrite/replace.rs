@@ -9,6 +9,7 @@ use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::Column;
 use datafusion::datasource::provider_as_source;
 use datafusion::functions::core::expr_fn::coalesce;
+use datafusion::functions::math::expr_fn::trunc;
 use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
@@ -178,7 +179,14 @@ pub(super) fn replacement(
         let e = if i < agg.group_expr.len() {
             Expr::Column(Column::from_name(format!("__g{i}")))
         } else {
-            finals[i - agg.group_expr.len()].clone()
+            let a = i - agg.group_expr.len();
+            match (&answer.aggs[a], field.data_type()) {
+                // DataFusion's decimal AVG truncates to the result's scale; a cast rounds.
+                (AggPlan::Avg { .. }, DataType::Decimal128(_, scale)) => {
+                    trunc(vec![finals[a].clone(), lit(i64::from(*scale))])
+                }
+                _ => finals[a].clone(),
+            }
         };
         out.push(
             cast(e, field.data_type().clone()).alias_qualified(qualifier.cloned(), field.name()),
