@@ -556,3 +556,135 @@ async fn the_query_corpus_through_nginx_matches_the_oracle() {
     )
     .await;
 }
+
+/// One catalog action through `client`; its JSON result.
+async fn admin(client: &mut Client, kind: &str, body: serde_json::Value) -> serde_json::Value {
+    let mut results = client
+        .do_action(Action {
+            r#type: kind.into(),
+            body: body.to_string().into_bytes().into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: {e}"));
+    let first = results
+        .try_next()
+        .await
+        .unwrap_or_else(|e| panic!("{kind}: {e}"))
+        .expect("one result");
+    serde_json::from_slice(&first.body).unwrap_or_else(|e| panic!("{kind}: {e}"))
+}
+
+/// Bring-your-own-schema through the balancer's view of a cluster: TPC-H tables, the
+/// snowflake model and the cube of `conf/examples/tpch/` created with Flight actions on node
+/// A, on the HBase emulator; node B (polling once a minute) sees each change at once through
+/// the notification, and answers TPC-H Q6 from the cube that the job daemon built after a
+/// `qilin.build` sent to A, equal to DataFusion on the raw files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_schema_defined_through_flight_actions_reaches_the_other_node_at_once() {
+    let store = SharedStore::new().await;
+    let tpch = store.dir.path().join("tpch");
+    qilin_engine::sample::tpch::generate_tpch(0.01, &tpch)
+        .await
+        .unwrap();
+    let (a, b, j) = (ports(), ports(), ports());
+    let rest = peers(&[a.flight, b.flight]);
+    let _a = query_node("a", &store, a, &rest, "");
+    let _b = query_node("b", &store, b, &rest, "");
+    let _job = job_node("job", &store, j, &rest);
+    let mut ca = connect(&format!("127.0.0.1:{}", a.flight), "ADMIN", "KYLIN").await;
+    let mut cb = connect(&format!("127.0.0.1:{}", b.flight), "ADMIN", "KYLIN").await;
+    const Q6: &str = "select sum(l_extendedprice * l_discount) as revenue from tpch.lineitem \
+        where l_shipdate >= date '1994-01-01' and l_shipdate < date '1995-01-01' \
+        and l_discount between 0.05 and 0.07 and l_quantity < 24";
+    let before = run_query(&mut cb, Q6).await.unwrap_err();
+    assert_eq!(before.code(), tonic::Code::NotFound, "{before}");
+
+    admin(
+        &mut ca,
+        "qilin.project.create",
+        serde_json::json!({"name": "tpch"}),
+    )
+    .await;
+    for t in [
+        "region", "nation", "supplier", "customer", "part", "orders", "lineitem",
+    ] {
+        let added = admin(
+            &mut ca,
+            "qilin.table.add",
+            serde_json::json!({"project": "tpch", "name": t,
+                "location": tpch.join(t).display().to_string()}),
+        )
+        .await;
+        assert_eq!(added["name"], t, "{added}");
+    }
+    let example = |f: &str| -> serde_json::Value {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../conf/examples/tpch")
+            .join(f);
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    admin(
+        &mut ca,
+        "qilin.model.put",
+        serde_json::json!({"model": example("model.json")}),
+    )
+    .await;
+    admin(
+        &mut ca,
+        "qilin.cube.put",
+        serde_json::json!({"cube": example("cube.json")}),
+    )
+    .await;
+    // B knows the cube within seconds (its own poll is a minute away): the query now fails
+    // for want of a segment, not of a table.
+    let started = Instant::now();
+    loop {
+        let e = run_query(&mut cb, Q6).await.unwrap_err();
+        if e.message().contains("tpch_cube") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "B never saw the cube: {e}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let mut results = ca
+        .do_action(Action {
+            r#type: "qilin.build".into(),
+            body: r#"{"cube":"tpch_cube","start":"1992-01-01","end":"1999-01-01"}"#
+                .as_bytes()
+                .to_vec()
+                .into(),
+        })
+        .await
+        .unwrap();
+    let job: Job =
+        serde_json::from_slice(&results.try_next().await.unwrap().unwrap().body).unwrap();
+    let done = wait_for_job(&store, &job.id, Duration::from_secs(300)).await;
+    assert_eq!(done.status, JobStatus::Succeed, "{done:?}");
+    // The job daemon notified B of the READY segment.
+    let started = Instant::now();
+    let got = loop {
+        match run_query(&mut cb, Q6).await {
+            Ok(got) => break got,
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "B never answered Q6: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let oracle = datafusion::prelude::SessionContext::new();
+    oracle
+        .register_parquet(
+            "lineitem",
+            tpch.join("lineitem").to_str().unwrap(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let want = qilin_tests::compare::oracle_query(&oracle, &Q6.replace("tpch.", "")).await;
+    qilin_tests::compare::compare(&got, &want, &Default::default()).unwrap();
+}
