@@ -55,6 +55,8 @@ pub(crate) struct Snapshot {
     pub cube_state: SessionState,
     /// Lookup tables read into memory for derived dimensions, by (project, table).
     lookups: Mutex<HashMap<(String, String), Arc<MemTable>>>,
+    /// `kylin.source.url`, where lookup tables are read from.
+    source_url: std::path::PathBuf,
 }
 
 impl Snapshot {
@@ -78,6 +80,25 @@ impl Snapshot {
                 kind: "table",
                 name: format!("{project}.{table}"),
             })?;
+        // A missing lookup would read as an empty table, and derived columns would silently
+        // answer no rows (a query node without the source files): refuse instead.
+        if let Some(desc) = self
+            .project(project)
+            .and_then(|p| p.tables.iter().find(|t| t.name.eq_ignore_ascii_case(table)))
+        {
+            if crate::source::list_files(desc, &self.source_url)
+                .await?
+                .is_empty()
+            {
+                return Err(Error::Unavailable {
+                    what: format!("lookup table {project}.{table}"),
+                    detail: format!(
+                        "no source file at {} on this server (derived columns are read from kylin.source.url)",
+                        crate::source::table_location(desc, &self.source_url).display()
+                    ),
+                });
+            }
+        }
         let schema = provider.schema();
         let plan = LogicalPlanBuilder::scan(table, provider_as_source(provider), None)?.build()?;
         let physical = self.state.create_physical_plan(&plan).await?;
@@ -225,6 +246,7 @@ pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Sna
         state,
         cube_state,
         lookups: Mutex::new(HashMap::new()),
+        source_url: source_url.to_path_buf(),
     })
 }
 

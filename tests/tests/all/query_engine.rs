@@ -316,3 +316,35 @@ async fn time_functions_in_cube_answered_queries() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn derived_columns_without_source_files_fail_instead_of_answering_nothing() {
+    // A query node whose kylin.source.url lacks the lookup files (a second machine of a
+    // cluster) used to answer derived columns with zero rows and no error.
+    let empty = tempfile::tempdir().unwrap();
+    let dir = empty.path().display().to_string();
+    let (engine, _) = engine_with(|c| c.stores.source_url = dir).await;
+    let err = engine
+        .execute(
+            "select d_sellingseason, count(*) from lineorder, dates \
+             where lo_orderdate = d_datekey group by d_sellingseason",
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    assert!(
+        err.to_string().contains("lookup table ssb.dates")
+            && err.to_string().contains("kylin.source.url"),
+        "{err}"
+    );
+    // Rowkey columns need no source file.
+    let out = engine
+        .execute(
+            "select d_year, count(*) from lineorder, dates where lo_orderdate = d_datekey group by d_year",
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(out.batches.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
+}
