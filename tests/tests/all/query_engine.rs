@@ -348,3 +348,22 @@ async fn derived_columns_without_source_files_fail_instead_of_answering_nothing(
         .unwrap();
     assert!(out.batches.iter().map(|b| b.num_rows()).sum::<usize>() > 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cube_answers_keep_the_announced_schema_nullability_included() {
+    // The ADBC driver refuses a stream whose schema differs from the FlightInfo's ("endpoint 0
+    // returned inconsistent schema"): COUNT(DISTINCT) used to turn nullable in the rewrite.
+    let (engine, _) = engine_over_two_segments().await;
+    for sql in [
+        "select count(distinct lo_suppkey) from lineorder",
+        "select d_year, count(distinct lo_custkey), count(*) from lineorder, dates \
+         where lo_orderdate = d_datekey group by d_year",
+    ] {
+        let announced = engine.prepare(sql).await.unwrap().schema;
+        let out = engine.execute(sql, None).await.unwrap();
+        assert_eq!(out.schema.fields(), announced.fields(), "{sql}");
+        for b in &out.batches {
+            assert_eq!(b.schema().fields(), announced.fields(), "{sql}");
+        }
+    }
+}

@@ -165,7 +165,9 @@ pub(super) fn replacement(
                     StateKind::Bitmap => sketch::bitmap_count(),
                     _ => sketch::hll_count(),
                 };
-                partial(f.call(vec![state(*m)]))
+                // COUNT(DISTINCT) is never NULL (0 over no rows): keep the field non-nullable
+                // as the original plan declares it (clients check the announced schema).
+                coalesce(vec![partial(f.call(vec![state(*m)])), lit(0i64)])
             }
             AggPlan::DimMin(t) => partial(min(target_col(t))),
             AggPlan::DimMax(t) => partial(max(target_col(t))),
