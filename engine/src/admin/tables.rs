@@ -12,13 +12,9 @@
 //! which is how a declared schema is changed (or kept, when inference would pick other types).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ops::ControlFlow;
 use std::path::Path;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::sql::sqlparser::ast::{Expr, Visit, Visitor};
-use datafusion::sql::sqlparser::dialect::GenericDialect;
-use datafusion::sql::sqlparser::parser::Parser;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -628,39 +624,12 @@ fn cube_hits(
 /// The column references of a SQL expression (`col`, `alias.col`); an expression that does
 /// not parse falls back to its identifier-like words, so a reference is never missed.
 fn identifiers(sql: &str) -> Vec<String> {
-    struct Idents(Vec<String>);
-    impl Visitor for Idents {
-        type Break = ();
-        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-            match e {
-                Expr::Identifier(i) => self.0.push(i.value.clone()),
-                Expr::CompoundIdentifier(parts) => self.0.push(
-                    parts
-                        .iter()
-                        .map(|p| p.value.as_str())
-                        .collect::<Vec<_>>()
-                        .join("."),
-                ),
-                _ => {}
-            }
-            ControlFlow::Continue(())
-        }
-    }
-    match Parser::new(&GenericDialect {})
-        .try_with_sql(sql)
-        .and_then(|mut p| p.parse_expr())
-    {
-        Ok(expr) => {
-            let mut v = Idents(Vec::new());
-            let _ = expr.visit(&mut v);
-            v.0
-        }
-        Err(_) => sql
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+    crate::model::sql_identifiers(sql).unwrap_or_else(|_| {
+        sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
             .filter(|w| !w.is_empty())
             .map(str::to_string)
-            .collect(),
-    }
+            .collect()
+    })
 }
 
 /// The tables of a project, by name.

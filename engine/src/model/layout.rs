@@ -482,12 +482,12 @@ fn partition_of(
     Ok(ResolvedPartition { column, kind })
 }
 
-/// The column names a SQL expression refers to; a syntax error names the expression.
-fn expression_identifiers(what: &str, sql: &str) -> Result<Vec<String>> {
+/// The column references (`col`, `alias.col`) of a SQL expression, or the parser's error.
+pub fn sql_identifiers(sql: &str) -> std::result::Result<Vec<String>, String> {
     let expr = Parser::new(&GenericDialect {})
         .try_with_sql(sql)
         .and_then(|mut p| p.parse_expr())
-        .map_err(|e| Error::invalid(what, format!("cannot parse expression {sql:?}: {e}")))?;
+        .map_err(|e| e.to_string())?;
     struct Idents(Vec<String>);
     impl Visitor for Idents {
         type Break = ();
@@ -508,13 +508,20 @@ fn expression_identifiers(what: &str, sql: &str) -> Result<Vec<String>> {
     }
     let mut v = Idents(Vec::new());
     let _ = expr.visit(&mut v);
-    if v.0.is_empty() {
+    Ok(v.0)
+}
+
+/// The column names a SQL expression refers to; a syntax error names the expression.
+fn expression_identifiers(what: &str, sql: &str) -> Result<Vec<String>> {
+    let idents = sql_identifiers(sql)
+        .map_err(|e| Error::invalid(what, format!("cannot parse expression {sql:?}: {e}")))?;
+    if idents.is_empty() {
         return Err(Error::invalid(
             what,
             format!("expression {sql:?} uses no column"),
         ));
     }
-    Ok(v.0)
+    Ok(idents)
 }
 
 fn distinct_state(what: &str, m: &MeasureDesc, input: &ModelColumn) -> Result<StateKind> {
