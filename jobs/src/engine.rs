@@ -18,7 +18,7 @@ use qilin_engine::error::{Error, Result};
 use qilin_engine::metadata::managers::{job_path, Metadata};
 use qilin_engine::model::auto_merge::{plan_auto_merge, validate_auto_merge};
 use qilin_engine::model::{
-    descriptor_signature, now_ms, segment_name, CubeInstance, CuboidStats, Segment, SegmentRange,
+    descriptor_signature, now_ms, segment_name, CubeInstance, CuboidStats, LookupSnapshot, Segment, SegmentRange,
     SegmentStatus,
 };
 use qilin_engine::storage::SegmentStore;
@@ -441,6 +441,8 @@ impl JobEngine {
                 size_bytes: 0,
                 cuboids: vec![],
                 descriptor_signature: Some(signature.clone()),
+                snapshots: vec![],
+                table_index: None,
             });
             Ok(())
         });
@@ -691,7 +693,12 @@ impl JobEngine {
 
         let progress = self.progress_reporter(job, me, observer.clone());
         let opts = build_options(&self.config);
-        let (cuboids, source_rows): (Vec<CuboidStats>, u64) = match job.kind {
+        let (cuboids, source_rows, snapshots, table_index): (
+            Vec<CuboidStats>,
+            u64,
+            Vec<LookupSnapshot>,
+            Option<CuboidStats>,
+        ) = match job.kind {
             JobKind::Build | JobKind::Refresh => {
                 let out = build::build_segment(
                     layout.clone(),
@@ -702,7 +709,12 @@ impl JobEngine {
                     progress,
                 )
                 .await?;
-                (out.cuboids, out.source_rows)
+                (
+                    out.cuboids,
+                    out.source_rows,
+                    out.snapshots,
+                    out.table_index,
+                )
             }
             JobKind::Merge => {
                 let (inst, _) = self.meta.cube_instance(&job.cube)?;
@@ -728,25 +740,63 @@ impl JobEngine {
                     .filter(|s| job.replaces.contains(&s.id))
                     .map(|s| s.source_rows)
                     .sum();
-                let (store, sources, target) = (
+                // The merged segment keeps the lookup snapshots of the newest one it
+                // replaces (as Kylin does); a segment without snapshots cannot give any.
+                let merged: Vec<&Segment> = inst
+                    .segments
+                    .iter()
+                    .filter(|s| job.replaces.contains(&s.id))
+                    .collect();
+                let newest = merged
+                    .iter()
+                    .max_by_key(|s| (s.range, s.ready_ms))
+                    .map(|s| (s.id.clone(), s.snapshots.clone()));
+                if let Some(s) = merged
+                    .iter()
+                    .find(|s| layout.table_index.is_some() && s.table_index.is_none())
+                {
+                    return Err(Error::Refused(format!(
+                        "segment {} of cube {} has no table index (built before the cube had                          one); refresh it before merging",
+                        s.name, job.cube
+                    )));
+                }
+                // Segments in range order: the table indexes merge in it.
+                let mut sources: Vec<&Segment> = merged.clone();
+                sources.sort_by_key(|s| s.range);
+                let sources: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
+                let (store, target) = (
                     self.store.clone(),
-                    job.replaces.clone(),
                     job.segment_id.clone(),
                 );
                 let layout = layout.clone();
-                let stats = tokio::task::spawn_blocking(move || {
-                    build::merge_segments(
+                let (stats, snapshots, table_index) = tokio::task::spawn_blocking(move || {
+                    let stats = build::merge_segments(
                         &layout,
                         store.as_ref(),
                         &sources,
                         &target,
                         &opts,
                         &progress,
-                    )
+                    )?;
+                    let snapshots = match &newest {
+                        Some((id, snaps)) => {
+                            build::stored::copy_snapshots(store.as_ref(), id, snaps, &target)?
+                        }
+                        None => Vec::new(),
+                    };
+                    let table_index = build::stored::merge_table_indexes(
+                        &layout,
+                        store.as_ref(),
+                        &sources,
+                        &target,
+                        opts.block_rows,
+                        &progress,
+                    )?;
+                    Ok::<_, Error>((stats, snapshots, table_index))
                 })
                 .await
                 .map_err(|e| Error::Refused(format!("merge task failed: {e}")))??;
-                (stats, source_rows)
+                (stats, source_rows, snapshots, table_index)
             }
         };
         self.store.sync_segment(&job.segment_id)?;
@@ -754,7 +804,9 @@ impl JobEngine {
 
         // Commit: the one check-and-put that makes the segment visible, replacing any merged
         // or refreshed segments in the same write.
-        let size: u64 = cuboids.iter().map(|c| c.bytes).sum();
+        let size: u64 = cuboids.iter().map(|c| c.bytes).sum::<u64>()
+            + snapshots.iter().map(|s| s.stats.bytes).sum::<u64>()
+            + table_index.as_ref().map_or(0, |t| t.bytes);
         self.update_job(&job.id, Some(me), |_| Ok(()))?; // still ours, right before commit
         let epoch = self.lease_epoch(&job.id)?;
         self.meta.update_cube(&job.cube, |inst| {
@@ -775,6 +827,8 @@ impl JobEngine {
             seg.source_rows = source_rows;
             seg.size_bytes = size;
             seg.descriptor_signature = Some(signature.clone());
+            seg.snapshots = snapshots.clone();
+            seg.table_index = table_index.clone();
             seg.replaces.clear();
             inst.segments.retain(|s| !job.replaces.contains(&s.id));
             Ok(())

@@ -1023,6 +1023,8 @@ mod tests {
                         size_bytes: 0,
                         cuboids: vec![],
                         descriptor_signature: signature.clone(),
+                        snapshots: vec![],
+                        table_index: None,
                     });
                     Ok(())
                 })

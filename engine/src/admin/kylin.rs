@@ -1370,6 +1370,8 @@ impl<'a> Mapper<'a> {
             rowkey,
             retention_range_days,
             auto_merge_time_ranges,
+            // Kylin 4 cubes have no table index; add one to answer detail queries.
+            table_index: None,
         })
     }
 

@@ -1023,6 +1023,7 @@ mod tests {
             rowkey: vec![],
             retention_range_days: None,
             auto_merge_time_ranges: vec![],
+            table_index: None,
         };
         env.meta.save_cube(&cube, 4096).unwrap();
 

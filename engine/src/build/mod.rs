@@ -8,6 +8,7 @@
 pub mod aggregate;
 pub mod source;
 pub mod spill;
+pub mod stored;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
@@ -17,7 +18,9 @@ use datafusion::arrow::datatypes::Field;
 use futures::StreamExt;
 
 use crate::error::{Error, Result};
-use crate::model::{cuboid, CubeLayout, CuboidId, CuboidStats, SegmentRange, StateKind};
+use crate::model::{
+    cuboid, CubeLayout, CuboidId, CuboidStats, LookupSnapshot, SegmentRange, StateKind,
+};
 use crate::storage::block::{for_each_block, CuboidWriter};
 use crate::storage::SegmentStore;
 use aggregate::Mode;
@@ -32,7 +35,10 @@ pub type Progress = Arc<dyn Fn(f64, &str) -> Result<()> + Send + Sync>;
 pub struct BuildOutput {
     pub cuboids: Vec<CuboidStats>,
     pub source_rows: u64,
+    /// Bytes of the cuboids.
     pub size_bytes: u64,
+    pub snapshots: Vec<LookupSnapshot>,
+    pub table_index: Option<CuboidStats>,
 }
 
 /// Where source files are, how big blocks are, how much memory one aggregation may hold.
@@ -173,6 +179,8 @@ pub async fn build_segment(
     progress(0.0, "reading the flat table")?;
     let ctx = crate::source::source_context(&layout.tables, &opts.source_url).await?;
     check_lookup_keys(&ctx, &layout).await?;
+    let snapshots =
+        stored::build_snapshots(&layout, &ctx, &store, segment, opts.block_rows, &progress).await?;
     let sql = source::flat_table_sql(&layout, range.as_ref());
     let df = ctx.sql(&sql).await?;
     let mut stream = df.execute_stream().await?;
@@ -203,9 +211,19 @@ pub async fn build_segment(
         }
     }
     let source_rows = agg.input_rows();
-    let segment = segment.to_string();
-    let opts = opts.clone();
-    tokio::task::spawn_blocking(move || {
+    let segment_id = segment.to_string();
+    let cuboid_opts = opts.clone();
+    let cuboid_store = store.clone();
+    let cuboid_layout = layout.clone();
+    let cuboid_progress = progress.clone();
+    let mut out = tokio::task::spawn_blocking(move || {
+        let (layout, store, opts, progress, segment) = (
+            cuboid_layout,
+            cuboid_store,
+            cuboid_opts,
+            cuboid_progress,
+            segment_id,
+        );
         let base_stats = write_aggregated(
             store.as_ref(),
             &segment,
@@ -226,7 +244,30 @@ pub async fn build_segment(
         )
     })
     .await
-    .map_err(|e| Error::Refused(format!("build task failed: {e}")))?
+    .map_err(|e| Error::Refused(format!("build task failed: {e}")))??;
+    out.snapshots = snapshots;
+    if layout.table_index.is_some() {
+        progress(1.0, "table index")?;
+        let fact = layout
+            .tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(&layout.model.fact_table))
+            .ok_or_else(|| Error::NotFound {
+                kind: "table",
+                name: layout.model.fact_table.clone(),
+            })?;
+        out.table_index = stored::build_table_index(
+            &layout,
+            opts,
+            fact,
+            &store,
+            segment,
+            range.as_ref(),
+            &progress,
+        )
+        .await?;
+    }
+    Ok(out)
 }
 
 /// Builds each cuboid but the (already written) base from its smallest built parent, on
@@ -312,6 +353,8 @@ fn build_cuboids(
         cuboids: stats,
         source_rows,
         size_bytes,
+        snapshots: Vec::new(),
+        table_index: None,
     })
 }
 

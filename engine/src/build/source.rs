@@ -92,3 +92,49 @@ pub fn duplicate_key_sql(join: &ResolvedJoin) -> String {
         t = quote(&join.table)
     )
 }
+
+/// `SELECT columns FROM fact WHERE partition in range ORDER BY sort columns`: the rows of a
+/// segment's table index. Only the partition range restricts them — not the model's filter
+/// condition nor its inner joins — so they are what `SELECT … FROM fact` returns for the range.
+pub fn table_index_sql(layout: &CubeLayout, range: Option<&SegmentRange>) -> Option<String> {
+    let ti = layout.table_index.as_ref()?;
+    let fact = quote(&layout.model.fact_table);
+    let cols: Vec<String> = ti
+        .columns
+        .iter()
+        .map(|c| format!("{fact}.{}", quote(&c.column)))
+        .collect();
+    let mut sql = format!("SELECT {} FROM {fact}", cols.join(", "));
+    if let (Some(p), Some(r)) = (&layout.partition, range) {
+        let col = column_sql(&p.column);
+        sql.push_str(&format!(
+            " WHERE {col} >= {} AND {col} < {}",
+            boundary_sql(&p.kind, r.start),
+            boundary_sql(&p.kind, r.end)
+        ));
+    }
+    if !ti.sort.is_empty() {
+        let keys: Vec<String> = ti
+            .sort
+            .iter()
+            .map(|&i| format!("{} ASC NULLS LAST", cols[i]))
+            .collect();
+        sql.push_str(&format!(" ORDER BY {}", keys.join(", ")));
+    }
+    Some(sql)
+}
+
+/// `SELECT * FROM table ORDER BY primary key`: a lookup's snapshot (sorted by key so that
+/// per-block min/max prunes lookups by key).
+pub fn snapshot_sql(join: &ResolvedJoin) -> String {
+    let keys: Vec<String> = join
+        .primary_key
+        .iter()
+        .map(|k| format!("{} ASC NULLS LAST", quote(&k.column)))
+        .collect();
+    format!(
+        "SELECT * FROM {} ORDER BY {}",
+        quote(&join.table),
+        keys.join(", ")
+    )
+}

@@ -126,6 +126,8 @@ mod tests {
             size_bytes: 0,
             cuboids: vec![],
             descriptor_signature: None,
+            snapshots: vec![],
+            table_index: None,
         }
     }
 

@@ -8,6 +8,20 @@ use crate::model::desc::AggregationGroupDesc;
 
 pub type CuboidId = u64;
 
+/// Storage ids at or above this are not cuboids: a cube has at most 63 rowkey columns, so
+/// every real cuboid id is below 2^63. Lookup snapshots and the table index are stored
+/// under these reserved ids with the same block/manifest machinery (every column a
+/// "dimension", so per-block min/max prunes them like cuboids).
+pub const FIRST_RESERVED_ID: CuboidId = 1 << 63;
+
+/// The storage id of a segment's table index.
+pub const TABLE_INDEX_ID: CuboidId = u64::MAX;
+
+/// The storage id of a segment's `i`-th lookup snapshot (2^63 + i).
+pub fn snapshot_id(i: usize) -> CuboidId {
+    FIRST_RESERVED_ID + i as u64
+}
+
 /// The base cuboid over `n` rowkey columns.
 pub fn base(n: usize) -> CuboidId {
     if n >= 64 {

@@ -199,6 +199,23 @@ pub struct CubeDesc {
     /// engine merges them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub auto_merge_time_ranges: Vec<u32>,
+    /// Fact rows stored row by row with every segment, for detail (non-aggregate) queries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_index: Option<TableIndexDesc>,
+}
+
+/// A table index (Kylin 5): fact-table columns stored row by row, sorted by `sort_columns`
+/// so that per-block min/max prunes filters on them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableIndexDesc {
+    /// Fact-table columns stored, in this order; empty or omitted: every column of the fact
+    /// table (computed columns are not stored: queries compute them from their inputs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<String>,
+    /// Columns (of `columns`) the rows are sorted by, ascending, nulls last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sort_columns: Vec<String>,
 }
 
 /// Parses a descriptor from JSON; the error names the kind of descriptor and where it broke.

@@ -97,9 +97,33 @@ pub struct Segment {
     /// segment only while it matches the cube's current layout; a refresh rebuilds it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub descriptor_signature: Option<String>,
+    /// The lookup tables as they were when the segment was built (one per table, whatever
+    /// the aliases); empty for segments built before snapshots were taken.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<LookupSnapshot>,
+    /// The segment's table index, when the cube has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_index: Option<CuboidStats>,
+}
+
+/// A lookup table's rows stored with a segment (under a reserved storage id, see
+/// [`super::cuboid::snapshot_id`]) and the columns they were stored with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LookupSnapshot {
+    pub table: String,
+    /// The storage id (`stats.id` and this are the same).
+    pub stats: CuboidStats,
+    pub columns: Vec<super::desc::ColumnDesc>,
 }
 
 impl Segment {
+    /// Bytes stored for the segment: cuboids, lookup snapshots and table index.
+    pub fn stored_bytes(&self) -> u64 {
+        self.cuboids.iter().map(|c| c.bytes).sum::<u64>()
+            + self.snapshots.iter().map(|s| s.stats.bytes).sum::<u64>()
+            + self.table_index.as_ref().map_or(0, |t| t.bytes)
+    }
+
     /// Whether the segment's stored data has the layout whose signature is `current`.
     ///
     /// A segment without a signature predates signatures. Until then a cube's descriptor
@@ -220,6 +244,16 @@ pub fn descriptor_signature(layout: &CubeLayout) -> String {
     }
     if let Some(p) = &layout.partition {
         text.push_str(&format!("partition {}\n", column(&p.column)));
+    }
+    // Only when present, so cubes without one keep the signatures their segments carry.
+    if let Some(ti) = &layout.table_index {
+        let cols: Vec<String> = ti.columns.iter().map(column).collect();
+        let sort: Vec<String> = ti.sort.iter().map(|&i| ti.columns[i].column.clone()).collect();
+        text.push_str(&format!(
+            "table_index {} sorted by {}\n",
+            cols.join(","),
+            sort.join(",")
+        ));
     }
     format!(
         "{:016x}",

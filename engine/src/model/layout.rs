@@ -115,6 +115,121 @@ pub struct CubeLayout {
     /// Every cuboid to build, the base cuboid first, then by fewer dimensions.
     pub cuboids: Vec<CuboidId>,
     pub partition: Option<ResolvedPartition>,
+    pub table_index: Option<ResolvedTableIndex>,
+}
+
+/// A cube's table index, resolved: the fact-table columns stored (in stored order) and the
+/// indexes of `columns` the rows are sorted by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedTableIndex {
+    pub columns: Vec<ModelColumn>,
+    pub sort: Vec<usize>,
+}
+
+impl ResolvedTableIndex {
+    /// The schema of the stored rows (every column nullable, as source columns are).
+    pub fn schema(&self) -> SchemaRef {
+        Arc::new(Schema::new(
+            self.columns
+                .iter()
+                .map(|c| Field::new(&c.column, c.data_type.clone(), true))
+                .collect::<Vec<_>>(),
+        ))
+    }
+}
+
+/// Resolves `cube.table_index` against the fact table; errors name the field and column.
+fn resolve_table_index(
+    cube: &CubeDesc,
+    model: &ModelDesc,
+    tables: &[TableDesc],
+) -> Result<Option<ResolvedTableIndex>> {
+    let Some(ti) = &cube.table_index else {
+        return Ok(None);
+    };
+    let what = format!("cube {}, table_index", cube.name);
+    let fact = table_of(&what, tables, &model.fact_table)?;
+    let schema = table_schema(fact)?;
+    let fact_column = |field: &str, name: &str| -> Result<ModelColumn> {
+        let bare = match name.trim().split_once('.') {
+            Some((t, c)) if t.eq_ignore_ascii_case(&fact.name) => c,
+            Some(_) => {
+                return Err(Error::invalid(
+                    &what,
+                    format!(
+                        "{field}: {name:?} is not a column of the fact table {} (a table index stores fact-table columns)",
+                        fact.name
+                    ),
+                ))
+            }
+            None => name.trim(),
+        };
+        schema
+            .fields()
+            .iter()
+            .find(|f| f.name().eq_ignore_ascii_case(bare))
+            .map(|f| ModelColumn {
+                table: fact.name.clone(),
+                column: f.name().clone(),
+                data_type: f.data_type().clone(),
+                expression: None,
+            })
+            .ok_or_else(|| {
+                Error::invalid(
+                    &what,
+                    format!(
+                        "{field}: {name:?} is not a column of the fact table {}",
+                        fact.name
+                    ),
+                )
+            })
+    };
+    let columns: Vec<ModelColumn> = if ti.columns.is_empty() {
+        schema
+            .fields()
+            .iter()
+            .map(|f| ModelColumn {
+                table: fact.name.clone(),
+                column: f.name().clone(),
+                data_type: f.data_type().clone(),
+                expression: None,
+            })
+            .collect()
+    } else {
+        let mut out: Vec<ModelColumn> = Vec::new();
+        for c in &ti.columns {
+            let col = fact_column("columns", c)?;
+            if out.iter().any(|o| o.column == col.column) {
+                return Err(Error::invalid(
+                    &what,
+                    format!("columns: {c:?} is listed twice"),
+                ));
+            }
+            out.push(col);
+        }
+        out
+    };
+    let mut sort = Vec::new();
+    for c in &ti.sort_columns {
+        let col = fact_column("sort_columns", c)?;
+        let i = columns
+            .iter()
+            .position(|o| o.column == col.column)
+            .ok_or_else(|| {
+                Error::invalid(
+                    &what,
+                    format!("sort_columns: {c:?} is not one of the index's columns"),
+                )
+            })?;
+        if sort.contains(&i) {
+            return Err(Error::invalid(
+                &what,
+                format!("sort_columns: {c:?} is listed twice"),
+            ));
+        }
+        sort.push(i);
+    }
+    Ok(Some(ResolvedTableIndex { columns, sort }))
 }
 
 /// Parses a SQL type name into an Arrow type.
@@ -863,6 +978,7 @@ pub fn resolve_cube(
         )?),
         None => None,
     };
+    let table_index = resolve_table_index(cube, model, tables)?;
     Ok(CubeLayout {
         cube: cube.clone(),
         model: model.clone(),
@@ -873,6 +989,7 @@ pub fn resolve_cube(
         measures,
         cuboids,
         partition,
+        table_index,
     })
 }
 

@@ -303,6 +303,12 @@ pub fn cube() -> CubeDesc {
         rowkey: vec![],
         retention_range_days: None,
         auto_merge_time_ranges: vec![],
+        // Every lineorder column, sorted by order date: previews and detail rows filtered by
+        // date read few blocks.
+        table_index: Some(TableIndexDesc {
+            columns: vec![],
+            sort_columns: s(&["lo_orderdate"]),
+        }),
     }
 }
 
