@@ -32,6 +32,8 @@ pub enum Uncovered {
     NoCube { project: String },
     /// A table read outside any aggregate (cubes answer aggregates over the model's joins).
     Outside { table: String },
+    /// Detail rows of a cube's fact table, and the cube stores no table index.
+    NoDetail { table: String, cube: String },
     /// Every cube was tried and each failed for its own reason.
     Each(Vec<Uncovered>),
 }
@@ -69,6 +71,11 @@ impl fmt::Display for Uncovered {
             Uncovered::Outside { table } => write!(
                 f,
                 "table {table} is read outside an aggregate query (cubes answer aggregates over the model's joins)"
+            ),
+            Uncovered::NoDetail { table, cube } => write!(
+                f,
+                "detail rows of {table} are not stored by any cube: add a table_index to cube \
+                 {cube} or enable kylin.query.pushdown.enabled"
             ),
             Uncovered::Each(all) => {
                 for (i, r) in all.iter().enumerate() {

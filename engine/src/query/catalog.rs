@@ -4,15 +4,14 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::common::DFSchema;
-use datafusion::datasource::{provider_as_source, MemTable};
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::FunctionRegistry;
-use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
+use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionConfig;
 
 use super::canonical::canonical;
@@ -53,10 +52,6 @@ pub(crate) struct Snapshot {
     /// splitting that into partitions costs more in planning and task hand-offs than it
     /// gains; concurrency comes from concurrent queries. Pushdown keeps `state`.
     pub cube_state: SessionState,
-    /// Lookup tables read into memory for derived dimensions, by (project, table).
-    lookups: Mutex<HashMap<(String, String), Arc<MemTable>>>,
-    /// `kylin.source.url`, where lookup tables are read from.
-    source_url: std::path::PathBuf,
 }
 
 impl Snapshot {
@@ -66,50 +61,6 @@ impl Snapshot {
             .find(|p| p.name.eq_ignore_ascii_case(name))
     }
 
-    /// A lookup table's rows in memory (read once per snapshot).
-    pub async fn lookup_table(&self, project: &str, table: &str) -> Result<Arc<MemTable>> {
-        let key = (project.to_string(), table.to_string());
-        if let Some(t) = self.lookups.lock().expect("lookup cache").get(&key) {
-            return Ok(t.clone());
-        }
-        let provider = self
-            .providers
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| Error::NotFound {
-                kind: "table",
-                name: format!("{project}.{table}"),
-            })?;
-        // A missing lookup would read as an empty table, and derived columns would silently
-        // answer no rows (a query node without the source files): refuse instead.
-        if let Some(desc) = self
-            .project(project)
-            .and_then(|p| p.tables.iter().find(|t| t.name.eq_ignore_ascii_case(table)))
-        {
-            if crate::source::list_files(desc, &self.source_url)
-                .await?
-                .is_empty()
-            {
-                return Err(Error::Unavailable {
-                    what: format!("lookup table {project}.{table}"),
-                    detail: format!(
-                        "no source file at {} on this server (derived columns are read from kylin.source.url)",
-                        crate::source::table_location(desc, &self.source_url).display()
-                    ),
-                });
-            }
-        }
-        let schema = provider.schema();
-        let plan = LogicalPlanBuilder::scan(table, provider_as_source(provider), None)?.build()?;
-        let physical = self.state.create_physical_plan(&plan).await?;
-        let batches = datafusion::physical_plan::collect(physical, self.state.task_ctx()).await?;
-        let mem = Arc::new(MemTable::try_new(schema, vec![batches])?);
-        self.lookups
-            .lock()
-            .expect("lookup cache")
-            .insert(key, mem.clone());
-        Ok(mem)
-    }
 }
 
 /// The session every query plans in: catalog `qilin`, default schema = the default project.
@@ -245,8 +196,6 @@ pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Sna
         providers,
         state,
         cube_state,
-        lookups: Mutex::new(HashMap::new()),
-        source_url: source_url.to_path_buf(),
     })
 }
 

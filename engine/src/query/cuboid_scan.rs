@@ -101,6 +101,15 @@ impl CuboidTable {
         self.id
     }
 
+    pub fn schema_ref(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// The storage id it reads (a cuboid, or a reserved id for snapshots and table indexes).
+    pub fn cuboid(&self) -> CuboidId {
+        self.cuboid
+    }
+
     fn dimension_fields(&self) -> Vec<Field> {
         self.schema.fields()[..self.dims]
             .iter()

@@ -22,7 +22,6 @@ pub use catalog::CATALOG;
 pub use pruning::prune_blocks;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
@@ -44,7 +43,7 @@ use crate::storage::SegmentStore;
 use cache::LruCache;
 use catalog::Snapshot;
 use cuboid_scan::{BlocksRead, CuboidScanExec};
-use rewrite::{Lookups, Outcome, Realized};
+use rewrite::{Outcome, Realized, Stored};
 use segments::{CachedSegments, SegmentReader};
 
 /// A query's result.
@@ -330,8 +329,7 @@ impl QueryEngine {
         // statement started: such a plan is not reusable.
         let time_dependent = calls_non_immutable_functions(&plan);
         let rewrite_key = rewrite_key.filter(|_| !time_dependent);
-        let lookups = self.load_lookups(&snap, &plan).await?;
-        let out = match rewrite::rewrite(plan.clone(), &snap, &self.reader(), &lookups)? {
+        let out = match rewrite::rewrite(plan.clone(), &snap, &self.reader())? {
             Outcome::Answered { plan, realized } if explain => {
                 let state = statement_state(&snap.state, time_dependent);
                 let optimized = state.optimize(&plan).map_err(from_datafusion)?;
@@ -400,22 +398,12 @@ impl QueryEngine {
         snap: &Snapshot,
         plan: LogicalPlan,
     ) -> Result<Option<LogicalPlan>> {
-        let lookups = self.load_lookups(snap, &plan).await?;
         Ok(
-            match rewrite::rewrite(plan, snap, &self.reader(), &lookups)? {
+            match rewrite::rewrite(plan, snap, &self.reader())? {
                 Outcome::Answered { plan, .. } => Some(plan),
                 Outcome::Uncovered(_) => None,
             },
         )
-    }
-
-    async fn load_lookups(&self, snap: &Snapshot, plan: &LogicalPlan) -> Result<Lookups> {
-        let mut lookups = HashMap::new();
-        for (project, table) in rewrite::lookups_needed(plan, snap) {
-            let t = snap.lookup_table(&project, &table).await?;
-            lookups.insert((project, table), t);
-        }
-        Ok(lookups)
     }
 
     /// Every source table of every project.
@@ -551,6 +539,30 @@ fn explain_rows(realized: &[Realized], blocks: &[BlocksRead]) -> Vec<(String, St
         ));
     }
     for (r, b) in realized.iter().zip(blocks) {
+        match &r.stored {
+            Some(Stored::Snapshot {
+                project,
+                table,
+                segment,
+            }) => {
+                rows.push((
+                    "realization".into(),
+                    format!("snapshot of {project}.{table} (segment {segment})"),
+                ));
+                rows.push(("blocks".into(), format!("read {} of {}", b.read, b.total)));
+                continue;
+            }
+            Some(Stored::TableIndex) => {
+                rows.push((
+                    "realization".into(),
+                    format!("table index of cube {}", r.cube),
+                ));
+                rows.push(("segments".into(), r.segments.join(", ")));
+                rows.push(("blocks".into(), format!("read {} of {}", b.read, b.total)));
+                continue;
+            }
+            None => {}
+        }
         rows.push(("realization".into(), format!("cube {}", r.cube)));
         rows.push((
             "cuboid".into(),

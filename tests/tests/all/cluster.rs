@@ -688,3 +688,51 @@ async fn a_schema_defined_through_flight_actions_reaches_the_other_node_at_once(
     let want = qilin_tests::compare::oracle_query(&oracle, &Q6.replace("tpch.", "")).await;
     qilin_tests::compare::compare(&got, &want, &Default::default()).unwrap();
 }
+
+/// A query node whose `kylin.source.url` is an empty directory (a second machine without the
+/// source files) answers the 13 SSB queries, a derived column and lookup-only queries from
+/// the HBase store alone (lookup snapshots, table index), equal to the oracle on the files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_query_node_without_source_files_answers_from_snapshots_and_the_table_index() {
+    let store = SharedStore::new().await;
+    let jobs = store.jobs();
+    let sub = jobs
+        .submit_build(ssb::CUBE, Some(ssb::full_range()))
+        .unwrap();
+    jobs.run(&sub.job().id, qilin_tests::quiet()).await.unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let p = ports();
+    let properties = props(&store, "query", p, "", "").replace(
+        &format!("kylin.source.url={}\n", store.source.display()),
+        &format!("kylin.source.url={}\n", empty.path().display()),
+    );
+    assert!(properties.contains(&empty.path().display().to_string()));
+    let _node = Node::on_port("no-source", &server_exe(), &properties, p.flight);
+    let ctx = qilin_tests::oracle(&store.source).await;
+    let mut client = connect(&format!("127.0.0.1:{}", p.flight), "ADMIN", "KYLIN").await;
+    check_ssb_queries("no source files", &mut client, &ctx).await;
+    for sql in [
+        "SELECT d_sellingseason, sum(lo_revenue) AS r FROM lineorder JOIN dates \
+         ON lo_orderdate = d_datekey GROUP BY d_sellingseason",
+        "SELECT DISTINCT d_year FROM dates",
+        "SELECT count(*) FROM customer",
+        "SELECT c_region, count(*) AS n FROM customer GROUP BY c_region",
+        "SELECT * FROM supplier ORDER BY s_suppkey LIMIT 10",
+        "SELECT lo_orderkey, lo_linenumber, lo_revenue FROM lineorder WHERE lo_orderdate = 19940105",
+    ] {
+        let got = run_query(&mut client, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        let want = qilin_tests::compare::oracle_query(&ctx, sql).await;
+        let expect = qilin_tests::compare::Expect {
+            ordered: qilin_tests::compare::has_order_by(sql),
+            approx: vec![],
+        };
+        assert!(
+            want.iter().map(|b| b.num_rows()).sum::<usize>() > 0,
+            "{sql}: the oracle has rows"
+        );
+        qilin_tests::compare::compare(&got, &want, &expect)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+}

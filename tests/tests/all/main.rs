@@ -26,6 +26,7 @@ mod query_engine;
 mod query_paths;
 mod random_queries;
 mod segments;
+mod snapshots_table_index;
 mod ssb_adbc;
 mod store_contract;
 mod tables_cli;

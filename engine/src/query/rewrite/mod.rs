@@ -21,17 +21,18 @@
 //!
 //! The steps live in their own modules: [`flatten`] (plan shape → tables and predicates),
 //! [`cover`] (tables, joins, dimensions, measures, cuboid choice, each failing with a typed
-//! [`Uncovered`] reason), and [`replace`] (the replacement plan). The rewrite reads nothing
-//! from storage: the cuboid scan gets a [`SegmentReader`] and reads when it executes.
+//! [`Uncovered`] reason), and [`replace`] (the replacement plan). A second pass, [`detail`],
+//! then replaces the source-table scans left over (detail and lookup-only queries) with
+//! scans of table indexes and lookup snapshots. The rewrite reads nothing from storage: the
+//! scans get a [`SegmentReader`] and read when they execute.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
-use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
 
 mod cover;
+mod detail;
 mod flatten;
 mod replace;
 
@@ -56,6 +57,21 @@ pub(crate) struct Realized {
     /// The table the replacement scans (EXPLAIN finds its execution plan by `scan`).
     pub table: Arc<CuboidTable>,
     pub derived_tables: Vec<String>,
+    /// `None`: a cuboid answered an aggregate; otherwise the stored rows a scan read.
+    pub stored: Option<Stored>,
+}
+
+/// Stored rows that answered a source-table scan.
+#[derive(Debug, Clone)]
+pub(crate) enum Stored {
+    /// The lookup snapshot of `project.table` in `segment` (its name).
+    Snapshot {
+        project: String,
+        table: String,
+        segment: String,
+    },
+    /// The table index of cube `Realized::cube` over `Realized::segments`.
+    TableIndex,
 }
 
 pub(crate) enum Outcome {
@@ -68,38 +84,12 @@ pub(crate) enum Outcome {
     Uncovered(Uncovered),
 }
 
-/// Lookup tables read into memory for derived dimensions, by (project, table).
-pub(crate) type Lookups = HashMap<(String, String), Arc<MemTable>>;
-
-/// Resources the rewrite needs loaded before it can build plans (lookup tables are read
-/// asynchronously, the rewrite itself is synchronous).
-pub(crate) fn lookups_needed(plan: &LogicalPlan, snap: &Snapshot) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::Aggregate(agg) = node {
-            if let Ok(Some(a)) = cover::match_aggregate(agg, snap) {
-                for &d in &a.derived {
-                    out.push((
-                        a.project.clone(),
-                        a.real.layout.derived[d].lookup_table.clone(),
-                    ));
-                }
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    out.sort();
-    out.dedup();
-    out
-}
-
-/// Rewrites every answerable aggregate of `plan`. `lookups` holds the tables named by
-/// [`lookups_needed`]; `reader` is what the cuboid scans will read from.
+/// Rewrites every answerable aggregate of `plan`, then every remaining scan stored rows
+/// answer; `reader` is what the scans will read from.
 pub(crate) fn rewrite(
     plan: LogicalPlan,
     snap: &Snapshot,
     reader: &Arc<dyn SegmentReader>,
-    lookups: &Lookups,
 ) -> Result<Outcome> {
     let mut realized = Vec::new();
     let mut reasons: Vec<Uncovered> = Vec::new();
@@ -110,7 +100,7 @@ pub(crate) fn rewrite(
                 return Ok(Transformed::no(node));
             };
             match cover::match_aggregate(agg, snap) {
-                Ok(Some(answer)) => match replace::replacement(agg, &answer, reader, lookups) {
+                Ok(Some(answer)) => match replace::replacement(agg, &answer, reader) {
                     Ok((new, r)) => {
                         realized.push(r);
                         Ok(Transformed::new(new, true, TreeNodeRecursion::Jump))
@@ -131,6 +121,9 @@ pub(crate) fn rewrite(
     if let Some(e) = failure {
         return Err(e);
     }
+    let (rewritten, stored, detail_reasons) = detail::replace_scans(rewritten, snap, reader)?;
+    realized.extend(stored);
+    reasons.extend(detail_reasons);
     // Whatever still reads a source table was not answered.
     let mut unanswered: Vec<String> = Vec::new();
     rewritten.apply_with_subqueries(|node| {

@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 
 use super::cover::{key, AggPlan, Answer, Target};
 use super::flatten::resolve_scan;
-use super::{Lookups, Realized, INTERNAL_PREFIX};
+use super::{detail, Realized, INTERNAL_PREFIX};
 use crate::error::Result;
 use crate::model::{JoinKind, StateKind};
 use crate::query::cuboid_scan::CuboidTable;
@@ -36,7 +36,6 @@ pub(super) fn replacement(
     agg: &Aggregate,
     answer: &Answer,
     reader: &Arc<dyn SegmentReader>,
-    lookups: &Lookups,
 ) -> Result<(LogicalPlan, Realized)> {
     let layout = &answer.real.layout;
     let cube = &layout.cube.name;
@@ -88,16 +87,17 @@ pub(super) fn replacement(
     let mut derived_tables = Vec::new();
     for &d in &answer.derived {
         let dd = &layout.derived[d];
-        let mem = lookups
-            .get(&(answer.project.clone(), dd.lookup_table.clone()))
-            .cloned()
-            .ok_or_else(|| crate::error::Error::NotFound {
-                kind: "lookup table",
-                name: dd.table.clone(),
-            })?;
+        // Derived columns come from the lookup's snapshot in the newest READY segment,
+        // never from the source files.
+        let (snapshot, segment) = detail::snapshot_table(answer.real, &dd.lookup_table, reader)
+            .map_err(crate::error::Error::Refused)?;
         let alias = lookup_alias(&dd.table);
-        let right =
-            LogicalPlanBuilder::scan(alias.as_str(), provider_as_source(mem), None)?.build()?;
+        let right = LogicalPlanBuilder::scan(
+            alias.as_str(),
+            provider_as_source(Arc::new(snapshot)),
+            None,
+        )?
+        .build()?;
         let left_keys: Vec<Column> = dd
             .foreign_key
             .iter()
@@ -113,7 +113,10 @@ pub(super) fn replacement(
             JoinKind::Left => JoinType::Left,
         };
         builder = builder.join(right, join, (left_keys, right_keys), None)?;
-        derived_tables.push(dd.table.clone());
+        derived_tables.push(format!(
+            "{} (snapshot of {}.{} in segment {})",
+            dd.table, answer.project, dd.lookup_table, segment.name
+        ));
     }
     if let Some(p) = conjunction(residual) {
         builder = builder.filter(p)?;
@@ -208,6 +211,7 @@ pub(super) fn replacement(
             .collect(),
         table,
         derived_tables,
+        stored: None,
     };
     Ok((plan, realized))
 }
