@@ -276,22 +276,40 @@ pub async fn shared_ssb_source_dir(scale: f64) -> PathBuf {
     crate::shared_ssb_source(&target_tmp_dir(), scale).await
 }
 
+/// Bumped whenever what a build stores changes (v2: lookup snapshots and the table index), so
+/// a store built by an older checkout in the same target dir is not reused.
+const STORE_VERSION: u32 = 2;
+
 /// A directory with `meta/` and `segments/` holding the SSB sample at `scale` registered and
 /// its cube built (block rows 1000), over [`shared_ssb_source_dir`]. Built once and reused by
 /// every test binary and run; a file lock serializes the build between processes. Servers
 /// only read it, so tests may share it.
 pub async fn shared_ssb_store(scale: f64) -> PathBuf {
+    shared_store(scale, true).await
+}
+
+/// [`shared_ssb_store`] with the sample cube stripped of its table index: detail queries
+/// (and aggregates no cuboid covers) are refused there unless pushdown is on.
+pub async fn shared_ssb_store_without_table_index(scale: f64) -> PathBuf {
+    shared_store(scale, false).await
+}
+
+async fn shared_store(scale: f64, table_index: bool) -> PathBuf {
     let base = target_tmp_dir();
     let source = shared_ssb_source_dir(scale).await;
-    let dir = base.join(format!("ssb-store-{scale}"));
+    let name = if table_index {
+        format!("ssb-store-v{STORE_VERSION}-{scale}")
+    } else {
+        format!("ssb-store-v{STORE_VERSION}-no-table-index-{scale}")
+    };
+    let dir = base.join(&name);
     let marker = dir.join("BUILT");
-    let lock =
-        std::fs::File::create(base.join(format!("ssb-store-{scale}.lock"))).expect("lock file");
+    let lock = std::fs::File::create(base.join(format!("{name}.lock"))).expect("lock file");
     lock.lock().expect("lock");
     if !marker.exists() {
         // Build under a temp name and publish by rename, so a crash never leaves a half store
         // that looks finished (metadata holds no absolute paths, so the rename is safe).
-        let tmp = base.join(format!("ssb-store-{scale}.tmp"));
+        let tmp = base.join(format!("{name}.tmp"));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).expect("create store dir");
         {
@@ -313,6 +331,16 @@ pub async fn shared_ssb_store(scale: f64) -> PathBuf {
             )
             .await
             .expect("install SSB sample");
+            if !table_index {
+                let mut cube = ssb::cube();
+                cube.table_index = None;
+                qilin_engine::admin::documents::put_cube(
+                    engine.metadata(),
+                    &cube,
+                    config.cube.max_cuboids_per_group,
+                )
+                .expect("put the cube without a table index");
+            }
             let sub = engine
                 .submit_build(ssb::CUBE, Some(ssb::full_range()))
                 .expect("submit SSB build");
@@ -359,7 +387,16 @@ pub struct SsbServer {
 impl SsbServer {
     /// Starts a server; `extra` is appended to its `kylin.properties`.
     pub async fn start(extra: &str) -> SsbServer {
-        let store = shared_ssb_store(SCALE).await;
+        Self::start_on(shared_ssb_store(SCALE).await, extra).await
+    }
+
+    /// A server over [`shared_ssb_store_without_table_index`]: what cuboids do not answer is
+    /// refused (or pushed down).
+    pub async fn start_without_table_index(extra: &str) -> SsbServer {
+        Self::start_on(shared_ssb_store_without_table_index(SCALE).await, extra).await
+    }
+
+    async fn start_on(store: PathBuf, extra: &str) -> SsbServer {
         let source = shared_ssb_source_dir(SCALE).await;
         let props = ssb_properties(
             &store,
