@@ -18,8 +18,8 @@ use qilin_engine::error::{Error, Result};
 use qilin_engine::metadata::managers::{job_path, Metadata};
 use qilin_engine::model::auto_merge::{plan_auto_merge, validate_auto_merge};
 use qilin_engine::model::{
-    descriptor_signature, now_ms, segment_name, CubeInstance, CuboidStats, LookupSnapshot, Segment, SegmentRange,
-    SegmentStatus,
+    descriptor_signature, now_ms, segment_name, CubeInstance, CuboidStats, LookupSnapshot, Segment,
+    SegmentRange, SegmentStatus,
 };
 use qilin_engine::storage::SegmentStore;
 
@@ -709,12 +709,7 @@ impl JobEngine {
                     progress,
                 )
                 .await?;
-                (
-                    out.cuboids,
-                    out.source_rows,
-                    out.snapshots,
-                    out.table_index,
-                )
+                (out.cuboids, out.source_rows, out.snapshots, out.table_index)
             }
             JobKind::Merge => {
                 let (inst, _) = self.meta.cube_instance(&job.cube)?;
@@ -764,10 +759,7 @@ impl JobEngine {
                 let mut sources: Vec<&Segment> = merged.clone();
                 sources.sort_by_key(|s| s.range);
                 let sources: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
-                let (store, target) = (
-                    self.store.clone(),
-                    job.segment_id.clone(),
-                );
+                let (store, target) = (self.store.clone(), job.segment_id.clone());
                 let layout = layout.clone();
                 let (stats, snapshots, table_index) = tokio::task::spawn_blocking(move || {
                     let stats = build::merge_segments(
@@ -785,7 +777,7 @@ impl JobEngine {
                         None => Vec::new(),
                     };
                     let table_index = build::stored::merge_table_indexes(
-                        &layout,
+                        layout.table_index.as_ref(),
                         store.as_ref(),
                         &sources,
                         &target,

@@ -912,7 +912,8 @@ mod tests {
   ],
   "aggregation_groups": [
     {"includes": ["item", "city", "region"], "hierarchies": [["region", "city"]]}
-  ]
+  ],
+  "table_index": {"columns": ["day", "item", "qty"], "sort_columns": ["day"]}
 }"#;
 
     /// A store with project `shop`: `sales(day, store_id, item, qty)` with 6 rows over 3
@@ -1042,6 +1043,43 @@ mod tests {
 
     fn message(e: Error) -> String {
         e.to_string()
+    }
+
+    #[test]
+    fn a_bad_table_index_is_refused_naming_the_field_and_column() {
+        let shop = Shop::new().with_cube();
+        let bad = |columns: &[&str], sort: &[&str]| {
+            let mut c = cube();
+            c.table_index = Some(crate::model::TableIndexDesc {
+                columns: columns.iter().map(|s| s.to_string()).collect(),
+                sort_columns: sort.iter().map(|s| s.to_string()).collect(),
+            });
+            message(put_cube(&shop.meta, &c, MAX).unwrap_err())
+        };
+        let e = bad(&["day", "nope"], &[]);
+        assert!(
+            e.contains("table_index") && e.contains("columns") && e.contains("nope"),
+            "{e}"
+        );
+        let e = bad(&["day", "item"], &["qty"]);
+        assert!(e.contains("sort_columns") && e.contains("qty"), "{e}");
+        let e = bad(&["day", "day"], &[]);
+        assert!(e.contains("listed twice") && e.contains("day"), "{e}");
+        // A lookup's column is not a fact-table column.
+        let e = bad(&["store.city"], &[]);
+        assert!(e.contains("store.city") && e.contains("fact table"), "{e}");
+        // Omitted columns: every fact column, sortable by any.
+        let mut c = cube();
+        c.table_index = Some(crate::model::TableIndexDesc {
+            columns: vec![],
+            sort_columns: vec!["qty".into()],
+        });
+        put_cube(&shop.meta, &c, MAX).unwrap();
+        let layout = shop.meta.cube_layout("sales_cube", MAX).unwrap();
+        let ti = layout.table_index.unwrap();
+        let names: Vec<&str> = ti.columns.iter().map(|c| c.column.as_str()).collect();
+        assert_eq!(names, ["day", "store_id", "item", "qty"]);
+        assert_eq!(ti.sort, [3]);
     }
 
     #[test]

@@ -25,22 +25,33 @@ use super::{source, BuildOptions, Progress};
 use crate::error::{Error, Result};
 use crate::model::cuboid::{snapshot_id, TABLE_INDEX_ID};
 use crate::model::{sql_type_name, ColumnDesc, CubeLayout, CuboidId, CuboidStats, LookupSnapshot};
-use crate::model::{SegmentRange, TableDesc};
+use crate::model::{ResolvedTableIndex, SegmentRange, TableDesc};
 use crate::storage::block::{decode_block, read_manifest, CuboidWriter};
 use crate::storage::SegmentStore;
 
-/// Runs `sql` in `ctx` and writes its rows, in the order they come, as blocks of `id`. The
-/// rows stream from DataFusion to a writer thread (store writes block), one block in memory.
+/// Where stored rows go: storage id `id` of `segment`, in blocks of `block_rows`.
+struct Target<'a> {
+    store: Arc<dyn SegmentStore>,
+    segment: &'a str,
+    id: CuboidId,
+    block_rows: usize,
+}
+
+/// Runs `sql` in `ctx` and writes its rows, in the order they come, to `target`. The rows
+/// stream from DataFusion to a writer thread (store writes block), one block in memory.
 async fn write_query(
     ctx: &SessionContext,
     sql: &str,
-    store: Arc<dyn SegmentStore>,
-    segment: &str,
-    id: CuboidId,
-    block_rows: usize,
+    target: Target<'_>,
     progress: &Progress,
     what: &str,
 ) -> Result<(SchemaRef, CuboidStats)> {
+    let Target {
+        store,
+        segment,
+        id,
+        block_rows,
+    } = target;
     let df = ctx.sql(sql).await?;
     let mut stream = df.execute_stream().await?;
     let schema = stream.schema();
@@ -109,10 +120,12 @@ pub(super) async fn build_snapshots(
         let (schema, stats) = write_query(
             ctx,
             &source::snapshot_sql(j),
-            store.clone(),
-            segment,
-            id,
-            block_rows,
+            Target {
+                store: store.clone(),
+                segment,
+                id,
+                block_rows,
+            },
             progress,
             &what,
         )
@@ -177,10 +190,12 @@ pub(super) async fn build_table_index(
     let (_, stats) = write_query(
         &ctx,
         &sql,
-        store.clone(),
-        segment,
-        TABLE_INDEX_ID,
-        opts.block_rows,
+        Target {
+            store: store.clone(),
+            segment,
+            id: TABLE_INDEX_ID,
+            block_rows: opts.block_rows,
+        },
         progress,
         "table index",
     )
@@ -256,14 +271,14 @@ struct Run<'a> {
 /// Merges the table indexes of `sources` (in range order) into `target`, keeping the sort
 /// order; memory holds one block per source and one output block.
 pub fn merge_table_indexes(
-    layout: &CubeLayout,
+    table_index: Option<&ResolvedTableIndex>,
     store: &dyn SegmentStore,
     sources: &[String],
     target: &str,
     block_rows: usize,
     progress: &Progress,
 ) -> Result<Option<CuboidStats>> {
-    let Some(ti) = &layout.table_index else {
+    let Some(ti) = table_index else {
         return Ok(None);
     };
     let schema = ti.schema();
@@ -322,22 +337,19 @@ pub fn merge_table_indexes(
         pending.clear();
         Ok(())
     };
-    loop {
-        // Few segments are merged at once: a linear scan for the smallest key is enough.
-        // Equal keys take the earlier segment first.
-        let Some(min) = (0..runs.len())
-            .filter(|&r| runs[r].pos < runs[r].batch.num_rows())
-            .min_by(|&a, &b| {
-                let (ra, rb) = (&runs[a], &runs[b]);
-                match (&ra.keys, &rb.keys) {
-                    (Some(ka), Some(kb)) => ka.row(ra.pos).cmp(&kb.row(rb.pos)),
-                    _ => std::cmp::Ordering::Equal,
-                }
-                .then(a.cmp(&b))
-            })
-        else {
-            break;
-        };
+    // Few segments are merged at once: a linear scan for the smallest key is enough. Equal
+    // keys take the earlier segment first.
+    while let Some(min) = (0..runs.len())
+        .filter(|&r| runs[r].pos < runs[r].batch.num_rows())
+        .min_by(|&a, &b| {
+            let (ra, rb) = (&runs[a], &runs[b]);
+            match (&ra.keys, &rb.keys) {
+                (Some(ka), Some(kb)) => ka.row(ra.pos).cmp(&kb.row(rb.pos)),
+                _ => std::cmp::Ordering::Equal,
+            }
+            .then(a.cmp(&b))
+        })
+    {
         pending.push((min, runs[min].pos));
         runs[min].pos += 1;
         if pending.len() >= block_rows.max(1) {
@@ -364,4 +376,80 @@ pub fn merge_table_indexes(
         blocks: m.blocks.len() as u32,
         bytes: m.bytes(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelColumn;
+    use crate::storage::block::{read_cuboid, write_cuboid};
+    use crate::storage::LocalSegmentStore;
+    use datafusion::arrow::array::{Int32Array, StringArray};
+    use datafusion::arrow::compute::concat_batches;
+    use datafusion::arrow::datatypes::DataType;
+
+    fn column(name: &str, data_type: DataType) -> ModelColumn {
+        ModelColumn {
+            table: "fact".into(),
+            column: name.into(),
+            data_type,
+            expression: None,
+        }
+    }
+
+    #[test]
+    fn merged_table_indexes_keep_the_sort_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalSegmentStore::open(dir.path()).unwrap();
+        let ti = ResolvedTableIndex {
+            columns: vec![column("k", DataType::Int32), column("s", DataType::Utf8)],
+            sort: vec![0],
+        };
+        let schema = ti.schema();
+        // Two segments whose keys interleave (sorted within each, nulls last).
+        let segment = |id: &str, keys: Vec<Option<i32>>| {
+            let names: Vec<String> = keys.iter().map(|k| format!("{id}{k:?}")).collect();
+            let b = RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int32Array::from(keys)),
+                    Arc::new(StringArray::from(names)),
+                ],
+            )
+            .unwrap();
+            write_cuboid(&store, id, TABLE_INDEX_ID, &schema, &[b], 2, 3).unwrap();
+        };
+        segment("aa", vec![Some(1), Some(4), Some(4), Some(9), None]);
+        segment(
+            "bb",
+            vec![Some(2), Some(3), Some(4), Some(10), Some(11), Some(12)],
+        );
+        let progress: Progress = Arc::new(|_, _| Ok(()));
+        let sources = ["aa".to_string(), "bb".to_string()];
+        let stats = merge_table_indexes(Some(&ti), &store, &sources, "cc", 4, &progress)
+            .unwrap()
+            .unwrap();
+        assert_eq!((stats.rows, stats.blocks), (11, 3));
+        let (_, blocks) = read_cuboid(&store, "cc", TABLE_INDEX_ID).unwrap();
+        let all = concat_batches(&schema, &blocks).unwrap();
+        let keys: Vec<Option<i32>> = all
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int32Array>()
+            .unwrap()
+            .iter()
+            .collect();
+        let want = [1, 2, 3, 4, 4, 4, 9, 10, 11, 12].map(Some);
+        assert_eq!(keys[..10], want);
+        assert_eq!(keys[10], None);
+        // Equal keys: the earlier segment's rows first, each row whole.
+        let names = all
+            .column(1)
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .unwrap();
+        assert_eq!(names.value(3), "aaSome(4)");
+        assert_eq!(names.value(5), "bbSome(4)");
+        assert_eq!(names.value(10), "aaNone");
+    }
 }

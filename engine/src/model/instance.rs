@@ -248,7 +248,11 @@ pub fn descriptor_signature(layout: &CubeLayout) -> String {
     // Only when present, so cubes without one keep the signatures their segments carry.
     if let Some(ti) = &layout.table_index {
         let cols: Vec<String> = ti.columns.iter().map(column).collect();
-        let sort: Vec<String> = ti.sort.iter().map(|&i| ti.columns[i].column.clone()).collect();
+        let sort: Vec<String> = ti
+            .sort
+            .iter()
+            .map(|&i| ti.columns[i].column.clone())
+            .collect();
         text.push_str(&format!(
             "table_index {} sorted by {}\n",
             cols.join(","),

@@ -60,7 +60,6 @@ impl Snapshot {
             .iter()
             .find(|p| p.name.eq_ignore_ascii_case(name))
     }
-
 }
 
 /// The session every query plans in: catalog `qilin`, default schema = the default project.

@@ -146,7 +146,7 @@ impl TableProvider for CuboidTable {
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
-        _limit: Option<usize>,
+        limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
         let pruning = match conjunction(filters.iter().map(unqualified).collect::<Vec<_>>()) {
             Some(predicate) => {
@@ -160,12 +160,11 @@ impl TableProvider for CuboidTable {
             None => None,
         };
         let partitions = state.config().target_partitions().max(1);
-        Ok(Arc::new(CuboidScanExec::new(
-            self.clone(),
-            projection.cloned(),
-            pruning,
-            partitions,
-        )))
+        let mut scan = CuboidScanExec::new(self.clone(), projection.cloned(), pruning, partitions);
+        // DataFusion passes a limit only when no filter stays above the scan: any `limit`
+        // rows will do, so a partition stops reading blocks once it has them.
+        scan.limit = limit;
+        Ok(Arc::new(scan))
     }
 }
 
@@ -206,6 +205,8 @@ pub(crate) struct CuboidScanExec {
     projection: Option<Vec<usize>>,
     pruning: Option<Arc<PruningPredicate>>,
     partitions: usize,
+    /// Rows after which each partition stops reading blocks.
+    limit: Option<usize>,
     output_schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
@@ -237,6 +238,7 @@ impl CuboidScanExec {
             projection,
             pruning,
             partitions,
+            limit: None,
             output_schema,
             properties,
         }
@@ -299,6 +301,9 @@ impl DisplayAs for CuboidScanExec {
                 if let Some(p) = &self.pruning {
                     write!(f, ", pruning_predicate={}", p.predicate_expr())?;
                 }
+                if let Some(l) = self.limit {
+                    write!(f, ", limit={l}")?;
+                }
                 Ok(())
             }
             DisplayFormatType::TreeRender => write!(f, "cuboid={}", self.table.cuboid),
@@ -348,6 +353,7 @@ impl ExecutionPlan for CuboidScanExec {
             table: self.table.clone(),
             projection: self.projection.clone(),
             pending: None,
+            remaining: self.limit,
             scan: ScanPlan {
                 pruning: self.pruning.clone(),
                 partition,
@@ -373,6 +379,8 @@ struct LazyBlocks {
     table: CuboidTable,
     projection: Option<Vec<usize>>,
     pending: Option<VecDeque<BlockRef>>,
+    /// Rows still wanted, when the scan has a limit.
+    remaining: Option<usize>,
     scan: ScanPlan,
 }
 
@@ -414,8 +422,15 @@ impl Iterator for LazyBlocks {
                 }
             }
         }
+        if self.remaining == Some(0) {
+            return None;
+        }
         let b = self.pending.as_mut()?.pop_front()?;
-        Some(self.read(&b).map_err(to_datafusion))
+        let batch = self.read(&b).map_err(to_datafusion);
+        if let (Some(r), Ok(batch)) = (self.remaining.as_mut(), &batch) {
+            *r = r.saturating_sub(batch.num_rows());
+        }
+        Some(batch)
     }
 }
 
@@ -513,6 +528,76 @@ mod tests {
             stack.extend(p.children());
         }
         panic!("no cuboid scan in the plan of {sql}");
+    }
+
+    /// A reader counting the blocks it reads.
+    #[derive(Debug)]
+    struct Counting {
+        inner: Arc<CachedSegments>,
+        blocks: AtomicU64,
+    }
+
+    impl SegmentReader for Counting {
+        fn manifest(&self, s: &str, c: CuboidId) -> Result<Arc<crate::storage::CuboidManifest>> {
+            self.inner.manifest(s, c)
+        }
+        fn block_stats(
+            &self,
+            s: &str,
+            c: CuboidId,
+            dims: &[Field],
+        ) -> Result<Arc<crate::query::pruning::BlockStats>> {
+            self.inner.block_stats(s, c, dims)
+        }
+        fn block(&self, s: &str, c: CuboidId, b: u32, meta: &BlockMeta) -> Result<RecordBatch> {
+            self.blocks.fetch_add(1, Ordering::Relaxed);
+            self.inner.block(s, c, b, meta)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_limit_stops_reading_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalSegmentStore::open(dir.path()).unwrap());
+        let data = rows();
+        write_cuboid(
+            store.as_ref(),
+            "aa",
+            7,
+            &data.schema(),
+            std::slice::from_ref(&data),
+            3,
+            BLOCK_ROWS,
+        )
+        .unwrap();
+        let reader = Arc::new(Counting {
+            inner: Arc::new(CachedSegments::new(store)),
+            blocks: AtomicU64::new(0),
+        });
+        let table =
+            CuboidTable::with_schema(data.schema(), 4, 7, vec!["aa".into()], reader.clone());
+        let config = datafusion::prelude::SessionConfig::new().with_target_partitions(1);
+        let ctx = SessionContext::new_with_config(config);
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        for (sql, rows, most_blocks) in [
+            ("SELECT * FROM t LIMIT 10", 10, 1),
+            ("SELECT * FROM t LIMIT 120", 120, 3),
+            // Only block 6 holds these names; the pruned scan stops after its first match.
+            ("SELECT * FROM t WHERE name LIKE 'g-%' LIMIT 5", 5, 1),
+        ] {
+            reader.blocks.store(0, Ordering::Relaxed);
+            let got = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+            assert_eq!(
+                got.iter().map(|b| b.num_rows()).sum::<usize>(),
+                rows,
+                "{sql}"
+            );
+            let read = reader.blocks.load(Ordering::Relaxed);
+            assert!(
+                read as usize <= most_blocks,
+                "{sql}: read {read} of 8 blocks"
+            );
+        }
     }
 
     #[tokio::test]

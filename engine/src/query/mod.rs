@@ -398,12 +398,10 @@ impl QueryEngine {
         snap: &Snapshot,
         plan: LogicalPlan,
     ) -> Result<Option<LogicalPlan>> {
-        Ok(
-            match rewrite::rewrite(plan, snap, &self.reader())? {
-                Outcome::Answered { plan, .. } => Some(plan),
-                Outcome::Uncovered(_) => None,
-            },
-        )
+        Ok(match rewrite::rewrite(plan, snap, &self.reader())? {
+            Outcome::Answered { plan, .. } => Some(plan),
+            Outcome::Uncovered(_) => None,
+        })
     }
 
     /// Every source table of every project.

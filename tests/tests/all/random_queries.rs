@@ -11,7 +11,8 @@ use qilin_tests::server::SsbServer;
 async fn random_aggregate_queries_match_the_oracle() {
     // Without a table index, so that what no cuboid covers is refused, not answered from it.
     let ssb = SsbServer::start_without_table_index("").await;
-    let pushdown = SsbServer::start_without_table_index("kylin.query.pushdown.enabled=true\n").await;
+    let pushdown =
+        SsbServer::start_without_table_index("kylin.query.pushdown.enabled=true\n").await;
     let ctx = qilin_tests::oracle(&ssb.source).await;
     check_random_queries(
         "local server",

@@ -108,15 +108,24 @@ async fn lookup_only_and_detail_queries_are_answered_from_stored_rows() {
     copy_dir(&shared, &source);
     let env = TestEnv::new(&source);
     env.install_sample(0.01).await;
-    env.build("1992-01-01..1995-01-01").await.expect("first half");
-    env.build("1995-01-01..1999-01-01").await.expect("second half");
+    env.build("1992-01-01..1995-01-01")
+        .await
+        .expect("first half");
+    env.build("1995-01-01..1999-01-01")
+        .await
+        .expect("second half");
     let ctx = oracle(&shared).await;
 
     // The segment records list the snapshots (one per lookup table) and the table index.
     let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
     for s in inst.ready_segments() {
         let tables: Vec<&str> = s.snapshots.iter().map(|x| x.table.as_str()).collect();
-        assert_eq!(tables, ["dates", "customer", "supplier", "part"], "{}", s.name);
+        assert_eq!(
+            tables,
+            ["dates", "customer", "supplier", "part"],
+            "{}",
+            s.name
+        );
         let ti = s.table_index.as_ref().expect("table index recorded");
         assert!(ti.rows > 0 && ti.bytes > 0);
         assert!(s.size_bytes >= s.stored_bytes() && s.size_bytes > ti.bytes);
@@ -134,13 +143,24 @@ async fn lookup_only_and_detail_queries_are_answered_from_stored_rows() {
     let preview = e.query("SELECT * FROM lineorder LIMIT 100").await.unwrap();
     assert_eq!(rows(&preview), 100);
 
-    let text = e.explain("SELECT DISTINCT d_year FROM dates").await.unwrap();
+    let text = e
+        .explain("SELECT DISTINCT d_year FROM dates")
+        .await
+        .unwrap();
     assert!(
-        text.contains("realization | snapshot of ssb.dates (segment 19950101000000_19990101000000)"),
+        text.contains(
+            "realization | snapshot of ssb.dates (segment 19950101000000_19990101000000)"
+        ),
         "{text}"
     );
-    let text = e.explain("SELECT * FROM lineorder LIMIT 100").await.unwrap();
-    assert!(text.contains("realization | table index of cube ssb_cube"), "{text}");
+    let text = e
+        .explain("SELECT * FROM lineorder LIMIT 100")
+        .await
+        .unwrap();
+    assert!(
+        text.contains("realization | table index of cube ssb_cube"),
+        "{text}"
+    );
     let (_, total) = blocks(&text);
     // lo_orderdate sorts the index: one day's rows are in one block of one segment.
     let text = e
@@ -149,7 +169,10 @@ async fn lookup_only_and_detail_queries_are_answered_from_stored_rows() {
         .unwrap();
     let (read, all) = blocks(&text);
     assert_eq!(all, total);
-    assert!(read >= 1 && read * 4 < total, "read {read} of {total}: {text}");
+    assert!(
+        read >= 1 && read * 4 < total,
+        "read {read} of {total}: {text}"
+    );
     let text = e.explain(CUBE[0]).await.unwrap();
     assert!(text.contains("realization | cube ssb_cube"), "{text}");
     assert!(text.contains("snapshot of ssb.dates in segment"), "{text}");
@@ -172,7 +195,10 @@ async fn lookup_only_and_detail_queries_are_answered_from_stored_rows() {
     assert_all_match(&mut e, &ctx, CUBE, "merged").await;
     let text = e.explain("SELECT count(*) FROM customer").await.unwrap();
     assert!(
-        text.contains(&format!("snapshot of ssb.customer (segment {})", merged.name)),
+        text.contains(&format!(
+            "snapshot of ssb.customer (segment {})",
+            merged.name
+        )),
         "{text}"
     );
     let text = e
@@ -180,12 +206,43 @@ async fn lookup_only_and_detail_queries_are_answered_from_stored_rows() {
         .await
         .unwrap();
     let (read, total) = blocks(&text);
-    assert!(read >= 1 && read * 4 < total, "read {read} of {total}: {text}");
+    assert!(
+        read >= 1 && read * 4 < total,
+        "read {read} of {total}: {text}"
+    );
 
-    // Without a table index (the source files back for the refresh): detail rows are
-    // refused, naming what would answer them; lookups still come from the snapshots.
+    // A table index of some columns (the source files back for the refresh) answers queries
+    // using only those, and refuses the others naming the missing columns.
     copy_dir(&shared, &source);
     let mut cube = ssb::cube();
+    cube.table_index = Some(qilin_engine::model::TableIndexDesc {
+        columns: ["lo_orderkey", "lo_linenumber", "lo_orderdate", "lo_revenue"]
+            .map(String::from)
+            .to_vec(),
+        sort_columns: vec!["lo_orderdate".into()],
+    });
+    put_cube(env.meta(), &cube, env.config.cube.max_cuboids_per_group).unwrap();
+    let refresh = env.engine.submit_refresh(ssb::CUBE, &merged.name).unwrap();
+    env.engine.run(&refresh.id, quiet()).await.expect("refresh");
+    let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
+    let merged = inst.ready_segments().next().unwrap().clone();
+    let mut e = engine(&env);
+    let subset = "SELECT lo_orderkey, lo_linenumber, lo_revenue FROM lineorder \
+                  WHERE lo_orderdate BETWEEN 19960101 AND 19960131";
+    assert_all_match(&mut e, &ctx, &[subset], "subset index").await;
+    let err = e
+        .execute("SELECT * FROM lineorder LIMIT 5", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NoRealization(_)), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("table index of cube ssb_cube lacks") && msg.contains("lo_custkey"),
+        "{msg}"
+    );
+
+    // Without a table index: detail rows are refused, naming what would answer them;
+    // lookups still come from the snapshots.
     cube.table_index = None;
     put_cube(env.meta(), &cube, env.config.cube.max_cuboids_per_group).unwrap();
     let refresh = env.engine.submit_refresh(ssb::CUBE, &merged.name).unwrap();

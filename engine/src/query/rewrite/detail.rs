@@ -287,10 +287,9 @@ fn table_index(
         .map(|c| c.column.to_ascii_lowercase())
         .collect();
     if let Some(missing) = missing_columns(scan, &stored, used) {
-        return Err(Uncovered::Column {
-            column: format!("{fact}.{missing} (not in the table index)"),
-            cube: Some(cube.clone()),
-        });
+        return Err(Uncovered::Table(format!(
+            "the table index of cube {cube} lacks column(s) {missing} of {fact} that the query uses"
+        )));
     }
     let schema = ti.schema();
     let ncols = schema.fields().len();

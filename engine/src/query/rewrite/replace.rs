@@ -92,12 +92,9 @@ pub(super) fn replacement(
         let (snapshot, segment) = detail::snapshot_table(answer.real, &dd.lookup_table, reader)
             .map_err(crate::error::Error::Refused)?;
         let alias = lookup_alias(&dd.table);
-        let right = LogicalPlanBuilder::scan(
-            alias.as_str(),
-            provider_as_source(Arc::new(snapshot)),
-            None,
-        )?
-        .build()?;
+        let right =
+            LogicalPlanBuilder::scan(alias.as_str(), provider_as_source(Arc::new(snapshot)), None)?
+                .build()?;
         let left_keys: Vec<Column> = dd
             .foreign_key
             .iter()
