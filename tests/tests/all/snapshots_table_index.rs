@@ -262,4 +262,25 @@ async fn lookup_only_and_detail_queries_are_answered_from_stored_rows() {
         "{msg}"
     );
     assert_all_match(&mut e, &ctx, LOOKUP_ONLY, "no table index").await;
+
+    // A segment recorded without snapshots (built before they existed) never falls back to
+    // the source files: derived columns and lookup-only queries ask for a refresh.
+    env.meta()
+        .update_cube(ssb::CUBE, |inst| {
+            for s in &mut inst.segments {
+                s.snapshots.clear();
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut e = engine(&env);
+    for sql in [CUBE[0], "SELECT count(*) FROM customer"] {
+        let err = e.execute(sql, None).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("holds no snapshot of lookup table")
+                && msg.contains("refresh the segment"),
+            "{sql}: {msg}"
+        );
+    }
 }
