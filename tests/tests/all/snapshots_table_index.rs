@@ -273,7 +273,7 @@ async fn lookup_only_and_detail_queries_are_answered_from_stored_rows() {
             Ok(())
         })
         .unwrap();
-    let mut e = engine(&env);
+    let e = engine(&env);
     for sql in [CUBE[0], "SELECT count(*) FROM customer"] {
         let err = e.execute(sql, None).await.unwrap_err();
         let msg = err.to_string();
