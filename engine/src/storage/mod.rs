@@ -2,6 +2,10 @@
 //! record batches sorted in rowkey order, compressed IPC) plus a manifest with each block's
 //! row count, checksum and per-dimension min/max for pruning.
 //!
+//! Lookup snapshots and table indexes are stored the same way, under reserved ids at or above
+//! [`crate::model::cuboid::FIRST_RESERVED_ID`] (2^63; real cuboid ids are below it), which
+//! both backends encode like any cuboid id (a directory name, a big-endian u64 in row keys).
+//!
 //! Backends implement [`SegmentStore`], which only moves bytes; encoding, checksums and stats
 //! live in [`block`] so every backend stores exactly the same thing.
 
