@@ -19,7 +19,8 @@
 //! longer reads source tables).
 
 //!
-//! The steps live in their own modules: [`flatten`] (plan shape → tables and predicates),
+//! The steps live in their own modules: [`normalize`] (equivalent shapes made one, DISTINCT
+//! as GROUP BY), [`flatten`] (plan shape → tables and predicates),
 //! [`cover`] (tables, joins, dimensions, measures, cuboid choice, each failing with a typed
 //! [`Uncovered`] reason), and [`replace`] (the replacement plan). The rewrite reads nothing
 //! from storage: the cuboid scan gets a [`SegmentReader`] and reads when it executes.
@@ -33,6 +34,7 @@ use datafusion::logical_expr::LogicalPlan;
 
 mod cover;
 mod flatten;
+mod normalize;
 mod replace;
 
 use super::catalog::Snapshot;
@@ -75,6 +77,9 @@ pub(crate) type Lookups = HashMap<(String, String), Arc<MemTable>>;
 /// asynchronously, the rewrite itself is synchronous).
 pub(crate) fn lookups_needed(plan: &LogicalPlan, snap: &Snapshot) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    let Ok(plan) = normalize::normalize(plan.clone()) else {
+        return out;
+    };
     let _ = plan.apply_with_subqueries(|node| {
         if let LogicalPlan::Aggregate(agg) = node {
             if let Ok(Some(a)) = cover::match_aggregate(agg, snap) {
@@ -101,6 +106,7 @@ pub(crate) fn rewrite(
     reader: &Arc<dyn SegmentReader>,
     lookups: &Lookups,
 ) -> Result<Outcome> {
+    let plan = normalize::normalize(plan)?;
     let mut realized = Vec::new();
     let mut reasons: Vec<Uncovered> = Vec::new();
     let mut failure: Option<crate::error::Error> = None;

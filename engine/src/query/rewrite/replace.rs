@@ -126,8 +126,8 @@ pub(super) fn replacement(
             layout.measures[m].name.as_str(),
         ))
     };
-    let group: Vec<Expr> = agg
-        .group_expr
+    let group: Vec<Expr> = answer
+        .group
         .iter()
         .enumerate()
         .map(|(i, g)| Ok(map(g)?.alias(format!("__g{i}"))))
