@@ -37,8 +37,8 @@ fn top_level_order_by(sql: &str) -> bool {
     true
 }
 
-/// Checks one statement: every EXPLAIN realization row names a cube, and the result equals
-/// the oracle's for `oracle_sql` (the same statement unless the oracle needs other names).
+/// Checks one statement: every EXPLAIN realization row names a cube, the result has the
+/// schema `prepare` announces, and it equals the oracle's for `oracle_sql` (the same statement unless the oracle needs other names).
 async fn check(
     engine: &QueryEngine,
     ctx: &datafusion::prelude::SessionContext,
@@ -61,6 +61,20 @@ async fn check(
         .execute(sql, None)
         .await
         .map_err(|e| format!("execution failed: {e}"))?;
+    // Clients (ADBC) refuse a stream whose schema is not the one announced, nullability included.
+    let announced = engine
+        .prepare(sql)
+        .await
+        .map_err(|e| format!("prepare failed: {e}"))?
+        .schema;
+    for schema in std::iter::once(got.schema.clone()).chain(got.batches.iter().map(|b| b.schema()))
+    {
+        if schema.fields() != announced.fields() {
+            return Err(format!(
+                "schema {schema:?} differs from the announced {announced:?}"
+            ));
+        }
+    }
     let want = oracle_query(ctx, oracle_sql).await;
     let expect = Expect {
         ordered: top_level_order_by(sql),
@@ -105,6 +119,12 @@ async fn subqueries_and_ctes_in_from() {
          (SELECT d_year, c_region, lo_revenue AS rev FROM lineorder JOIN dates ON lo_orderdate = d_datekey \
          JOIN customer ON lo_custkey = c_custkey) AS virtual_table WHERE virtual_table.c_region = 'ASIA' \
          GROUP BY virtual_table.d_year ORDER BY \"SUM(rev)\" DESC LIMIT 10000",
+        // Superset's time series: a time grain over the dataset's date column.
+        "SELECT date_trunc('year', to_timestamp(CAST(virtual_table.datekey AS VARCHAR), '%Y%m%d')) \
+         AS __timestamp, sum(virtual_table.lo_revenue) AS \"SUM(lo_revenue)\" FROM (SELECT \
+         d_datekey AS datekey, lo_revenue FROM lineorder JOIN dates ON lo_orderdate = d_datekey) \
+         AS virtual_table GROUP BY date_trunc('year', to_timestamp(CAST(virtual_table.datekey AS \
+         VARCHAR), '%Y%m%d')) ORDER BY \"SUM(lo_revenue)\" DESC LIMIT 10000",
         // Tableau's Custom SQL: `SELECT ... FROM (<custom sql>) "Custom SQL Query" GROUP BY 1`.
         "SELECT \"Custom SQL Query\".\"c_region\" AS \"c_region\", \
          SUM(\"Custom SQL Query\".\"lo_revenue\") AS \"sum:lo_revenue:ok\" \
@@ -216,6 +236,11 @@ async fn grouping_ordering_windows_unions_ratios() {
          JOIN customer ON lo_custkey = c_custkey GROUP BY c_region \
          UNION ALL SELECT 'supplier', s_region, sum(lo_revenue) FROM lineorder \
          JOIN supplier ON lo_suppkey = s_suppkey GROUP BY s_region"
+            .to_string(),
+        // UNION (distinct) of two aggregates: each branch from the cube.
+        "SELECT c_region AS region FROM lineorder JOIN customer ON lo_custkey = c_custkey \
+         GROUP BY c_region UNION SELECT s_region FROM lineorder JOIN supplier \
+         ON lo_suppkey = s_suppkey GROUP BY s_region"
             .to_string(),
         format!(
             "SELECT d_year, sum(lo_revenue) / sum(lo_supplycost) AS ratio, \
