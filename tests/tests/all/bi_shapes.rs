@@ -237,6 +237,13 @@ async fn grouping_ordering_windows_unions_ratios() {
          UNION ALL SELECT 'supplier', s_region, sum(lo_revenue) FROM lineorder \
          JOIN supplier ON lo_suppkey = s_suppkey GROUP BY s_region"
             .to_string(),
+        // Tableau's "Number of Records" (`SUM(1)`), grouped and not.
+        format!(
+            "SELECT c_region, SUM(1) AS \"sum:Number of Records:ok\" FROM {from_cdc} GROUP BY 1"
+        ),
+        format!("SELECT SUM(1), SUM(3) FROM {JOIN_DATES} WHERE d_year = 1994"),
+        // No row: SUM(1) is NULL, COUNT(*) is 0.
+        format!("SELECT SUM(1), count(*) FROM {JOIN_DATES} WHERE d_year = 2050"),
         // UNION (distinct) of two aggregates: each branch from the cube.
         "SELECT c_region AS region FROM lineorder JOIN customer ON lo_custkey = c_custkey \
          GROUP BY c_region UNION SELECT s_region FROM lineorder JOIN supplier \

@@ -33,6 +33,11 @@ pub(super) enum AggPlan {
     Max(usize),
     /// COUNT(*) or COUNT(col): SUM of the count state, 0 when there are no rows.
     Count(usize),
+    /// SUM(k) of an integer constant: k times the row count (NULL over no rows, as SUM is).
+    CountTimes {
+        count: usize,
+        factor: i64,
+    },
     /// AVG = SUM of sums / SUM of counts.
     Avg {
         sum: usize,
@@ -443,6 +448,11 @@ fn cover_measures(
             ("count", false) => AggPlan::Count(
                 find(MeasureFunction::Count, &arg_canon, None).ok_or_else(|| missing("COUNT"))?,
             ),
+            // Tableau's "Number of Records" is `SUM(1)`: the row count times the constant.
+            ("sum", false) if integer_literal(arg).is_some() => AggPlan::CountTimes {
+                count: count_rows.ok_or_else(|| no_row_count(" (for SUM of a constant)"))?,
+                factor: integer_literal(arg).unwrap_or(1),
+            },
             ("sum", false) => AggPlan::Sum(
                 find(MeasureFunction::Sum, &arg_canon, None).ok_or_else(|| missing("SUM"))?,
             ),
@@ -488,6 +498,16 @@ fn cover_measures(
         aggs.push(plan);
     }
     Ok(aggs)
+}
+
+/// The value of a non-null integer literal (casts aside).
+fn integer_literal(e: Option<&Expr>) -> Option<i64> {
+    match e? {
+        Expr::Literal(v, _) if v.data_type().is_integer() => v.to_string().parse().ok(),
+        Expr::Cast(c) => integer_literal(Some(&c.expr)),
+        Expr::TryCast(c) => integer_literal(Some(&c.expr)),
+        _ => None,
+    }
 }
 
 /// Step 6: the stored cuboid with fewest rows holding every needed rowkey column (derived
