@@ -365,6 +365,13 @@ async fn shapes_that_cannot_be_answered_are_refused() {
             "SELECT sum(x) FROM (SELECT lo_revenue + lo_tax AS x FROM lineorder) t",
             "lo_tax",
         ),
+        // A correlated subquery reads fact rows.
+        (
+            "SELECT d_year, count(*) FROM lineorder JOIN dates ON lo_orderdate = d_datekey \
+             WHERE EXISTS (SELECT 1 FROM customer WHERE c_custkey = lo_custkey \
+             AND c_region = 'ASIA') GROUP BY d_year",
+            "correlated subquery",
+        ),
         // Computed inside the right side of a LEFT JOIN it is NULL for unmatched rows;
         // computed after the join it would not be.
         (

@@ -49,6 +49,16 @@ impl Flat {
         if let Some(p) = flat.predicates.iter().find(|p| p.is_volatile()) {
             return Err(volatile(p));
         }
+        // A correlated subquery reads the fact row's columns, which a cuboid does not hold.
+        if let Some(p) = flat
+            .predicates
+            .iter()
+            .find(|p| p.exists(|x| Ok(is_correlated(x))).unwrap_or(true))
+        {
+            return Err(Uncovered::Shape(format!(
+                "a correlated subquery in a filter ({p}) is not answered from cubes"
+            )));
+        }
         Ok(flat)
     }
 
@@ -233,6 +243,17 @@ fn flatten(plan: &LogicalPlan, snap: &Snapshot, out: &mut Flat) -> Result<Vec<Ex
             other.display()
         ))),
     }
+}
+
+fn is_correlated(e: &Expr) -> bool {
+    let subquery = match e {
+        Expr::ScalarSubquery(s) => s,
+        Expr::Exists(x) => &x.subquery,
+        Expr::InSubquery(x) => &x.subquery,
+        Expr::SetComparison(x) => &x.subquery,
+        _ => return false,
+    };
+    !subquery.outer_ref_columns.is_empty()
 }
 
 fn is_subquery(e: &Expr) -> bool {
