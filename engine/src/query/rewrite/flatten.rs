@@ -10,7 +10,7 @@
 //! stop the flattening: an aggregate inside is answered on its own by the rewrite's walk.
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, DFSchema, TableReference};
+use datafusion::common::{Column, DFSchema, DataFusionError, TableReference};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, Operator, TableScan};
 
@@ -110,13 +110,16 @@ fn inline(e: &Expr, schema: &DFSchema, outputs: &[Expr]) -> Result<Expr, Uncover
     e.clone()
         .transform(|x| match &x {
             Expr::Column(c) => match schema.maybe_index_of_column(c) {
-                Some(i) => Ok(Transformed::yes(outputs[i].clone())),
+                Some(i) => outputs
+                    .get(i)
+                    .map(|o| Transformed::yes(o.clone()))
+                    .ok_or_else(|| DataFusionError::Internal(format!("no output for {c}"))),
                 None => Ok(Transformed::no(x)),
             },
             _ => Ok(Transformed::no(x)),
         })
         .map(|t| t.data)
-        .map_err(|e| Uncovered::Shape(format!("cannot inline {e}")))
+        .map_err(|err| Uncovered::Shape(format!("cannot look through {e}: {err}")))
 }
 
 /// The columns of a table read under `qualifier`.
@@ -288,4 +291,38 @@ fn scan_info(t: &TableScan, snap: &Snapshot) -> Result<ScanInfo, Uncovered> {
         table: table.clone(),
         join: JoinKind::Inner,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::logical_expr::{col, lit};
+
+    #[test]
+    fn columns_are_replaced_by_what_computes_them() {
+        let schema = DFSchema::try_from_qualified_schema(
+            "t",
+            &Schema::new(vec![
+                Field::new("yr", DataType::Int32, true),
+                Field::new("x", DataType::Int64, true),
+            ]),
+        )
+        .unwrap();
+        let outputs = vec![
+            col("dates.d_year"),
+            col("lineorder.lo_extendedprice") * col("lineorder.lo_discount"),
+        ];
+        let e = col("t.x").gt(lit(1)).and(col("yr").eq(lit(1994)));
+        let want = (col("lineorder.lo_extendedprice") * col("lineorder.lo_discount"))
+            .gt(lit(1))
+            .and(col("dates.d_year").eq(lit(1994)));
+        assert_eq!(inline(&e, &schema, &outputs).unwrap(), want);
+        // Columns of another relation are left alone; a missing output is an error, not a panic.
+        assert_eq!(inline(&col("s.z"), &schema, &outputs).unwrap(), col("s.z"));
+        assert!(matches!(
+            inline(&col("t.x"), &schema, &outputs[..1]),
+            Err(Uncovered::Shape(_))
+        ));
+    }
 }
