@@ -15,6 +15,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::prelude::SessionConfig;
 
 use super::canonical::canonical;
+use super::folding::{FoldedCatalog, FoldedSchema};
 use super::sketch;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -121,11 +122,11 @@ pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Sna
                 Err(e) => log::warn!("table {}.{} is not queryable: {e}", p.name, t.name),
             }
         }
-        catalog.register_schema(&p.name, schema)?;
+        catalog.register_schema(&p.name, Arc::new(FoldedSchema(schema)))?;
     }
     state
         .catalog_list()
-        .register_catalog(CATALOG.to_string(), catalog);
+        .register_catalog(CATALOG.to_string(), Arc::new(FoldedCatalog(catalog)));
 
     for desc in meta.cube_descs()? {
         let layout = match meta.cube_layout(&desc.name, config.cube.max_cuboids_per_group) {

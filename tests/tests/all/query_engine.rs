@@ -64,7 +64,7 @@ async fn engine_over_two_segments() -> (QueryEngine, std::path::PathBuf) {
 }
 
 /// An engine over the two segments whose configuration `adjust` changed.
-async fn engine_with(
+pub(crate) async fn engine_with(
     adjust: impl FnOnce(&mut qilin_engine::config::Config),
 ) -> (QueryEngine, std::path::PathBuf) {
     let (env, source) = two_segments();

@@ -33,6 +33,11 @@ pub(super) enum AggPlan {
     Max(usize),
     /// COUNT(*) or COUNT(col): SUM of the count state, 0 when there are no rows.
     Count(usize),
+    /// SUM(k) of an integer constant: k times the row count (NULL over no rows, as SUM is).
+    CountTimes {
+        count: usize,
+        factor: i64,
+    },
     /// AVG = SUM of sums / SUM of counts.
     Avg {
         sum: usize,
@@ -60,12 +65,20 @@ pub(super) struct Answer<'a> {
     pub aliases: Vec<String>,
     pub targets: Targets,
     pub residual: Vec<Expr>,
+    /// The aggregate's group keys over the tables' columns (see [`Flat::inline`]).
+    pub group: Vec<Expr>,
     pub aggs: Vec<AggPlan>,
     pub derived: BTreeSet<usize>,
 }
 
 pub(super) fn key(t: &str, c: &str) -> (String, String) {
     (t.to_ascii_lowercase(), c.to_ascii_lowercase())
+}
+
+/// An aggregate's group keys and aggregates over the tables' columns.
+struct Inlined {
+    group: Vec<Expr>,
+    aggr: Vec<Expr>,
 }
 
 /// Tries every cube of the project and keeps the one whose covering cuboid has fewest rows.
@@ -87,6 +100,14 @@ pub(super) fn match_aggregate<'a>(
             "GROUPING SETS, ROLLUP and CUBE are not answered from cubes".into(),
         ));
     }
+    let schema = agg.input.schema();
+    let inline_all = |es: &[Expr]| -> Result<Vec<Expr>, Uncovered> {
+        es.iter().map(|e| flat.inline(e, schema)).collect()
+    };
+    let query = Inlined {
+        group: inline_all(&agg.group_expr)?,
+        aggr: inline_all(&agg.aggr_expr)?,
+    };
     let project_name = flat.scans[0].project.clone();
     if let Some(other) = flat.scans.iter().find(|s| s.project != project_name) {
         return Err(Uncovered::Table(format!(
@@ -107,9 +128,9 @@ pub(super) fn match_aggregate<'a>(
     for real in &project.realizations {
         // Columns of a lookup table that is joined for derived dimensions anyway can also
         // come from that table, which lets a smaller cuboid (without them) answer.
-        let mut attempt = cover(agg, &flat, real, &project_name, false);
+        let mut attempt = cover(&query, &flat, real, &project_name, false);
         if !real.layout.derived.is_empty() {
-            if let Ok(b) = cover(agg, &flat, real, &project_name, true) {
+            if let Ok(b) = cover(&query, &flat, real, &project_name, true) {
                 if attempt
                     .as_ref()
                     .map_or(true, |a| b.cuboid_rows < a.cuboid_rows)
@@ -132,7 +153,7 @@ pub(super) fn match_aggregate<'a>(
 
 /// Answers `agg` from cube `real`, step by step.
 fn cover<'a>(
-    agg: &Aggregate,
+    query: &Inlined,
     flat: &Flat,
     real: &'a Realization,
     project: &str,
@@ -141,11 +162,11 @@ fn cover<'a>(
     let (bound, residual) = match_joins(flat, &real.layout)?;
     let mut targets = cover_dimensions(
         &bound,
-        residual.iter().chain(agg.group_expr.iter()),
+        residual.iter().chain(query.group.iter()),
         real,
         prefer_lookups,
     )?;
-    let aggs = cover_measures(agg, &bound, real, prefer_lookups, &mut targets)?;
+    let aggs = cover_measures(&query.aggr, &bound, real, prefer_lookups, &mut targets)?;
     let (cuboid, cuboid_rows, derived) = choose_cuboid(real, &targets)?;
     Ok(Answer {
         real,
@@ -156,6 +177,7 @@ fn cover<'a>(
         aliases: bound.aliases,
         targets,
         residual,
+        group: query.group.clone(),
         aggs,
         derived,
     })
@@ -360,7 +382,7 @@ fn cover_dimensions<'e>(
 /// Step 5: every aggregate onto a measure state (MIN/MAX of a dimension onto the dimension,
 /// recorded in `targets`).
 fn cover_measures(
-    agg: &Aggregate,
+    aggr_expr: &[Expr],
     flat: &Bound,
     real: &Realization,
     prefer_lookups: bool,
@@ -378,7 +400,7 @@ fn cover_measures(
     };
     let count_rows = find(MeasureFunction::Count, &None, None);
     let mut aggs = Vec::new();
-    for e in &agg.aggr_expr {
+    for e in aggr_expr {
         let refused = |detail: String| Uncovered::Measure {
             expr: e.to_string(),
             detail,
@@ -426,6 +448,11 @@ fn cover_measures(
             ("count", false) => AggPlan::Count(
                 find(MeasureFunction::Count, &arg_canon, None).ok_or_else(|| missing("COUNT"))?,
             ),
+            // Tableau's "Number of Records" is `SUM(1)`: the row count times the constant.
+            ("sum", false) if integer_literal(arg).is_some() => AggPlan::CountTimes {
+                count: count_rows.ok_or_else(|| no_row_count(" (for SUM of a constant)"))?,
+                factor: integer_literal(arg).unwrap_or(1),
+            },
             ("sum", false) => AggPlan::Sum(
                 find(MeasureFunction::Sum, &arg_canon, None).ok_or_else(|| missing("SUM"))?,
             ),
@@ -471,6 +498,16 @@ fn cover_measures(
         aggs.push(plan);
     }
     Ok(aggs)
+}
+
+/// The value of a non-null integer literal (casts aside).
+fn integer_literal(e: Option<&Expr>) -> Option<i64> {
+    match e? {
+        Expr::Literal(v, _) if v.data_type().is_integer() => v.to_string().parse().ok(),
+        Expr::Cast(c) => integer_literal(Some(&c.expr)),
+        Expr::TryCast(c) => integer_literal(Some(&c.expr)),
+        _ => None,
+    }
 }
 
 /// Step 6: the stored cuboid with fewest rows holding every needed rowkey column (derived

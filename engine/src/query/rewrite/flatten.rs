@@ -1,7 +1,16 @@
 //! Step 1 of the rewrite: the aggregate's input flattened into the tables it reads and every
 //! predicate over them (join keys included), or the reason its shape is not answered.
+//!
+//! BI tools wrap the join tree in subqueries, CTEs and projections that rename and compute
+//! columns (`SELECT ... FROM (SELECT d_year AS yr, a * b AS x FROM ...) AS t`). Flattening
+//! goes bottom-up and keeps, for every output field of each node, the expression over the
+//! base tables that computes it; filters, group keys and aggregates above are rewritten
+//! through that mapping, so what remains is the same question asked of the tables directly.
+//! Nodes that change which rows come out (LIMIT, DISTINCT, an aggregate, a window, a UNION)
+//! stop the flattening: an aggregate inside is answered on its own by the rewrite's walk.
 
-use datafusion::common::{Column, TableReference};
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, DataFusionError, TableReference};
 use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, Operator, TableScan};
 
@@ -28,13 +37,39 @@ pub(super) struct Flat {
     /// Indexes of `predicates` that are a LEFT JOIN's ON keys: they must be the model's join
     /// keys, never filters.
     pub left_on: Vec<usize>,
+    /// For each field of the flattened plan's schema, the expression over the tables'
+    /// columns that computes it.
+    pub outputs: Vec<Expr>,
 }
 
 impl Flat {
     pub fn of(plan: &LogicalPlan, snap: &Snapshot) -> Result<Flat, Uncovered> {
         let mut flat = Flat::default();
-        flatten(plan, snap, &mut flat)?;
+        flat.outputs = flatten(plan, snap, &mut flat)?;
+        if let Some(p) = flat.predicates.iter().find(|p| p.is_volatile()) {
+            return Err(volatile(p));
+        }
+        // A correlated subquery reads the fact row's columns, which a cuboid does not hold.
+        if let Some(p) = flat
+            .predicates
+            .iter()
+            .find(|p| p.exists(|x| Ok(is_correlated(x))).unwrap_or(true))
+        {
+            return Err(Uncovered::Shape(format!(
+                "a correlated subquery in a filter ({p}) is not answered from cubes"
+            )));
+        }
         Ok(flat)
+    }
+
+    /// `e`, an expression over the flattened plan's output (`schema`), as an expression over
+    /// the tables' columns.
+    pub fn inline(&self, e: &Expr, schema: &DFSchema) -> Result<Expr, Uncovered> {
+        let inlined = inline(e, schema, &self.outputs)?;
+        if inlined.is_volatile() {
+            return Err(volatile(&inlined));
+        }
+        Ok(inlined)
     }
 
     /// The index of the scan a column belongs to.
@@ -62,33 +97,101 @@ pub(super) fn resolve_scan(scans: &[ScanInfo], c: &Column) -> Option<usize> {
     }
 }
 
-fn flatten(plan: &LogicalPlan, snap: &Snapshot, out: &mut Flat) -> Result<(), Uncovered> {
+/// An expression that gives another value each time it is evaluated would be evaluated once
+/// per cuboid row instead of once per fact row.
+fn volatile(e: &Expr) -> Uncovered {
+    Uncovered::Shape(format!(
+        "{e} is volatile: evaluated over cuboid rows it would not give the answer over the fact rows"
+    ))
+}
+
+/// `e` over `schema` with every column replaced by the expression `outputs` holds for it.
+fn inline(e: &Expr, schema: &DFSchema, outputs: &[Expr]) -> Result<Expr, Uncovered> {
+    e.clone()
+        .transform(|x| match &x {
+            Expr::Column(c) => match schema.maybe_index_of_column(c) {
+                Some(i) => outputs
+                    .get(i)
+                    .map(|o| Transformed::yes(o.clone()))
+                    .ok_or_else(|| DataFusionError::Internal(format!("no output for {c}"))),
+                None => Ok(Transformed::no(x)),
+            },
+            _ => Ok(Transformed::no(x)),
+        })
+        .map(|t| t.data)
+        .map_err(|err| Uncovered::Shape(format!("cannot look through {e}: {err}")))
+}
+
+/// The columns of a table read under `qualifier`.
+fn scan_outputs(schema: &DFSchema, qualifier: &TableReference) -> Vec<Expr> {
+    schema
+        .fields()
+        .iter()
+        .map(|f| Expr::Column(Column::new(Some(qualifier.clone()), f.name())))
+        .collect()
+}
+
+/// Flattens `plan` into `out` and returns its outputs (see [`Flat::outputs`]).
+fn flatten(plan: &LogicalPlan, snap: &Snapshot, out: &mut Flat) -> Result<Vec<Expr>, Uncovered> {
     match plan {
         LogicalPlan::Filter(f) => {
-            out.predicates
-                .extend(split_conjunction(&f.predicate).into_iter().cloned());
-            flatten(&f.input, snap, out)
+            let outputs = flatten(&f.input, snap, out)?;
+            for p in split_conjunction(&f.predicate) {
+                out.predicates.push(inline(p, f.input.schema(), &outputs)?);
+            }
+            Ok(outputs)
         }
         LogicalPlan::Join(j) if j.join_type == JoinType::Inner => {
+            let left = flatten(&j.left, snap, out)?;
+            let right = flatten(&j.right, snap, out)?;
             for (l, r) in &j.on {
-                out.predicates.push(l.clone().eq(r.clone()));
+                let l = inline(l, j.left.schema(), &left)?;
+                let r = inline(r, j.right.schema(), &right)?;
+                out.predicates.push(l.eq(r));
             }
+            let outputs = [left, right].concat();
             if let Some(f) = &j.filter {
-                out.predicates
-                    .extend(split_conjunction(f).into_iter().cloned());
+                for p in split_conjunction(f) {
+                    out.predicates.push(inline(p, &j.schema, &outputs)?);
+                }
             }
-            flatten(&j.left, snap, out)?;
-            flatten(&j.right, snap, out)
+            Ok(outputs)
         }
         // `A LEFT JOIN lookup ON keys`: answered when the model joins the lookup the same way.
         LogicalPlan::Join(j) if j.join_type == JoinType::Left => {
+            let left = flatten(&j.left, snap, out)?;
+            let (scans, predicates) = (out.scans.len(), out.predicates.len());
+            let right = flatten(&j.right, snap, out)?;
+            if out.scans.len() != scans + 1 || out.predicates.len() != predicates {
+                return Err(Uncovered::Shape(
+                    "the right side of a LEFT JOIN must be one table to be answered from cubes"
+                        .into(),
+                ));
+            }
+            // An expression computed inside the right side is NULL for a fact row without a
+            // match; computed after the join it could be anything (`coalesce(x, 0)`).
+            if let Some(e) = right.iter().find(|e| !matches!(e, Expr::Column(_))) {
+                return Err(Uncovered::Shape(format!(
+                    "the right side of a LEFT JOIN computes {e}; only its columns are answered from cubes"
+                )));
+            }
+            out.scans[scans].join = JoinKind::Left;
             // Before the optimizer the ON condition is still the join's filter.
-            let on = j.on.iter().map(|(l, r)| l.clone().eq(r.clone()));
-            let filter = j
-                .filter
-                .iter()
-                .flat_map(|f| split_conjunction(f).into_iter().cloned());
-            for p in on.chain(filter) {
+            let mut on = Vec::new();
+            for (l, r) in &j.on {
+                on.push(inline(l, j.left.schema(), &left)?.eq(inline(
+                    r,
+                    j.right.schema(),
+                    &right,
+                )?));
+            }
+            let outputs = [left, right].concat();
+            if let Some(f) = &j.filter {
+                for p in split_conjunction(f) {
+                    on.push(inline(p, &j.schema, &outputs)?);
+                }
+            }
+            for p in on {
                 let is_key = matches!(&p, Expr::BinaryExpr(b)
                     if b.op == Operator::Eq
                         && matches!(b.left.as_ref(), Expr::Column(_))
@@ -101,17 +204,7 @@ fn flatten(plan: &LogicalPlan, snap: &Snapshot, out: &mut Flat) -> Result<(), Un
                 out.left_on.push(out.predicates.len());
                 out.predicates.push(p);
             }
-            flatten(&j.left, snap, out)?;
-            let (scans, predicates) = (out.scans.len(), out.predicates.len());
-            flatten(&j.right, snap, out)?;
-            if out.scans.len() != scans + 1 || out.predicates.len() != predicates {
-                return Err(Uncovered::Shape(
-                    "the right side of a LEFT JOIN must be one table to be answered from cubes"
-                        .into(),
-                ));
-            }
-            out.scans[scans].join = JoinKind::Left;
-            Ok(())
+            Ok(outputs)
         }
         LogicalPlan::Join(j) => Err(Uncovered::Shape(format!(
             "{} joins are not answered from cubes (models join lookups with INNER or LEFT joins)",
@@ -122,21 +215,55 @@ fn flatten(plan: &LogicalPlan, snap: &Snapshot, out: &mut Flat) -> Result<(), Un
                 let mut info = scan_info(t, snap)?;
                 info.qualifier = a.alias.clone();
                 out.scans.push(info);
-                Ok(())
+                Ok(scan_outputs(&a.schema, &a.alias))
             }
-            _ => Err(Uncovered::Shape(
-                "subqueries in FROM are not answered from cubes".into(),
-            )),
+            // A subquery or CTE: the same fields under another name.
+            input => flatten(input, snap, out),
         },
+        LogicalPlan::Projection(p) => {
+            let inputs = flatten(&p.input, snap, out)?;
+            p.expr
+                .iter()
+                .map(|e| {
+                    if e.exists(|x| Ok(is_subquery(x))).unwrap_or(true) {
+                        return Err(Uncovered::Shape(format!(
+                            "a subquery in a select list inside FROM ({e}) is not answered from cubes"
+                        )));
+                    }
+                    inline(&e.clone().unalias(), p.input.schema(), &inputs)
+                })
+                .collect()
+        }
+        // Order does not change which rows an aggregate sees.
+        LogicalPlan::Sort(s) if s.fetch.is_none() => flatten(&s.input, snap, out),
         LogicalPlan::TableScan(t) => {
             out.scans.push(scan_info(t, snap)?);
-            Ok(())
+            Ok(scan_outputs(&t.projected_schema, &t.table_name))
         }
         other => Err(Uncovered::Shape(format!(
-            "a {} between the aggregate and the tables is not answered from cubes",
+            "a {} between the aggregate and the tables changes the rows the aggregate sees; \
+             it is not answered from cubes",
             other.display()
         ))),
     }
+}
+
+fn is_correlated(e: &Expr) -> bool {
+    let subquery = match e {
+        Expr::ScalarSubquery(s) => s,
+        Expr::Exists(x) => &x.subquery,
+        Expr::InSubquery(x) => &x.subquery,
+        Expr::SetComparison(x) => &x.subquery,
+        _ => return false,
+    };
+    !subquery.outer_ref_columns.is_empty()
+}
+
+fn is_subquery(e: &Expr) -> bool {
+    matches!(
+        e,
+        Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_)
+    )
 }
 
 fn scan_info(t: &TableScan, snap: &Snapshot) -> Result<ScanInfo, Uncovered> {
@@ -164,4 +291,38 @@ fn scan_info(t: &TableScan, snap: &Snapshot) -> Result<ScanInfo, Uncovered> {
         table: table.clone(),
         join: JoinKind::Inner,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::logical_expr::{col, lit};
+
+    #[test]
+    fn columns_are_replaced_by_what_computes_them() {
+        let schema = DFSchema::try_from_qualified_schema(
+            "t",
+            &Schema::new(vec![
+                Field::new("yr", DataType::Int32, true),
+                Field::new("x", DataType::Int64, true),
+            ]),
+        )
+        .unwrap();
+        let outputs = vec![
+            col("dates.d_year"),
+            col("lineorder.lo_extendedprice") * col("lineorder.lo_discount"),
+        ];
+        let e = col("t.x").gt(lit(1)).and(col("yr").eq(lit(1994)));
+        let want = (col("lineorder.lo_extendedprice") * col("lineorder.lo_discount"))
+            .gt(lit(1))
+            .and(col("dates.d_year").eq(lit(1994)));
+        assert_eq!(inline(&e, &schema, &outputs).unwrap(), want);
+        // Columns of another relation are left alone; a missing output is an error, not a panic.
+        assert_eq!(inline(&col("s.z"), &schema, &outputs).unwrap(), col("s.z"));
+        assert!(matches!(
+            inline(&col("t.x"), &schema, &outputs[..1]),
+            Err(Uncovered::Shape(_))
+        ));
+    }
 }

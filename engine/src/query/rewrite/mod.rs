@@ -19,7 +19,8 @@
 //! longer reads source tables).
 
 //!
-//! The steps live in their own modules: [`flatten`] (plan shape → tables and predicates),
+//! The steps live in their own modules: [`normalize`] (equivalent shapes made one, DISTINCT
+//! as GROUP BY), [`flatten`] (plan shape → tables and predicates),
 //! [`cover`] (tables, joins, dimensions, measures, cuboid choice, each failing with a typed
 //! [`Uncovered`] reason), and [`replace`] (the replacement plan). A second pass, [`detail`],
 //! then replaces the source-table scans left over (detail and lookup-only queries) with
@@ -34,6 +35,7 @@ use datafusion::logical_expr::LogicalPlan;
 mod cover;
 mod detail;
 mod flatten;
+mod normalize;
 mod replace;
 
 use super::catalog::Snapshot;
@@ -91,6 +93,7 @@ pub(crate) fn rewrite(
     snap: &Snapshot,
     reader: &Arc<dyn SegmentReader>,
 ) -> Result<Outcome> {
+    let plan = normalize::normalize(plan)?;
     let mut realized = Vec::new();
     let mut reasons: Vec<Uncovered> = Vec::new();
     let mut failure: Option<crate::error::Error> = None;

@@ -126,8 +126,8 @@ pub(super) fn replacement(
             layout.measures[m].name.as_str(),
         ))
     };
-    let group: Vec<Expr> = agg
-        .group_expr
+    let group: Vec<Expr> = answer
+        .group
         .iter()
         .enumerate()
         .map(|(i, g)| Ok(map(g)?.alias(format!("__g{i}"))))
@@ -155,6 +155,7 @@ pub(super) fn replacement(
             AggPlan::Min(m) => partial(min(state(*m))),
             AggPlan::Max(m) => partial(max(state(*m))),
             AggPlan::Count(m) => coalesce(vec![partial(sum(state(*m))), lit(0i64)]),
+            AggPlan::CountTimes { count, factor } => partial(sum(state(*count))) * lit(*factor),
             AggPlan::Avg { sum: s, count: c } => {
                 let s = partial(sum(state(*s)));
                 let c = partial(sum(state(*c)));
