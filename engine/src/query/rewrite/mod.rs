@@ -27,6 +27,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use datafusion::catalog::information_schema::INFORMATION_SCHEMA;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::datasource::MemTable;
 use datafusion::logical_expr::LogicalPlan;
@@ -131,12 +132,14 @@ pub(crate) fn rewrite(
     if let Some(e) = failure {
         return Err(e);
     }
-    // Whatever still reads a source table was not answered.
+    // Whatever still reads a source table was not answered (`information_schema` reads the
+    // catalog, not source data).
     let mut unanswered: Vec<String> = Vec::new();
     rewritten.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(t) = node {
             let name = t.table_name.to_string();
-            if !name.starts_with(INTERNAL_PREFIX) {
+            let catalog_view = t.table_name.schema() == Some(INFORMATION_SCHEMA);
+            if !name.starts_with(INTERNAL_PREFIX) && !catalog_view {
                 unanswered.push(name);
             }
         }
