@@ -128,7 +128,7 @@ pub const KEYS: &[KeySpec] = &[
         key: "kylin.query.cache-max-bytes",
         alias: None,
         default: "268435456",
-        doc: "result cache bound (Arrow memory)",
+        doc: "result cache bound (Arrow memory); a result larger than an eighth of it is streamed without being cached",
     },
     KeySpec {
         key: "kylin.query.max-concurrent",

@@ -12,6 +12,7 @@ use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::common::DFSchema;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::{provider_as_source, MemTable};
+use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::FunctionRegistry;
@@ -149,6 +150,12 @@ fn session_state(default_project: &str, runtime: Arc<RuntimeEnv>) -> SessionStat
         .with_default_catalog_and_schema(CATALOG, default_project)
         .with_create_default_catalog_and_schema(false)
         .with_information_schema(true);
+    // A sort reserves this much up front for merging its spilled runs (10 MiB by default,
+    // per partition): under a small memory budget, reserve a sixteenth of it instead.
+    if let MemoryLimit::Finite(budget) = runtime.memory_pool.memory_limit() {
+        let sort = &mut config.options_mut().execution.sort_spill_reservation_bytes;
+        *sort = (*sort).min(budget / 16);
+    }
     // Read strings as Utf8, the type stored in cuboids, so both paths yield one type.
     config
         .options_mut()

@@ -127,7 +127,7 @@ pub struct QueryEngine {
     plans: LruCache<(u64, String), LogicalPlan>,
     /// Rewritten and optimized plans of parameterless queries a cube answers, by the same key:
     /// a repeated query goes straight to physical planning and execution.
-    rewritten: LruCache<(u64, String), LogicalPlan>,
+    rewritten: LruCache<(u64, String), (LogicalPlan, SchemaRef)>,
     /// On a remote (HBase) store, queries do not read the store version each time: the
     /// snapshot moves on only through [`QueryEngine::refresh`] (polling, notifications).
     follow: bool,
@@ -350,10 +350,7 @@ impl QueryEngine {
     pub async fn prepare(&self, sql: &str) -> Result<PreparedQuery> {
         let snap = self.current()?;
         let plan = self.plan(&snap, sql).await?;
-        let schema = match &plan {
-            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => explain_schema(),
-            p => Arc::new(p.schema().as_arrow().clone()),
-        };
+        let schema = announced_schema(&plan);
         let mut params: Vec<(usize, Field)> = plan
             .get_parameter_types()
             .map_err(from_datafusion)?
@@ -417,11 +414,15 @@ impl QueryEngine {
             }
         }
         let rewrite_key = values.is_empty().then(|| (snap.version, sql.to_string()));
-        if let Some(optimized) = rewrite_key.as_ref().and_then(|k| self.rewritten.get(k)) {
+        if let Some((optimized, announced)) =
+            rewrite_key.as_ref().and_then(|k| self.rewritten.get(k))
+        {
             let (schema, stream) = start_optimized(&snap.cube_state, &optimized).await?;
-            return Ok(self.remember(cache_key, schema, stream));
+            let stream = conform(announced, schema, stream)?;
+            return Ok(self.remember(cache_key, stream));
         }
         let plan = self.plan(&snap, sql).await?;
+        let announced = announced_schema(&plan);
         let (explain, plan) = match plan {
             LogicalPlan::Explain(e) => (true, e.plan.as_ref().clone()),
             LogicalPlan::Analyze(a) => (true, a.input.as_ref().clone()),
@@ -453,7 +454,7 @@ impl QueryEngine {
                         // A plan is a tree of a few hundred nodes at most; charge a generous size.
                         self.rewritten.insert(
                             k,
-                            optimized.clone(),
+                            (optimized.clone(), announced.clone()),
                             16 * 1024 + 2 * sql.len() as u64,
                         );
                     }
@@ -474,7 +475,8 @@ impl QueryEngine {
                 }
                 Outcome::Uncovered(reason) => return Err(Error::NoRealization(reason)),
             };
-        Ok(self.remember(cache_key, schema, stream))
+        let stream = conform(announced, schema, stream)?;
+        Ok(self.remember(cache_key, stream))
     }
 
     /// A fresh result's stream, copied into the result cache as it passes when the cache is
@@ -482,8 +484,7 @@ impl QueryEngine {
     fn remember(
         &self,
         cache_key: Option<String>,
-        schema: SchemaRef,
-        stream: BatchStream,
+        (schema, stream): (SchemaRef, BatchStream),
     ) -> QueryStream {
         let batches: BatchStream = match cache_key {
             Some(key) if self.cacheable_result_bytes > 0 => Box::pin(Remember {
@@ -693,6 +694,60 @@ impl Stream for Remember {
         }
         Poll::Ready(item)
     }
+}
+
+/// The result schema of a planned statement, as [`QueryEngine::prepare`] announces it.
+fn announced_schema(plan: &LogicalPlan) -> SchemaRef {
+    match plan {
+        LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => explain_schema(),
+        p => Arc::new(p.schema().as_arrow().clone()),
+    }
+}
+
+/// A result stream under the schema its statement announced. Optimization can make a
+/// column's nullability more precise than planning said (`version()` folded into a non-null
+/// constant), and clients (ADBC) refuse a stream whose schema differs from the announced one:
+/// batches are relabelled with the announced schema (cast where a type differs), which fails
+/// only if a column announced non-nullable holds nulls.
+fn conform(
+    announced: SchemaRef,
+    schema: SchemaRef,
+    stream: BatchStream,
+) -> Result<(SchemaRef, BatchStream)> {
+    if schema == announced {
+        return Ok((schema, stream));
+    }
+    if schema.fields().len() != announced.fields().len() {
+        return Err(Error::DataFusion(DataFusionError::Internal(format!(
+            "the result has {} columns, the statement announced {}",
+            schema.fields().len(),
+            announced.fields().len()
+        ))));
+    }
+    let target = announced.clone();
+    let stream = stream.and_then(move |batch| {
+        let target = target.clone();
+        async move {
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(target.fields())
+                .map(|(c, f)| {
+                    if c.data_type() == f.data_type() {
+                        Ok(c.clone())
+                    } else {
+                        datafusion::arrow::compute::cast(c, f.data_type())
+                    }
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            let options = datafusion::arrow::array::RecordBatchOptions::new()
+                .with_row_count(Some(batch.num_rows()));
+            Ok(RecordBatch::try_new_with_options(
+                target, columns, &options,
+            )?)
+        }
+    });
+    Ok((announced, Box::pin(stream)))
 }
 
 fn explain_schema() -> SchemaRef {
