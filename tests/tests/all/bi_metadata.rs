@@ -465,6 +465,33 @@ async fn memory_budget_fails_one_query_not_the_server() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sorts_over_the_memory_budget_spill_and_stay_correct() {
+    // lineorder at SF 0.01 is about 6 MB in memory: sorting all of it under 12 MB spills sorted
+    // runs (DataFusion logs "Spilling sort data of ExternalSorter" at debug level); under 8 MB
+    // its merge phase, which cannot spill, does not fit and the query is refused instead.
+    let server = SsbServer::start(
+        "kylin.query.pushdown.enabled=true\nkylin.query.max-memory-mb=12\nkylin.query.cache-enabled=false",
+    )
+    .await;
+    let oracle = qilin_tests::oracle(&server.source).await;
+    let mut c = server.client().await;
+    let sql = "select * from lineorder order by lo_revenue desc, lo_orderkey, lo_linenumber";
+    let got = run_query(&mut c, sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    let want = oracle_query(&oracle, sql).await;
+    compare(
+        &got,
+        &want,
+        &Expect {
+            ordered: true,
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adbc_sees_consistent_schemas_with_column_metadata() {
     let server = SsbServer::start("").await;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/bi_metadata_adbc.py");
