@@ -418,7 +418,7 @@ impl QueryEngine {
             rewrite_key.as_ref().and_then(|k| self.rewritten.get(k))
         {
             let (schema, stream) = start_optimized(&snap.cube_state, &optimized).await?;
-            let stream = conform(announced, schema, stream)?;
+            let stream = conform(announced, schema, stream);
             return Ok(self.remember(cache_key, stream));
         }
         let plan = self.plan(&snap, sql).await?;
@@ -461,12 +461,16 @@ impl QueryEngine {
                     start_optimized(&cube_state, &optimized).await?
                 }
                 Outcome::Uncovered(reason) if explain => {
-                    let verdict = if self.config.query.pushdown_enabled {
-                        format!("pushdown to the source tables: {reason}")
+                    if self.config.query.pushdown_enabled {
+                        // The plan that would run (a LIMIT shows as the scan's `fetch`).
+                        let state = statement_state(&snap.state, time_dependent);
+                        let optimized = state.optimize(&plan).map_err(from_datafusion)?;
+                        let verdict = format!("pushdown to the source tables: {reason}");
+                        explain_output(vec![("realization".into(), verdict)], &optimized)?
                     } else {
-                        format!("no realization found: {reason}")
-                    };
-                    explain_output(vec![("realization".into(), verdict)], &plan)?
+                        let verdict = format!("no realization found: {reason}");
+                        explain_output(vec![("realization".into(), verdict)], &plan)?
+                    }
                 }
                 Outcome::Uncovered(_) if self.config.query.pushdown_enabled => {
                     let state = statement_state(&snap.state, time_dependent);
@@ -475,7 +479,7 @@ impl QueryEngine {
                 }
                 Outcome::Uncovered(reason) => return Err(Error::NoRealization(reason)),
             };
-        let stream = conform(announced, schema, stream)?;
+        let stream = conform(announced, schema, stream);
         Ok(self.remember(cache_key, stream))
     }
 
@@ -707,47 +711,37 @@ fn announced_schema(plan: &LogicalPlan) -> SchemaRef {
 /// A result stream under the schema its statement announced. Optimization can make a
 /// column's nullability more precise than planning said (`version()` folded into a non-null
 /// constant), and clients (ADBC) refuse a stream whose schema differs from the announced one:
-/// batches are relabelled with the announced schema (cast where a type differs), which fails
-/// only if a column announced non-nullable holds nulls.
+/// batches whose types match are relabelled with the announced schema, which fails only if a
+/// column announced non-nullable holds nulls. A stream whose types differ (a parameter the
+/// planner could not type before binding) keeps its own schema rather than be cast.
 fn conform(
     announced: SchemaRef,
     schema: SchemaRef,
     stream: BatchStream,
-) -> Result<(SchemaRef, BatchStream)> {
-    if schema == announced {
-        return Ok((schema, stream));
-    }
-    if schema.fields().len() != announced.fields().len() {
-        return Err(Error::DataFusion(DataFusionError::Internal(format!(
-            "the result has {} columns, the statement announced {}",
-            schema.fields().len(),
-            announced.fields().len()
-        ))));
+) -> (SchemaRef, BatchStream) {
+    let same_types = schema.fields().len() == announced.fields().len()
+        && schema
+            .fields()
+            .iter()
+            .zip(announced.fields())
+            .all(|(a, b)| a.data_type() == b.data_type());
+    if schema == announced || !same_types {
+        return (schema, stream);
     }
     let target = announced.clone();
     let stream = stream.and_then(move |batch| {
         let target = target.clone();
         async move {
-            let columns = batch
-                .columns()
-                .iter()
-                .zip(target.fields())
-                .map(|(c, f)| {
-                    if c.data_type() == f.data_type() {
-                        Ok(c.clone())
-                    } else {
-                        datafusion::arrow::compute::cast(c, f.data_type())
-                    }
-                })
-                .collect::<std::result::Result<Vec<_>, _>>()?;
             let options = datafusion::arrow::array::RecordBatchOptions::new()
                 .with_row_count(Some(batch.num_rows()));
             Ok(RecordBatch::try_new_with_options(
-                target, columns, &options,
+                target,
+                batch.columns().to_vec(),
+                &options,
             )?)
         }
     });
-    Ok((announced, Box::pin(stream)))
+    (announced, Box::pin(stream))
 }
 
 fn explain_schema() -> SchemaRef {
