@@ -242,10 +242,9 @@ impl QilinFlightSql {
                     metrics::global().cache_miss()
                 }
                 let run = QueryRun {
-                    _permit: permit,
+                    permit: Some(permit),
                     started,
                     rows: 0,
-                    outcome: None,
                     cached: out.cached,
                     user,
                     sql: one_line(&handle.sql),
@@ -287,21 +286,25 @@ impl QilinFlightSql {
 /// A running query's bookkeeping: its concurrency slot, and what is logged and counted when
 /// its stream is dropped (ended, failed, or abandoned by the client).
 struct QueryRun {
-    _permit: OwnedSemaphorePermit,
+    /// Released when the query finishes.
+    permit: Option<OwnedSemaphorePermit>,
     started: Instant,
     rows: usize,
-    /// `Some(Ok)` once the stream ended, `Some(Err(message))` once it failed.
-    outcome: Option<Result<(), String>>,
     cached: bool,
     user: String,
     sql: String,
 }
 
-impl Drop for QueryRun {
-    fn drop(&mut self) {
+impl QueryRun {
+    /// Logs and counts the query's end (once), before the client sees it, and frees its slot.
+    /// `None`: the client went away before the end.
+    fn finish(&mut self, outcome: Option<Result<(), String>>) {
+        if self.permit.take().is_none() {
+            return;
+        }
         let elapsed = self.started.elapsed();
         let (user, sql, rows, ms) = (&self.user, &self.sql, self.rows, elapsed.as_millis());
-        match &self.outcome {
+        match outcome {
             Some(Ok(())) => {
                 metrics::global().query_finished(elapsed, "ok");
                 let cached = if self.cached { " (cached)" } else { "" };
@@ -318,6 +321,12 @@ impl Drop for QueryRun {
                 );
             }
         }
+    }
+}
+
+impl Drop for QueryRun {
+    fn drop(&mut self) {
+        self.finish(None);
     }
 }
 
@@ -338,12 +347,8 @@ impl Stream for Tracked {
         let item = futures::ready!(this.inner.as_mut().poll_next(cx));
         match &item {
             Some(Ok(b)) => this.run.rows += b.num_rows(),
-            Some(Err(e)) => this.run.outcome = Some(Err(e.to_string())),
-            None => {
-                if this.run.outcome.is_none() {
-                    this.run.outcome = Some(Ok(()));
-                }
-            }
+            Some(Err(e)) => this.run.finish(Some(Err(e.to_string()))),
+            None => this.run.finish(Some(Ok(()))),
         }
         std::task::Poll::Ready(item)
     }
