@@ -3,6 +3,10 @@
 //! re-aggregation) → execution. Queries no cube answers are pushed down to the raw tables when
 //! `kylin.query.pushdown.enabled`, and fail with [`Error::NoRealization`] otherwise.
 //!
+//! Results stream ([`QueryEngine::execute_stream`]): nothing is collected in the server, so a
+//! detail query's first batch leaves before its input is read whole, within a memory pool of
+//! `kylin.query.max-memory-mb` shared by all queries.
+//!
 //! Everything a server needs is on [`QueryEngine`]; it holds no per-client state.
 
 mod cache;
