@@ -37,7 +37,7 @@ pub const QUERY_DURATION_BUCKETS: [(f64, &str); 13] = [
 ];
 
 /// Query outcomes rendered even before the first query.
-const QUERY_OUTCOMES: [&str; 3] = ["ok", "error", "rejected"];
+const QUERY_OUTCOMES: [&str; 4] = ["ok", "error", "rejected", "cancelled"];
 /// Job statuses `qilin_jobs_finished_total` renders even before the first job ends.
 const FINISHED_STATUSES: [&str; 4] = ["SUCCEED", "ERROR", "STOPPED", "DISCARDED"];
 
@@ -117,7 +117,7 @@ impl Metrics {
         let queries = counter_vec(
             &r,
             "qilin_queries_total",
-            "Queries finished, by outcome (ok, error, rejected).",
+            "Queries finished, by outcome (ok, error, rejected, cancelled: the client stopped reading).",
             "outcome",
         );
         for outcome in QUERY_OUTCOMES {
@@ -218,8 +218,8 @@ impl Metrics {
         self.instance.with_label_values(&[mode, addr]).set(1);
     }
 
-    /// One query ended: `qilin_queries_total{outcome}` (`"ok"`, `"error"` or `"rejected"`) and
-    /// the `qilin_query_duration_seconds` histogram.
+    /// One query ended: `qilin_queries_total{outcome}` (`"ok"`, `"error"`, `"rejected"` or
+    /// `"cancelled"`) and the `qilin_query_duration_seconds` histogram.
     pub fn query_finished(&self, elapsed: Duration, outcome: &str) {
         self.queries.with_label_values(&[outcome]).inc();
         self.query_duration.observe(elapsed.as_secs_f64());

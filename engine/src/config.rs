@@ -128,13 +128,19 @@ pub const KEYS: &[KeySpec] = &[
         key: "kylin.query.cache-max-bytes",
         alias: None,
         default: "268435456",
-        doc: "result cache bound (Arrow memory)",
+        doc: "result cache bound (Arrow memory); a result larger than an eighth of it is streamed without being cached",
     },
     KeySpec {
         key: "kylin.query.max-concurrent",
         alias: None,
         default: "64",
         doc: "queries executing at once; more wait up to 2 s, then get `ResourceExhausted`",
+    },
+    KeySpec {
+        key: "kylin.query.max-memory-mb",
+        alias: None,
+        default: "2048",
+        doc: "DataFusion memory pool shared by all executing queries, in MiB; sorts, aggregations and joins that pass it spill to the system temporary directory where DataFusion can, and a query that still needs more fails with `ResourceExhausted` naming this key; `0` = unbounded",
     },
     KeySpec {
         key: "kylin.security.users",
@@ -286,6 +292,8 @@ pub struct QueryConfig {
     pub cache_max_bytes: u64,
     /// Queries executing at once; more get ResourceExhausted.
     pub max_concurrent: usize,
+    /// Memory pool of query execution in MiB (0 = unbounded).
+    pub max_memory_mb: u64,
 }
 
 /// The job engine (`kylin.job.*`).
@@ -510,6 +518,7 @@ impl Config {
                 plan_cache_enabled: parse_bool(&get, "kylin.query.plan-cache-enabled")?,
                 cache_max_bytes: parse_key(&get, "kylin.query.cache-max-bytes")?,
                 max_concurrent: max_concurrent_queries,
+                max_memory_mb: parse_key(&get, "kylin.query.max-memory-mb")?,
             },
             jobs: JobsConfig {
                 heartbeat_seconds: parse_key(&get, "kylin.job.heartbeat-seconds")?,

@@ -3,6 +3,7 @@
 mod admin;
 mod admin_tables;
 mod auth;
+mod columns;
 mod handle;
 mod metadata;
 mod sample;

@@ -1,22 +1,35 @@
 //! Answers to the catalog commands (GetCatalogs, GetDbSchemas, GetTables, GetTableTypes and
 //! the key commands). Clients see one catalog, each project as a schema, and each project's
 //! source tables; the arrow-flight builders apply the commands' filters (SQL LIKE patterns).
+//! Keys come from the models' joins (see the engine's `query::keys`).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
 
-use arrow::array::RecordBatch;
+use arrow::array::{ArrayRef, Int32Array, RecordBatch, StringArray, UInt8Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::sql::metadata::{GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder};
-use arrow_flight::sql::{CommandGetDbSchemas, CommandGetTableTypes, CommandGetTables};
-use qilin_engine::query::{QueryEngine, CATALOG};
+use arrow_flight::sql::{
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetTableTypes, CommandGetTables,
+};
+use qilin_engine::query::{ForeignKey, QueryEngine, CATALOG};
 use tonic::Status;
 
+use crate::columns::ColumnSource;
 use crate::status;
-use crate::wire::client_schema;
+use crate::wire::client_table_schema;
 
 /// The only table type: source tables as the user sees them (cuboids stay invisible).
 pub const TABLE_TYPE: &str = "TABLE";
+
+/// Table types clients filter by that mean our tables: `TABLE` (JDBC, ADBC) and the SQL
+/// standard's `BASE TABLE` (information_schema's spelling, which Grafana's plugin sends).
+const TABLE_TYPE_SYNONYMS: [&str; 2] = ["TABLE", "BASE TABLE"];
+
+/// Flight SQL's `update_rule` / `delete_rule` code for NO ACTION: the keys are declared by
+/// models, nothing enforces them.
+const NO_ACTION: u8 = 3;
 
 pub fn catalogs() -> Result<RecordBatch, Status> {
     let mut b = GetCatalogsBuilder::new();
@@ -48,17 +61,32 @@ pub fn db_schemas_schema(cmd: CommandGetDbSchemas) -> SchemaRef {
     cmd.into_builder().schema()
 }
 
-pub fn tables(engine: &QueryEngine, cmd: CommandGetTables) -> Result<RecordBatch, Status> {
+pub fn tables(engine: &QueryEngine, mut cmd: CommandGetTables) -> Result<RecordBatch, Status> {
     let tables = engine.tables().map_err(|e| status::from_engine(&e))?;
+    // The builder matches types exactly: spell our synonyms as the type we report.
+    for t in &mut cmd.table_types {
+        if TABLE_TYPE_SYNONYMS
+            .iter()
+            .any(|s| s.eq_ignore_ascii_case(t.trim()))
+        {
+            *t = TABLE_TYPE.to_string();
+        }
+    }
     let mut b: GetTablesBuilder = cmd.into_builder();
     for t in tables {
-        // The schema a query on the table would return (view types as clients see them).
+        // The schema a query on the table would return (view types as clients see them),
+        // with column metadata naming the table.
+        let source = ColumnSource {
+            catalog: CATALOG,
+            db_schema: &t.project,
+            table: &t.name,
+        };
         b.append(
             CATALOG,
             &t.project,
             &t.name,
             TABLE_TYPE,
-            &client_schema(&t.schema),
+            &client_table_schema(&t.schema, &source),
         )
         .map_err(|e| status::internal("building GetTables", e))?;
     }
@@ -81,7 +109,156 @@ pub fn table_types_schema(cmd: CommandGetTableTypes) -> SchemaRef {
     cmd.into_builder().schema()
 }
 
-/// GetPrimaryKeys: source tables declare no keys, so the result is always empty.
+/// Whether a command's optional catalog and schema filters admit `project` (an empty string
+/// is taken as no filter, as several drivers send it so).
+fn admits(catalog: Option<&str>, db_schema: Option<&str>, project: &str) -> bool {
+    catalog.is_none_or(|c| c.is_empty() || c == CATALOG)
+        && db_schema.is_none_or(|s| s.is_empty() || s == project)
+}
+
+fn engine_keys(engine: &QueryEngine) -> Result<Vec<ForeignKey>, Status> {
+    engine.foreign_keys().map_err(|e| status::from_engine(&e))
+}
+
+/// GetPrimaryKeys: the key each model joins a lookup table on.
+pub fn primary_keys(
+    engine: &QueryEngine,
+    cmd: CommandGetPrimaryKeys,
+) -> Result<RecordBatch, Status> {
+    let keys = engine.primary_keys().map_err(|e| status::from_engine(&e))?;
+    let (mut schemas, mut tables, mut columns, mut names, mut seqs) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for k in keys.iter().filter(|k| {
+        admits(cmd.catalog.as_deref(), cmd.db_schema.as_deref(), &k.project)
+            && k.table.eq_ignore_ascii_case(&cmd.table)
+    }) {
+        for (i, c) in k.columns.iter().enumerate() {
+            schemas.push(k.project.clone());
+            tables.push(k.table.clone());
+            columns.push(c.clone());
+            names.push(k.name());
+            seqs.push(i as i32 + 1);
+        }
+    }
+    let n = tables.len();
+    RecordBatch::try_new(
+        PRIMARY_KEYS_SCHEMA.clone(),
+        vec![
+            Arc::new(StringArray::from(vec![CATALOG; n])) as ArrayRef,
+            Arc::new(StringArray::from(schemas)),
+            Arc::new(StringArray::from(tables)),
+            Arc::new(StringArray::from(columns)),
+            Arc::new(StringArray::from(names)),
+            Arc::new(Int32Array::from(seqs)),
+        ],
+    )
+    .map_err(|e| status::internal("building GetPrimaryKeys", e))
+}
+
+/// GetImportedKeys: the foreign keys of a table (the keys it references).
+pub fn imported_keys(
+    engine: &QueryEngine,
+    cmd: CommandGetImportedKeys,
+) -> Result<RecordBatch, Status> {
+    let mut keys: Vec<ForeignKey> = engine_keys(engine)?
+        .into_iter()
+        .filter(|k| {
+            admits(cmd.catalog.as_deref(), cmd.db_schema.as_deref(), &k.project)
+                && k.fk_table.eq_ignore_ascii_case(&cmd.table)
+        })
+        .collect();
+    // The spec's order: by the referenced table, then key sequence.
+    keys.sort_by(|a, b| {
+        (&a.project, &a.pk_table, &a.fk_columns).cmp(&(&b.project, &b.pk_table, &b.fk_columns))
+    });
+    foreign_keys_batch(&keys)
+}
+
+/// GetExportedKeys: the foreign keys that reference a table's primary key.
+pub fn exported_keys(
+    engine: &QueryEngine,
+    cmd: CommandGetExportedKeys,
+) -> Result<RecordBatch, Status> {
+    let mut keys: Vec<ForeignKey> = engine_keys(engine)?
+        .into_iter()
+        .filter(|k| {
+            admits(cmd.catalog.as_deref(), cmd.db_schema.as_deref(), &k.project)
+                && k.pk_table.eq_ignore_ascii_case(&cmd.table)
+        })
+        .collect();
+    // The spec's order: by the referencing table, then key sequence.
+    keys.sort_by(|a, b| {
+        (&a.project, &a.fk_table, &a.fk_columns).cmp(&(&b.project, &b.fk_table, &b.fk_columns))
+    });
+    foreign_keys_batch(&keys)
+}
+
+/// GetCrossReference: the foreign keys of one table that reference another.
+pub fn cross_reference(
+    engine: &QueryEngine,
+    cmd: CommandGetCrossReference,
+) -> Result<RecordBatch, Status> {
+    let keys: Vec<ForeignKey> = engine_keys(engine)?
+        .into_iter()
+        .filter(|k| {
+            admits(
+                cmd.pk_catalog.as_deref(),
+                cmd.pk_db_schema.as_deref(),
+                &k.project,
+            ) && admits(
+                cmd.fk_catalog.as_deref(),
+                cmd.fk_db_schema.as_deref(),
+                &k.project,
+            ) && k.pk_table.eq_ignore_ascii_case(&cmd.pk_table)
+                && k.fk_table.eq_ignore_ascii_case(&cmd.fk_table)
+        })
+        .collect();
+    foreign_keys_batch(&keys)
+}
+
+/// One row per column of each key, in [`FOREIGN_KEYS_SCHEMA`].
+fn foreign_keys_batch(keys: &[ForeignKey]) -> Result<RecordBatch, Status> {
+    let mut cols: [Vec<String>; 6] = Default::default();
+    let (mut fk_names, mut pk_names, mut seqs) = (vec![], vec![], vec![]);
+    for k in keys {
+        for (i, (pk, fk)) in k.pk_columns.iter().zip(&k.fk_columns).enumerate() {
+            cols[0].push(k.project.clone());
+            cols[1].push(k.pk_table.clone());
+            cols[2].push(pk.clone());
+            cols[3].push(k.project.clone());
+            cols[4].push(k.fk_table.clone());
+            cols[5].push(fk.clone());
+            fk_names.push(k.fk_name());
+            pk_names.push(k.pk_name());
+            seqs.push(i as i32 + 1);
+        }
+    }
+    let n = seqs.len();
+    let [pk_schema, pk_table, pk_column, fk_schema, fk_table, fk_column] = cols;
+    let catalog = || Arc::new(StringArray::from(vec![CATALOG; n])) as ArrayRef;
+    let strings = |v: Vec<String>| Arc::new(StringArray::from(v)) as ArrayRef;
+    RecordBatch::try_new(
+        FOREIGN_KEYS_SCHEMA.clone(),
+        vec![
+            catalog(),
+            strings(pk_schema),
+            strings(pk_table),
+            strings(pk_column),
+            catalog(),
+            strings(fk_schema),
+            strings(fk_table),
+            strings(fk_column),
+            Arc::new(Int32Array::from(seqs)),
+            strings(fk_names),
+            strings(pk_names),
+            Arc::new(UInt8Array::from(vec![NO_ACTION; n])),
+            Arc::new(UInt8Array::from(vec![NO_ACTION; n])),
+        ],
+    )
+    .map_err(|e| status::internal("building a foreign-key result", e))
+}
+
+/// GetPrimaryKeys' result schema.
 pub static PRIMARY_KEYS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("catalog_name", DataType::Utf8, true),
@@ -93,7 +270,7 @@ pub static PRIMARY_KEYS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
-/// GetExportedKeys, GetImportedKeys and GetCrossReference share this schema (always empty).
+/// GetExportedKeys, GetImportedKeys and GetCrossReference share this schema.
 pub static FOREIGN_KEYS_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
         Field::new("pk_catalog_name", DataType::Utf8, true),

@@ -36,9 +36,9 @@ use qilin_cluster::metrics;
 use qilin_cluster::notify::{self, NOTIFY_ACTION, SIGNATURE_HEADER};
 use qilin_engine::config::Config;
 use qilin_engine::model::SegmentRange;
-use qilin_engine::query::QueryEngine;
+use qilin_engine::query::{BatchStream, QueryEngine};
 use qilin_jobs::{Job, JobEngine};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::admin::{self, Admin};
@@ -58,7 +58,7 @@ type DoGetStream = <QilinFlightSql as FlightService>::DoGetStream;
 pub struct QilinFlightSql {
     engine: Arc<QueryEngine>,
     auth: Arc<Authenticator>,
-    query_slots: Semaphore,
+    query_slots: Arc<Semaphore>,
     max_concurrent: usize,
     /// Writes build jobs into the store (`qilin.build`); the job engine runs them.
     jobs: JobEngine,
@@ -101,7 +101,7 @@ impl QilinFlightSql {
             admin,
             engine,
             auth,
-            query_slots: Semaphore::new(config.query.max_concurrent),
+            query_slots: Arc::new(Semaphore::new(config.query.max_concurrent)),
             max_concurrent: config.query.max_concurrent,
             jobs,
             cluster_secret: config.security.token_secret.clone().into_bytes(),
@@ -212,51 +212,51 @@ impl QilinFlightSql {
         Ok(Response::new(info))
     }
 
-    /// Runs a query (within a concurrency slot) and streams its result.
+    /// Runs a query and streams its result as it is computed. The query holds one of the
+    /// concurrency slots until its stream ends (or the client goes away, which stops it);
+    /// its log line and metrics are written then.
     async fn run(
         &self,
         handle: StatementHandle,
         user: Option<&AuthenticatedUser>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let permit = tokio::time::timeout(QUERY_SLOT_WAIT, self.query_slots.acquire())
-            .await
-            .map_err(|_| {
-                metrics::global().query_finished(Duration::ZERO, "rejected");
-                Status::resource_exhausted(format!(
-                    "server busy: {} queries running (kylin.query.max-concurrent); retry later",
-                    self.max_concurrent
-                ))
-            })?
-            .map_err(|_| Status::unavailable("server shutting down"))?;
+        let permit =
+            tokio::time::timeout(QUERY_SLOT_WAIT, self.query_slots.clone().acquire_owned())
+                .await
+                .map_err(|_| {
+                    metrics::global().query_finished(Duration::ZERO, "rejected");
+                    Status::resource_exhausted(format!(
+                        "server busy: {} queries running (kylin.query.max-concurrent); retry later",
+                        self.max_concurrent
+                    ))
+                })?
+                .map_err(|_| Status::unavailable("server shutting down"))?;
         let started = Instant::now();
         let params = handle.params.as_ref().filter(|p| p.num_rows() > 0);
-        let result = self.engine.execute(&handle.sql, params).await;
-        drop(permit);
-        let m = metrics::global();
-        match &result {
+        let user = user.map(|u| u.0.clone()).unwrap_or_else(|| "?".into());
+        match self.engine.execute_stream(&handle.sql, params).await {
             Ok(out) => {
-                m.query_finished(started.elapsed(), "ok");
                 if out.cached {
-                    m.cache_hit()
+                    metrics::global().cache_hit()
                 } else {
-                    m.cache_miss()
+                    metrics::global().cache_miss()
                 }
-            }
-            Err(_) => m.query_finished(started.elapsed(), "error"),
-        }
-        let user = user.map(|u| u.0.as_str()).unwrap_or("?");
-        match result {
-            Ok(out) => {
-                log::info!(
-                    "user {user}: {} rows in {} ms{}: {}",
-                    out.batches.iter().map(RecordBatch::num_rows).sum::<usize>(),
-                    started.elapsed().as_millis(),
-                    if out.cached { " (cached)" } else { "" },
-                    one_line(&handle.sql)
-                );
-                Ok(Response::new(wire::encode_result(&out.schema, out.batches)))
+                let run = QueryRun {
+                    permit: Some(permit),
+                    started,
+                    rows: 0,
+                    cached: out.cached,
+                    user,
+                    sql: one_line(&handle.sql),
+                };
+                let batches = Box::pin(Tracked {
+                    inner: out.batches,
+                    run,
+                });
+                Ok(Response::new(wire::encode_stream(&out.schema, batches)))
             }
             Err(e) => {
+                metrics::global().query_finished(started.elapsed(), "error");
                 log::info!("user {user}: query failed: {e}: {}", one_line(&handle.sql));
                 Err(status::from_engine(&e))
             }
@@ -283,16 +283,83 @@ impl QilinFlightSql {
     }
 }
 
+/// A running query's bookkeeping: its concurrency slot, and what is logged and counted when
+/// its stream is dropped (ended, failed, or abandoned by the client).
+struct QueryRun {
+    /// Released when the query finishes.
+    permit: Option<OwnedSemaphorePermit>,
+    started: Instant,
+    rows: usize,
+    cached: bool,
+    user: String,
+    sql: String,
+}
+
+impl QueryRun {
+    /// Logs and counts the query's end (once), before the client sees it, and frees its slot.
+    /// `None`: the client went away before the end.
+    fn finish(&mut self, outcome: Option<Result<(), String>>) {
+        if self.permit.take().is_none() {
+            return;
+        }
+        let elapsed = self.started.elapsed();
+        let (user, sql, rows, ms) = (&self.user, &self.sql, self.rows, elapsed.as_millis());
+        match outcome {
+            Some(Ok(())) => {
+                metrics::global().query_finished(elapsed, "ok");
+                let cached = if self.cached { " (cached)" } else { "" };
+                log::info!("user {user}: {rows} rows in {ms} ms{cached}: {sql}");
+            }
+            Some(Err(e)) => {
+                metrics::global().query_finished(elapsed, "error");
+                log::info!("user {user}: query failed after {rows} rows in {ms} ms: {e}: {sql}");
+            }
+            None => {
+                metrics::global().query_finished(elapsed, "cancelled");
+                log::info!(
+                    "user {user}: client stopped reading after {rows} rows in {ms} ms: {sql}"
+                );
+            }
+        }
+    }
+}
+
+impl Drop for QueryRun {
+    fn drop(&mut self) {
+        self.finish(None);
+    }
+}
+
+/// A result stream that keeps its [`QueryRun`] up to date.
+struct Tracked {
+    inner: BatchStream,
+    run: QueryRun,
+}
+
+impl Stream for Tracked {
+    type Item = qilin_engine::Result<RecordBatch>;
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let item = futures::ready!(this.inner.as_mut().poll_next(cx));
+        match &item {
+            Some(Ok(b)) => this.run.rows += b.num_rows(),
+            Some(Err(e)) => this.run.finish(Some(Err(e.to_string()))),
+            None => this.run.finish(Some(Ok(()))),
+        }
+        std::task::Poll::Ready(item)
+    }
+}
+
 /// A batch as a DoGet response.
 fn batch_response(batch: RecordBatch) -> Result<Response<DoGetStream>, Status> {
     Ok(Response::new(wire::encode_result(
         &batch.schema(),
         vec![batch],
     )))
-}
-
-fn empty_response(schema: &Schema) -> Result<Response<DoGetStream>, Status> {
-    Ok(Response::new(wire::encode_result(schema, vec![])))
 }
 
 /// A schema in the IPC form Flight SQL puts in prepared-statement results.
@@ -656,10 +723,10 @@ impl FlightSqlService for QilinFlightSql {
 
     async fn do_get_primary_keys(
         &self,
-        _query: CommandGetPrimaryKeys,
+        query: CommandGetPrimaryKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        empty_response(&metadata::PRIMARY_KEYS_SCHEMA)
+        batch_response(metadata::primary_keys(&self.engine, query)?)
     }
 
     async fn get_flight_info_exported_keys(
@@ -672,10 +739,10 @@ impl FlightSqlService for QilinFlightSql {
 
     async fn do_get_exported_keys(
         &self,
-        _query: CommandGetExportedKeys,
+        query: CommandGetExportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        empty_response(&metadata::FOREIGN_KEYS_SCHEMA)
+        batch_response(metadata::exported_keys(&self.engine, query)?)
     }
 
     async fn get_flight_info_imported_keys(
@@ -688,10 +755,10 @@ impl FlightSqlService for QilinFlightSql {
 
     async fn do_get_imported_keys(
         &self,
-        _query: CommandGetImportedKeys,
+        query: CommandGetImportedKeys,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        empty_response(&metadata::FOREIGN_KEYS_SCHEMA)
+        batch_response(metadata::imported_keys(&self.engine, query)?)
     }
 
     async fn get_flight_info_cross_reference(
@@ -704,10 +771,10 @@ impl FlightSqlService for QilinFlightSql {
 
     async fn do_get_cross_reference(
         &self,
-        _query: CommandGetCrossReference,
+        query: CommandGetCrossReference,
         _request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        empty_response(&metadata::FOREIGN_KEYS_SCHEMA)
+        batch_response(metadata::cross_reference(&self.engine, query)?)
     }
 
     // What a read-only server refuses, with a message that says so -----------------------------

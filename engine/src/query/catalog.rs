@@ -6,16 +6,21 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::catalog::{MemoryCatalogProvider, MemorySchemaProvider};
 use datafusion::common::DFSchema;
+use datafusion::common::ScalarValue;
+use datafusion::execution::memory_pool::MemoryLimit;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::session_state::{SessionState, SessionStateBuilder};
 use datafusion::execution::FunctionRegistry;
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{create_udf, ColumnarValue, Expr, ScalarUDF, Volatility};
 use datafusion::prelude::SessionConfig;
 
 use super::canonical::canonical;
 use super::folding::{FoldedCatalog, FoldedSchema};
+use super::keys::{foreign_keys, ForeignKey};
 use super::sketch;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -53,6 +58,8 @@ pub(crate) struct Snapshot {
     /// splitting that into partitions costs more in planning and task hand-offs than it
     /// gains; concurrency comes from concurrent queries. Pushdown keeps `state`.
     pub cube_state: SessionState,
+    /// The foreign keys the models' joins declare (see `keys`).
+    pub foreign_keys: Vec<ForeignKey>,
 }
 
 impl Snapshot {
@@ -63,12 +70,41 @@ impl Snapshot {
     }
 }
 
-/// The session every query plans in: catalog `qilin`, default schema = the default project.
-fn session_state(default_project: &str) -> SessionState {
+/// What `SELECT version()` answers.
+pub fn version_text() -> String {
+    format!(
+        "Qilin {} (Apache DataFusion {})",
+        env!("CARGO_PKG_VERSION"),
+        datafusion::DATAFUSION_VERSION
+    )
+}
+
+/// `version()`: Qilin's version and DataFusion's, instead of DataFusion's alone.
+fn version_udf() -> ScalarUDF {
+    let text = version_text();
+    create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(text.clone()))))),
+    )
+}
+
+/// The session every query plans in: catalog `qilin`, default schema = the default project,
+/// `information_schema` (which reads the catalog, not source data), executing in `runtime`
+/// (the engine's memory pool and spill directory, shared by every snapshot).
+fn session_state(default_project: &str, runtime: Arc<RuntimeEnv>) -> SessionState {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, default_project)
         .with_create_default_catalog_and_schema(false)
-        .with_information_schema(false);
+        .with_information_schema(true);
+    // A sort reserves this much up front for merging its spilled runs (10 MiB by default,
+    // per partition): under a small memory budget, reserve a sixteenth of it instead.
+    if let MemoryLimit::Finite(budget) = runtime.memory_pool.memory_limit() {
+        let sort = &mut config.options_mut().execution.sort_spill_reservation_bytes;
+        *sort = (*sort).min(budget / 16);
+    }
     // Read strings as Utf8, the type stored in cuboids, so both paths yield one type.
     config
         .options_mut()
@@ -77,8 +113,10 @@ fn session_state(default_project: &str) -> SessionState {
         .schema_force_view_types = false;
     let mut state = SessionStateBuilder::new()
         .with_config(config)
+        .with_runtime_env(runtime)
         .with_default_features()
         .build();
+    let _ = state.register_udf(Arc::new(version_udf()));
     for udaf in [sketch::hll_count(), sketch::bitmap_count()] {
         // Registration makes the functions visible by name (for EXPLAIN output and debugging).
         let _ = state.register_udaf(udaf);
@@ -88,7 +126,12 @@ fn session_state(default_project: &str) -> SessionState {
 
 /// Reads the whole metadata store into a snapshot. Cubes whose descriptors no longer resolve
 /// are skipped with a warning, so one broken cube does not take every query down.
-pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Snapshot> {
+pub(crate) fn load(
+    meta: &Metadata,
+    config: &Config,
+    version: u64,
+    runtime: Arc<RuntimeEnv>,
+) -> Result<Snapshot> {
     let source_url = Path::new(&config.stores.source_url);
     let mut projects = Vec::new();
     for p in meta.projects()? {
@@ -108,7 +151,7 @@ pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Sna
     } else {
         projects[0].name.clone()
     };
-    let state = session_state(&default_project);
+    let state = session_state(&default_project, runtime);
     let catalog = Arc::new(MemoryCatalogProvider::new());
     let mut providers = HashMap::new();
     for p in &projects {
@@ -183,6 +226,13 @@ pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Sna
             measure_inputs,
         });
     }
+    let foreign_keys = foreign_keys(&meta.models()?, |project, table| {
+        projects
+            .iter()
+            .find(|p| p.name == project)
+            .and_then(|p| p.tables.iter().find(|t| t.name.eq_ignore_ascii_case(table)))
+            .map_or_else(|| table.to_string(), |t| t.name.clone())
+    });
     let mut cube_state = state.clone();
     cube_state
         .config_mut()
@@ -196,6 +246,7 @@ pub(crate) fn load(meta: &Metadata, config: &Config, version: u64) -> Result<Sna
         providers,
         state,
         cube_state,
+        foreign_keys,
     })
 }
 

@@ -3,39 +3,49 @@
 //! re-aggregation) → execution. Queries no cube answers are pushed down to the raw tables when
 //! `kylin.query.pushdown.enabled`, and fail with [`Error::NoRealization`] otherwise.
 //!
+//! Results stream ([`QueryEngine::execute_stream`]): nothing is collected in the server, so a
+//! detail query's first batch leaves before its input is read whole, within a memory pool of
+//! `kylin.query.max-memory-mb` shared by all queries.
+//!
 //! Everything a server needs is on [`QueryEngine`]; it holds no per-client state.
 
 mod cache;
 mod canonical;
 mod catalog;
-/// For tests elsewhere in the crate: which segments a snapshot of the store queries.
-#[cfg(test)]
-pub(crate) use catalog::load as load_catalog;
 mod cuboid_scan;
 mod folding;
+mod keys;
 mod pruning;
 mod rewrite;
 mod segments;
 mod sketch;
 
 pub use crate::uncovered::Uncovered;
-pub use catalog::CATALOG;
+pub use catalog::{version_text, CATALOG};
+pub use keys::{ForeignKey, PrimaryKey};
 pub use pruning::prune_blocks;
 
 use std::borrow::Cow;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::information_schema::INFORMATION_SCHEMA;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::execution::context::SQLOptions;
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::session_state::SessionState;
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+use futures::{Stream, TryStreamExt};
 
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
@@ -47,13 +57,37 @@ use cuboid_scan::{BlocksRead, CuboidScanExec};
 use rewrite::{Outcome, Realized, Stored};
 use segments::{CachedSegments, SegmentReader};
 
-/// A query's result.
+/// A query's result, collected (see [`QueryEngine::execute`]).
 #[derive(Debug, Clone)]
 pub struct QueryOutput {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
     /// Served from the result cache.
     pub cached: bool,
+}
+
+/// Batches as execution produces them; an error ends the stream.
+pub type BatchStream = Pin<Box<dyn Stream<Item = Result<RecordBatch>> + Send>>;
+
+/// A query's result as it is computed (see [`QueryEngine::execute_stream`]): nothing is
+/// collected, so the first batch is available before the input is read whole, and dropping
+/// the stream stops execution (a client that stops reading stops the scan).
+pub struct QueryStream {
+    /// The result schema; every batch has it (nullability included) and it equals what
+    /// [`QueryEngine::prepare`] announces.
+    pub schema: SchemaRef,
+    pub batches: BatchStream,
+    /// Served from the result cache.
+    pub cached: bool,
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryStream")
+            .field("schema", &self.schema)
+            .field("cached", &self.cached)
+            .finish()
+    }
 }
 
 /// What a client learns when it prepares a statement.
@@ -85,13 +119,19 @@ pub struct QueryEngine {
     snapshot: RwLock<Option<Arc<Snapshot>>>,
     /// Serializes snapshot reloads so a version change triggers one reload, not one per query.
     reload: Mutex<()>,
-    results: LruCache<String, QueryOutput>,
+    /// Results by (version, normalized SQL, parameters); only results under
+    /// `cacheable_result_bytes` enter it (see [`Remember`]).
+    results: Arc<LruCache<String, QueryOutput>>,
+    cacheable_result_bytes: u64,
+    /// Memory pool and spill directory of query execution (`kylin.query.max-memory-mb`),
+    /// shared by every snapshot's sessions.
+    runtime: Arc<RuntimeEnv>,
     /// Planned statements by (snapshot version, SQL text): a GetFlightInfo and the DoGet that
     /// follows it, and every repetition of a dashboard's query, plan once.
     plans: LruCache<(u64, String), LogicalPlan>,
     /// Rewritten and optimized plans of parameterless queries a cube answers, by the same key:
     /// a repeated query goes straight to physical planning and execution.
-    rewritten: LruCache<(u64, String), LogicalPlan>,
+    rewritten: LruCache<(u64, String), (LogicalPlan, SchemaRef)>,
     /// On a remote (HBase) store, queries do not read the store version each time: the
     /// snapshot moves on only through [`QueryEngine::refresh`] (polling, notifications).
     follow: bool,
@@ -109,11 +149,47 @@ impl std::fmt::Debug for QueryEngine {
 /// Planned statements kept (charged a rough size each, see [`QueryEngine::plan`]).
 const PLAN_CACHE_BYTES: u64 = 64 << 20;
 
+/// A result enters the result cache only when it is at most this fraction of the cache's
+/// bound: larger results stream through without a copy being kept.
+const CACHEABLE_FRACTION_OF_CACHE: u64 = 8;
+
+/// The execution environment of queries: a memory pool of `kylin.query.max-memory-mb`
+/// (fair between spilling operators; an allocation failure names the largest consumers) and
+/// DataFusion's disk manager, which spills to the system temporary directory.
+pub(crate) fn runtime_env(config: &Config) -> Arc<RuntimeEnv> {
+    let mut builder = RuntimeEnvBuilder::new();
+    if config.query.max_memory_mb > 0 {
+        let bytes = usize::try_from(config.query.max_memory_mb.saturating_mul(1 << 20))
+            .unwrap_or(usize::MAX);
+        let top = std::num::NonZeroUsize::new(3).expect("non-zero");
+        builder = builder.with_memory_pool(Arc::new(TrackConsumersPool::new(
+            FairSpillPool::new(bytes),
+            top,
+        )));
+    }
+    // Building fails only for configured spill directories that cannot be created; the
+    // system temporary directory and the default caches need nothing created up front.
+    builder
+        .build_arc()
+        .expect("a runtime over the system temporary directory")
+}
+
+/// For tests elsewhere in the crate: which segments a snapshot of the store queries.
+#[cfg(test)]
+pub(crate) fn load_catalog(meta: &Metadata, config: &Config, version: u64) -> Result<Snapshot> {
+    catalog::load(meta, config, version, runtime_env(config))
+}
+
 impl QueryEngine {
     /// A query engine over stores the process opened (once, shared with its other parts).
     pub fn new(config: &Config, meta: Metadata, store: Arc<dyn SegmentStore>) -> Self {
         let plan_cache_bytes = if config.query.plan_cache_enabled {
             PLAN_CACHE_BYTES
+        } else {
+            0
+        };
+        let result_cache_bytes = if config.query.cache_enabled {
+            config.query.cache_max_bytes
         } else {
             0
         };
@@ -123,11 +199,9 @@ impl QueryEngine {
             segments: Arc::new(CachedSegments::new(store)),
             snapshot: RwLock::new(None),
             reload: Mutex::new(()),
-            results: LruCache::new(if config.query.cache_enabled {
-                config.query.cache_max_bytes
-            } else {
-                0
-            }),
+            results: Arc::new(LruCache::new(result_cache_bytes)),
+            cacheable_result_bytes: result_cache_bytes / CACHEABLE_FRACTION_OF_CACHE,
+            runtime: runtime_env(config),
             plans: LruCache::new(plan_cache_bytes),
             rewritten: LruCache::new(plan_cache_bytes),
             follow: crate::hbase::url::is_hbase_url(&config.stores.metadata_url),
@@ -171,7 +245,12 @@ impl QueryEngine {
                 return Ok(s.clone());
             }
         }
-        let snap = Arc::new(catalog::load(&self.meta, &self.config, version)?);
+        let snap = Arc::new(catalog::load(
+            &self.meta,
+            &self.config,
+            version,
+            self.runtime.clone(),
+        )?);
         *self.snapshot.write().expect("snapshot lock") = Some(snap.clone());
         Ok(snap)
     }
@@ -221,7 +300,9 @@ impl QueryEngine {
             .map_err(from_datafusion)?;
         if !is_query(&statement) {
             return Err(Error::Sql(
-                "only queries (SELECT, WITH, VALUES, EXPLAIN) are supported".into(),
+                "only queries (SELECT, WITH, VALUES, EXPLAIN, SHOW TABLES, SHOW COLUMNS) are \
+                 supported"
+                    .into(),
             ));
         }
         let references = snap
@@ -235,6 +316,9 @@ impl QueryEngine {
                     kind: "catalog",
                     name: resolved.catalog.to_string(),
                 });
+            }
+            if resolved.schema.as_ref() == INFORMATION_SCHEMA {
+                continue;
             }
             let Some(project) = snap.project(&resolved.schema) else {
                 return Err(Error::NotFound {
@@ -272,10 +356,7 @@ impl QueryEngine {
     pub async fn prepare(&self, sql: &str) -> Result<PreparedQuery> {
         let snap = self.current()?;
         let plan = self.plan(&snap, sql).await?;
-        let schema = match &plan {
-            LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => explain_schema(),
-            p => Arc::new(p.schema().as_arrow().clone()),
-        };
+        let schema = announced_schema(&plan);
         let mut params: Vec<(usize, Field)> = plan
             .get_parameter_types()
             .map_err(from_datafusion)?
@@ -297,9 +378,28 @@ impl QueryEngine {
         })
     }
 
-    /// Runs `sql`, binding the first row of `params` (if any) to its placeholders. `EXPLAIN
-    /// <query>` returns rows naming the cube, cuboid, segments and blocks read (or pushdown).
+    /// Runs `sql` and collects its result (for callers that want every batch at once: tests,
+    /// the CLI); see [`QueryEngine::execute_stream`].
     pub async fn execute(&self, sql: &str, params: Option<&RecordBatch>) -> Result<QueryOutput> {
+        let stream = self.execute_stream(sql, params).await?;
+        let batches = stream.batches.try_collect().await?;
+        Ok(QueryOutput {
+            schema: stream.schema,
+            batches,
+            cached: stream.cached,
+        })
+    }
+
+    /// Runs `sql`, binding the first row of `params` (if any) to its placeholders, and returns
+    /// its result as a stream: planned, rewritten, optimized and started, but not collected, so
+    /// a detail query's first batch is available before its input is read whole and dropping
+    /// the stream stops the scan. Errors of execution arrive in the stream. `EXPLAIN <query>`
+    /// returns rows naming the cube, cuboid, segments and blocks read (or pushdown).
+    pub async fn execute_stream(
+        &self,
+        sql: &str,
+        params: Option<&RecordBatch>,
+    ) -> Result<QueryStream> {
         let snap = self.current()?;
         let values = param_values(params)?;
         let cache_key = self.config.query.cache_enabled.then(|| {
@@ -311,17 +411,24 @@ impl QueryEngine {
             )
         });
         if let Some(k) = &cache_key {
-            if let Some(mut hit) = self.results.get(k) {
-                hit.cached = true;
-                return Ok(hit);
+            if let Some(hit) = self.results.get(k) {
+                return Ok(QueryStream {
+                    schema: hit.schema,
+                    batches: Box::pin(futures::stream::iter(hit.batches.into_iter().map(Ok))),
+                    cached: true,
+                });
             }
         }
         let rewrite_key = values.is_empty().then(|| (snap.version, sql.to_string()));
-        if let Some(optimized) = rewrite_key.as_ref().and_then(|k| self.rewritten.get(k)) {
-            let out = run_optimized(&snap.cube_state, &optimized).await?;
-            return Ok(self.remember_result(cache_key, out));
+        if let Some((optimized, announced)) =
+            rewrite_key.as_ref().and_then(|k| self.rewritten.get(k))
+        {
+            let (schema, stream) = start_optimized(&snap.cube_state, &optimized).await?;
+            let stream = conform(announced, schema, stream);
+            return Ok(self.remember(cache_key, stream));
         }
         let plan = self.plan(&snap, sql).await?;
+        let announced = announced_schema(&plan);
         let (explain, plan) = match plan {
             LogicalPlan::Explain(e) => (true, e.plan.as_ref().clone()),
             LogicalPlan::Analyze(a) => (true, a.input.as_ref().clone()),
@@ -332,53 +439,79 @@ impl QueryEngine {
         // statement started: such a plan is not reusable.
         let time_dependent = calls_non_immutable_functions(&plan);
         let rewrite_key = rewrite_key.filter(|_| !time_dependent);
-        let out = match rewrite::rewrite(plan.clone(), &snap, &self.reader())? {
-            Outcome::Answered { plan, realized } if explain => {
-                let state = statement_state(&snap.state, time_dependent);
-                let optimized = state.optimize(&plan).map_err(from_datafusion)?;
-                let physical = state
-                    .query_planner()
-                    .create_physical_plan(&optimized, state.as_ref())
-                    .await
-                    .map_err(from_datafusion)?;
-                let blocks = blocks_read(&realized, &physical)?;
-                explain_output(explain_rows(&realized, &blocks), &optimized)?
-            }
-            Outcome::Answered { plan, .. } => {
-                let cube_state = statement_state(&snap.cube_state, time_dependent);
-                let optimized = cube_state.optimize(&plan).map_err(from_datafusion)?;
-                if let Some(k) = rewrite_key {
-                    // A plan is a tree of a few hundred nodes at most; charge a generous size.
-                    self.rewritten
-                        .insert(k, optimized.clone(), 16 * 1024 + 2 * sql.len() as u64);
+        let (schema, stream) =
+            match rewrite::rewrite(plan.clone(), &snap, &self.reader())? {
+                Outcome::Answered { plan, realized } if explain => {
+                    let state = statement_state(&snap.state, time_dependent);
+                    let optimized = state.optimize(&plan).map_err(from_datafusion)?;
+                    let physical = state
+                        .query_planner()
+                        .create_physical_plan(&optimized, state.as_ref())
+                        .await
+                        .map_err(from_datafusion)?;
+                    let blocks = blocks_read(&realized, &physical)?;
+                    explain_output(explain_rows(&realized, &blocks), &optimized)?
                 }
-                run_optimized(&cube_state, &optimized).await?
-            }
-            Outcome::Uncovered(reason) if explain => {
-                let verdict = if self.config.query.pushdown_enabled {
-                    format!("pushdown to the source tables: {reason}")
-                } else {
-                    format!("no realization found: {reason}")
-                };
-                explain_output(vec![("realization".into(), verdict)], &plan)?
-            }
-            Outcome::Uncovered(_) if self.config.query.pushdown_enabled => {
-                let state = statement_state(&snap.state, time_dependent);
-                let optimized = state.optimize(&plan).map_err(from_datafusion)?;
-                run_optimized(&state, &optimized).await?
-            }
-            Outcome::Uncovered(reason) => return Err(Error::NoRealization(reason)),
-        };
-        Ok(self.remember_result(cache_key, out))
+                Outcome::Answered { plan, .. } => {
+                    let cube_state = statement_state(&snap.cube_state, time_dependent);
+                    let optimized = cube_state.optimize(&plan).map_err(from_datafusion)?;
+                    if let Some(k) = rewrite_key {
+                        // A plan is a tree of a few hundred nodes at most; charge a generous size.
+                        self.rewritten.insert(
+                            k,
+                            (optimized.clone(), announced.clone()),
+                            16 * 1024 + 2 * sql.len() as u64,
+                        );
+                    }
+                    start_optimized(&cube_state, &optimized).await?
+                }
+                Outcome::Uncovered(reason) if explain => {
+                    if self.config.query.pushdown_enabled {
+                        // The plan that would run (a LIMIT shows as the scan's `fetch`).
+                        let state = statement_state(&snap.state, time_dependent);
+                        let optimized = state.optimize(&plan).map_err(from_datafusion)?;
+                        let verdict = format!("pushdown to the source tables: {reason}");
+                        explain_output(vec![("realization".into(), verdict)], &optimized)?
+                    } else {
+                        let verdict = format!("no realization found: {reason}");
+                        explain_output(vec![("realization".into(), verdict)], &plan)?
+                    }
+                }
+                Outcome::Uncovered(_) if self.config.query.pushdown_enabled => {
+                    let state = statement_state(&snap.state, time_dependent);
+                    let optimized = state.optimize(&plan).map_err(from_datafusion)?;
+                    start_optimized(&state, &optimized).await?
+                }
+                Outcome::Uncovered(reason) => return Err(Error::NoRealization(reason)),
+            };
+        let stream = conform(announced, schema, stream);
+        Ok(self.remember(cache_key, stream))
     }
 
-    /// Puts a fresh result into the result cache (when it is on) and returns it.
-    fn remember_result(&self, cache_key: Option<String>, out: QueryOutput) -> QueryOutput {
-        if let Some(k) = cache_key {
-            let bytes: usize = out.batches.iter().map(|b| b.get_array_memory_size()).sum();
-            self.results.insert(k, out.clone(), bytes as u64);
+    /// A fresh result's stream, copied into the result cache as it passes when the cache is
+    /// on (see [`Remember`]).
+    fn remember(
+        &self,
+        cache_key: Option<String>,
+        (schema, stream): (SchemaRef, BatchStream),
+    ) -> QueryStream {
+        let batches: BatchStream = match cache_key {
+            Some(key) if self.cacheable_result_bytes > 0 => Box::pin(Remember {
+                inner: stream,
+                key: Some(key),
+                schema: schema.clone(),
+                kept: Vec::new(),
+                bytes: 0,
+                bound: self.cacheable_result_bytes,
+                cache: self.results.clone(),
+            }),
+            _ => stream,
+        };
+        QueryStream {
+            schema,
+            batches,
+            cached: false,
         }
-        out
     }
 
     /// Plans `sql` and applies the cube rewrite without running anything: the planner's plan
@@ -421,6 +554,18 @@ impl QueryEngine {
             }
         }
         Ok(out)
+    }
+
+    /// The foreign keys the models' joins declare: each lookup's primary key referenced by
+    /// the fact (or, in a snowflake, an earlier lookup) columns joined to it, by real table
+    /// names, each once.
+    pub fn foreign_keys(&self) -> Result<Vec<ForeignKey>> {
+        Ok(self.current()?.foreign_keys.clone())
+    }
+
+    /// The primary keys of lookup tables (those the models' joins reference).
+    pub fn primary_keys(&self) -> Result<Vec<PrimaryKey>> {
+        Ok(keys::primary_keys(&self.current()?.foreign_keys))
     }
 
     /// The project unqualified table names resolve in.
@@ -480,22 +625,116 @@ fn statement_state(state: &SessionState, time_dependent: bool) -> Cow<'_, Sessio
     Cow::Owned(state)
 }
 
-/// Plans an already optimized logical plan physically in `state` and runs it.
-async fn run_optimized(state: &SessionState, plan: &LogicalPlan) -> Result<QueryOutput> {
+/// Plans an already optimized logical plan physically in `state` and starts it: the result
+/// schema and the stream of its batches (partitions merged).
+async fn start_optimized(
+    state: &SessionState,
+    plan: &LogicalPlan,
+) -> Result<(SchemaRef, BatchStream)> {
     let physical = state
         .query_planner()
         .create_physical_plan(plan, state)
         .await
         .map_err(from_datafusion)?;
     let schema = physical.schema();
-    let batches = datafusion::physical_plan::collect(physical, state.task_ctx())
-        .await
-        .map_err(from_datafusion)?;
-    Ok(QueryOutput {
-        schema: batches.first().map(|b| b.schema()).unwrap_or(schema),
-        batches,
-        cached: false,
-    })
+    let stream: SendableRecordBatchStream =
+        datafusion::physical_plan::execute_stream(physical, state.task_ctx())
+            .map_err(from_datafusion)?;
+    Ok((schema, Box::pin(stream.map_err(from_datafusion))))
+}
+
+/// Passes a result's batches through, keeping a copy for the result cache while the result
+/// stays within `bound` bytes; the copy enters the cache when the stream ends without error.
+/// A larger result, an error or a stream dropped early leaves the cache alone.
+struct Remember {
+    inner: BatchStream,
+    /// `None` once the result is known not to be cached.
+    key: Option<String>,
+    schema: SchemaRef,
+    kept: Vec<RecordBatch>,
+    bytes: u64,
+    bound: u64,
+    cache: Arc<LruCache<String, QueryOutput>>,
+}
+
+impl Stream for Remember {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let item = match this.inner.as_mut().poll_next(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(item) => item,
+        };
+        match &item {
+            Some(Ok(batch)) if this.key.is_some() => {
+                this.bytes += batch.get_array_memory_size() as u64;
+                if this.bytes > this.bound {
+                    this.key = None;
+                    this.kept = Vec::new();
+                } else {
+                    this.kept.push(batch.clone());
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) => this.key = None,
+            None => {
+                if let Some(key) = this.key.take() {
+                    let out = QueryOutput {
+                        schema: this.schema.clone(),
+                        batches: std::mem::take(&mut this.kept),
+                        cached: false,
+                    };
+                    this.cache.insert(key, out, this.bytes);
+                }
+            }
+        }
+        Poll::Ready(item)
+    }
+}
+
+/// The result schema of a planned statement, as [`QueryEngine::prepare`] announces it.
+fn announced_schema(plan: &LogicalPlan) -> SchemaRef {
+    match plan {
+        LogicalPlan::Explain(_) | LogicalPlan::Analyze(_) => explain_schema(),
+        p => Arc::new(p.schema().as_arrow().clone()),
+    }
+}
+
+/// A result stream under the schema its statement announced. Optimization can make a
+/// column's nullability more precise than planning said (`version()` folded into a non-null
+/// constant), and clients (ADBC) refuse a stream whose schema differs from the announced one:
+/// batches whose types match are relabelled with the announced schema, which fails only if a
+/// column announced non-nullable holds nulls. A stream whose types differ (a parameter the
+/// planner could not type before binding) keeps its own schema rather than be cast.
+fn conform(
+    announced: SchemaRef,
+    schema: SchemaRef,
+    stream: BatchStream,
+) -> (SchemaRef, BatchStream) {
+    let same_types = schema.fields().len() == announced.fields().len()
+        && schema
+            .fields()
+            .iter()
+            .zip(announced.fields())
+            .all(|(a, b)| a.data_type() == b.data_type());
+    if schema == announced || !same_types {
+        return (schema, stream);
+    }
+    let target = announced.clone();
+    let stream = stream.and_then(move |batch| {
+        let target = target.clone();
+        async move {
+            let options = datafusion::arrow::array::RecordBatchOptions::new()
+                .with_row_count(Some(batch.num_rows()));
+            Ok(RecordBatch::try_new_with_options(
+                target,
+                batch.columns().to_vec(),
+                &options,
+            )?)
+        }
+    });
+    (announced, Box::pin(stream))
 }
 
 fn explain_schema() -> SchemaRef {
@@ -586,7 +825,10 @@ fn explain_rows(realized: &[Realized], blocks: &[BlocksRead]) -> Vec<(String, St
     rows
 }
 
-fn explain_output(mut rows: Vec<(String, String)>, plan: &LogicalPlan) -> Result<QueryOutput> {
+fn explain_output(
+    mut rows: Vec<(String, String)>,
+    plan: &LogicalPlan,
+) -> Result<(SchemaRef, BatchStream)> {
     rows.push(("logical_plan".into(), plan.display_indent().to_string()));
     let schema = explain_schema();
     let batch = RecordBatch::try_new(
@@ -596,11 +838,7 @@ fn explain_output(mut rows: Vec<(String, String)>, plan: &LogicalPlan) -> Result
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.1))),
         ],
     )?;
-    Ok(QueryOutput {
-        schema,
-        batches: vec![batch],
-        cached: false,
-    })
+    Ok((schema, Box::pin(futures::stream::iter([Ok(batch)]))))
 }
 
 /// The first row of a parameter batch as scalars.
@@ -651,14 +889,16 @@ fn bind(plan: LogicalPlan, values: Vec<ScalarValue>) -> Result<LogicalPlan> {
     plan.with_param_values(values).map_err(from_datafusion)
 }
 
-/// A read-only query, possibly under EXPLAIN; DDL, DML and session statements are refused
-/// before anything resolves their table names.
+/// A read-only query, possibly under EXPLAIN, or `SHOW TABLES` / `SHOW COLUMNS` (queries on
+/// `information_schema`); DDL, DML and session statements are refused before anything
+/// resolves their table names.
 fn is_query(statement: &DFStatement) -> bool {
+    use datafusion::sql::sqlparser::ast::Statement;
     match statement {
         DFStatement::Statement(s) => {
             matches!(
                 s.as_ref(),
-                datafusion::sql::sqlparser::ast::Statement::Query(_)
+                Statement::Query(_) | Statement::ShowTables { .. } | Statement::ShowColumns { .. }
             )
         }
         DFStatement::Explain(e) => is_query(&e.statement),
@@ -747,6 +987,12 @@ fn from_datafusion(e: DataFusionError) -> Error {
             }
             _ => {}
         }
+    }
+    if let DataFusionError::ResourcesExhausted(detail) = root {
+        return Error::Overloaded(format!(
+            "the query needs more memory than kylin.query.max-memory-mb allows (after spilling \
+             where it could): {detail}"
+        ));
     }
     match crate::error::datafusion_kind(&e) {
         ErrorKind::User => Error::Sql(root.to_string()),

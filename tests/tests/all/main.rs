@@ -9,6 +9,7 @@
 mod auto_merge;
 mod bench_duckdb_baseline;
 mod bench_smoke;
+mod bi_metadata;
 mod bi_shapes;
 mod catalog_documents;
 mod cluster;

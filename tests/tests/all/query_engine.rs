@@ -369,3 +369,48 @@ async fn cube_answers_keep_the_announced_schema_nullability_included() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_streamed_results_bypass_the_result_cache() {
+    // Cache bound 4 MB: results up to an eighth of it (500 kB) are cached.
+    let (engine, source) = engine_with(|c| {
+        c.query.pushdown_enabled = true;
+        c.query.cache_enabled = true;
+        c.query.cache_max_bytes = 4_000_000;
+    })
+    .await;
+    let ctx = oracle(&source).await;
+    for (sql, cached_again) in [
+        ("select * from lineorder", false),
+        (
+            "select d_year, count(*) from lineorder, dates where lo_orderdate = d_datekey \
+             group by d_year",
+            true,
+        ),
+    ] {
+        let want = oracle_query(&ctx, sql).await;
+        // Streamed: the schema comes before any batch, and every batch has it.
+        let stream = engine.execute_stream(sql, None).await.expect(sql);
+        assert!(!stream.cached, "{sql}");
+        let announced = engine.prepare(sql).await.unwrap().schema;
+        assert_eq!(stream.schema.fields(), announced.fields(), "{sql}");
+        let batches: Vec<RecordBatch> = futures::TryStreamExt::try_collect(stream.batches)
+            .await
+            .expect(sql);
+        for b in &batches {
+            assert_eq!(b.schema().fields(), announced.fields(), "{sql}");
+        }
+        assert_matches(&batches, &want, false, sql);
+        let again = engine.execute(sql, None).await.expect(sql);
+        assert_eq!(again.cached, cached_again, "{sql}");
+        assert_matches(&again.batches, &want, false, sql);
+    }
+    // A stream dropped before its end leaves nothing in the cache.
+    let sql = "select lo_orderkey from lineorder where lo_quantity < 3";
+    let mut stream = engine.execute_stream(sql, None).await.unwrap();
+    let first = futures::StreamExt::next(&mut stream.batches).await;
+    assert!(matches!(first, Some(Ok(_))));
+    drop(stream);
+    assert!(!engine.execute(sql, None).await.unwrap().cached);
+    assert!(engine.execute(sql, None).await.unwrap().cached);
+}

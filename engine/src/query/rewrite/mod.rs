@@ -29,6 +29,7 @@
 
 use std::sync::Arc;
 
+use datafusion::catalog::information_schema::INFORMATION_SCHEMA;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion::logical_expr::LogicalPlan;
 
@@ -127,12 +128,14 @@ pub(crate) fn rewrite(
     let (rewritten, stored, detail_reasons) = detail::replace_scans(rewritten, snap, reader)?;
     realized.extend(stored);
     reasons.extend(detail_reasons);
-    // Whatever still reads a source table was not answered.
+    // Whatever still reads a source table was not answered (`information_schema` reads the
+    // catalog, not source data).
     let mut unanswered: Vec<String> = Vec::new();
     rewritten.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(t) = node {
             let name = t.table_name.to_string();
-            if !name.starts_with(INTERNAL_PREFIX) {
+            let catalog_view = t.table_name.schema() == Some(INFORMATION_SCHEMA);
+            if !name.starts_with(INTERNAL_PREFIX) && !catalog_view {
                 unanswered.push(name);
             }
         }
