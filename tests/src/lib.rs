@@ -17,6 +17,7 @@ use qilin_engine::sample::ssb;
 use qilin_engine::storage::open_segment_store;
 use qilin_jobs::{Job, JobEngine, Observer};
 
+pub mod bi_corpus;
 pub mod cluster;
 pub mod compare;
 pub mod corpus;

@@ -9,6 +9,7 @@
 mod auto_merge;
 mod bench_duckdb_baseline;
 mod bench_smoke;
+mod bi_corpus;
 mod catalog_documents;
 mod cluster;
 mod cuboids_match_oracle;
