@@ -63,6 +63,15 @@ pub fn python() -> String {
     std::env::var("QILIN_PYTHON").unwrap_or_else(|_| "python3".to_string())
 }
 
+/// The Python interpreter of Superset's client stack (flightsql-dbapi on SQLAlchemy < 2,
+/// `tests/requirements-superset.txt`): `$QILIN_SUPERSET_PYTHON`, which `scripts/test` sets to
+/// its second virtual environment, else `None`.
+pub fn superset_python() -> Option<String> {
+    std::env::var("QILIN_SUPERSET_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
+}
+
 /// A binary of this workspace next to the running test executable
 /// (`<target>/<profile>/deps/x` → `<target>/<profile>/NAME`). Cargo builds only a package's
 /// own binaries for its integration tests, so when the tests run under Cargo (which sets

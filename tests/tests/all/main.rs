@@ -27,6 +27,7 @@ mod query_engine;
 mod query_paths;
 mod random_queries;
 mod segments;
+mod sqlalchemy_paths;
 mod ssb_adbc;
 mod store_contract;
 mod tables_cli;
