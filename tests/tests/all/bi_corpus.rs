@@ -235,3 +235,57 @@ async fn corpus_through_python_adbc_matches_the_oracle_from_the_tagged_realizati
         failures.join("\n")
     );
 }
+
+#[test]
+fn clauses_are_found_at_the_top_level_only() {
+    use bi_corpus::top_level_keyword;
+    let sql = "SELECT 'order by x' AS \"limit\", rank() OVER (ORDER BY a) FROM (SELECT a FROM t ORDER BY a LIMIT 3) s";
+    assert_eq!(top_level_keyword(sql, "order by"), None);
+    assert_eq!(top_level_keyword(sql, "limit"), None);
+    let sql = "select \"é\" from t  Order\n By 1 limit 10";
+    let at = top_level_keyword(sql, "order by").expect("ORDER BY across a newline");
+    assert!(sql[at..].to_lowercase().starts_with("order"));
+    let at = top_level_keyword(sql, "limit").expect("LIMIT");
+    assert_eq!(sql[at..].trim(), "limit 10");
+}
+
+#[test]
+fn a_limit_without_order_by_accepts_any_rows_of_the_full_result_and_nothing_else() {
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+    use qilin_tests::compare::{compare_limited, Expect};
+    use std::sync::Arc;
+    let batch = |keys: &[&str], values: &[i64]| {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("k", arrow::datatypes::DataType::Utf8, false),
+            Field::new("v", arrow::datatypes::DataType::Int64, false),
+        ]));
+        vec![RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(keys.to_vec())),
+                Arc::new(Int64Array::from(values.to_vec())),
+            ],
+        )
+        .unwrap()]
+    };
+    let full = batch(&["a", "b", "c", "c"], &[1, 2, 3, 3]);
+    let expect = Expect::default();
+    assert!(compare_limited(&batch(&["c", "a"], &[3, 1]), &full, 2, &expect).is_ok());
+    assert!(compare_limited(&batch(&["c", "c"], &[3, 3]), &full, 2, &expect).is_ok());
+    assert!(
+        compare_limited(&full, &full, 10, &expect).is_ok(),
+        "LIMIT above the total"
+    );
+    let err = compare_limited(&batch(&["a"], &[1]), &full, 2, &expect).unwrap_err();
+    assert!(err.contains("expected min(LIMIT 2"), "{err}");
+    let err = compare_limited(&batch(&["a", "z"], &[1, 9]), &full, 2, &expect).unwrap_err();
+    assert!(err.contains("not a row of the full result"), "{err}");
+    let err = compare_limited(&batch(&["a", "a"], &[1, 1]), &full, 2, &expect).unwrap_err();
+    assert!(err.contains("no unused row"), "a row returned twice: {err}");
+    let err = compare_limited(&batch(&["a", "b"], &[1, 5]), &full, 2, &expect).unwrap_err();
+    assert!(
+        err.contains("not a row of the full result") || err.contains("no unused row"),
+        "{err}"
+    );
+}
