@@ -14,10 +14,14 @@
 //!    DuckDB (through `python3`) when it is installed, where it also times `CREATE TABLE AS`
 //!    of the two cuboids the build starts from (the build baseline);
 //! 4. optionally runs a concurrent load (`--concurrency C`);
-//! 5. prints a table and writes the same numbers as JSON.
+//! 5. reads `SELECT * FROM lineorder` to the end through the Python ADBC driver on a server
+//!    started for it alone (time to the first batch, total time, that server's peak RSS), and
+//!    the same statement on DuckDB over the raw Parquet file (see [`scan`]);
+//! 6. prints a table and writes the same numbers as JSON.
 
 pub mod procs;
 pub mod report;
+pub mod scan;
 pub mod workload;
 
 use std::collections::BTreeMap;
@@ -206,6 +210,12 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
         }
     }
 
+    // The detail scan, on a server of its own.
+    let detail_scan = scan::run(&server_exe, &work, &source_dir, args.runs).await?;
+    for (engine, error) in &detail_scan.errors {
+        eprintln!("detail scan ({engine}) failed: {error}");
+    }
+
     // Correctness: same row counts.
     let mut reports = Vec::new();
     for (i, (name, sql)) in queries.iter().enumerate() {
@@ -236,6 +246,7 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
         reports,
         duckdb.map(|d| d.version),
         concurrency,
+        Some(detail_scan),
     );
     print!("{}", report.table());
     let json = serde_json::to_string_pretty(&report)?;

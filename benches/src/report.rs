@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::scan::ScanReport;
 use crate::workload::{Concurrency, Stats};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -20,6 +21,9 @@ pub struct Report {
     pub queries: Vec<QueryReport>,
     pub totals: Totals,
     pub concurrency: Option<Concurrency>,
+    /// `SELECT * FROM lineorder` through ADBC next to DuckDB (absent in older reports).
+    #[serde(default)]
+    pub detail_scan: Option<ScanReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +97,7 @@ impl Report {
         queries: Vec<QueryReport>,
         duckdb_version: Option<String>,
         concurrency: Option<Concurrency>,
+        detail_scan: Option<ScanReport>,
     ) -> Report {
         let q: f64 = queries.iter().map(|r| r.qilin.median_ms).sum();
         let d: f64 = queries.iter().map(|r| r.datafusion.median_ms).sum();
@@ -122,6 +127,7 @@ impl Report {
                 duckdb_ratio: k.map(|k| ratio(k, q)),
             },
             concurrency,
+            detail_scan,
         }
     }
 
@@ -247,6 +253,32 @@ impl Report {
                 0.0
             }
         );
+        if let Some(d) = &self.detail_scan {
+            let times = |t: &Option<crate::scan::ScanTimes>| match t {
+                Some(t) => format!(
+                    "first batch {:.2} ms, total {:.2} ms, {} rows",
+                    t.first_batch.median_ms, t.total.median_ms, t.rows
+                ),
+                None => "n/a".to_string(),
+            };
+            let _ = writeln!(
+                s,
+                "{} (median of {}): qilin via ADBC {} (server peak RSS {}; {}); duckdb {}",
+                d.statement,
+                d.runs,
+                times(&d.qilin_adbc),
+                mb(d.server_peak_rss_bytes),
+                if d.realization.is_empty() {
+                    "realization n/a".to_string()
+                } else {
+                    d.realization.join("; ")
+                },
+                times(&d.duckdb)
+            );
+            for (engine, error) in &d.errors {
+                let _ = writeln!(s, "  {engine} failed: {error}");
+            }
+        }
         if let Some(c) = &self.concurrency {
             let _ = writeln!(
                 s,

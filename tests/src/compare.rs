@@ -266,3 +266,68 @@ pub fn compare(got: &[RecordBatch], want: &[RecordBatch], expect: &Expect) -> Re
     }
     Ok(())
 }
+
+/// Compares the result of a statement with a top-level `LIMIT limit` and no ORDER BY, where
+/// any `limit` rows are a right answer: exactly min(limit, total) rows must come back, each
+/// matching a distinct row of `unlimited` (the oracle's result without the LIMIT). `Err`
+/// explains the first difference.
+pub fn compare_limited(
+    got: &[RecordBatch],
+    unlimited: &[RecordBatch],
+    limit: usize,
+    expect: &Expect,
+) -> Result<(), String> {
+    let (g, w) = (rows(got), rows(unlimited));
+    let want_rows = limit.min(w.len());
+    if g.len() != want_rows {
+        return Err(format!(
+            "{} rows, expected min(LIMIT {limit}, {} rows without the LIMIT) = {want_rows}",
+            g.len(),
+            w.len()
+        ));
+    }
+    let Some(first) = g.first() else {
+        return Ok(());
+    };
+    let width = w.first().map_or(first.len(), Vec::len);
+    if first.len() != width {
+        return Err(format!("{} columns, expected {width}", first.len()));
+    }
+    let (gt, wt) = (
+        columns(got).unwrap_or_default(),
+        columns(unlimited).unwrap_or_default(),
+    );
+    let approx = |i: usize| expect.approx.iter().find(|(c, _)| *c == i).map(|a| a.1);
+    let inexact: Vec<bool> = (0..width)
+        .map(|i| {
+            approx(i).is_some()
+                || gt.get(i).is_some_and(is_float)
+                || wt.get(i).is_some_and(is_float)
+        })
+        .collect();
+    // Candidate rows of the full result by their exact cells; each may be used once.
+    let mut candidates: std::collections::HashMap<Vec<String>, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (i, r) in w.iter().enumerate() {
+        candidates
+            .entry(exact_key(r, &inexact))
+            .or_default()
+            .push(i);
+    }
+    for (i, gr) in g.iter().enumerate() {
+        let bucket = candidates
+            .get_mut(&exact_key(gr, &inexact))
+            .ok_or_else(|| format!("row {i} {} is not a row of the full result", show(gr)))?;
+        let pos = bucket
+            .iter()
+            .position(|&wi| (0..width).all(|c| cells_match(&gr[c], &w[wi][c], approx(c))))
+            .ok_or_else(|| {
+                format!(
+                    "row {i} {} matches no unused row of the full result (a duplicate, or inexact cells differ)",
+                    show(gr)
+                )
+            })?;
+        bucket.swap_remove(pos);
+    }
+    Ok(())
+}

@@ -17,6 +17,7 @@ use qilin_engine::sample::ssb;
 use qilin_engine::storage::open_segment_store;
 use qilin_jobs::{Job, JobEngine, Observer};
 
+pub mod bi_corpus;
 pub mod cluster;
 pub mod compare;
 pub mod corpus;
@@ -60,6 +61,15 @@ pub fn server_exe() -> PathBuf {
 /// `scripts/test` sets to its virtual environment's python), else `python3` from `PATH`.
 pub fn python() -> String {
     std::env::var("QILIN_PYTHON").unwrap_or_else(|_| "python3".to_string())
+}
+
+/// The Python interpreter of Superset's client stack (flightsql-dbapi on SQLAlchemy < 2,
+/// `tests/requirements-superset.txt`): `$QILIN_SUPERSET_PYTHON`, which `scripts/test` sets to
+/// its second virtual environment, else `None`.
+pub fn superset_python() -> Option<String> {
+    std::env::var("QILIN_SUPERSET_PYTHON")
+        .ok()
+        .filter(|p| !p.is_empty())
 }
 
 /// A binary of this workspace next to the running test executable

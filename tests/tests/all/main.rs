@@ -9,6 +9,7 @@
 mod auto_merge;
 mod bench_duckdb_baseline;
 mod bench_smoke;
+mod bi_corpus;
 mod bi_metadata;
 mod bi_shapes;
 mod catalog_documents;
@@ -29,6 +30,7 @@ mod query_paths;
 mod random_queries;
 mod segments;
 mod snapshots_table_index;
+mod sqlalchemy_paths;
 mod ssb_adbc;
 mod store_contract;
 mod tables_cli;
