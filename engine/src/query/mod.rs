@@ -439,51 +439,50 @@ impl QueryEngine {
         // statement started: such a plan is not reusable.
         let time_dependent = calls_non_immutable_functions(&plan);
         let rewrite_key = rewrite_key.filter(|_| !time_dependent);
-        let (schema, stream) =
-            match rewrite::rewrite(plan.clone(), &snap, &self.reader())? {
-                Outcome::Answered { plan, realized } if explain => {
+        let (schema, stream) = match rewrite::rewrite(plan.clone(), &snap, &self.reader())? {
+            Outcome::Answered { plan, realized } if explain => {
+                let state = statement_state(&snap.state, time_dependent);
+                let optimized = state.optimize(&plan).map_err(from_datafusion)?;
+                let physical = state
+                    .query_planner()
+                    .create_physical_plan(&optimized, state.as_ref())
+                    .await
+                    .map_err(from_datafusion)?;
+                let blocks = blocks_read(&realized, &physical)?;
+                explain_output(explain_rows(&realized, &blocks), &optimized)?
+            }
+            Outcome::Answered { plan, .. } => {
+                let cube_state = statement_state(&snap.cube_state, time_dependent);
+                let optimized = cube_state.optimize(&plan).map_err(from_datafusion)?;
+                if let Some(k) = rewrite_key {
+                    // A plan is a tree of a few hundred nodes at most; charge a generous size.
+                    self.rewritten.insert(
+                        k,
+                        (optimized.clone(), announced.clone()),
+                        16 * 1024 + 2 * sql.len() as u64,
+                    );
+                }
+                start_optimized(&cube_state, &optimized).await?
+            }
+            Outcome::Uncovered(reason) if explain => {
+                if self.config.query.pushdown_enabled {
+                    // The plan that would run (a LIMIT shows as the scan's `fetch`).
                     let state = statement_state(&snap.state, time_dependent);
                     let optimized = state.optimize(&plan).map_err(from_datafusion)?;
-                    let physical = state
-                        .query_planner()
-                        .create_physical_plan(&optimized, state.as_ref())
-                        .await
-                        .map_err(from_datafusion)?;
-                    let blocks = blocks_read(&realized, &physical)?;
-                    explain_output(explain_rows(&realized, &blocks), &optimized)?
+                    let verdict = format!("pushdown to the source tables: {reason}");
+                    explain_output(vec![("realization".into(), verdict)], &optimized)?
+                } else {
+                    let verdict = format!("no realization found: {reason}");
+                    explain_output(vec![("realization".into(), verdict)], &plan)?
                 }
-                Outcome::Answered { plan, .. } => {
-                    let cube_state = statement_state(&snap.cube_state, time_dependent);
-                    let optimized = cube_state.optimize(&plan).map_err(from_datafusion)?;
-                    if let Some(k) = rewrite_key {
-                        // A plan is a tree of a few hundred nodes at most; charge a generous size.
-                        self.rewritten.insert(
-                            k,
-                            (optimized.clone(), announced.clone()),
-                            16 * 1024 + 2 * sql.len() as u64,
-                        );
-                    }
-                    start_optimized(&cube_state, &optimized).await?
-                }
-                Outcome::Uncovered(reason) if explain => {
-                    if self.config.query.pushdown_enabled {
-                        // The plan that would run (a LIMIT shows as the scan's `fetch`).
-                        let state = statement_state(&snap.state, time_dependent);
-                        let optimized = state.optimize(&plan).map_err(from_datafusion)?;
-                        let verdict = format!("pushdown to the source tables: {reason}");
-                        explain_output(vec![("realization".into(), verdict)], &optimized)?
-                    } else {
-                        let verdict = format!("no realization found: {reason}");
-                        explain_output(vec![("realization".into(), verdict)], &plan)?
-                    }
-                }
-                Outcome::Uncovered(_) if self.config.query.pushdown_enabled => {
-                    let state = statement_state(&snap.state, time_dependent);
-                    let optimized = state.optimize(&plan).map_err(from_datafusion)?;
-                    start_optimized(&state, &optimized).await?
-                }
-                Outcome::Uncovered(reason) => return Err(Error::NoRealization(reason)),
-            };
+            }
+            Outcome::Uncovered(_) if self.config.query.pushdown_enabled => {
+                let state = statement_state(&snap.state, time_dependent);
+                let optimized = state.optimize(&plan).map_err(from_datafusion)?;
+                start_optimized(&state, &optimized).await?
+            }
+            Outcome::Uncovered(reason) => return Err(Error::NoRealization(reason)),
+        };
         let stream = conform(announced, schema, stream);
         Ok(self.remember(cache_key, stream))
     }
