@@ -468,7 +468,7 @@ fn cover_measures(
                     targets,
                     count_rows,
                 )
-                .map_err(|detail| refused(detail))?,
+                .map_err(&refused)?,
             );
             continue;
         }
