@@ -426,6 +426,48 @@ mod tests {
     use datafusion::logical_expr::{col, lit};
 
     #[test]
+    fn only_the_one_group_key_of_a_top_n_subquery_is_unique() {
+        use datafusion::functions_aggregate::expr_fn::sum;
+        use datafusion::logical_expr::{table_scan, SortExpr};
+        let schema = Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Int64, true),
+            Field::new("c", DataType::Utf8, true),
+        ]);
+        let top_n = |group: Vec<Expr>| {
+            table_scan(Some("t"), &schema, None)
+                .unwrap()
+                .aggregate(group, vec![sum(col("b")).alias("m")])
+                .unwrap()
+                .sort(vec![SortExpr::new(col("m"), false, false)])
+                .unwrap()
+                .limit(0, Some(5))
+                .unwrap()
+                .build()
+                .unwrap()
+        };
+        let one_key = LogicalPlanBuilder::from(top_n(vec![col("a")]))
+            .project(vec![col("m").alias("m2"), col("a").alias("k")])
+            .unwrap()
+            .alias("s")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(is_grouped(&one_key));
+        assert!(is_unique_key(&one_key, 1));
+        assert!(!is_unique_key(&one_key, 0));
+        let two_keys = top_n(vec![col("a"), col("c")]);
+        assert!(!is_unique_key(&two_keys, 0));
+        assert!(!is_unique_key(&two_keys, 1));
+        let computed = LogicalPlanBuilder::from(top_n(vec![col("a")]))
+            .project(vec![datafusion::functions::expr_fn::upper(col("a"))])
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(!is_unique_key(&computed, 0));
+    }
+
+    #[test]
     fn columns_are_replaced_by_what_computes_them() {
         let schema = DFSchema::try_from_qualified_schema(
             "t",
