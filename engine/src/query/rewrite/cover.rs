@@ -5,8 +5,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use datafusion::common::tree_node::TreeNode;
 use datafusion::common::Column;
-use datafusion::logical_expr::expr::AggregateFunction;
+use datafusion::logical_expr::expr::{AggregateFunction, Case};
 use datafusion::logical_expr::{Aggregate, BinaryExpr, Expr, Operator};
 
 use super::flatten::{Flat, ScanInfo};
@@ -48,6 +49,29 @@ pub(super) enum AggPlan {
     /// MIN/MAX of a dimension column.
     DimMin(Target),
     DimMax(Target),
+    /// SUM or COUNT of a CASE whose conditions read only dimensions: constant within a cuboid
+    /// row, so each cuboid row takes one branch for all its fact rows, and the aggregate is
+    /// the SUM over cuboid rows of the CASE over the branches' states.
+    Case {
+        /// (condition over the tables' columns, branch) in order.
+        arms: Vec<(Expr, Branch)>,
+        otherwise: Branch,
+        /// COUNT: 0, never NULL, over no rows.
+        count: bool,
+    },
+}
+
+/// A CASE branch over one cuboid row's fact rows.
+#[derive(Debug, Clone)]
+pub(super) enum Branch {
+    /// A SUM or COUNT state column.
+    State(usize),
+    /// An integer constant per fact row: the count state times it.
+    Times { count: usize, factor: i64 },
+    /// Nothing: NULL (SUM skips it, COUNT does not count it).
+    Null,
+    /// The constant 0 (SUM of zeros).
+    Zero,
 }
 
 /// Model (table, column), lower-case → where it is stored.
@@ -431,6 +455,23 @@ fn cover_measures(
         let no_row_count = |why: &str| refused(format!("cube {cube} has no COUNT(*) measure{why}"));
         let is_row_count =
             matches!(arg, Some(Expr::Literal(v, _)) if !v.is_null()) || arg.is_none();
+        if let (Some(Expr::Case(case)), false, "sum" | "count") =
+            (arg, params.distinct, name.as_str())
+        {
+            aggs.push(
+                cover_case(
+                    case,
+                    name == "count",
+                    flat,
+                    real,
+                    prefer_lookups,
+                    targets,
+                    count_rows,
+                )
+                .map_err(&refused)?,
+            );
+            continue;
+        }
         let plan = match (name.as_str(), params.distinct) {
             ("count", true) => {
                 let m = find(
@@ -498,6 +539,86 @@ fn cover_measures(
         aggs.push(plan);
     }
     Ok(aggs)
+}
+
+/// SUM(CASE ...) or COUNT(CASE ...) onto [`AggPlan::Case`], or why not.
+fn cover_case(
+    case: &Case,
+    count: bool,
+    flat: &Bound,
+    real: &Realization,
+    prefer_lookups: bool,
+    targets: &mut Targets,
+    count_rows: Option<usize>,
+) -> Result<AggPlan, String> {
+    let layout = &real.layout;
+    let cube = &layout.cube.name;
+    let canon = |e: &Expr| canonical(e, &|c| flat.model_column(c));
+    let find = |f: MeasureFunction, input: &Option<String>| {
+        (0..layout.measures.len())
+            .find(|&i| layout.measures[i].function == f && &real.measure_inputs[i] == input)
+    };
+    let no_row_count = || format!("cube {cube} has no COUNT(*) measure (for a CASE branch)");
+    let branch = |e: Option<&Expr>| -> Result<Branch, String> {
+        let Some(e) = e else { return Ok(Branch::Null) };
+        if matches!(e, Expr::Literal(v, _) if v.is_null()) {
+            return Ok(Branch::Null);
+        }
+        if count {
+            // COUNT counts the fact rows whose branch is not NULL.
+            if matches!(e, Expr::Literal(..)) {
+                return count_rows.map(Branch::State).ok_or_else(no_row_count);
+            }
+            return find(MeasureFunction::Count, &canon(e))
+                .map(Branch::State)
+                .ok_or_else(|| format!("cube {cube} has no COUNT measure on {e} (a CASE branch)"));
+        }
+        match integer_literal(Some(e)) {
+            Some(0) => Ok(Branch::Zero),
+            Some(factor) => Ok(Branch::Times {
+                count: count_rows.ok_or_else(no_row_count)?,
+                factor,
+            }),
+            None => find(MeasureFunction::Sum, &canon(e))
+                .map(Branch::State)
+                .ok_or_else(|| format!("cube {cube} has no SUM measure on {e} (a CASE branch)")),
+        }
+    };
+    let mut arms = Vec::new();
+    for (when, then) in &case.when_then_expr {
+        // `CASE x WHEN v THEN ...` tests `x = v`.
+        let condition = match &case.expr {
+            Some(x) => x.as_ref().clone().eq(when.as_ref().clone()),
+            None => when.as_ref().clone(),
+        };
+        for c in condition.column_refs() {
+            need(flat, c, real, prefer_lookups, targets).map_err(|_| {
+                format!(
+                    "the CASE condition {condition} reads {c}, which is not a dimension of cube \
+                     {cube} (a cuboid row would mix fact rows on both sides of it)"
+                )
+            })?;
+        }
+        if condition.is_volatile() || condition.exists(|x| Ok(is_subquery(x))).unwrap_or(true) {
+            return Err(format!(
+                "the CASE condition {condition} is not answered from cubes"
+            ));
+        }
+        arms.push((condition, branch(Some(then))?));
+    }
+    let otherwise = branch(case.else_expr.as_deref())?;
+    Ok(AggPlan::Case {
+        arms,
+        otherwise,
+        count,
+    })
+}
+
+fn is_subquery(e: &Expr) -> bool {
+    matches!(
+        e,
+        Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_) | Expr::SetComparison(_)
+    )
 }
 
 /// The value of a non-null integer literal (casts aside).

@@ -12,7 +12,12 @@
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, DataFusionError, TableReference};
 use datafusion::logical_expr::utils::split_conjunction;
-use datafusion::logical_expr::{Expr, JoinType, LogicalPlan, Operator, TableScan};
+use std::sync::Arc;
+
+use datafusion::logical_expr::expr::InSubquery;
+use datafusion::logical_expr::{
+    Expr, Join, JoinType, LogicalPlan, LogicalPlanBuilder, Operator, Subquery, TableScan,
+};
 
 use super::INTERNAL_PREFIX;
 use crate::model::{JoinKind, TableDesc};
@@ -141,6 +146,9 @@ fn flatten(plan: &LogicalPlan, snap: &Snapshot, out: &mut Flat) -> Result<Vec<Ex
             }
             Ok(outputs)
         }
+        LogicalPlan::Join(j) if j.join_type == JoinType::Inner && is_grouped(&j.right) => {
+            semi_join(j, snap, out)
+        }
         LogicalPlan::Join(j) if j.join_type == JoinType::Inner => {
             let left = flatten(&j.left, snap, out)?;
             let right = flatten(&j.right, snap, out)?;
@@ -248,6 +256,124 @@ fn flatten(plan: &LogicalPlan, snap: &Snapshot, out: &mut Flat) -> Result<Vec<Ex
     }
 }
 
+/// Whether `plan` is a subquery whose rows come from an aggregate: `Projection`, `Sort`,
+/// `Limit` and aliases over an `Aggregate` (Superset's series limit, a top-N by a metric).
+fn is_grouped(plan: &LogicalPlan) -> bool {
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => is_grouped(&a.input),
+        LogicalPlan::Projection(p) => is_grouped(&p.input),
+        LogicalPlan::Sort(s) => is_grouped(&s.input),
+        LogicalPlan::Limit(l) => is_grouped(&l.input),
+        LogicalPlan::Aggregate(_) => true,
+        _ => false,
+    }
+}
+
+/// Whether field `i` of `plan` (see [`is_grouped`]) is unique in it: it passes the group
+/// key of an aggregate with exactly that one key (or none: one row) through unchanged.
+fn is_unique_key(plan: &LogicalPlan, i: usize) -> bool {
+    match plan {
+        LogicalPlan::SubqueryAlias(a) => is_unique_key(&a.input, i),
+        LogicalPlan::Sort(s) => is_unique_key(&s.input, i),
+        LogicalPlan::Limit(l) => is_unique_key(&l.input, i),
+        LogicalPlan::Projection(p) => match p.expr.get(i).map(|e| e.clone().unalias()) {
+            Some(Expr::Column(c)) => p
+                .input
+                .schema()
+                .maybe_index_of_column(&c)
+                .is_some_and(|k| is_unique_key(&p.input, k)),
+            _ => false,
+        },
+        LogicalPlan::Aggregate(a) => {
+            let plain = !a
+                .group_expr
+                .iter()
+                .any(|e| matches!(e, Expr::GroupingSet(_)));
+            plain && (a.group_expr.is_empty() || (a.group_expr.len() == 1 && i == 0))
+        }
+        _ => false,
+    }
+}
+
+/// `tables JOIN (grouped subquery) AS s ON key = s.k`, the subquery's other columns unused:
+/// when `s.k` is unique in `s`, every row of the tables matches at most once, so the join only
+/// keeps the rows whose key is in `s` — the filter `key IN (SELECT s.k FROM s)`. The
+/// subquery's other columns come out as columns of no table, so using them above is refused.
+fn semi_join(j: &Join, snap: &Snapshot, out: &mut Flat) -> Result<Vec<Expr>, Uncovered> {
+    let refused = |why: &str| {
+        Uncovered::Shape(format!(
+            "a join with an aggregated subquery is answered from cubes only as a filter on one \
+             unique key of it; {why}"
+        ))
+    };
+    let left = flatten(&j.left, snap, out)?;
+    let right_schema = j.right.schema();
+    let right_field = |e: &Expr| match e {
+        Expr::Column(c) => right_schema.maybe_index_of_column(c),
+        _ => None,
+    };
+    let left_schema = j.left.schema();
+    let on_left = |e: &Expr| e.column_refs().iter().all(|c| left_schema.has_column(c));
+    let mut keys: Vec<(Expr, usize)> = Vec::new();
+    let mut conditions: Vec<Expr> = j.on.iter().map(|(l, r)| l.clone().eq(r.clone())).collect();
+    if let Some(f) = &j.filter {
+        conditions.extend(split_conjunction(f).into_iter().cloned());
+    }
+    for p in conditions {
+        if on_left(&p) {
+            out.predicates.push(inline(&p, left_schema, &left)?);
+            continue;
+        }
+        let key = match &p {
+            Expr::BinaryExpr(b) if b.op == Operator::Eq => {
+                match (right_field(&b.left), right_field(&b.right)) {
+                    (None, Some(k)) if on_left(&b.left) => Some((b.left.as_ref().clone(), k)),
+                    (Some(k), None) if on_left(&b.right) => Some((b.right.as_ref().clone(), k)),
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        keys.push(key.ok_or_else(|| refused(&format!("the ON condition {p} is not one")))?);
+    }
+    let [(left_key, k)] = keys.as_slice() else {
+        return Err(refused(&format!("it is joined on {} keys", keys.len())));
+    };
+    if !is_unique_key(&j.right, *k) {
+        return Err(refused(&format!(
+            "{} is not provably unique in the subquery (the only group key of its aggregate)",
+            right_schema.field(*k).name()
+        )));
+    }
+    let left_key = inline(left_key, left_schema, &left)?;
+    let (qualifier, field) = right_schema.qualified_field(*k);
+    let key_column = Expr::Column(Column::new(qualifier.cloned(), field.name()));
+    let subquery = LogicalPlanBuilder::from(j.right.as_ref().clone())
+        .project(vec![key_column])
+        .and_then(|b| b.build())
+        .map_err(|e| refused(&e.to_string()))?;
+    out.predicates.push(Expr::InSubquery(InSubquery::new(
+        Box::new(left_key.clone()),
+        Subquery {
+            subquery: Arc::new(subquery),
+            outer_ref_columns: vec![],
+            spans: Default::default(),
+        },
+        false,
+    )));
+    let right = right_schema.iter().enumerate().map(|(i, (_, f))| {
+        if i == *k {
+            left_key.clone()
+        } else {
+            Expr::Column(Column::new(Some(SEMI_JOINED), f.name()))
+        }
+    });
+    Ok(left.into_iter().chain(right).collect())
+}
+
+/// The qualifier of a semi-joined subquery's columns other than its key: no table's.
+const SEMI_JOINED: &str = "__qilin_semi_joined_subquery";
+
 fn is_correlated(e: &Expr) -> bool {
     let subquery = match e {
         Expr::ScalarSubquery(s) => s,
@@ -298,6 +424,48 @@ mod tests {
     use super::*;
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::logical_expr::{col, lit};
+
+    #[test]
+    fn only_the_one_group_key_of_a_top_n_subquery_is_unique() {
+        use datafusion::functions_aggregate::expr_fn::sum;
+        use datafusion::logical_expr::{table_scan, SortExpr};
+        let schema = Schema::new(vec![
+            Field::new("a", DataType::Utf8, true),
+            Field::new("b", DataType::Int64, true),
+            Field::new("c", DataType::Utf8, true),
+        ]);
+        let top_n = |group: Vec<Expr>| {
+            table_scan(Some("t"), &schema, None)
+                .unwrap()
+                .aggregate(group, vec![sum(col("b")).alias("m")])
+                .unwrap()
+                .sort(vec![SortExpr::new(col("m"), false, false)])
+                .unwrap()
+                .limit(0, Some(5))
+                .unwrap()
+                .build()
+                .unwrap()
+        };
+        let one_key = LogicalPlanBuilder::from(top_n(vec![col("a")]))
+            .project(vec![col("m").alias("m2"), col("a").alias("k")])
+            .unwrap()
+            .alias("s")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(is_grouped(&one_key));
+        assert!(is_unique_key(&one_key, 1));
+        assert!(!is_unique_key(&one_key, 0));
+        let two_keys = top_n(vec![col("a"), col("c")]);
+        assert!(!is_unique_key(&two_keys, 0));
+        assert!(!is_unique_key(&two_keys, 1));
+        let computed = LogicalPlanBuilder::from(top_n(vec![col("a")]))
+            .project(vec![datafusion::functions::expr_fn::upper(col("a"))])
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(!is_unique_key(&computed, 0));
+    }
 
     #[test]
     fn columns_are_replaced_by_what_computes_them() {

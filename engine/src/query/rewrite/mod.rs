@@ -30,7 +30,7 @@
 use std::sync::Arc;
 
 use datafusion::catalog::information_schema::INFORMATION_SCHEMA;
-use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::logical_expr::LogicalPlan;
 
 mod cover;
@@ -95,36 +95,18 @@ pub(crate) fn rewrite(
     reader: &Arc<dyn SegmentReader>,
 ) -> Result<Outcome> {
     let plan = normalize::normalize(plan)?;
-    let mut realized = Vec::new();
-    let mut reasons: Vec<Uncovered> = Vec::new();
-    let mut failure: Option<crate::error::Error> = None;
-    let rewritten = plan
-        .transform_down_with_subqueries(|node| {
-            let LogicalPlan::Aggregate(agg) = &node else {
-                return Ok(Transformed::no(node));
-            };
-            match cover::match_aggregate(agg, snap) {
-                Ok(Some(answer)) => match replace::replacement(agg, &answer, reader) {
-                    Ok((new, r)) => {
-                        realized.push(r);
-                        Ok(Transformed::new(new, true, TreeNodeRecursion::Jump))
-                    }
-                    Err(e) => {
-                        failure = Some(e);
-                        Ok(Transformed::new(node, false, TreeNodeRecursion::Stop))
-                    }
-                },
-                Ok(None) => Ok(Transformed::no(node)),
-                Err(reason) => {
-                    reasons.push(reason);
-                    Ok(Transformed::no(node))
-                }
-            }
-        })?
-        .data;
-    if let Some(e) = failure {
+    let mut walk = Walk {
+        snap,
+        reader,
+        realized: Vec::new(),
+        reasons: Vec::new(),
+        failure: None,
+    };
+    let rewritten = walk.aggregates(plan)?;
+    if let Some(e) = walk.failure {
         return Err(e);
     }
+    let (mut realized, mut reasons) = (walk.realized, walk.reasons);
     let (rewritten, stored, detail_reasons) = detail::replace_scans(rewritten, snap, reader)?;
     realized.extend(stored);
     reasons.extend(detail_reasons);
@@ -154,4 +136,51 @@ pub(crate) fn rewrite(
     } else {
         Uncovered::each(reasons)
     }))
+}
+
+/// The top-down walk that replaces every answerable aggregate, and what it found.
+struct Walk<'s> {
+    snap: &'s Snapshot,
+    reader: &'s Arc<dyn SegmentReader>,
+    realized: Vec<Realized>,
+    reasons: Vec<Uncovered>,
+    failure: Option<crate::error::Error>,
+}
+
+impl Walk<'_> {
+    fn aggregates(&mut self, plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
+        Ok(plan
+            .transform_down_with_subqueries(|node| {
+                let LogicalPlan::Aggregate(agg) = &node else {
+                    return Ok(Transformed::no(node));
+                };
+                match cover::match_aggregate(agg, self.snap) {
+                    Ok(Some(answer)) => match replace::replacement(agg, &answer, self.reader) {
+                        Ok((new, r)) => {
+                            self.realized.push(r);
+                            // The walk does not descend into a replacement; the subqueries it
+                            // keeps (a semi-join's `IN (SELECT ...)`) are answered here.
+                            let new = new
+                                .transform_up(|n| {
+                                    n.map_subqueries(|sub| {
+                                        self.aggregates(sub).map(Transformed::yes)
+                                    })
+                                })?
+                                .data;
+                            Ok(Transformed::new(new, true, TreeNodeRecursion::Jump))
+                        }
+                        Err(e) => {
+                            self.failure = Some(e);
+                            Ok(Transformed::new(node, false, TreeNodeRecursion::Stop))
+                        }
+                    },
+                    Ok(None) => Ok(Transformed::no(node)),
+                    Err(reason) => {
+                        self.reasons.push(reason);
+                        Ok(Transformed::no(node))
+                    }
+                }
+            })?
+            .data)
+    }
 }

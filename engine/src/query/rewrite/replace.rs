@@ -6,17 +6,17 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::Column;
+use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::provider_as_source;
 use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions::math::expr_fn::trunc;
 use datafusion::functions_aggregate::expr_fn::{max, min, sum};
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{
-    cast, lit, Aggregate, Expr, JoinType, LogicalPlan, LogicalPlanBuilder,
+    cast, lit, Aggregate, Case, Expr, JoinType, LogicalPlan, LogicalPlanBuilder,
 };
 
-use super::cover::{key, AggPlan, Answer, Target};
+use super::cover::{key, AggPlan, Answer, Branch, Target};
 use super::flatten::resolve_scan;
 use super::{detail, Realized, INTERNAL_PREFIX};
 use crate::error::Result;
@@ -169,6 +169,33 @@ pub(super) fn replacement(
                 // COUNT(DISTINCT) is never NULL (0 over no rows): keep the field non-nullable
                 // as the original plan declares it (clients check the announced schema).
                 coalesce(vec![partial(f.call(vec![state(*m)])), lit(0i64)])
+            }
+            AggPlan::Case {
+                arms,
+                otherwise,
+                count,
+            } => {
+                let branch = |b: &Branch| match b {
+                    Branch::State(m) => state(*m),
+                    Branch::Times { count, factor } => state(*count) * lit(*factor),
+                    Branch::Null => lit(ScalarValue::Null),
+                    Branch::Zero => lit(0i64),
+                };
+                let when_then = arms
+                    .iter()
+                    .map(|(c, b)| Ok((Box::new(map(c)?), Box::new(branch(b)))))
+                    .collect::<Result<_>>()?;
+                let case = Expr::Case(Case::new(
+                    None,
+                    when_then,
+                    Some(Box::new(branch(otherwise))),
+                ));
+                let total = partial(sum(case));
+                if *count {
+                    coalesce(vec![total, lit(0i64)])
+                } else {
+                    total
+                }
             }
             AggPlan::DimMin(t) => partial(min(target_col(t))),
             AggPlan::DimMax(t) => partial(max(target_col(t))),
