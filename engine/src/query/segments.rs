@@ -11,6 +11,7 @@ use datafusion::arrow::datatypes::Field;
 use super::cache::LruCache;
 use super::pruning::BlockStats;
 use crate::error::Result;
+use crate::model::cuboid::TABLE_INDEX_ID;
 use crate::model::CuboidId;
 use crate::storage::block::{decode_block, read_manifest};
 use crate::storage::{BlockMeta, CuboidManifest, SegmentStore};
@@ -121,6 +122,13 @@ impl SegmentReader for CachedSegments {
         block: u32,
         meta: &BlockMeta,
     ) -> Result<RecordBatch> {
+        // Table-index blocks stream through: a detail scan reads the whole fact table once,
+        // and caching it would hold the table in memory and evict the cuboid blocks that
+        // repeated queries reuse.
+        if cuboid == TABLE_INDEX_ID {
+            let bytes = self.store.get_block(segment, cuboid, block)?;
+            return decode_block(&bytes, meta, segment, cuboid, block);
+        }
         let key = (segment.to_string(), cuboid, block);
         if let Some(batch) = self.blocks.get(&key) {
             return Ok(batch);
