@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use qilin_cluster::lease::Lease;
 use qilin_cluster::liveness::{self, is_alive};
+use qilin_engine::build::progress::{Phase, Tracker};
 use qilin_engine::build::spill::SpillOptions;
 use qilin_engine::build::{self, BuildOptions, Progress};
 use qilin_engine::config::Config;
@@ -621,6 +622,10 @@ impl JobEngine {
             }
             j.status = JobStatus::Running;
             j.runner = Some(me.clone());
+            // Every attempt rebuilds the segment from the start (`execute`), so its progress
+            // starts from 0 too; within the attempt it only rises.
+            j.progress = 0.0;
+            j.message.clear();
             j.attempts += 1;
             j.started_ms.get_or_insert(now_ms());
             j.error = None;
@@ -761,6 +766,11 @@ impl JobEngine {
                 let sources: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
                 let (store, target) = (self.store.clone(), job.segment_id.clone());
                 let layout = layout.clone();
+                let mut phases = vec![Phase::Cuboids];
+                if layout.table_index.is_some() {
+                    phases.push(Phase::TableIndex);
+                }
+                let tracker = Tracker::new(progress, &phases);
                 let (stats, snapshots, table_index) = tokio::task::spawn_blocking(move || {
                     let stats = build::merge_segments(
                         &layout,
@@ -768,7 +778,7 @@ impl JobEngine {
                         &sources,
                         &target,
                         &opts,
-                        &progress,
+                        &tracker.phase(Phase::Cuboids),
                     )?;
                     let snapshots = match &newest {
                         Some((id, snaps)) => {
@@ -782,8 +792,9 @@ impl JobEngine {
                         &sources,
                         &target,
                         opts.block_rows,
-                        &progress,
+                        &tracker.phase(Phase::TableIndex),
                     )?;
+                    tracker.report(Phase::TableIndex, 1.0, "merged")?;
                     Ok::<_, Error>((stats, snapshots, table_index))
                 })
                 .await
@@ -912,6 +923,7 @@ impl JobEngine {
                     s.status = JobStatus::Running;
                 }
             }
+            j.progress = j.progress.max(j.progress_at_step(step));
             Ok(())
         })?;
         observer(&j);
@@ -919,7 +931,8 @@ impl JobEngine {
     }
 
     /// A progress callback that records progress in the job at most every 500 ms (and always
-    /// checks ownership then), and heartbeats the runner.
+    /// checks ownership then), and heartbeats the runner. `fraction` is of the first step
+    /// (building or merging cuboids); the job's progress never goes below what it recorded.
     fn progress_reporter(&self, job: &Job, me: &Runner, observer: Observer) -> Progress {
         let engine = self.clone();
         let id = job.id.clone();
@@ -932,7 +945,10 @@ impl JobEngine {
             }
             *last = Instant::now();
             let j = engine.update_job(&id, Some(&me), |j| {
-                j.progress = fraction.clamp(0.0, 1.0);
+                let f = if fraction.is_finite() { fraction } else { 0.0 };
+                j.progress = j
+                    .progress
+                    .max(f.clamp(0.0, 1.0) * j.progress_at_step(1).min(1.0));
                 j.message = message.to_string();
                 if let Some(r) = j.runner.as_mut() {
                     r.heartbeat_ms = now_ms();
