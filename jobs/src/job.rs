@@ -89,6 +89,9 @@ pub struct Job {
     /// records such jobs as submitted by SYSTEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub triggered_by: Option<String>,
+    /// The user who submitted the job through the REST API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitter: Option<String>,
 }
 
 impl Job {
@@ -131,6 +134,7 @@ impl Job {
             runner: None,
             attempts: 0,
             triggered_by: None,
+            submitter: None,
         }
     }
 
