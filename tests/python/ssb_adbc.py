@@ -18,6 +18,9 @@ import os
 import sys
 import traceback
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ssb_queries import QUERIES, load_queries  # noqa: E402
+
 try:
     import adbc_driver_flightsql.dbapi as flightsql
     import pyarrow as pa
@@ -28,30 +31,6 @@ except ImportError as e:  # the Rust side turns exit code 3 into an explicit fai
         file=sys.stderr,
     )
     sys.exit(3)
-
-QUERIES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "ssb_queries.sql")
-
-
-def load_queries(path):
-    """[(name, sql)] from the file: a `-- Qx.y` line names the statement that follows it."""
-    queries, name, text = [], None, []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            stripped = line.strip()
-            if stripped.startswith("--"):
-                label = stripped[2:].strip()
-                if label.startswith("Q") and " " not in label:
-                    name = label
-                continue
-            if not stripped:
-                continue
-            text.append(stripped)
-            if stripped.endswith(";"):
-                if name is None:
-                    raise SystemExit(f"statement without a '-- Qx.y' label in {path}")
-                queries.append((name, " ".join(text).rstrip(";").strip()))
-                name, text = None, []
-    return queries
 
 
 def write_table(path, table):

@@ -20,6 +20,7 @@ mod hbase_outage;
 mod hbase_ssb;
 mod hostile_input;
 mod jobs_cli;
+mod kylin_clients;
 mod kylin_import;
 mod metadata_backup;
 mod models;
