@@ -147,7 +147,7 @@
   /** A grid table; `attrs` (e.g. an id) go on the <table>. */
   function table(cls, headers, rows, attrs) {
     return h("table.grid" + (cls ? "." + cls : ""), attrs || null,
-      h("thead", null, h("tr", null, headers.map((t) => h("th", null, t)))),
+      headers.length ? h("thead", null, h("tr", null, headers.map((t) => h("th", null, t)))) : null,
       h("tbody", null, rows));
   }
   function badge(status) {
@@ -808,7 +808,7 @@
     const summary = rows.filter(([t]) => summaryKinds.includes(String(t).toLowerCase()));
     const plans = rows.filter(([t]) => !summaryKinds.includes(String(t).toLowerCase()));
     return h("div.panel#query-explain-box", null, h("h2", null, "EXPLAIN"),
-      table("explain-summary", ["", ""], summary.map(([t, p]) => h("tr.explain-row", { "data-type": String(t).toLowerCase() },
+      table("explain-summary", [], summary.map(([t, p]) => h("tr.explain-row", { "data-type": String(t).toLowerCase() },
         h("td", null, t), h("td.mono", null, p))), { id: "query-explain" }),
       plans.length ? h("details", null, h("summary", null, "Plans (" + plans.map(([t]) => t).join(", ") + ")"),
         plans.map(([t, p]) => [h("h3", null, t), h("pre.plan", null, p)])) : null);
