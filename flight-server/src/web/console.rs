@@ -48,7 +48,10 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; style-src 'self' 'uns
 /// `/` and `/console/{file}`; GET and HEAD (axum answers HEAD from the GET route).
 pub fn router() -> Router {
     Router::new()
-        .route("/", get(|headers: HeaderMap| async move { serve(&INDEX, &headers) }))
+        .route(
+            "/",
+            get(|headers: HeaderMap| async move { serve(&INDEX, &headers) }),
+        )
         .route(
             "/console/",
             get(|headers: HeaderMap| async move { serve(&INDEX, &headers) }),
@@ -81,7 +84,10 @@ fn serve(asset: &'static Asset, headers: &HeaderMap) -> Response {
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == asset.etag || t.trim() == "*"));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == asset.etag || t.trim() == "*")
+        });
     let common = [
         (header::ETAG, HeaderValue::from_static(asset.etag)),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
