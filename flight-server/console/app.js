@@ -673,6 +673,7 @@
           h("dt", null, "Ended"), h("dd", null, fmtTime(j.exec_end_time)),
           h("dt", null, "Duration"), h("dd#job-duration", null, jobDuration(j)),
           h("dt", null, "Submitter"), h("dd", null, j.submitter || ""),
+          j.attempts > 1 ? [h("dt", null, "Attempt"), h("dd", null, String(j.attempts))] : null,
           j.message ? [h("dt", null, "Message"), h("dd", null, j.message)] : null),
           h("div.toolbar", null, jobButtons(j, () => load().catch((e) => showError(e.message))))),
         j.error ? h("div#job-error.error", null, j.error) : null,
