@@ -86,11 +86,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `DIR/kylin.properties` for both the build and the server.
+/// `DIR/kylin.properties` for both the build and the server (HTTP server off: the benchmark
+/// speaks Flight SQL only, and the default port could clash with another server).
 pub fn properties(work: &Path) -> String {
     format!(
         "kylin.metadata.url={}\nkylin.storage.url={}\nkylin.source.url={}\n\
-         kylin.server.mode=query\nkylin.query.cache-enabled=false\nkylin.sample.auto-create=false\n",
+         kylin.server.mode=query\nkylin.query.cache-enabled=false\nkylin.sample.auto-create=false\n\
+         kylin.server.http-port=0\n",
         work.join("meta").display(),
         work.join("segments").display(),
         work.join("source").display()

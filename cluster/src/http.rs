@@ -1,5 +1,5 @@
-//! The HTTP endpoint of an instance (`kylin.server.metrics-port`), for load balancers and
-//! Prometheus: `GET /health` (200, or 503 when the instance is not healthy, with a JSON body)
+//! The HTTP server of an instance (`kylin.server.http-port`). Its base, for load balancers
+//! and Prometheus: `GET /health` (200, or 503 when the instance is not healthy, with a JSON body)
 //! and `GET /metrics` (the [`crate::metrics::global`] registry in the Prometheus text format).
 //! `HEAD` of either sends the headers only; another method gets 405, another path 404.
 //!
@@ -50,6 +50,15 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// `host:port` to bind, with brackets around an IPv6 literal.
+pub fn bind_address(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 async fn health_response(health: HealthFn) -> Response {
@@ -214,6 +223,14 @@ mod tests {
 
     fn get(path: &str) -> Vec<u8> {
         request("GET", path)
+    }
+
+    #[test]
+    fn ipv6_hosts_get_brackets() {
+        assert_eq!(bind_address("127.0.0.1", 7070), "127.0.0.1:7070");
+        assert_eq!(bind_address("::1", 0), "[::1]:0");
+        assert_eq!(bind_address("[::1]", 1), "[::1]:1");
+        assert_eq!(bind_address("localhost", 2), "localhost:2");
     }
 
     #[tokio::test]

@@ -6,8 +6,11 @@
 //! - [`notify`]: signed metadata-change notifications between instances (a Flight
 //!   `DoAction`), sending and checking them;
 //! - [`metrics`]: the process's Prometheus metrics, recorded through one [`metrics::Metrics`];
-//! - [`http`]: the health/metrics HTTP endpoint (an `axum` router that later routes can
-//!   join) and [`shutdown_signal`].
+//! - [`auth`]: users and bearer tokens ([`auth::Authenticator`]), shared by Flight SQL and HTTP;
+//! - [`http`]: the instance's HTTP server: `/health` and `/metrics` (an `axum` router the
+//!   REST API and the console join) and [`shutdown_signal`];
+//! - [`web`]: what every REST handler uses: [`web::ApiError`] (the one engine-error → HTTP
+//!   status mapping), the [`web::Caller`] and [`web::JsonBody`] extractors, [`web::Params`].
 //!
 //! It is a crate of its own so that the engine (`qilin-engine`) knows nothing of tonic or
 //! axum, the query server (`qilin-server`) gets its metrics, health endpoint and
@@ -15,12 +18,14 @@
 //! gets the lease and notifications without pulling in Flight itself. Both binaries depend
 //! on this crate.
 
+pub mod auth;
 pub mod http;
 pub mod lease;
 pub mod liveness;
 pub mod metrics;
 pub mod notify;
 mod shutdown;
+pub mod web;
 
 pub use liveness::Runner;
 pub use metrics::Metrics;

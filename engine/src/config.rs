@@ -209,10 +209,10 @@ pub const KEYS: &[KeySpec] = &[
         doc: "on an HBase store, how often a query server checks the store-wide version",
     },
     KeySpec {
-        key: "kylin.server.metrics-port",
-        alias: None,
-        default: "0",
-        doc: "HTTP `/health` and `/metrics` (Prometheus) port; `0` = off",
+        key: "kylin.server.http-port",
+        alias: Some("kylin.server.metrics-port"),
+        default: "7080",
+        doc: "the instance's HTTP server: web console, REST API, `/health` and `/metrics` (Prometheus); `0` = off; alias `kylin.server.metrics-port`",
     },
 ];
 
@@ -331,8 +331,8 @@ pub struct ClusterConfig {
     pub port: u16,
     /// Store-version polling period of query servers on a remote store.
     pub poll_seconds: u64,
-    /// Health/metrics HTTP port (0 = off).
-    pub metrics_port: u16,
+    /// The HTTP server's port: console, REST API, health, metrics (0 = off).
+    pub http_port: u16,
 }
 
 /// The SSB sample created on first start (`kylin.sample.*`).
@@ -539,7 +539,7 @@ impl Config {
                 host: non_empty("kylin.server.host")?,
                 port: server_port,
                 poll_seconds,
-                metrics_port: parse_key(&get, "kylin.server.metrics-port")?,
+                http_port: parse_key(&get, "kylin.server.http-port")?,
             },
             sample: SampleConfig {
                 scale: sample_scale,
@@ -744,6 +744,17 @@ mod tests {
         assert_eq!(c.cluster.rest_servers, vec!["a:7070", "b:7071"]);
         let c = load("", &[("KYLIN_SERVER_CLUSTER_SERVERS", "c:1")]).unwrap();
         assert_eq!(c.cluster.rest_servers, vec!["c:1"]);
+    }
+
+    #[test]
+    fn metrics_port_is_an_alias_of_http_port() {
+        assert_eq!(load("", &[]).unwrap().cluster.http_port, 7080);
+        let c = load("kylin.server.metrics-port=9100\n", &[]).unwrap();
+        assert_eq!(c.cluster.http_port, 9100);
+        let c = load("kylin.server.http-port=0\n", &[]).unwrap();
+        assert_eq!(c.cluster.http_port, 0);
+        let c = load("", &[("KYLIN_SERVER_METRICS_PORT", "9101")]).unwrap();
+        assert_eq!(c.cluster.http_port, 9101);
     }
 
     #[test]

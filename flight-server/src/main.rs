@@ -11,6 +11,7 @@ mod server;
 mod service;
 mod sql_info;
 mod status;
+mod web;
 mod wire;
 
 use std::path::PathBuf;

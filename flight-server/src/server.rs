@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use futures::TryStreamExt;
-use qilin_cluster::http::{self, Health};
+use qilin_cluster::http::{self, bind_address, Health};
 use qilin_cluster::{metrics, shutdown_signal};
 use qilin_engine::config::{Config, ServerMode};
 use qilin_engine::metadata::{managers::Metadata, open_store};
@@ -22,10 +22,13 @@ use tonic::transport::Server;
 
 use crate::auth::{Authenticator, RequireAuth};
 use crate::service::QilinFlightSql;
+use crate::web;
 use crate::wire::MAX_MESSAGE_BYTES;
 
 /// What tests and scripts wait for on stdout; keep in step with `qilin_tests::server`.
 pub const LISTENING_PREFIX: &str = "qilin-server listening on ";
+/// Printed before [`LISTENING_PREFIX`] when the HTTP server is on, with its bound address.
+pub const HTTP_PREFIX: &str = "qilin-server http on ";
 
 /// The metadata store and the segment store of this process, opened once and shared (by the
 /// first-start sample, the query engine and the job engine: one connection pool per HBase
@@ -50,7 +53,8 @@ impl Stores {
 
 /// Serves until a shutdown signal. `auth` is checked before anything slow happens (see
 /// `main`), so a misconfigured server fails at once. Alongside Flight SQL: the store-version
-/// poller (remote stores), the health/metrics endpoint (`kylin.server.metrics-port`), and in
+/// poller (remote stores), the HTTP server (`kylin.server.http-port`: console, REST
+/// API, health, metrics), and in
 /// mode `all` the job daemon.
 pub async fn serve(
     config: &Config,
@@ -75,6 +79,7 @@ pub async fn serve(
         config,
         &own_addr,
     );
+    let query_slots = service.query_slots();
     let flight = FlightServiceServer::new(service)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -87,13 +92,13 @@ pub async fn serve(
             healthy.clone(),
         ));
     }
-    if config.cluster.metrics_port != 0 {
-        let maddr = bind_address(&config.cluster.host, config.cluster.metrics_port);
-        let mlistener = TcpListener::bind(&maddr)
+    if config.cluster.http_port != 0 {
+        let haddr = bind_address(&config.cluster.host, config.cluster.http_port);
+        let hlistener = TcpListener::bind(&haddr)
             .await
-            .with_context(|| format!("cannot listen on {maddr} (kylin.server.metrics-port)"))?;
-        log::info!("health and metrics on http://{}", mlistener.local_addr()?);
-        let (engine, healthy, mode) = (
+            .with_context(|| format!("cannot listen on {haddr} (kylin.server.http-port)"))?;
+        let hlocal = hlistener.local_addr()?;
+        let (health_engine, healthy, mode) = (
             engine.clone(),
             healthy.clone(),
             config.cluster.mode.to_string(),
@@ -105,17 +110,29 @@ pub async fn serve(
                 detail: format!(
                     "{{\"status\":\"{}\",\"mode\":\"{mode}\",\"metadata_version\":{}}}",
                     if ok { "ok" } else { "store unreachable" },
-                    engine
+                    health_engine
                         .snapshot_version()
                         .map_or("null".to_string(), |v| v.to_string())
                 ),
             }
         });
+        let router = web::router(web::Web {
+            auth: auth.clone(),
+            health,
+            engine: engine.clone(),
+            jobs: jobs.clone(),
+            query_slots,
+        });
         tokio::spawn(async move {
-            if let Err(e) = http::serve(mlistener, http::router(health), shutdown_signal()).await {
-                log::error!("health/metrics endpoint stopped: {e}");
+            if let Err(e) = http::serve(hlistener, router, shutdown_signal()).await {
+                log::error!("HTTP server stopped: {e}");
             }
         });
+        // Before the "listening" line, so whoever waits for that one has seen this one too.
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{HTTP_PREFIX}{hlocal}")?;
+        out.flush()?;
+        log::info!("console, REST API, health and metrics on http://{hlocal}");
     }
     if config.cluster.mode == ServerMode::All {
         // The embedded job engine: it runs jobs only while it holds the cluster's lease.
@@ -175,27 +192,5 @@ async fn poll_store_version(engine: Arc<QueryEngine>, every: Duration, healthy: 
             Err(_) => {}
         }
         tokio::time::sleep(every).await;
-    }
-}
-
-/// `host:port`, with brackets around an IPv6 literal.
-fn bind_address(host: &str, port: u16) -> String {
-    if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipv6_hosts_get_brackets() {
-        assert_eq!(bind_address("127.0.0.1", 7070), "127.0.0.1:7070");
-        assert_eq!(bind_address("::1", 0), "[::1]:0");
-        assert_eq!(bind_address("[::1]", 1), "[::1]:1");
-        assert_eq!(bind_address("localhost", 2), "localhost:2");
     }
 }

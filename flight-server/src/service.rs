@@ -108,6 +108,11 @@ impl QilinFlightSql {
         }
     }
 
+    /// The `kylin.query.max-concurrent` slots, for the HTTP query endpoint to share.
+    pub fn query_slots(&self) -> Arc<Semaphore> {
+        self.query_slots.clone()
+    }
+
     /// A cluster notification: checked against the cluster secret, then the catalog is
     /// reloaded if the store moved on (which also drops cached results).
     async fn notified(&self, request: Request<Action>) -> Result<(), Status> {
@@ -404,10 +409,16 @@ impl FlightSqlService for QilinFlightSql {
             .map(str::to_string);
         let token = match header.as_deref() {
             Some(h) => match crate::auth::parse_basic(h) {
-                Some((user, pass)) => self.auth.login(&user, &pass)?,
+                Some((user, pass)) => self
+                    .auth
+                    .login(&user, &pass)
+                    .map_err(crate::auth::unauthenticated)?,
                 // A bearer token (or anything else the authenticator understands): re-issue.
                 None => {
-                    let user = self.auth.authenticate(Some(h))?;
+                    let user = self
+                        .auth
+                        .authenticate(Some(h))
+                        .map_err(crate::auth::unauthenticated)?;
                     self.auth.renew(&user)
                 }
             },
@@ -422,7 +433,9 @@ impl FlightSqlService for QilinFlightSql {
                             "no credentials: send 'authorization: Basic base64(user:password)'",
                         )
                     })?;
-                self.auth.login(&creds.username, &creds.password)?
+                self.auth
+                    .login(&creds.username, &creds.password)
+                    .map_err(crate::auth::unauthenticated)?
             }
         };
         let bearer = format!("Bearer {token}")

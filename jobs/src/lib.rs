@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod engine;
 pub mod job;
 pub mod progress;
+pub mod rest;
 
 pub use engine::{JobEngine, Observer, Submitted};
 pub use job::{Job, JobKind, JobStatus, Runner};

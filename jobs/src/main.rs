@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use qilin_cluster::auth::Authenticator;
 use qilin_cluster::http::{self, Health};
 use qilin_cluster::lease::Lease;
 use qilin_cluster::notify::Notifier;
@@ -27,6 +28,9 @@ use qilin_engine::sample::{ssb, tpch};
 use qilin_engine::storage::open_segment_store;
 use qilin_jobs::daemon::{renew_forever, Daemon};
 use qilin_jobs::{progress_lines, Job, JobEngine, JobStatus, Observer, Submitted};
+
+/// Printed (before the daemon's readiness line) with the HTTP server's bound address.
+const HTTP_READY: &str = "qilin-jobs http on ";
 
 mod cli_kylin;
 mod cli_metadata;
@@ -426,8 +430,8 @@ fn report_success(engine: &JobEngine, job: &Job) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `qilin-jobs serve`: the job daemon, with the health/metrics endpoint when
-/// `kylin.server.metrics-port` is set. Stops on Ctrl-C or SIGTERM, releasing the lease.
+/// `qilin-jobs serve`: the job daemon, with the HTTP server (`/health`, `/metrics`, the REST
+/// API) when `kylin.server.http-port` is not 0. Stops on Ctrl-C or SIGTERM, releasing the lease.
 async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
     if config.cluster.mode == ServerMode::Query {
         bail!(
@@ -436,13 +440,16 @@ async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
         );
     }
     metrics::global().set_instance("job", &config.cluster.host);
+    let rest_engine = engine.clone();
     let daemon = Daemon::new(engine, config, None);
     let mut endpoint = String::from("off");
-    if config.cluster.metrics_port != 0 {
-        let addr = format!("{}:{}", config.cluster.host, config.cluster.metrics_port);
+    if config.cluster.http_port != 0 {
+        // The REST API needs users and tokens: the same rules as the query server's.
+        let auth = Arc::new(Authenticator::from_config(config)?);
+        let addr = http::bind_address(&config.cluster.host, config.cluster.http_port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
-            .with_context(|| format!("cannot listen on {addr} (kylin.server.metrics-port)"))?;
+            .with_context(|| format!("cannot listen on {addr} (kylin.server.http-port)"))?;
         endpoint = listener.local_addr()?.to_string();
         let lease = daemon.lease().clone();
         let health = Arc::new(move || {
@@ -456,15 +463,19 @@ async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
                 ),
             }
         });
+        let router = http::router(health)
+            .merge(qilin_jobs::rest::router(rest_engine))
+            .layer(axum::Extension(auth));
         tokio::spawn(async move {
-            if let Err(e) = http::serve(listener, http::router(health), shutdown_signal()).await {
-                log::error!("health/metrics endpoint stopped: {e}");
+            if let Err(e) = http::serve(listener, router, shutdown_signal()).await {
+                log::error!("HTTP server stopped: {e}");
             }
         });
+        println!("{HTTP_READY}{endpoint}");
     }
     // One line, flushed: scripts and tests wait for it.
     println!(
-        "qilin-jobs serve: job daemon started (metadata {}, metrics {endpoint})",
+        "qilin-jobs serve: job daemon started (metadata {}, http {endpoint})",
         config.stores.metadata_url
     );
     use std::io::Write;

@@ -24,6 +24,7 @@ pub mod corpus;
 pub mod hbase_emulator;
 pub mod hbase_emulator_process;
 pub mod hbase_raw;
+pub mod http;
 pub mod nginx;
 pub mod process;
 pub mod random_queries;

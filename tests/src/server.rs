@@ -19,6 +19,12 @@ use crate::process::{run_to_exit, ChildProcess, Spec};
 /// The line `qilin-server` prints once its socket is bound.
 pub const LISTENING_PREFIX: &str = "qilin-server listening on ";
 
+/// The line `qilin-server` prints (before [`LISTENING_PREFIX`]) when its HTTP server is on.
+pub const HTTP_PREFIX: &str = "qilin-server http on ";
+
+/// The line `qilin-jobs serve` prints (before [`JOB_DAEMON_READY`]) when its HTTP server is on.
+pub const JOB_HTTP_PREFIX: &str = "qilin-jobs http on ";
+
 /// The line `qilin-jobs serve` prints once its job daemon runs.
 pub const JOB_DAEMON_READY: &str = "qilin-jobs serve: job daemon started";
 
@@ -127,6 +133,20 @@ impl ServerProcess {
     pub fn output(&self) -> String {
         self.process.output()
     }
+
+    /// `host:port` of the HTTP server (console, REST, health, metrics) as the last start
+    /// printed it (`qilin-server http on …` / `qilin-jobs http on …`), or `None` when
+    /// `kylin.server.http-port` is 0 (the harness default: see [`write_conf`]).
+    pub fn http_addr(&self) -> Option<String> {
+        let out = self.output();
+        out.lines()
+            .rev()
+            .find_map(|l| {
+                l.strip_prefix(HTTP_PREFIX)
+                    .or_else(|| l.strip_prefix(JOB_HTTP_PREFIX))
+            })
+            .map(|a| a.trim().to_string())
+    }
 }
 
 /// Runs `exe --conf FILE --port 0` expecting it to exit by itself (a refused start); returns
@@ -145,10 +165,15 @@ fn server_spec(exe: &Path, conf: &Path, port: u16, args: &[&str]) -> Spec {
         .args(args)
 }
 
+/// Writes `properties` to a temp `kylin.properties`, after `kylin.server.http-port=0`: the
+/// HTTP server's default port (7080) would clash between tests running in parallel, so a test
+/// turns it on by naming a port (e.g. [`crate::cluster::free_port`], as
+/// [`SsbServer::start_with_http`] does); later keys win.
 fn write_conf(properties: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir for the server config");
     let conf = dir.path().join("kylin.properties");
-    std::fs::write(&conf, properties).expect("write server config");
+    std::fs::write(&conf, format!("kylin.server.http-port=0\n{properties}"))
+        .expect("write server config");
     (dir, conf)
 }
 
@@ -388,6 +413,29 @@ impl SsbServer {
     /// Starts a server; `extra` is appended to its `kylin.properties`.
     pub async fn start(extra: &str) -> SsbServer {
         Self::start_on(shared_ssb_store(SCALE).await, extra).await
+    }
+
+    /// Like [`SsbServer::start`], with the HTTP server (REST API, console) on a free port:
+    /// [`SsbServer::http_addr`] is its `host:port`.
+    pub async fn start_with_http(extra: &str) -> SsbServer {
+        let port = crate::cluster::free_port();
+        Self::start(&format!("kylin.server.http-port={port}\n{extra}")).await
+    }
+
+    /// `host:port` of the HTTP server; panics unless started by [`SsbServer::start_with_http`]
+    /// (or with `kylin.server.http-port` set in `extra`).
+    pub fn http_addr(&self) -> String {
+        self.process.http_addr().unwrap_or_else(|| {
+            panic!(
+                "the server's HTTP server is off; output:\n{}",
+                self.process.output()
+            )
+        })
+    }
+
+    /// An HTTP client of this server with the sample's ADMIN user (Basic auth).
+    pub fn http(&self) -> crate::http::Http {
+        crate::http::Http::basic(&self.http_addr(), "ADMIN", "KYLIN")
     }
 
     /// A server over [`shared_ssb_store_without_table_index`]: what cuboids do not answer is

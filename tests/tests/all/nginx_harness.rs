@@ -210,9 +210,9 @@ fn cluster_properties_parse() {
     assert_eq!((q1.cluster.port, q2.cluster.port), (7071, 7072));
     assert_eq!(
         (
-            job.cluster.metrics_port,
-            q1.cluster.metrics_port,
-            q2.cluster.metrics_port
+            job.cluster.http_port,
+            q1.cluster.http_port,
+            q2.cluster.http_port
         ),
         (9100, 9101, 9102)
     );
