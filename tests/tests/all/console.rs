@@ -118,8 +118,13 @@ async fn console_signs_in_builds_a_range_and_charts_q21_in_headless_chromium() {
     let server = tokio::task::spawn_blocking(move || ServerProcess::start(&exe, &props))
         .await
         .expect("start qilin-server");
-    let url = format!("http://127.0.0.1:{http_port}/");
-    wait_for_console(http_port, &server).await;
+    // Printed before the "listening" line the launcher waited for.
+    let http_addr = server
+        .http_addr()
+        .unwrap_or_else(|| panic!("no HTTP readiness line:\n{}", server.output()));
+    let page = qilin_tests::http::Http::new(&http_addr).get("/");
+    assert_eq!(page.status, 200, "GET / on {http_addr}: {}", page.text());
+    let url = format!("http://{http_addr}/");
 
     let out = output_dir();
     let _ = std::fs::remove_dir_all(&out);
@@ -226,27 +231,4 @@ async fn console_signs_in_builds_a_range_and_charts_q21_in_headless_chromium() {
         shots.len(),
         out.display()
     );
-}
-
-/// Polls `GET /` on the HTTP port until the console answers (the Flight listener's line
-/// may come before the HTTP server binds), up to a deadline.
-async fn wait_for_console(port: u16, server: &ServerProcess) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let ok = tokio::task::spawn_blocking(move || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-                && qilin_tests::cluster::http_get(port, "/").0 == 200
-        })
-        .await
-        .unwrap();
-        if ok {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the console on port {port} did not answer:\n{}",
-            server.output()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
 }
