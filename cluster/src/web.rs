@@ -1,6 +1,7 @@
 //! What every REST handler of the HTTP server shares: errors as Kylin-style JSON with the one
 //! engine-error → HTTP status mapping ([`http_status`]), the authenticated [`Caller`], a JSON
-//! body that refuses malformed input with 400 ([`JsonBody`]) and query-string [`Params`].
+//! body that refuses malformed input with 400 ([`JsonBody`]), JSON replies ([`Json`]) and
+//! query-string [`Params`].
 //!
 //! The composing binary adds the [`Authenticator`] as a request extension
 //! (`router.layer(axum::Extension(Arc<Authenticator>))`); [`Caller`] finds it there.
@@ -15,6 +16,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use qilin_engine::error::ErrorKind;
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::auth::{AuthError, Authenticator};
 
@@ -109,7 +111,7 @@ impl IntoResponse for ApiError {
             "exception": self.message,
             "url": "",
         });
-        let mut response = (self.status, axum::Json(body)).into_response();
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED && self.challenge {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -117,6 +119,32 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// A JSON response body (200 unless paired with a status: `(StatusCode, Json(v))`). Ours
+/// rather than axum's `Json`, whose feature would turn on serde_json's `raw_value` and so
+/// rebuild everything that depends on serde_json (the whole Arrow/DataFusion stack).
+#[derive(Debug, Clone)]
+pub struct Json<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_vec(&self.0) {
+            Ok(bytes) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                bytes,
+            )
+                .into_response(),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("serializing the response: {e}"),
+            )
+                .into_response(),
+        }
     }
 }
 

@@ -22,46 +22,7 @@ pub const IS_CASE_SENSITIVE: &str = "ARROW:FLIGHT:SQL:IS_CASE_SENSITIVE";
 /// that read only metadata ask for it.
 pub const IS_NULLABLE: &str = "ARROW:FLIGHT:SQL:IS_NULLABLE";
 
-/// The SQL type of an Arrow type, with its precision (decimal digits; characters for dates
-/// and times) and scale where the type has them. Strings and binaries have no declared length.
-pub fn sql_type(t: &DataType) -> (String, Option<u32>, Option<i32>) {
-    let (name, precision, scale) = match t {
-        DataType::Boolean => ("BOOLEAN", Some(1), None),
-        DataType::Int8 => ("TINYINT", Some(3), Some(0)),
-        DataType::Int16 | DataType::UInt8 => ("SMALLINT", Some(5), Some(0)),
-        DataType::Int32 | DataType::UInt16 => ("INTEGER", Some(10), Some(0)),
-        DataType::Int64 | DataType::UInt32 => ("BIGINT", Some(19), Some(0)),
-        DataType::UInt64 => ("DECIMAL", Some(20), Some(0)),
-        DataType::Float16 | DataType::Float32 => ("FLOAT", Some(7), None),
-        DataType::Float64 => ("DOUBLE", Some(15), None),
-        DataType::Decimal32(p, s)
-        | DataType::Decimal64(p, s)
-        | DataType::Decimal128(p, s)
-        | DataType::Decimal256(p, s) => ("DECIMAL", Some(u32::from(*p)), Some(i32::from(*s))),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ("VARCHAR", None, None),
-        DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => ("VARBINARY", None, None),
-        DataType::Date32 | DataType::Date64 => ("DATE", Some(10), None),
-        DataType::Time32(_) | DataType::Time64(_) => ("TIME", Some(8), None),
-        DataType::Timestamp(_, None) => ("TIMESTAMP", Some(29), None),
-        DataType::Timestamp(_, Some(_)) => ("TIMESTAMP WITH TIME ZONE", Some(35), None),
-        DataType::Interval(_) | DataType::Duration(_) => ("INTERVAL", None, None),
-        DataType::Null => ("NULL", None, None),
-        DataType::List(_)
-        | DataType::LargeList(_)
-        | DataType::ListView(_)
-        | DataType::LargeListView(_)
-        | DataType::FixedSizeList(..) => ("ARRAY", None, None),
-        DataType::Struct(_) => ("STRUCT", None, None),
-        DataType::Map(..) => ("MAP", None, None),
-        DataType::Dictionary(_, value) => return sql_type(value),
-        DataType::RunEndEncoded(_, value) => return sql_type(value.data_type()),
-        DataType::Union(..) => ("UNION", None, None),
-    };
-    (name.to_string(), precision, scale)
-}
+pub use qilin_engine::model::jdbc::sql_type;
 
 /// Where a column comes from, when it is a table's column (GetTables).
 pub struct ColumnSource<'a> {

@@ -5,6 +5,7 @@ pub mod auto_merge;
 pub mod cuboid;
 pub mod desc;
 pub mod instance;
+pub mod jdbc;
 pub mod layout;
 
 pub use cuboid::CuboidId;

@@ -64,6 +64,34 @@ pub struct QueryOutput {
     pub batches: Vec<RecordBatch>,
     /// Served from the result cache.
     pub cached: bool,
+    /// Who answered: see [`Answer`].
+    pub answer: Answer,
+}
+
+/// Who answered a query (what Kylin's query API reports as `cube` and `pushDown`); a cached
+/// result keeps what its first run said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The cubes whose cuboids or table index answered, each once, in plan order; empty for
+    /// pushdown and for statements that read no table.
+    pub cubes: Vec<String>,
+    /// Run on the source tables (`kylin.query.pushdown.enabled`).
+    pub pushdown: bool,
+}
+
+impl Answer {
+    fn cubes(realized: &[rewrite::Realized]) -> Answer {
+        let mut cubes: Vec<String> = Vec::new();
+        for r in realized {
+            if !cubes.contains(&r.cube) {
+                cubes.push(r.cube.clone());
+            }
+        }
+        Answer {
+            cubes,
+            pushdown: false,
+        }
+    }
 }
 
 /// Batches as execution produces them; an error ends the stream.
@@ -79,6 +107,8 @@ pub struct QueryStream {
     pub batches: BatchStream,
     /// Served from the result cache.
     pub cached: bool,
+    /// Who answered: see [`Answer`].
+    pub answer: Answer,
 }
 
 impl std::fmt::Debug for QueryStream {
@@ -86,6 +116,7 @@ impl std::fmt::Debug for QueryStream {
         f.debug_struct("QueryStream")
             .field("schema", &self.schema)
             .field("cached", &self.cached)
+            .field("answer", &self.answer)
             .finish()
     }
 }
@@ -131,7 +162,7 @@ pub struct QueryEngine {
     plans: LruCache<(u64, String), LogicalPlan>,
     /// Rewritten and optimized plans of parameterless queries a cube answers, by the same key:
     /// a repeated query goes straight to physical planning and execution.
-    rewritten: LruCache<(u64, String), (LogicalPlan, SchemaRef)>,
+    rewritten: LruCache<(u64, String), (LogicalPlan, SchemaRef, Answer)>,
     /// On a remote (HBase) store, queries do not read the store version each time: the
     /// snapshot moves on only through [`QueryEngine::refresh`] (polling, notifications).
     follow: bool,
@@ -387,6 +418,7 @@ impl QueryEngine {
             schema: stream.schema,
             batches,
             cached: stream.cached,
+            answer: stream.answer,
         })
     }
 
@@ -416,16 +448,17 @@ impl QueryEngine {
                     schema: hit.schema,
                     batches: Box::pin(futures::stream::iter(hit.batches.into_iter().map(Ok))),
                     cached: true,
+                    answer: hit.answer,
                 });
             }
         }
         let rewrite_key = values.is_empty().then(|| (snap.version, sql.to_string()));
-        if let Some((optimized, announced)) =
+        if let Some((optimized, announced, answer)) =
             rewrite_key.as_ref().and_then(|k| self.rewritten.get(k))
         {
             let (schema, stream) = start_optimized(&snap.cube_state, &optimized).await?;
             let stream = conform(announced, schema, stream);
-            return Ok(self.remember(cache_key, stream));
+            return Ok(self.remember(cache_key, stream, answer));
         }
         let plan = self.plan(&snap, sql).await?;
         let announced = announced_schema(&plan);
@@ -439,8 +472,10 @@ impl QueryEngine {
         // statement started: such a plan is not reusable.
         let time_dependent = calls_non_immutable_functions(&plan);
         let rewrite_key = rewrite_key.filter(|_| !time_dependent);
+        let mut answer = Answer::default();
         let (schema, stream) = match rewrite::rewrite(plan.clone(), &snap, &self.reader())? {
             Outcome::Answered { plan, realized } if explain => {
+                answer = Answer::cubes(&realized);
                 let state = statement_state(&snap.state, time_dependent);
                 let optimized = state.optimize(&plan).map_err(from_datafusion)?;
                 let physical = state
@@ -451,14 +486,15 @@ impl QueryEngine {
                 let blocks = blocks_read(&realized, &physical)?;
                 explain_output(explain_rows(&realized, &blocks), &optimized)?
             }
-            Outcome::Answered { plan, .. } => {
+            Outcome::Answered { plan, realized } => {
+                answer = Answer::cubes(&realized);
                 let cube_state = statement_state(&snap.cube_state, time_dependent);
                 let optimized = cube_state.optimize(&plan).map_err(from_datafusion)?;
                 if let Some(k) = rewrite_key {
                     // A plan is a tree of a few hundred nodes at most; charge a generous size.
                     self.rewritten.insert(
                         k,
-                        (optimized.clone(), announced.clone()),
+                        (optimized.clone(), announced.clone(), answer.clone()),
                         16 * 1024 + 2 * sql.len() as u64,
                     );
                 }
@@ -477,6 +513,7 @@ impl QueryEngine {
                 }
             }
             Outcome::Uncovered(_) if self.config.query.pushdown_enabled => {
+                answer.pushdown = true;
                 let state = statement_state(&snap.state, time_dependent);
                 let optimized = state.optimize(&plan).map_err(from_datafusion)?;
                 start_optimized(&state, &optimized).await?
@@ -484,7 +521,7 @@ impl QueryEngine {
             Outcome::Uncovered(reason) => return Err(Error::NoRealization(reason)),
         };
         let stream = conform(announced, schema, stream);
-        Ok(self.remember(cache_key, stream))
+        Ok(self.remember(cache_key, stream, answer))
     }
 
     /// A fresh result's stream, copied into the result cache as it passes when the cache is
@@ -493,6 +530,7 @@ impl QueryEngine {
         &self,
         cache_key: Option<String>,
         (schema, stream): (SchemaRef, BatchStream),
+        answer: Answer,
     ) -> QueryStream {
         let batches: BatchStream = match cache_key {
             Some(key) if self.cacheable_result_bytes > 0 => Box::pin(Remember {
@@ -503,6 +541,7 @@ impl QueryEngine {
                 bytes: 0,
                 bound: self.cacheable_result_bytes,
                 cache: self.results.clone(),
+                answer: answer.clone(),
             }),
             _ => stream,
         };
@@ -510,6 +549,7 @@ impl QueryEngine {
             schema,
             batches,
             cached: false,
+            answer,
         }
     }
 
@@ -654,6 +694,7 @@ struct Remember {
     bytes: u64,
     bound: u64,
     cache: Arc<LruCache<String, QueryOutput>>,
+    answer: Answer,
 }
 
 impl Stream for Remember {
@@ -683,6 +724,7 @@ impl Stream for Remember {
                         schema: this.schema.clone(),
                         batches: std::mem::take(&mut this.kept),
                         cached: false,
+                        answer: this.answer.clone(),
                     };
                     this.cache.insert(key, out, this.bytes);
                 }

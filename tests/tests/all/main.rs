@@ -29,6 +29,7 @@ mod protocol;
 mod query_engine;
 mod query_paths;
 mod random_queries;
+mod rest;
 mod segments;
 mod snapshots_table_index;
 mod sqlalchemy_paths;
