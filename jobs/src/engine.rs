@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use qilin_cluster::lease::Lease;
 use qilin_cluster::liveness::{self, is_alive};
+use qilin_engine::build::progress::{Phase, Tracker};
 use qilin_engine::build::spill::SpillOptions;
 use qilin_engine::build::{self, BuildOptions, Progress};
 use qilin_engine::config::Config;
@@ -70,6 +71,13 @@ impl JobEngine {
         self
     }
 
+    /// The same engine without a lease: for writes any process may make (submit, discard,
+    /// resume), which must not depend on holding the job-engine lease.
+    pub fn without_lease(mut self) -> Self {
+        self.lease = None;
+        self
+    }
+
     pub fn lease(&self) -> Option<&Arc<Lease>> {
         self.lease.as_ref()
     }
@@ -84,6 +92,10 @@ impl JobEngine {
                 reason: e.to_string(),
             }),
         }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn metadata(&self) -> &Metadata {
@@ -293,7 +305,7 @@ impl JobEngine {
             })
             .collect();
         if let Some(s) = inside.iter().find(|s| s.status != SegmentStatus::Ready) {
-            return Err(Error::Refused(format!(
+            return Err(Error::Busy(format!(
                 "segment {} is still being built; merge after it is READY",
                 s.name
             )));
@@ -362,7 +374,7 @@ impl JobEngine {
             ),
             Ok(None) => {}
             // Another process submitted an overlapping merge first: nothing to do.
-            Err(Error::Refused(msg)) => {
+            Err(Error::Refused(msg) | Error::Busy(msg)) => {
                 log::info!(
                     "job {}: cube {} auto-merge skipped: {msg}",
                     done.id,
@@ -398,12 +410,24 @@ impl JobEngine {
         Ok(job)
     }
 
-    /// Records the job, then adds its NEW segment — refused if it overlaps a segment other
-    /// than those it replaces, or if one it replaces is already being replaced.
+    /// Records the job, then adds its NEW segment — refused ([`Error::Busy`]: a conflict with
+    /// the cube's segments) if it overlaps a segment other than those it replaces, or if one it
+    /// replaces is already being replaced.
     /// `signature` is the layout's at submission; the commit records the one the job built
     /// under.
     fn add_segment(&self, job: &Job, replaces: Vec<String>, signature: String) -> Result<()> {
         self.meta.put_json(&job_path(&job.id), job, None)?;
+        let added = self.add_new_segment(job, replaces, signature);
+        if let Err(e) = added {
+            // The refused job never had a segment: leave no record of it behind.
+            let _ = self.meta.store().check_and_delete(&job_path(&job.id), None);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Adds `job`'s NEW segment to its cube (see [`Self::add_segment`]).
+    fn add_new_segment(&self, job: &Job, replaces: Vec<String>, signature: String) -> Result<()> {
         let added = self.meta.update_cube(&job.cube, |inst: &mut CubeInstance| {
             for s in &inst.segments {
                 if replaces.contains(&s.id) {
@@ -411,7 +435,7 @@ impl JobEngine {
                 }
                 if s.status == SegmentStatus::New && s.replaces.iter().any(|r| replaces.contains(r))
                 {
-                    return Err(Error::Refused(format!(
+                    return Err(Error::Busy(format!(
                         "segment {} is already being replaced by job {}",
                         s.name,
                         s.job_id.as_deref().unwrap_or("?")
@@ -420,7 +444,7 @@ impl JobEngine {
                 if s.overlaps(job.range.as_ref())
                     && !s.replaces.iter().any(|r| replaces.contains(r))
                 {
-                    return Err(Error::Refused(format!(
+                    return Err(Error::Busy(format!(
                         "segment {} overlaps existing segment {} ({:?}{})",
                         job.segment_name,
                         s.name,
@@ -450,12 +474,7 @@ impl JobEngine {
             });
             Ok(())
         });
-        if let Err(e) = added {
-            // The refused job never had a segment: leave no record of it behind.
-            let _ = self.meta.store().check_and_delete(&job_path(&job.id), None);
-            return Err(e);
-        }
-        Ok(())
+        added.map(|_| ())
     }
 
     /// Read-modify-write of a job. With `owner`, refuses (JobStopped) when the job is no longer
@@ -497,13 +516,15 @@ impl JobEngine {
             .map(|(j, _)| j)
     }
 
-    /// Discards a job that has not finished: its segment is removed and its data deleted. A
-    /// live runner notices at its next progress report and stops without committing.
+    /// Discards a job that has not succeeded: its segment is removed and its data deleted. A
+    /// live runner notices at its next progress report and stops without committing. Any
+    /// process may discard (it only writes the store); a failed (ERROR) job can be discarded
+    /// too, which gives it up for good.
     pub fn discard(&self, id: &str) -> Result<Job> {
         let job = self.update_job(id, None, |j| {
-            if j.status.is_final() {
-                return Err(Error::Refused(format!(
-                    "job {} is already {}; only unfinished jobs can be discarded",
+            if matches!(j.status, JobStatus::Succeed | JobStatus::Discarded) {
+                return Err(Error::Busy(format!(
+                    "job {} is already {}; only unfinished or failed jobs can be discarded",
                     j.id, j.status
                 )));
             }
@@ -513,6 +534,91 @@ impl JobEngine {
         })?;
         self.drop_new_segment(&job)?;
         Ok(job)
+    }
+
+    /// Whether a user may resume the job: it failed (ERROR), was stopped, or was left
+    /// RUNNING by a process that is gone. A job waiting to run (READY) needs no resume.
+    pub fn can_resume(&self, job: &Job) -> bool {
+        match job.status {
+            JobStatus::Error | JobStatus::Stopped => true,
+            JobStatus::Running => self.is_resumable(job),
+            _ => false,
+        }
+    }
+
+    /// Hands a failed, stopped or abandoned job back to the job engine: it becomes READY
+    /// (waiting) and the cluster's job daemon runs it from the start — whichever process
+    /// calls this (it only writes the store). A failed job left no segment behind: its NEW
+    /// segment is added again first, refused ([`Error::Busy`]) when its range has been built
+    /// or taken since, or when a segment a merge or refresh replaces is gone.
+    pub fn resume(&self, id: &str) -> Result<Job> {
+        let job = self.get(id)?;
+        if !self.can_resume(&job) {
+            return Err(Error::Busy(format!(
+                "job {} is {}; only failed, stopped or abandoned jobs can be resumed",
+                job.id,
+                if job.status == JobStatus::Running {
+                    "RUNNING in a live process".to_string()
+                } else {
+                    job.status.to_string()
+                }
+            )));
+        }
+        if job.status == JobStatus::Error {
+            let (inst, _) = self.meta.cube_instance(&job.cube)?;
+            if let Some(gone) = job.replaces.iter().find(|r| {
+                !inst
+                    .segments
+                    .iter()
+                    .any(|s| &s.id == *r && s.status == SegmentStatus::Ready)
+            }) {
+                return Err(Error::Busy(format!(
+                    "job {}: segment {gone} it replaces is no longer READY in cube {}; submit a new job",
+                    job.id, job.cube
+                )));
+            }
+            if !inst.segments.iter().any(|s| s.id == job.segment_id) {
+                self.add_new_segment(
+                    &job,
+                    job.replaces.clone(),
+                    self.current_signature(&job.cube)?,
+                )?;
+            }
+        }
+        let expected = job.status;
+        let resumed = self.update_job(id, None, |j| {
+            // Unchanged since we looked: not claimed by a job engine in between.
+            if j.status != expected || j.runner != job.runner {
+                return Err(Error::Busy(format!(
+                    "job {} changed to {} meanwhile; not resumed",
+                    j.id, j.status
+                )));
+            }
+            j.status = JobStatus::Ready;
+            j.runner = None;
+            j.error = None;
+            j.ended_ms = None;
+            j.progress = 0.0;
+            j.message = "resumed; waiting for the job engine".into();
+            for s in &mut j.steps {
+                if s.status != JobStatus::Succeed {
+                    s.status = JobStatus::Ready;
+                }
+            }
+            Ok(())
+        });
+        if resumed.is_err() && expected == JobStatus::Error {
+            let _ = self.drop_new_segment(&job);
+        }
+        resumed
+    }
+
+    /// Records who submitted the job (the REST API's caller).
+    pub fn set_submitter(&self, id: &str, user: &str) -> Result<Job> {
+        self.update_job(id, None, |j| {
+            j.submitter = Some(user.to_string());
+            Ok(())
+        })
     }
 
     /// Removes the job's NEW segment from the cube and deletes its stored data. Data of a
@@ -625,6 +731,10 @@ impl JobEngine {
             }
             j.status = JobStatus::Running;
             j.runner = Some(me.clone());
+            // Every attempt rebuilds the segment from the start (`execute`), so its progress
+            // starts from 0 too; within the attempt it only rises.
+            j.progress = 0.0;
+            j.message.clear();
             j.attempts += 1;
             j.started_ms.get_or_insert(now_ms());
             j.error = None;
@@ -765,6 +875,11 @@ impl JobEngine {
                 let sources: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
                 let (store, target) = (self.store.clone(), job.segment_id.clone());
                 let layout = layout.clone();
+                let mut phases = vec![Phase::Cuboids];
+                if layout.table_index.is_some() {
+                    phases.push(Phase::TableIndex);
+                }
+                let tracker = Tracker::new(progress, &phases);
                 let (stats, snapshots, table_index) = tokio::task::spawn_blocking(move || {
                     let stats = build::merge_segments(
                         &layout,
@@ -772,7 +887,7 @@ impl JobEngine {
                         &sources,
                         &target,
                         &opts,
-                        &progress,
+                        &tracker.phase(Phase::Cuboids),
                     )?;
                     let snapshots = match &newest {
                         Some((id, snaps)) => {
@@ -786,8 +901,9 @@ impl JobEngine {
                         &sources,
                         &target,
                         opts.block_rows,
-                        &progress,
+                        &tracker.phase(Phase::TableIndex),
                     )?;
+                    tracker.report(Phase::TableIndex, 1.0, "merged")?;
                     Ok::<_, Error>((stats, snapshots, table_index))
                 })
                 .await
@@ -916,6 +1032,7 @@ impl JobEngine {
                     s.status = JobStatus::Running;
                 }
             }
+            j.progress = j.progress.max(j.progress_at_step(step));
             Ok(())
         })?;
         observer(&j);
@@ -923,7 +1040,8 @@ impl JobEngine {
     }
 
     /// A progress callback that records progress in the job at most every 500 ms (and always
-    /// checks ownership then), and heartbeats the runner.
+    /// checks ownership then), and heartbeats the runner. `fraction` is of the first step
+    /// (building or merging cuboids); the job's progress never goes below what it recorded.
     fn progress_reporter(&self, job: &Job, me: &Runner, observer: Observer) -> Progress {
         let engine = self.clone();
         let id = job.id.clone();
@@ -936,7 +1054,10 @@ impl JobEngine {
             }
             *last = Instant::now();
             let j = engine.update_job(&id, Some(&me), |j| {
-                j.progress = fraction.clamp(0.0, 1.0);
+                let f = if fraction.is_finite() { fraction } else { 0.0 };
+                j.progress = j
+                    .progress
+                    .max(f.clamp(0.0, 1.0) * j.progress_at_step(1).min(1.0));
                 j.message = message.to_string();
                 if let Some(r) = j.runner.as_mut() {
                     r.heartbeat_ms = now_ms();

@@ -48,6 +48,9 @@ pub struct JobStep {
     pub status: JobStatus,
 }
 
+/// The share of a job's progress that its first step makes (see [`Job::progress_at_step`]).
+pub const FIRST_STEP_SHARE: f64 = 0.95;
+
 /// The process running a job (defined with the lease, which records one too).
 pub use qilin_cluster::liveness::Runner;
 
@@ -65,6 +68,8 @@ pub struct Job {
     pub replaces: Vec<String>,
     pub status: JobStatus,
     pub steps: Vec<JobStep>,
+    /// 0 to 1 over all steps; never decreases during an attempt (a resumed job rebuilds
+    /// from the start, so its progress restarts at 0).
     pub progress: f64,
     #[serde(default)]
     pub message: String,
@@ -84,6 +89,9 @@ pub struct Job {
     /// records such jobs as submitted by SYSTEM).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub triggered_by: Option<String>,
+    /// The user who submitted the job through the REST API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub submitter: Option<String>,
 }
 
 impl Job {
@@ -126,6 +134,17 @@ impl Job {
             runner: None,
             attempts: 0,
             triggered_by: None,
+            submitter: None,
+        }
+    }
+
+    /// The job's progress when step `step` starts: the first step (building or merging the
+    /// cuboids) makes [`FIRST_STEP_SHARE`] of it, the commit steps share the rest.
+    pub fn progress_at_step(&self, step: usize) -> f64 {
+        let later = self.steps.len().saturating_sub(1).max(1) as f64;
+        match step {
+            0 => 0.0,
+            s => FIRST_STEP_SHARE + (1.0 - FIRST_STEP_SHARE) * (s - 1) as f64 / later,
         }
     }
 

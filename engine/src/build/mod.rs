@@ -6,6 +6,7 @@
 //! failed or killed build is never visible to queries.
 
 pub mod aggregate;
+pub mod progress;
 pub mod source;
 pub mod spill;
 pub mod stored;
@@ -24,10 +25,13 @@ use crate::model::{
 use crate::storage::block::{for_each_block, CuboidWriter};
 use crate::storage::SegmentStore;
 use aggregate::Mode;
+use progress::{Phase, Tracker};
 use spill::{SpillOptions, SpillingAggregator};
 
 /// Reports progress (fraction done, what is happening). Returning an error aborts the build:
-/// that is how a discarded job or a lost lease stops a running build.
+/// that is how a discarded job or a lost lease stops a running build. What
+/// [`build_segment`] reports is the overall fraction and never decreases (see [`progress`]);
+/// the phase callbacks inside it get the fraction of their phase (0 = only a message).
 pub type Progress = Arc<dyn Fn(f64, &str) -> Result<()> + Send + Sync>;
 
 /// What a finished build or merge wrote.
@@ -176,11 +180,26 @@ pub async fn build_segment(
     range: Option<SegmentRange>,
     progress: Progress,
 ) -> Result<BuildOutput> {
-    progress(0.0, "reading the flat table")?;
+    let mut phases = vec![Phase::Snapshots, Phase::FlatTable, Phase::Cuboids];
+    if layout.table_index.is_some() {
+        phases.push(Phase::TableIndex);
+    }
+    let tracker = Tracker::new(progress, &phases);
+    let flat = tracker.phase(Phase::FlatTable);
+    flat(0.0, "reading the flat table")?;
     let ctx = crate::source::source_context(&layout.tables, &opts.source_url).await?;
     check_lookup_keys(&ctx, &layout).await?;
-    let snapshots =
-        stored::build_snapshots(&layout, &ctx, &store, segment, opts.block_rows, &progress).await?;
+    let snapshot_progress = tracker.phase(Phase::Snapshots);
+    let snapshots = stored::build_snapshots(
+        &layout,
+        &ctx,
+        &store,
+        segment,
+        opts.block_rows,
+        &snapshot_progress,
+    )
+    .await?;
+    snapshot_progress(1.0, "lookup snapshots written")?;
     let sql = source::flat_table_sql(&layout, range.as_ref());
     let df = ctx.sql(&sql).await?;
     let mut stream = df.execute_stream().await?;
@@ -207,7 +226,7 @@ pub async fn build_segment(
         agg.update(&dims, &inputs, batch.num_rows())?;
         batches_seen += 1;
         if batches_seen.is_multiple_of(64) {
-            progress(0.0, &format!("flat table: {} rows read", agg.input_rows()))?;
+            flat(0.0, &format!("flat table: {} rows read", agg.input_rows()))?;
         }
     }
     let source_rows = agg.input_rows();
@@ -215,7 +234,7 @@ pub async fn build_segment(
     let cuboid_opts = opts.clone();
     let cuboid_store = store.clone();
     let cuboid_layout = layout.clone();
-    let cuboid_progress = progress.clone();
+    let cuboid_progress = tracker.phase(Phase::Cuboids);
     let mut out = tokio::task::spawn_blocking(move || {
         let (layout, store, opts, progress, segment) = (
             cuboid_layout,
@@ -231,7 +250,15 @@ pub async fn build_segment(
             ndims,
             agg,
             opts.block_rows,
-            &|rows| progress(0.0, &format!("base cuboid: {rows} rows written")),
+            &|rows| flat(0.0, &format!("base cuboid: {rows} rows written")),
+        )?;
+        flat(
+            1.0,
+            &format!(
+                "cuboid 1/{} (base, {} rows)",
+                layout.cuboids.len(),
+                base_stats.rows
+            ),
         )?;
         build_cuboids(
             &layout,
@@ -247,7 +274,8 @@ pub async fn build_segment(
     .map_err(|e| Error::Refused(format!("build task failed: {e}")))??;
     out.snapshots = snapshots;
     if layout.table_index.is_some() {
-        progress(1.0, "table index")?;
+        let index_progress = tracker.phase(Phase::TableIndex);
+        index_progress(0.0, "table index")?;
         let fact = layout
             .tables
             .iter()
@@ -263,15 +291,16 @@ pub async fn build_segment(
             &store,
             segment,
             range.as_ref(),
-            &progress,
+            &index_progress,
         )
         .await?;
+        index_progress(1.0, "table index written")?;
     }
     Ok(out)
 }
 
 /// Builds each cuboid but the (already written) base from its smallest built parent, on
-/// `opts.threads` threads. Parents are streamed back from the store block by block, so memory
+/// `opts.threads` threads; `progress` hears the fraction of these cuboids built. Parents are streamed back from the store block by block, so memory
 /// holds the cuboids being aggregated (each within its share of the spill budget), not the
 /// whole cube.
 fn build_cuboids(
@@ -285,10 +314,8 @@ fn build_cuboids(
 ) -> Result<BuildOutput> {
     let total = layout.cuboids.len();
     let base = layout.base_cuboid();
-    progress(
-        1.0 / total as f64,
-        &format!("cuboid 1/{total} (base, {} rows)", base_stats.rows),
-    )?;
+    // The fraction of the non-base cuboids built, given how many cuboids (base included) are.
+    let built_share = |built: usize| (built.saturating_sub(1)) as f64 / (total.max(2) - 1) as f64;
     let threads = opts.threads.clamp(1, total.max(1));
     let mut share = opts.clone();
     share.spill.memory_bytes = opts.spill.memory_bytes / threads;
@@ -309,15 +336,15 @@ fn build_cuboids(
         for _ in 0..threads {
             scope.spawn(|| {
                 while let Some((child, parent, parent_rows)) = next_cuboid(&plan, &changed) {
-                    let fraction =
-                        plan.lock().expect("build plan").stats.len() as f64 / total as f64;
+                    // Stale once other workers finish cuboids: the tracker ignores it then.
+                    let fraction = built_share(plan.lock().expect("build plan").stats.len());
                     let written =
                         |rows| progress(fraction, &format!("cuboid {child}: {rows} rows written"));
                     let result = build_one(layout, store, segment, &share, child, parent, &written)
                         .and_then(|st| {
                             let done = plan.lock().expect("build plan").stats.len() + 1;
                             progress(
-                                done as f64 / total as f64,
+                                built_share(done),
                                 &format!(
                                     "cuboid {done}/{total} ({} rows, from {parent_rows} rows of \
                                      its parent)",
@@ -346,6 +373,7 @@ fn build_cuboids(
     if let Some(e) = plan.failed {
         return Err(e);
     }
+    progress(1.0, &format!("{total} cuboids built"))?;
     let mut stats = plan.stats;
     stats.sort_by_key(|st| layout.cuboids.iter().position(|&c| c == st.id));
     let size_bytes = stats.iter().map(|c| c.bytes).sum();
@@ -457,7 +485,9 @@ fn build_one(
 /// Merges the stored cuboids of `sources` (adjacent READY segments) into `target`,
 /// re-aggregating each cuboid; reads verify block checksums. Cuboids are merged
 /// `opts.threads` at a time (they are independent), largest first, sharing the memory budget.
-/// Synchronous: run it off the async runtime.
+/// `progress` hears the fraction of cuboids merged; a worker may repeat an older one while
+/// it writes, so report through a [`progress::Tracker`] phase. Synchronous: run it off the
+/// async runtime.
 pub fn merge_segments(
     layout: &CubeLayout,
     store: &dyn SegmentStore,

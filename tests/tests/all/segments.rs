@@ -84,7 +84,7 @@ async fn two_halves_merged_equal_one_full_build_and_overlaps_are_refused(backend
         "1990-01-01..2000-01-01",
     ] {
         match parts.build(range).await {
-            Err(Error::Refused(msg)) => assert!(msg.contains("overlaps"), "{range}: {msg}"),
+            Err(Error::Busy(msg)) => assert!(msg.contains("overlaps"), "{range}: {msg}"),
             other => panic!("building {range} again must be refused, got {other:?}"),
         }
     }
@@ -135,7 +135,7 @@ async fn refresh_replaces_a_segment_atomically(backend: Backend) {
     assert!(
         matches!(
             env.engine.submit_refresh(ssb::CUBE, &old.name),
-            Err(Error::Refused(_))
+            Err(Error::Busy(_))
         ),
         "a second refresh is refused"
     );
@@ -339,7 +339,7 @@ async fn an_unpartitioned_model_builds_one_full_segment(backend: Backend) {
     assert_eq!(inst.segments[0].status, SegmentStatus::Ready);
     assert!(matches!(
         env.engine.submit_build("ssb_flat_cube", None),
-        Err(Error::Refused(_))
+        Err(Error::Busy(_))
     ));
     // The partitioned sample cube insists on a range.
     assert!(
