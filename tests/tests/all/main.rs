@@ -14,6 +14,7 @@ mod bi_metadata;
 mod bi_shapes;
 mod catalog_documents;
 mod cluster;
+mod console;
 mod cuboids_match_oracle;
 mod hbase_emulator;
 mod hbase_outage;
