@@ -234,7 +234,11 @@ fn render_rows(
 }
 
 fn response(result: QueryResult, elapsed: Duration) -> Value {
-    let metas: Vec<Value> = result.fields.iter().map(|f| column_meta(f)).collect();
+    let metas: Vec<Value> = result
+        .fields
+        .iter()
+        .map(|f| column_meta(f.as_ref()))
+        .collect();
     let cube = result
         .answer
         .cubes

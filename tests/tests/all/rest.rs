@@ -107,6 +107,7 @@ async fn sign_in_and_credentials() {
 async fn catalog_endpoints_use_kylin_field_names() {
     let server = SsbServer::start_with_http("").await;
     let http = server.http();
+    let source = server.source.clone();
     call(move || {
         let projects = http
             .get("/kylin/api/projects?pageOffset=0&pageSize=1000")
@@ -140,7 +141,7 @@ async fn catalog_endpoints_use_kylin_field_names() {
         assert_eq!(lineorder["table_SCHEM"], ssb::PROJECT);
         assert_eq!(lineorder["table_TYPE"], "TABLE");
         let columns = lineorder["columns"].as_array().unwrap();
-        let want_columns = ssb::tables(std::path::Path::new("/x"))
+        let want_columns = ssb::tables(&source)
             .unwrap()
             .into_iter()
             .find(|t| t.name == "lineorder")
@@ -402,7 +403,9 @@ async fn query_answers_like_the_oracle() {
     let v = call(move || {
         h.post_json(
             "/kylin/api/query",
-            &json!({"sql": "select d_datekey, d_date, cast(null as varchar) as n from dates order by d_datekey limit 1"}),
+            &json!({"sql": "select d_datekey, d_date, cast(null as varchar) as n, \
+                             cast('1994-01-01' as date) as dt, cast(12.5 as decimal(10,2)) as m \
+                             from dates order by d_datekey limit 1"}),
         )
         .expect(200)
     })
@@ -410,6 +413,11 @@ async fn query_answers_like_the_oracle() {
     assert_eq!(v["isException"], false, "{v}");
     let row = &v["results"][0];
     assert_eq!(row[2], Value::Null, "{v}");
+    assert_eq!(row[3], "1994-01-01", "{v}");
+    assert_eq!(row[4], "12.50", "{v}");
+    assert_eq!(v["columnMetas"][3]["columnTypeName"], "DATE");
+    assert_eq!(v["columnMetas"][4]["columnTypeName"], "DECIMAL");
+    assert_eq!(v["columnMetas"][4]["scale"], 2);
     let want = oracle_rows(
         &qilin_tests::compare::oracle_query(
             &oracle,
