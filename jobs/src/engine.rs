@@ -102,10 +102,6 @@ impl JobEngine {
         &self.meta
     }
 
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     pub fn segment_store(&self) -> &Arc<dyn SegmentStore> {
         &self.store
     }

@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::routing::{get, put};
-use axum::{Json, Router};
+use axum::Router;
 use chrono::{DateTime, NaiveDate, NaiveTime};
 use qilin_cluster::lease::Lease;
-use qilin_cluster::web::{ApiError, Caller, JsonBody, Params};
+use qilin_cluster::web::{ApiError, Caller, Json, JsonBody, Params};
 use qilin_engine::model::{now_ms, SegmentRange, SegmentStatus};
 use serde::Deserialize;
 use serde_json::{json, Value};
