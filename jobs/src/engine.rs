@@ -701,6 +701,10 @@ impl JobEngine {
     fn succeed(&self, id: &str, me: &Runner, message: &str, observer: &Observer) -> Result<Job> {
         let done = self.update_job(id, Some(me), |j| {
             j.status = JobStatus::Succeed;
+            // Every step is done, the last one included (nothing else marks it).
+            for s in &mut j.steps {
+                s.status = JobStatus::Succeed;
+            }
             j.progress = 1.0;
             j.message = message.to_string();
             j.ended_ms = Some(now_ms());
