@@ -34,6 +34,8 @@ pub fn routes(jobs: JobEngine) -> Router {
         .route("/kylin/api/jobs/{id}/resume", put(resume))
         .route("/kylin/api/jobs/{id}/cancel", put(cancel))
         .route("/kylin/api/cubes/{cube}/rebuild", put(rebuild))
+        // Kylin's older name of the same call, which kylinpy's `build()` still uses.
+        .route("/kylin/api/cubes/{cube}/build", put(rebuild))
         .route("/qilin/api/system", get(system))
         .with_state(state)
 }

@@ -323,6 +323,16 @@ async fn rebuild_over_rest_finishes_and_bad_requests_are_refused() {
     let err = overlap.expect(409);
     assert!(err["msg"].as_str().unwrap().contains("overlaps"), "{err:#}");
     assert_eq!(err["exception"], err["msg"]);
+    // Kylin's older path (kylinpy's `build()`) is the same call.
+    let overlap = call(
+        &h,
+        "PUT",
+        &format!("/kylin/api/cubes/{}/build", ssb::CUBE),
+        Some(rebuild_body("1997-06-01", "1998-06-01", "BUILD")),
+    )
+    .await;
+    let err = overlap.expect(409);
+    assert!(err["msg"].as_str().unwrap().contains("overlaps"), "{err:#}");
 
     let (seen, done) = follow(&h, &id, "FINISHED").await;
     assert_rising_to_100(&seen);
