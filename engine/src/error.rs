@@ -19,6 +19,8 @@ pub enum ErrorKind {
     /// Someone else changed the object first, or the job lost ownership: retry from a fresh read.
     /// Also an object still in use by others (a table by a model): drop those first.
     Conflict,
+    /// The caller is known but may not do this (a role it lacks, a denied table or column).
+    PermissionDenied,
     /// Too much work at once: retry later.
     Overloaded,
     /// The storage backend cannot be reached: retry, here or on another instance.
@@ -79,6 +81,11 @@ pub enum Error {
     /// No cube can answer the query and pushdown is off (Kylin's "No realization found").
     #[error("no realization found for the query: {0}")]
     NoRealization(crate::uncovered::Uncovered),
+    /// The caller may not do this; the message names what was refused and, for an action, the
+    /// project role it needs. (A project the caller holds no role in is [`Error::NotFound`]
+    /// instead, so that a refusal never confirms that it exists.)
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// Too much work at once; the client should retry later.
     #[error("{0}")]
     Overloaded(String),
@@ -125,6 +132,7 @@ impl Error {
             | Error::JobStopped { .. }
             | Error::InUse { .. }
             | Error::Busy(_) => ErrorKind::Conflict,
+            Error::PermissionDenied(_) => ErrorKind::PermissionDenied,
             Error::Overloaded(_) => ErrorKind::Overloaded,
             Error::Unavailable { .. } => ErrorKind::Unavailable,
             Error::Corrupt { .. } => ErrorKind::Corrupt,

@@ -13,6 +13,7 @@ pub mod model;
 pub mod names;
 pub mod query;
 pub mod sample;
+pub mod security;
 pub mod source;
 pub mod storage;
 pub mod uncovered;

@@ -13,6 +13,7 @@ pub fn code(kind: ErrorKind) -> Code {
         ErrorKind::NotFound => Code::NotFound,
         ErrorKind::AlreadyExists => Code::AlreadyExists,
         ErrorKind::Conflict => Code::Aborted,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
         ErrorKind::Overloaded => Code::ResourceExhausted,
         // The shared store is down: the client may retry (on this or another instance).
         ErrorKind::Unavailable => Code::Unavailable,

@@ -50,6 +50,7 @@ use futures::{Stream, TryStreamExt};
 use crate::config::Config;
 use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::managers::Metadata;
+use crate::security::Access;
 use crate::storage::SegmentStore;
 use cache::LruCache;
 use catalog::Snapshot;
@@ -551,6 +552,43 @@ impl QueryEngine {
             cached: false,
             answer,
         }
+    }
+
+    /// [`QueryEngine::prepare`] as `access` sees the catalog (SKELETON: helper B applies it).
+    pub async fn prepare_as(&self, access: &Access, sql: &str) -> Result<PreparedQuery> {
+        let _ = access;
+        self.prepare(sql).await
+    }
+
+    /// [`QueryEngine::execute`] as `access` sees the data (SKELETON: helper B applies it).
+    pub async fn execute_as(
+        &self,
+        access: &Access,
+        sql: &str,
+        params: Option<&RecordBatch>,
+    ) -> Result<QueryOutput> {
+        let _ = access;
+        self.execute(sql, params).await
+    }
+
+    /// [`QueryEngine::execute_stream`] as `access` sees the data: only its projects, denied
+    /// tables and columns refused by name, its row filters applied on every path, caches keyed
+    /// by [`Access::fingerprint`] (SKELETON: helper B applies it).
+    pub async fn execute_stream_as(
+        &self,
+        access: &Access,
+        sql: &str,
+        params: Option<&RecordBatch>,
+    ) -> Result<QueryStream> {
+        let _ = access;
+        self.execute_stream(sql, params).await
+    }
+
+    /// [`QueryEngine::tables`] as `access` sees them: its projects only, denied tables and
+    /// columns left out (SKELETON: helper B applies it).
+    pub fn tables_as(&self, access: &Access) -> Result<Vec<TableInfo>> {
+        let _ = access;
+        self.tables()
     }
 
     /// Plans `sql` and applies the cube rewrite without running anything: the planner's plan
