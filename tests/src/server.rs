@@ -444,6 +444,37 @@ impl SsbServer {
         Self::start_on(shared_ssb_store_without_table_index(SCALE).await, extra).await
     }
 
+    /// A private copy of the shared SSB store's metadata (`meta/`) in a new temp directory,
+    /// for tests that write to it (users, grants, rules): the segments stay shared (read only).
+    /// Returns the properties text for a server over the copy (plus `extra`) and the copy's
+    /// `meta/` directory (what `qilin-jobs` commands and `Metadata` open).
+    pub async fn private_meta_properties(extra: &str) -> (String, tempfile::TempDir, PathBuf) {
+        let store = shared_ssb_store(SCALE).await;
+        let source = shared_ssb_source_dir(SCALE).await;
+        let dir = tempfile::tempdir_in(target_tmp_dir()).expect("temp dir");
+        let meta = dir.path().join("meta");
+        copy_dir(&store.join("meta"), &meta);
+        let props = format!(
+            "kylin.metadata.url={}\nkylin.storage.url={}\nkylin.source.url={}\nkylin.sample.auto-create=false\nkylin.server.mode=query\n{extra}\n",
+            meta.display(),
+            store.join("segments").display(),
+            source.display()
+        );
+        (props, dir, meta)
+    }
+
+    /// A server over [`SsbServer::private_meta_properties`]: the returned `TempDir` must live
+    /// as long as the server; the path is the private `meta/` directory.
+    pub async fn start_private(extra: &str) -> (SsbServer, tempfile::TempDir, PathBuf) {
+        let (props, dir, meta) = Self::private_meta_properties(extra).await;
+        let source = shared_ssb_source_dir(SCALE).await;
+        let exe = crate::server_exe();
+        let process = tokio::task::spawn_blocking(move || ServerProcess::start(&exe, &props))
+            .await
+            .expect("start qilin-server");
+        (SsbServer { process, source }, dir, meta)
+    }
+
     async fn start_on(store: PathBuf, extra: &str) -> SsbServer {
         let source = shared_ssb_source_dir(SCALE).await;
         let props = ssb_properties(
@@ -461,5 +492,19 @@ impl SsbServer {
     /// A client logged in as the sample's ADMIN user.
     pub async fn client(&self) -> crate::compare::Client {
         connect(&self.process.addr, "ADMIN", "KYLIN").await
+    }
+}
+
+/// Copies a directory tree (regular files and directories only).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create copy dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
     }
 }

@@ -539,7 +539,7 @@ async fn job_node_serves_the_catalog() {
     let port = qilin_tests::cluster::free_port();
     // A copy of the store: the daemon writes (lease) into its metadata.
     let dir = tempfile::tempdir().unwrap();
-    copy_dir(&store, dir.path());
+    qilin_tests::server::copy_dir(&store, dir.path());
     let props = qilin_tests::server::ssb_properties(
         dir.path(),
         &source,
@@ -570,17 +570,4 @@ async fn job_node_serves_the_catalog() {
     })
     .await;
     drop(node);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), &target).unwrap();
-        }
-    }
 }

@@ -47,19 +47,6 @@ const CUBE: &[&str] = &[
      WHERE lo_orderdate = d_datekey GROUP BY d_year",
 ];
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let target = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &target);
-        } else {
-            std::fs::copy(e.path(), target).unwrap();
-        }
-    }
-}
-
 fn engine(env: &TestEnv) -> QueryEngine {
     let meta = Metadata::new(env.meta().store().clone());
     QueryEngine::new(&env.config, meta, env.engine.segment_store().clone())
@@ -105,7 +92,7 @@ async fn lookup_only_and_detail_queries_are_answered_from_stored_rows() {
     let shared = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
     let private = tempfile::tempdir().unwrap();
     let source: PathBuf = private.path().join("source");
-    copy_dir(&shared, &source);
+    qilin_tests::server::copy_dir(&shared, &source);
     let env = TestEnv::new(&source);
     env.install_sample(0.01).await;
     env.build("1992-01-01..1995-01-01")
@@ -213,7 +200,7 @@ async fn lookup_only_and_detail_queries_are_answered_from_stored_rows() {
 
     // A table index of some columns (the source files back for the refresh) answers queries
     // using only those, and refuses the others naming the missing columns.
-    copy_dir(&shared, &source);
+    qilin_tests::server::copy_dir(&shared, &source);
     let mut cube = ssb::cube();
     cube.table_index = Some(qilin_engine::model::TableIndexDesc {
         columns: ["lo_orderkey", "lo_linenumber", "lo_orderdate", "lo_revenue"]
