@@ -42,7 +42,11 @@ pub(crate) struct View {
 impl View {
     pub fn new(snap: &Snapshot, access: &Access) -> Result<View> {
         let catalog = MemoryCatalogProvider::new();
-        for p in snap.projects.iter().filter(|p| access.sees_project(&p.name)) {
+        for p in snap
+            .projects
+            .iter()
+            .filter(|p| access.sees_project(&p.name))
+        {
             let schema = MemorySchemaProvider::new();
             for t in &p.tables {
                 let Some(provider) = snap.providers.get(&(p.name.clone(), t.name.clone())) else {
@@ -61,7 +65,10 @@ impl View {
             catalog.register_schema(&p.name, Arc::new(FoldedSchema(Arc::new(schema))))?;
         }
         let list = MemoryCatalogProviderList::new();
-        list.register_catalog(CATALOG.to_string(), Arc::new(FoldedCatalog(Arc::new(catalog))));
+        list.register_catalog(
+            CATALOG.to_string(),
+            Arc::new(FoldedCatalog(Arc::new(catalog))),
+        );
         // The snapshot's session (configuration, functions, memory pool) over this catalog.
         let state = SessionStateBuilder::new_from_existing(snap.state.clone())
             .with_catalog_list(Arc::new(list))
@@ -256,7 +263,11 @@ pub(crate) fn denied_column(
             Some(r) => r.table().eq_ignore_ascii_case(t) || !tables_named(tables, r.table()),
             None => true,
         })
-        .find(|(p, t)| access.restriction(p, t).is_some_and(|r| r.denies_column(&field.name)))
+        .find(|(p, t)| {
+            access
+                .restriction(p, t)
+                .is_some_and(|r| r.denies_column(&field.name))
+        })
         .map(|(p, t)| {
             Error::PermissionDenied(format!(
                 "column {p}.{t}.{} is denied to user {}",
@@ -273,7 +284,11 @@ fn tables_named(tables: &[(String, String)], name: &str) -> bool {
 /// columns.
 pub(crate) fn tables(snap: &Snapshot, access: &Access) -> Result<Vec<TableInfo>> {
     let mut out = Vec::new();
-    for p in snap.projects.iter().filter(|p| access.sees_project(&p.name)) {
+    for p in snap
+        .projects
+        .iter()
+        .filter(|p| access.sees_project(&p.name))
+    {
         for t in &p.tables {
             let schema = crate::model::table_schema(t)?;
             let schema = match access.restriction(&p.name, &t.name) {
@@ -301,12 +316,11 @@ pub(crate) fn tables(snap: &Snapshot, access: &Access) -> Result<Vec<TableInfo>>
 
 /// The foreign keys whose project, tables and columns `access` all sees.
 pub(crate) fn foreign_keys(keys: &[ForeignKey], access: &Access) -> Vec<ForeignKey> {
-    let sees = |project: &str, table: &str, columns: &[String]| match access
-        .restriction(project, table)
-    {
-        Some(r) => !r.denied && !columns.iter().any(|c| r.denies_column(c)),
-        None => true,
-    };
+    let sees =
+        |project: &str, table: &str, columns: &[String]| match access.restriction(project, table) {
+            Some(r) => !r.denied && !columns.iter().any(|c| r.denies_column(c)),
+            None => true,
+        };
     keys.iter()
         .filter(|k| {
             access.sees_project(&k.project)
@@ -315,4 +329,339 @@ pub(crate) fn foreign_keys(keys: &[ForeignKey], access: &Access) -> Vec<ForeignK
         })
         .cloned()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use datafusion::arrow::util::pretty::pretty_format_batches;
+
+    use super::*;
+    use crate::admin::documents::create_project;
+    use crate::config::Config;
+    use crate::error::ErrorKind;
+    use crate::metadata::local::LocalResourceStore;
+    use crate::metadata::managers::Metadata;
+    use crate::model::{ColumnDesc, ProjectDesc, SourceFormat, TableDesc};
+    use crate::query::QueryEngine;
+    use crate::security::{ProjectRole, TableRestriction};
+
+    /// Projects `shop` (`sales(day, store_id, item, qty)`, `store(s_id, city, region)`) and
+    /// `hr` (`salary(name, amount)`), no cube, pushdown on.
+    fn engine() -> (tempfile::TempDir, QueryEngine) {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir_all(&source).unwrap();
+        let files = [
+            (
+                "sales.csv",
+                "day,store_id,item,qty\n1,1,apple,3\n1,2,pear,1\n2,3,apple,2\n2,1,plum,5\n",
+            ),
+            (
+                "store.csv",
+                "s_id,city,region\n1,Lyon,south\n2,Nice,south\n3,Lille,north\n",
+            ),
+            ("salary.csv", "name,amount\nann,10\n"),
+        ];
+        for (name, text) in files {
+            std::fs::write(source.join(name), text).unwrap();
+        }
+        let meta = Metadata::new(Arc::new(
+            LocalResourceStore::open(dir.path().join("meta")).unwrap(),
+        ));
+        let table = |project: &str, name: &str, cols: &[(&str, &str)]| TableDesc {
+            project: project.into(),
+            name: name.into(),
+            location: format!("{name}.csv"),
+            format: SourceFormat::Csv,
+            columns: cols
+                .iter()
+                .map(|(n, t)| ColumnDesc {
+                    name: n.to_string(),
+                    data_type: t.to_string(),
+                })
+                .collect(),
+            csv_delimiter: None,
+            csv_header: None,
+            partition_columns: vec![],
+        };
+        for p in ["shop", "hr"] {
+            create_project(
+                &meta,
+                &ProjectDesc {
+                    name: p.into(),
+                    description: String::new(),
+                },
+            )
+            .unwrap();
+        }
+        let tables = [
+            table(
+                "shop",
+                "sales",
+                &[
+                    ("day", "integer"),
+                    ("store_id", "integer"),
+                    ("item", "varchar"),
+                    ("qty", "bigint"),
+                ],
+            ),
+            table(
+                "shop",
+                "store",
+                &[
+                    ("s_id", "integer"),
+                    ("city", "varchar"),
+                    ("region", "varchar"),
+                ],
+            ),
+            table("hr", "salary", &[("name", "varchar"), ("amount", "bigint")]),
+        ];
+        for t in &tables {
+            meta.save_table(t).unwrap();
+        }
+        let text = format!(
+            "kylin.metadata.url={0}/meta\nkylin.storage.url={0}/segments\n\
+             kylin.source.url={0}/source\nkylin.query.pushdown.enabled=true\n\
+             kylin.query.default-project=shop\n",
+            dir.path().display()
+        );
+        let config = Config::from_parts(&text, "test", |_| None).unwrap();
+        let segments = crate::storage::open_segment_store(&config.stores.storage_url).unwrap();
+        let engine = QueryEngine::new(&config, meta, segments);
+        (dir, engine)
+    }
+
+    /// A QUERY user of `shop` with `tables` restrictions.
+    fn user(name: &str, tables: &[(&str, TableRestriction)]) -> Access {
+        Access {
+            user: name.into(),
+            admin: false,
+            projects: BTreeMap::from([("shop".to_string(), ProjectRole::Query)]),
+            tables: tables
+                .iter()
+                .map(|(t, r)| (("shop".to_string(), t.to_string()), r.clone()))
+                .collect(),
+        }
+    }
+
+    fn rows_filter(f: &str) -> TableRestriction {
+        TableRestriction {
+            row_filters: vec![f.into()],
+            ..Default::default()
+        }
+    }
+
+    async fn text(engine: &QueryEngine, access: &Access, sql: &str) -> String {
+        let out = engine.execute_as(access, sql, None).await.unwrap();
+        pretty_format_batches(&out.batches).unwrap().to_string()
+    }
+
+    #[tokio::test]
+    async fn other_projects_do_not_exist_for_the_caller() {
+        let (_dir, engine) = engine();
+        let bob = user("bob", &[]);
+        for sql in ["SELECT * FROM hr.salary", "SELECT * FROM HR.salary"] {
+            let e = engine.execute_as(&bob, sql, None).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+            assert!(e.to_string().contains("project"), "{e}");
+        }
+        // Its own project works, unqualified and qualified; information_schema lists only it.
+        assert!(text(&engine, &bob, "SELECT count(*) AS n FROM sales")
+            .await
+            .contains("| 4 |"));
+        let schemas = text(
+            &engine,
+            &bob,
+            "SELECT DISTINCT table_schema FROM information_schema.tables \
+             WHERE table_schema <> 'information_schema'",
+        )
+        .await;
+        assert!(
+            schemas.contains("shop") && !schemas.contains("hr"),
+            "{schemas}"
+        );
+        let tables = engine.tables_as(&bob).unwrap();
+        assert!(tables.iter().all(|t| t.project == "shop"));
+        assert_eq!(tables.len(), 2);
+        // The admin path still sees everything.
+        let admin = Access::unrestricted("ADMIN");
+        assert_eq!(engine.tables_as(&admin).unwrap().len(), 3);
+        assert!(text(&engine, &admin, "SELECT name FROM hr.salary")
+            .await
+            .contains("ann"));
+
+        // Without the default project, unqualified names are NotFound too.
+        let mut hr_only = bob.clone();
+        hr_only.projects = BTreeMap::from([("hr".to_string(), ProjectRole::Query)]);
+        let e = engine
+            .execute_as(&hr_only, "SELECT * FROM sales", None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e}");
+        assert!(text(&engine, &hr_only, "SELECT name FROM hr.salary")
+            .await
+            .contains("ann"));
+    }
+
+    #[tokio::test]
+    async fn denied_tables_and_columns_are_refused_by_name_and_hidden() {
+        let (_dir, engine) = engine();
+        let denied = TableRestriction {
+            denied: true,
+            ..Default::default()
+        };
+        let no_qty = TableRestriction {
+            denied_columns: ["QTY".to_string()].into(),
+            ..Default::default()
+        };
+        let bob = user("bob", &[("store", denied), ("sales", no_qty)]);
+        let e = engine
+            .execute_as(&bob, "SELECT city FROM store", None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        assert!(
+            e.to_string()
+                .contains("table shop.store is denied to user bob"),
+            "{e}"
+        );
+        for sql in [
+            "SELECT sum(qty) FROM sales",
+            "SELECT s.qty FROM sales s",
+            "SELECT item FROM sales WHERE sales.qty > 1",
+        ] {
+            let e = engine.execute_as(&bob, sql, None).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{sql}: {e}");
+            assert!(e.to_string().contains("shop.sales.qty"), "{sql}: {e}");
+        }
+        let out = engine
+            .execute_as(&bob, "SELECT * FROM sales", None)
+            .await
+            .unwrap();
+        let names: Vec<&str> = out
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        assert_eq!(names, ["day", "store_id", "item"]);
+        assert_eq!(out.batches.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+        let prepared = engine
+            .prepare_as(&bob, "SELECT * FROM sales")
+            .await
+            .unwrap();
+        assert_eq!(prepared.schema.fields().len(), 3);
+        let columns = text(
+            &engine,
+            &bob,
+            "SELECT table_name, column_name FROM information_schema.columns",
+        )
+        .await;
+        assert!(
+            !columns.contains("qty") && !columns.contains("city"),
+            "{columns}"
+        );
+        assert!(columns.contains("store_id"), "{columns}");
+        let tables = engine.tables_as(&bob).unwrap();
+        assert_eq!(tables.len(), 1);
+        assert_eq!(tables[0].schema.fields().len(), 3);
+        // An unknown column is still the ordinary error.
+        let e = engine
+            .execute_as(&bob, "SELECT nope FROM sales", None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::User, "{e}");
+    }
+
+    #[tokio::test]
+    async fn row_filters_apply_everywhere_and_never_share_a_cache() {
+        let (_dir, engine) = engine();
+        let south = user("ann", &[("store", rows_filter("region = 'south'"))]);
+        let north = user("bob", &[("store", rows_filter("region = 'north'"))]);
+        let sql = "SELECT count(*) AS n FROM sales JOIN store ON store_id = s_id";
+        for _ in 0..2 {
+            assert!(text(&engine, &south, sql).await.contains("| 3 |"));
+            assert!(text(&engine, &north, sql).await.contains("| 1 |"));
+        }
+        let admin = Access::unrestricted("ADMIN");
+        assert!(text(&engine, &admin, sql).await.contains("| 4 |"));
+        // Aliases, subqueries, self joins and EXPLAIN.
+        let cities = text(
+            &engine,
+            &north,
+            "SELECT a.city FROM store a, store b WHERE a.s_id = b.s_id AND a.s_id IN \
+             (SELECT s_id FROM store)",
+        )
+        .await;
+        assert!(
+            cities.contains("Lille") && !cities.contains("Lyon"),
+            "{cities}"
+        );
+        let explain = text(&engine, &north, &format!("EXPLAIN {sql}")).await;
+        assert!(explain.contains("north"), "{explain}");
+        // Several filters AND; a filter on a column the caller may not read fails closed.
+        let both = user(
+            "cy",
+            &[(
+                "store",
+                TableRestriction {
+                    row_filters: vec!["region = 'south'".into(), "city <> 'Nice'".into()],
+                    ..Default::default()
+                },
+            )],
+        );
+        assert!(text(&engine, &both, sql).await.contains("| 2 |"));
+        let hidden = user(
+            "dee",
+            &[(
+                "store",
+                TableRestriction {
+                    denied_columns: ["region".to_string()].into(),
+                    row_filters: vec!["region = 'south'".into()],
+                    ..Default::default()
+                },
+            )],
+        );
+        let e = engine.execute_as(&hidden, sql, None).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+    }
+
+    #[test]
+    fn keys_of_hidden_tables_and_columns_are_left_out() {
+        let key = |fk_table: &str, fk: &str| ForeignKey {
+            project: "shop".into(),
+            pk_table: "store".into(),
+            pk_columns: vec!["s_id".into()],
+            fk_table: fk_table.into(),
+            fk_columns: vec![fk.into()],
+        };
+        let keys = vec![key("sales", "store_id"), key("returns", "store_id")];
+        let no_returns = user(
+            "bob",
+            &[(
+                "returns",
+                TableRestriction {
+                    denied: true,
+                    ..Default::default()
+                },
+            )],
+        );
+        assert_eq!(foreign_keys(&keys, &no_returns), vec![keys[0].clone()]);
+        let no_fk = user(
+            "bob",
+            &[(
+                "sales",
+                TableRestriction {
+                    denied_columns: ["store_id".to_string()].into(),
+                    ..Default::default()
+                },
+            )],
+        );
+        assert_eq!(foreign_keys(&keys, &no_fk), vec![keys[1].clone()]);
+        let mut elsewhere = no_fk.clone();
+        elsewhere.projects.clear();
+        assert!(foreign_keys(&keys, &elsewhere).is_empty());
+    }
 }
