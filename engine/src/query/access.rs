@@ -482,6 +482,7 @@ mod tests {
             schemas.contains("shop") && !schemas.contains("hr"),
             "{schemas}"
         );
+        assert_eq!(engine.projects_as(&bob).unwrap(), ["shop"]);
         let tables = engine.tables_as(&bob).unwrap();
         assert!(tables.iter().all(|t| t.project == "shop"));
         assert_eq!(tables.len(), 2);
@@ -599,6 +600,15 @@ mod tests {
             cities.contains("Lille") && !cities.contains("Lyon"),
             "{cities}"
         );
+        let cte = text(
+            &engine,
+            &north,
+            "WITH s AS (SELECT city FROM store) SELECT city FROM s \
+             UNION ALL SELECT city FROM shop.store WHERE s_id > 1",
+        )
+        .await;
+        assert_eq!(cte.matches("Lille").count(), 2, "{cte}");
+        assert!(!cte.contains("Nice") && !cte.contains("Lyon"), "{cte}");
         let explain = text(&engine, &north, &format!("EXPLAIN {sql}")).await;
         assert!(explain.contains("north"), "{explain}");
         // Several filters AND; a filter on a column the caller may not read fails closed.

@@ -752,6 +752,17 @@ impl QueryEngine {
         Ok(out)
     }
 
+    /// The projects `access` sees (holds a role in), as stored, tables or not.
+    pub fn projects_as(&self, access: &Access) -> Result<Vec<String>> {
+        Ok(self
+            .current()?
+            .projects
+            .iter()
+            .filter(|p| access.sees_project(&p.name))
+            .map(|p| p.name.clone())
+            .collect())
+    }
+
     /// The foreign keys the models' joins declare: each lookup's primary key referenced by
     /// the fact (or, in a snowflake, an earlier lookup) columns joined to it, by real table
     /// names, each once.

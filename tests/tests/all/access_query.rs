@@ -17,8 +17,8 @@ use qilin_tests::compare::{compare, explain_text, has_order_by, oracle_query, Ex
 use qilin_tests::corpus::ssb_queries;
 use qilin_tests::oracle;
 use qilin_tests::server::{
-    shared_ssb_source_dir, shared_ssb_store, shared_ssb_store_without_table_index,
-    ssb_properties, SCALE,
+    shared_ssb_source_dir, shared_ssb_store, shared_ssb_store_without_table_index, ssb_properties,
+    SCALE,
 };
 
 /// An engine over the shared store (with its table index or without), `extra` properties.
@@ -152,7 +152,10 @@ async fn a_row_filter_no_cuboid_applies_goes_to_pushdown_or_is_refused() {
     // `c_custkey >= 0` holds for every row but is no dimension: no cuboid can apply it.
     let access = user(
         "bob",
-        vec![("customer", filters(&["c_region = 'ASIA'", "c_custkey >= 0"]))],
+        vec![(
+            "customer",
+            filters(&["c_region = 'ASIA'", "c_custkey >= 0"]),
+        )],
     );
     let (pushdown, source) = engine(
         false,
@@ -175,10 +178,7 @@ async fn a_row_filter_no_cuboid_applies_goes_to_pushdown_or_is_refused() {
     let (refusing, _) = engine(false, "").await;
     let (_, sql) = &q3()[0];
     let e = refusing.execute_as(&access, sql, None).await.unwrap_err();
-    assert!(
-        matches!(e, qilin_engine::Error::NoRealization(_)),
-        "{e:?}"
-    );
+    assert!(matches!(e, qilin_engine::Error::NoRealization(_)), "{e:?}");
     // The same query without the filter is a cuboid answer: the filter made the difference.
     let plain = user("carl", vec![]);
     let out = refusing.execute_as(&plain, sql, None).await.unwrap();
@@ -192,7 +192,10 @@ async fn row_filters_apply_on_the_table_index_snapshots_and_left_joins() {
     // No cuboid applies `c_custkey >= 0`: the table index and the lookup snapshots answer.
     let access = user(
         "bob",
-        vec![("customer", filters(&["c_region = 'ASIA'", "c_custkey >= 0"]))],
+        vec![(
+            "customer",
+            filters(&["c_region = 'ASIA'", "c_custkey >= 0"]),
+        )],
     );
     let (_, q31) = &q3()[0];
     let (plan, answer, n) = check(
@@ -322,7 +325,10 @@ async fn denied_tables_columns_and_unseen_projects() {
         .iter()
         .map(|f| f.name().as_str())
         .collect();
-    assert!(!names.contains(&"c_phone") && names.contains(&"c_name"), "{names:?}");
+    assert!(
+        !names.contains(&"c_phone") && names.contains(&"c_name"),
+        "{names:?}"
+    );
     let want = oracle_query(
         &ctx,
         "select c_custkey, c_name, c_address, c_city, c_nation, c_region, c_mktsegment \
@@ -356,7 +362,8 @@ async fn denied_tables_columns_and_unseen_projects() {
     let e = engine.execute_as(&access, &q21.1, None).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
     assert!(
-        e.to_string().contains("table ssb.part is denied to user bob"),
+        e.to_string()
+            .contains("table ssb.part is denied to user bob"),
         "{e}"
     );
 
