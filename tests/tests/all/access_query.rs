@@ -14,7 +14,9 @@ use qilin_engine::metadata::managers::Metadata;
 use qilin_engine::query::QueryEngine;
 use qilin_engine::security::{Access, ProjectRole, TableRestriction};
 use qilin_tests::compare::{compare, explain_text, has_order_by, oracle_query, Expect};
-use qilin_tests::corpus::ssb_queries;
+use qilin_tests::corpus::{
+    check_random_queries, check_ssb_queries, ssb_queries, QueryClient, RANDOM_QUERIES_SMALL,
+};
 use qilin_tests::oracle;
 use qilin_tests::server::{
     shared_ssb_source_dir, shared_ssb_store, shared_ssb_store_without_table_index, ssb_properties,
@@ -22,7 +24,7 @@ use qilin_tests::server::{
 };
 
 /// An engine over the shared store (with its table index or without), `extra` properties.
-async fn engine(table_index: bool, extra: &str) -> (QueryEngine, PathBuf) {
+async fn ssb_engine(table_index: bool, extra: &str) -> (QueryEngine, PathBuf) {
     let store = if table_index {
         shared_ssb_store(SCALE).await
     } else {
@@ -115,7 +117,7 @@ async fn check(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ssb_q3_with_a_row_filter_is_answered_from_the_cube() {
-    let (engine, source) = engine(true, "").await;
+    let (engine, source) = ssb_engine(true, "").await;
     let ctx = oracle(&source).await;
     let mut answers = Vec::new();
     for region in ["ASIA", "AMERICA", "EUROPE"] {
@@ -157,7 +159,7 @@ async fn a_row_filter_no_cuboid_applies_goes_to_pushdown_or_is_refused() {
             filters(&["c_region = 'ASIA'", "c_custkey >= 0"]),
         )],
     );
-    let (pushdown, source) = engine(
+    let (pushdown, source) = ssb_engine(
         false,
         "kylin.query.pushdown.enabled=true\nkylin.query.cache-enabled=true\n",
     )
@@ -175,7 +177,7 @@ async fn a_row_filter_no_cuboid_applies_goes_to_pushdown_or_is_refused() {
         assert!(answer.pushdown, "{name}: {answer:?}");
         assert!(plan.contains("pushdown to the source tables"), "{plan}");
     }
-    let (refusing, _) = engine(false, "").await;
+    let (refusing, _) = ssb_engine(false, "").await;
     let (_, sql) = &q3()[0];
     let e = refusing.execute_as(&access, sql, None).await.unwrap_err();
     assert!(matches!(e, qilin_engine::Error::NoRealization(_)), "{e:?}");
@@ -187,7 +189,7 @@ async fn a_row_filter_no_cuboid_applies_goes_to_pushdown_or_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_filters_apply_on_the_table_index_snapshots_and_left_joins() {
-    let (engine, source) = engine(true, "").await;
+    let (engine, source) = ssb_engine(true, "").await;
     let ctx = oracle(&source).await;
     // No cuboid applies `c_custkey >= 0`: the table index and the lookup snapshots answer.
     let access = user(
@@ -257,7 +259,7 @@ async fn row_filters_apply_on_the_table_index_snapshots_and_left_joins() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn different_filters_never_share_a_cached_result() {
-    let (engine, source) = engine(true, "kylin.query.cache-enabled=true\n").await;
+    let (engine, source) = ssb_engine(true, "kylin.query.cache-enabled=true\n").await;
     let ctx = oracle(&source).await;
     let sql = "select c_region, sum(lo_revenue) as revenue from lineorder, customer \
                where lo_custkey = c_custkey group by c_region order by c_region";
@@ -288,7 +290,7 @@ async fn different_filters_never_share_a_cached_result() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn denied_tables_columns_and_unseen_projects() {
-    let (engine, source) = engine(true, "").await;
+    let (engine, source) = ssb_engine(true, "").await;
     let ctx = oracle(&source).await;
     let access = user(
         "bob",
@@ -389,4 +391,66 @@ async fn denied_tables_columns_and_unseen_projects() {
         .await
         .unwrap();
     assert_eq!(qilin_tests::cell(out.batches[0].column(0).as_ref(), 0), "0");
+}
+
+/// The engine as one user, for the shared query corpus.
+struct AsUser<'a> {
+    engine: &'a QueryEngine,
+    access: Access,
+}
+
+impl QueryClient for AsUser<'_> {
+    async fn query(&mut self, sql: &str) -> Result<Vec<RecordBatch>, tonic::Status> {
+        match self.engine.execute_as(&self.access, sql, None).await {
+            Ok(out) => Ok(out.batches),
+            // As `qilin-server` maps them (what the corpus tells apart).
+            Err(e @ qilin_engine::Error::NoRealization(_)) => {
+                Err(tonic::Status::invalid_argument(e.to_string()))
+            }
+            Err(e) => Err(tonic::Status::internal(e.to_string())),
+        }
+    }
+}
+
+/// The oracle whose `customer` holds only the rows `c_region = 'ASIA'`: any query on it is
+/// what a user with that row filter must get.
+async fn asia_oracle(source: &std::path::Path) -> datafusion::prelude::SessionContext {
+    let ctx = oracle(source).await;
+    let raw = ctx.table_provider("customer").await.expect("customer");
+    ctx.deregister_table("customer").expect("deregister");
+    ctx.register_table("customer_raw", raw)
+        .expect("register raw");
+    let view = ctx
+        .sql("select * from customer_raw where c_region = 'ASIA'")
+        .await
+        .expect("filtered customer")
+        .into_view();
+    ctx.register_table("customer", view).expect("register view");
+    ctx
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_query_corpus_as_a_filtered_user_equals_a_filtered_oracle() {
+    let (engine, source) = ssb_engine(true, "").await;
+    let (pushdown, _) = ssb_engine(true, "kylin.query.pushdown.enabled=true\n").await;
+    let ctx = asia_oracle(&source).await;
+    let access = user("bob", vec![("customer", filters(&["c_region = 'ASIA'"]))]);
+    // The 13 SSB queries: every one still a cuboid answer (c_region is a dimension).
+    let mut client = AsUser {
+        engine: &engine,
+        access: access.clone(),
+    };
+    check_ssb_queries("as bob", &mut client, &ctx).await;
+    let mut pushed = AsUser {
+        engine: &pushdown,
+        access,
+    };
+    check_random_queries(
+        "as bob",
+        &mut client,
+        &mut pushed,
+        &ctx,
+        RANDOM_QUERIES_SMALL,
+    )
+    .await;
 }
