@@ -215,8 +215,13 @@ pub(crate) fn with_row_filters(
             .iter()
             .map(|f| state.create_logical_expr(f, schema))
             .collect();
-        let predicate = match parsed {
-            Ok(p) => conjunction(p).expect("at least one row filter"),
+        let node = Arc::new(node);
+        let filter = parsed.and_then(|p| {
+            let predicate = conjunction(p).expect("at least one row filter");
+            Filter::try_new(predicate, node.clone())
+        });
+        let filter = match filter {
+            Ok(f) => f,
             Err(e) => {
                 // Fail closed: rows the caller may not see never leave unfiltered.
                 failure = Some(Error::PermissionDenied(format!(
@@ -224,10 +229,10 @@ pub(crate) fn with_row_filters(
                     access.user,
                     e.find_root()
                 )));
+                let node = Arc::unwrap_or_clone(node);
                 return Ok(Transformed::new(node, false, TreeNodeRecursion::Stop));
             }
         };
-        let filter = Filter::try_new(predicate, Arc::new(node))?;
         // The scan below is filtered once; do not descend to it again.
         Ok(Transformed::new(
             LogicalPlan::Filter(filter),
@@ -636,6 +641,13 @@ mod tests {
         );
         let e = engine.execute_as(&hidden, sql, None).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        // So does a filter that is not a predicate, or not SQL at all.
+        for bad in ["city", "region = ", "nope = 1"] {
+            let odd = user("eve", &[("store", rows_filter(bad))]);
+            let e = engine.execute_as(&odd, sql, None).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{bad}: {e}");
+            assert!(e.to_string().contains("shop.store"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! detail query's first batch leaves before its input is read whole, within a memory pool of
 //! `kylin.query.max-memory-mb` shared by all queries.
 //!
-//! Everything a server needs is on [`QueryEngine`]; it holds no per-client state.
+//! Everything a server needs is on [`QueryEngine`]; it holds no per-client state. The `*_as`
+//! methods run as one caller ([`Access`]): only its projects, its denied tables and columns
+//! refused by name, its row filters applied on every path (see `access`).
 
 mod access;
 mod cache;
