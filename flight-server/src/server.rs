@@ -128,8 +128,7 @@ pub async fn serve(
         });
         let (http_tls, scheme) = (tls.clone(), if tls.is_some() { "https" } else { "http" });
         tokio::spawn(async move {
-            if let Err(e) = http::serve_with(hlistener, http_tls, router, shutdown_signal()).await
-            {
+            if let Err(e) = http::serve_with(hlistener, http_tls, router, shutdown_signal()).await {
                 log::error!("HTTP server stopped: {e}");
             }
         });
