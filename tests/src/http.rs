@@ -200,6 +200,13 @@ impl Http {
                 "the server closed the connection without a reply",
             ));
         }
+        if !raw.starts_with(b"HTTP/") {
+            // e.g. a TLS alert: a plaintext request on a TLS port.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not an HTTP reply: {:?}", String::from_utf8_lossy(&raw)),
+            ));
+        }
         Ok(parse_reply(&raw))
     }
 }
