@@ -52,6 +52,25 @@ pub async fn serve(
         .await
 }
 
+/// Like [`serve`], over TLS when `tls` is given (`kylin.server.tls.*`): every connection
+/// must complete a TLS handshake before it is served; a plaintext request gets no answer.
+pub async fn serve_with(
+    listener: TcpListener,
+    tls: Option<Arc<crate::tls::Tls>>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    match tls {
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls.http_acceptor())?;
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => serve(listener, router, shutdown).await,
+    }
+}
+
 /// `host:port` to bind, with brackets around an IPv6 literal.
 pub fn bind_address(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {

@@ -9,6 +9,8 @@
 //! - [`auth`]: users and bearer tokens ([`auth::Authenticator`]), shared by Flight SQL and HTTP;
 //! - [`http`]: the instance's HTTP server: `/health` and `/metrics` (an `axum` router the
 //!   REST API and the console join) and [`shutdown_signal`];
+//! - [`tls`]: `kylin.server.tls.*` read and checked once, for Flight SQL, HTTP and
+//!   notifications;
 //! - [`web`]: what every REST handler uses: [`web::ApiError`] (the one engine-error → HTTP
 //!   status mapping), the [`web::Caller`] and [`web::JsonBody`] extractors, [`web::Params`].
 //!
@@ -25,6 +27,7 @@ pub mod liveness;
 pub mod metrics;
 pub mod notify;
 mod shutdown;
+pub mod tls;
 pub mod web;
 
 pub use liveness::Runner;

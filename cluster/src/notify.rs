@@ -13,6 +13,10 @@
 //! the signed body — is the wire contract between instances (possibly of different versions)
 //! and the same key signs bearer tokens; a token or mTLS framework would change that contract
 //! and add a dependency for twenty lines. Sending reuses the Flight client (tonic).
+//!
+//! With `kylin.server.tls.*` set, peers are called over TLS (`https://`), their certificates
+//! verified and this node's certificate presented as its identity (see [`crate::tls`]); a
+//! receiver with `kylin.server.tls.client-ca` refuses notifications without one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +30,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 use crate::metrics;
+use crate::tls::Tls;
+use tonic::transport::ClientTlsConfig;
 
 /// The `DoAction` type of a notification.
 pub const NOTIFY_ACTION: &str = "qilin.notify";
@@ -125,6 +131,9 @@ pub struct Notifier {
     peers: Vec<String>,
     secret: Arc<Vec<u8>>,
     from: String,
+    /// `Ok(None)`: plaintext; `Err`: TLS is configured but its files are unusable (every
+    /// delivery fails with that message: never a silent fall-back to plaintext).
+    tls: Result<Option<ClientTlsConfig>, String>,
 }
 
 impl Notifier {
@@ -147,6 +156,12 @@ impl Notifier {
             from: own_addr
                 .map(str::to_string)
                 .unwrap_or_else(|| format!("job@{}", crate::liveness::hostname())),
+            tls: Tls::from_config(config)
+                .map(|t| t.map(|t| t.peer_client()))
+                .map_err(|e| {
+                    log::error!("notifications cannot use TLS: {e}");
+                    e.to_string()
+                }),
         })
     }
 
@@ -181,7 +196,7 @@ impl Notifier {
                 let mut backoff = FIRST_BACKOFF;
                 let mut attempt = 1;
                 loop {
-                    match send(peer, body, signature).await {
+                    match send(peer, &self.tls, body, signature).await {
                         Ok(()) => {
                             metrics::global().notification_sent();
                             return None;
@@ -212,12 +227,24 @@ impl Notifier {
     }
 }
 
-async fn send(peer: &str, body: &[u8], signature: &str) -> Result<(), String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{peer}"))
+async fn send(
+    peer: &str,
+    tls: &Result<Option<ClientTlsConfig>, String>,
+    body: &[u8],
+    signature: &str,
+) -> Result<(), String> {
+    let tls = tls.as_ref().map_err(Clone::clone)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{peer}"))
         .map_err(|e| e.to_string())?
         .connect_timeout(CALL_TIMEOUT)
         .timeout(CALL_TIMEOUT);
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| error_chain(&e))?;
     let mut client = FlightServiceClient::new(channel);
     let mut request = tonic::Request::new(Action {
         r#type: NOTIFY_ACTION.into(),
@@ -242,6 +269,17 @@ async fn send(peer: &str, body: &[u8], signature: &str) -> Result<(), String> {
         .is_some()
     {}
     Ok(())
+}
+
+/// An error with its causes ("transport error: …: invalid peer certificate: UnknownIssuer").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
 }
 
 #[cfg(test)]

@@ -83,6 +83,30 @@ pub const KEYS: &[KeySpec] = &[
         doc: "port the query server binds",
     },
     KeySpec {
+        key: "kylin.server.tls.cert",
+        alias: None,
+        default: "",
+        doc: "PEM certificate chain: Flight SQL and the HTTP server speak TLS only (set with `kylin.server.tls.key`); see [TLS](#tls)",
+    },
+    KeySpec {
+        key: "kylin.server.tls.key",
+        alias: None,
+        default: "",
+        doc: "PEM private key of `kylin.server.tls.cert`",
+    },
+    KeySpec {
+        key: "kylin.server.tls.client-ca",
+        alias: None,
+        default: "",
+        doc: "PEM CA of the cluster's node certificates: client certificates it signed are accepted (optional for ordinary clients, required on notifications), nodes verify each other against it and present their own certificate when notifying",
+    },
+    KeySpec {
+        key: "kylin.security.allow-plaintext",
+        alias: None,
+        default: "false",
+        doc: "let a server bind a non-loopback `kylin.server.host` without TLS",
+    },
+    KeySpec {
         key: "kylin.sample.scale",
         alias: None,
         default: "0.1",
@@ -333,6 +357,19 @@ pub struct ClusterConfig {
     pub poll_seconds: u64,
     /// The HTTP server's port: console, REST API, health, metrics (0 = off).
     pub http_port: u16,
+    /// `kylin.server.tls.*`: both servers speak TLS only when set.
+    pub tls: Option<TlsFiles>,
+    /// `kylin.security.allow-plaintext`: a non-loopback host may serve without TLS.
+    pub allow_plaintext: bool,
+}
+
+/// The PEM files of `kylin.server.tls.*` (read and checked by `qilin_cluster::tls`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA of node (client) certificates, for mutual TLS between nodes.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The SSB sample created on first start (`kylin.sample.*`).
@@ -540,6 +577,8 @@ impl Config {
                 port: server_port,
                 poll_seconds,
                 http_port: parse_key(&get, "kylin.server.http-port")?,
+                tls: tls_files(&get)?,
+                allow_plaintext: parse_bool(&get, "kylin.security.allow-plaintext")?,
             },
             sample: SampleConfig {
                 scale: sample_scale,
@@ -547,6 +586,39 @@ impl Config {
             },
             values,
         })
+    }
+}
+
+/// `kylin.server.tls.cert` and `.key` both set (TLS) or neither; a client CA only with them.
+fn tls_files(get: &impl Fn(&str) -> String) -> Result<Option<TlsFiles>, ConfigError> {
+    let path = |k: &str| Some(get(k)).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let (cert, key, client_ca) = (
+        path("kylin.server.tls.cert"),
+        path("kylin.server.tls.key"),
+        path("kylin.server.tls.client-ca"),
+    );
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            client_ca,
+        })),
+        (None, None) if client_ca.is_none() => Ok(None),
+        (None, None) => Err(invalid(
+            "kylin.server.tls.client-ca",
+            &get("kylin.server.tls.client-ca"),
+            "needs kylin.server.tls.cert and kylin.server.tls.key",
+        )),
+        (Some(_), None) => Err(invalid(
+            "kylin.server.tls.key",
+            "",
+            "must be set with kylin.server.tls.cert (both or neither)",
+        )),
+        (None, Some(_)) => Err(invalid(
+            "kylin.server.tls.cert",
+            "",
+            "must be set with kylin.server.tls.key (both or neither)",
+        )),
     }
 }
 
@@ -770,6 +842,38 @@ mod tests {
             ("kylin.rest.servers=host-without-port", "kylin.rest.servers"),
             ("kylin.metadata.url=", "kylin.metadata.url"),
             ("kylin.storage.block-rows=0", "kylin.storage.block-rows"),
+        ] {
+            let err = load(text, &[]).unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn tls_needs_both_cert_and_key() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.cluster.tls, None);
+        assert!(!c.cluster.allow_plaintext);
+        let c = load(
+            "kylin.server.tls.cert=/c.pem\nkylin.server.tls.key=/k.pem\nkylin.security.allow-plaintext=true\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.cluster.tls,
+            Some(TlsFiles {
+                cert: "/c.pem".into(),
+                key: "/k.pem".into(),
+                client_ca: None
+            })
+        );
+        assert!(c.cluster.allow_plaintext);
+        for (text, key) in [
+            ("kylin.server.tls.cert=/c.pem\n", "kylin.server.tls.key"),
+            ("kylin.server.tls.key=/k.pem\n", "kylin.server.tls.cert"),
+            (
+                "kylin.server.tls.client-ca=/ca.pem\n",
+                "kylin.server.tls.client-ca",
+            ),
         ] {
             let err = load(text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

@@ -78,11 +78,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     // Security first: a server that must not start should not build a sample before saying so.
     let auth = Arc::new(auth::Authenticator::from_config(&config)?);
+    // TLS files checked (or plaintext refused off loopback) before anything slow, too.
+    let tls = qilin_cluster::tls::Tls::for_server(&config)?;
     // Each store is opened once, shared by the sample, the query engine and the job engine.
     let stores = server::Stores::open(&config)?;
     if config.cluster.mode == ServerMode::All {
         // Building is job work, which a query-only instance leaves to others.
         sample::create_if_empty(&config, &stores).await?;
     }
-    server::serve(&config, auth, stores).await
+    server::serve(&config, auth, stores, tls).await
 }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use futures::TryStreamExt;
 use qilin_cluster::http::{self, bind_address, Health};
+use qilin_cluster::tls::Tls;
 use qilin_cluster::{metrics, shutdown_signal};
 use qilin_engine::config::{Config, ServerMode};
 use qilin_engine::metadata::{managers::Metadata, open_store};
@@ -51,8 +52,9 @@ impl Stores {
     }
 }
 
-/// Serves until a shutdown signal. `auth` is checked before anything slow happens (see
-/// `main`), so a misconfigured server fails at once. Alongside Flight SQL: the store-version
+/// Serves until a shutdown signal. `auth` and `tls` are checked before anything slow happens
+/// (see `main`), so a misconfigured server fails at once. With `tls` both Flight SQL and the
+/// HTTP server accept TLS connections only. Alongside Flight SQL: the store-version
 /// poller (remote stores), the HTTP server (`kylin.server.http-port`: console, REST
 /// API, health, metrics), and in
 /// mode `all` the job daemon.
@@ -60,6 +62,7 @@ pub async fn serve(
     config: &Config,
     auth: Arc<Authenticator>,
     stores: Stores,
+    tls: Option<Arc<Tls>>,
 ) -> anyhow::Result<()> {
     let Stores { meta, segments } = stores;
     let engine = Arc::new(QueryEngine::new(config, meta.clone(), segments.clone()));
@@ -123,8 +126,9 @@ pub async fn serve(
             jobs: jobs.clone(),
             query_slots,
         });
+        let (http_tls, scheme) = (tls.clone(), if tls.is_some() { "https" } else { "http" });
         tokio::spawn(async move {
-            if let Err(e) = http::serve(hlistener, router, shutdown_signal()).await {
+            if let Err(e) = http::serve_with(hlistener, http_tls, router, shutdown_signal()).await {
                 log::error!("HTTP server stopped: {e}");
             }
         });
@@ -132,7 +136,7 @@ pub async fn serve(
         let mut out = std::io::stdout().lock();
         writeln!(out, "{HTTP_PREFIX}{hlocal}")?;
         out.flush()?;
-        log::info!("console, REST API, health and metrics on http://{hlocal}");
+        log::info!("console, REST API, health and metrics on {scheme}://{hlocal}");
     }
     if config.cluster.mode == ServerMode::All {
         // The embedded job engine: it runs jobs only while it holds the cluster's lease.
@@ -150,14 +154,27 @@ pub async fn serve(
     writeln!(out, "{LISTENING_PREFIX}{local}")?;
     out.flush()?;
     drop(out);
-    log::info!("serving Flight SQL on {local}");
+    log::info!(
+        "serving Flight SQL on {local}{}",
+        match &tls {
+            Some(t) if t.mutual() => " (TLS, node certificates accepted)",
+            Some(_) => " (TLS)",
+            None => "",
+        }
+    );
 
     // Small result messages should not wait for Nagle's algorithm.
     let incoming = TcpListenerStream::new(listener).map_ok(|s| {
         let _ = s.set_nodelay(true);
         s
     });
-    Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = &tls {
+        builder = builder
+            .tls_config(tls.flight_server())
+            .context("kylin.server.tls.*")?;
+    }
+    builder
         .add_service(RequireAuth::new(flight, auth))
         .serve_with_incoming_shutdown(incoming, shutdown_signal())
         .await

@@ -64,6 +64,8 @@ pub struct QilinFlightSql {
     jobs: JobEngine,
     /// Checks cluster notifications (`kylin.security.token-secret`).
     cluster_secret: Vec<u8>,
+    /// `kylin.server.tls.client-ca` set: a notification must come with a node certificate.
+    notify_needs_node_cert: bool,
     /// Catalog actions (`qilin.project.*`, `qilin.model.*`, `qilin.cube.*`, `qilin.table.*`).
     admin: Arc<Admin>,
 }
@@ -105,6 +107,11 @@ impl QilinFlightSql {
             max_concurrent: config.query.max_concurrent,
             jobs,
             cluster_secret: config.security.token_secret.clone().into_bytes(),
+            notify_needs_node_cert: config
+                .cluster
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca.is_some()),
         }
     }
 
@@ -116,6 +123,16 @@ impl QilinFlightSql {
     /// A cluster notification: checked against the cluster secret, then the catalog is
     /// reloaded if the store moved on (which also drops cached results).
     async fn notified(&self, request: Request<Action>) -> Result<(), Status> {
+        // Under mutual TLS the cluster secret alone is not enough: the sender must be a node
+        // (tonic has verified the certificate against the client CA during the handshake).
+        if self.notify_needs_node_cert && request.peer_certs().is_none_or(|c| c.is_empty()) {
+            metrics::global().notification_received(false);
+            log::warn!("refused a notification without a node certificate");
+            return Err(Status::permission_denied(
+                "a notification must come with a node certificate signed by \
+                 kylin.server.tls.client-ca",
+            ));
+        }
         let signature = request
             .metadata()
             .get(SIGNATURE_HEADER)

@@ -446,6 +446,7 @@ async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
     if config.cluster.http_port != 0 {
         // The REST API needs users and tokens: the same rules as the query server's.
         let auth = Arc::new(Authenticator::from_config(config)?);
+        let tls = qilin_cluster::tls::Tls::for_server(config)?;
         let addr = http::bind_address(&config.cluster.host, config.cluster.http_port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -467,7 +468,7 @@ async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
             .merge(qilin_jobs::rest::router(rest_engine))
             .layer(axum::Extension(auth));
         tokio::spawn(async move {
-            if let Err(e) = http::serve(listener, router, shutdown_signal()).await {
+            if let Err(e) = http::serve_with(listener, tls, router, shutdown_signal()).await {
                 log::error!("HTTP server stopped: {e}");
             }
         });

@@ -1,10 +1,15 @@
 //! A small HTTP/1.1 client for the REST tests (std `TcpStream`, one request per connection,
 //! `Connection: close`): enough for JSON requests and replies with `Content-Length` or chunked
-//! bodies, without another HTTP stack in the workspace.
+//! bodies, without another HTTP stack in the workspace. HTTPS through rustls (the one tonic
+//! compiles) with [`Http::with_tls`].
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use serde_json::Value;
 
@@ -63,6 +68,8 @@ pub struct Http {
     pub authorization: Option<String>,
     /// Extra request headers (`Name: value` without line ends).
     pub headers: Vec<String>,
+    /// HTTPS with this client configuration (see [`Http::with_tls`]).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Http {
@@ -72,6 +79,7 @@ impl Http {
             addr: addr.to_string(),
             authorization: None,
             headers: Vec::new(),
+            tls: None,
         }
     }
 
@@ -98,6 +106,22 @@ impl Http {
         self
     }
 
+    /// The same client over HTTPS, trusting only the CA certificates in `ca_pem`.
+    pub fn with_tls(mut self, ca_pem: &str) -> Http {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+            roots.add(cert.expect("PEM CA")).expect("usable CA");
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        self.tls = Some(Arc::new(config));
+        self
+    }
+
     pub fn get(&self, path: &str) -> Reply {
         self.request("GET", path, None)
     }
@@ -117,6 +141,13 @@ impl Http {
 
     /// One exchange on a fresh connection. A body is sent as `application/json`.
     pub fn request(&self, method: &str, path: &str, body: Option<&[u8]>) -> Reply {
+        self.try_request(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path} on {}: {e}", self.addr))
+    }
+
+    /// [`Http::request`], with a failure to connect, to complete TLS or to read a reply as
+    /// an error.
+    pub fn try_request(&self, method: &str, path: &str, body: Option<&[u8]>) -> io::Result<Reply> {
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\n",
             self.addr
@@ -135,16 +166,48 @@ impl Http {
             ));
         }
         head.push_str("\r\n");
-        let mut s = TcpStream::connect(&self.addr)
-            .unwrap_or_else(|e| panic!("cannot connect to http://{}: {e}", self.addr));
-        s.set_read_timeout(Some(TIMEOUT)).expect("read timeout");
+        let s = TcpStream::connect(&self.addr)?;
+        s.set_read_timeout(Some(TIMEOUT))?;
         let mut request = head.into_bytes();
         request.extend_from_slice(body.unwrap_or_default());
-        s.write_all(&request).expect("send the HTTP request");
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw)
-            .unwrap_or_else(|e| panic!("{method} {path}: reading the reply: {e}"));
-        parse_reply(&raw)
+        match &self.tls {
+            None => {
+                let mut s = s;
+                s.write_all(&request)?;
+                s.read_to_end(&mut raw)?;
+            }
+            Some(config) => {
+                let host = self.addr.rsplit_once(':').map_or(&*self.addr, |(h, _)| h);
+                let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+                let conn = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(io::Error::other)?;
+                let mut tls = rustls::StreamOwned::new(conn, s);
+                tls.write_all(&request)?;
+                match tls.read_to_end(&mut raw) {
+                    // A server that closes without close_notify after a whole reply.
+                    Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+                    r => {
+                        r?;
+                    }
+                }
+            }
+        }
+        if raw.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the server closed the connection without a reply",
+            ));
+        }
+        if !raw.starts_with(b"HTTP/") {
+            // e.g. a TLS alert: a plaintext request on a TLS port.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not an HTTP reply: {:?}", String::from_utf8_lossy(&raw)),
+            ));
+        }
+        Ok(parse_reply(&raw))
     }
 }
 

@@ -29,6 +29,7 @@ pub mod nginx;
 pub mod process;
 pub mod random_queries;
 pub mod server;
+pub mod tls;
 
 /// Declares `NAME::local` and `NAME::hbase` tests that run `async fn NAME(backend: Backend)`
 /// on each backend (one test corpus, parametrized by backend).

@@ -39,4 +39,5 @@ mod sqlalchemy_paths;
 mod ssb_adbc;
 mod store_contract;
 mod tables_cli;
+mod tls;
 mod tpch;
