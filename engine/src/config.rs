@@ -146,7 +146,7 @@ pub const KEYS: &[KeySpec] = &[
         key: "kylin.security.users",
         alias: None,
         default: "",
-        doc: "`USER:PASSWORD,…`; empty = `ADMIN:KYLIN`, loopback only",
+        doc: "`USER:PASSWORD,…`: global admins imported (hashed) into the metadata store on start when absent there; empty = `ADMIN:KYLIN`, loopback only",
     },
     KeySpec {
         key: "kylin.security.token-secret",

@@ -1,6 +1,7 @@
 //! `qilin-jobs`: submit and run cube builds, merges and refreshes; list, show and discard
 //! jobs; create the SSB sample; `serve` runs the job daemon of a cluster; register source
-//! tables (`table`).
+//! tables (`table`); users, roles, table rules, API keys and the audit log (`user`, `grant`,
+//! `acl`, `apikey`, `audit`).
 
 mod table_command;
 
@@ -124,6 +125,9 @@ enum Command {
         #[command(subcommand)]
         command: cli_metadata::MetadataCommand,
     },
+    /// Users, project roles, table rules, API keys and the audit log.
+    #[command(flatten)]
+    Security(cli::security::SecurityCommand),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -269,6 +273,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ImportKylin(args) => cli_kylin::run(engine.metadata(), &config, args),
         Command::Metadata { command } => cli_metadata::run(engine.metadata(), command),
+        Command::Security(command) => cli::security::run(&engine, &config, command).await,
     }
 }
 

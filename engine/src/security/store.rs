@@ -743,3 +743,368 @@ impl SecurityState {
         access
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorKind;
+    use crate::model::{ColumnDesc, ProjectDesc, SourceFormat};
+
+    fn user(u: &str) -> Principal {
+        Principal::User(u.into())
+    }
+
+    fn setup() -> (SecurityStore, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let meta =
+            Metadata::new(crate::metadata::open_store(dir.path().to_str().unwrap()).unwrap());
+        for p in ["ssb", "tpch"] {
+            meta.save_project(&ProjectDesc {
+                name: p.into(),
+                description: String::new(),
+            })
+            .unwrap();
+        }
+        let col = |n: &str, t: &str| ColumnDesc {
+            name: n.into(),
+            data_type: t.into(),
+        };
+        meta.save_table(&TableDesc {
+            project: "ssb".into(),
+            name: "customer".into(),
+            location: "customer.parquet".into(),
+            format: SourceFormat::Parquet,
+            columns: vec![
+                col("c_custkey", "integer"),
+                col("c_region", "varchar"),
+                col("c_nation", "varchar"),
+            ],
+            csv_delimiter: None,
+            csv_header: None,
+            partition_columns: vec![],
+        })
+        .unwrap();
+        (SecurityStore::new(meta), dir)
+    }
+
+    /// Every resource path and its version: "nothing changed" means this is equal.
+    fn snapshot(s: &SecurityStore) -> Vec<(String, u64)> {
+        let store = s.metadata().store();
+        store
+            .list_all()
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                let v = store.get(&p).unwrap().unwrap().version;
+                (p, v)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn users_are_created_listed_changed_and_validated() {
+        let (s, _d) = setup();
+        let alice = s.create_user("alice", "pw", false).unwrap();
+        assert!(!alice.admin && !alice.disabled);
+        s.create_user_with_groups("bob", "pw", true, vec!["sales".into(), "sales".into()])
+            .unwrap();
+        let before = snapshot(&s);
+        for (name, pw, kind) in [
+            ("alice", "x", ErrorKind::AlreadyExists),
+            ("ALICE", "x", ErrorKind::AlreadyExists),
+            ("../x", "x", ErrorKind::User),
+            ("carol", "", ErrorKind::User),
+            ("carol", &"x".repeat(1025), ErrorKind::User),
+        ] {
+            let err = s.create_user(name, pw, false).unwrap_err();
+            assert_eq!(err.kind(), kind, "{name}: {err}");
+        }
+        assert_eq!(
+            s.set_password("nobody", "x").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(
+            s.set_password("alice", "").unwrap_err().kind(),
+            ErrorKind::User
+        );
+        assert!(s.set_groups("alice", vec!["a b".into()]).is_err());
+        assert_eq!(snapshot(&s), before, "a refused change wrote something");
+        s.set_disabled("alice", true).unwrap();
+        s.set_admin("alice", true).unwrap();
+        s.set_groups("alice", vec!["ops".into()]).unwrap();
+        let users = s.users().unwrap();
+        assert_eq!(users.len(), 2);
+        let a = users.iter().find(|u| u.name == "alice").unwrap();
+        assert!(a.disabled && a.admin);
+        assert_eq!(a.groups, ["ops"]);
+        assert_eq!(
+            users.iter().find(|u| u.name == "bob").unwrap().groups,
+            ["sales"]
+        );
+        let state = s.load().unwrap();
+        assert!(!state.verify_password("alice", "pw"), "disabled");
+        assert!(state.password_matches("alice", "pw"));
+        assert!(state.verify_password("bob", "pw"));
+        assert!(!state.verify_password("bob", "PW"));
+        assert!(!state.verify_password("nobody", "pw"));
+    }
+
+    #[test]
+    fn grants_resolve_names_replace_roles_and_refuse_unknowns() {
+        let (s, _d) = setup();
+        s.create_user("alice", "pw", false).unwrap();
+        let g = s.grant("SSB", &user("alice"), ProjectRole::Query).unwrap();
+        assert_eq!(g.project, "ssb");
+        s.grant("ssb", &user("alice"), ProjectRole::Management)
+            .unwrap();
+        s.grant("ssb", &Principal::Group("sales".into()), ProjectRole::Query)
+            .unwrap();
+        let grants = s.grants(Some("ssb")).unwrap();
+        assert_eq!(grants.len(), 2, "{grants:?}");
+        assert!(grants.contains(&Grant {
+            project: "ssb".into(),
+            principal: user("alice"),
+            role: ProjectRole::Management
+        }));
+        let before = snapshot(&s);
+        let err = s
+            .grant("nope", &user("alice"), ProjectRole::Query)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.to_string().contains("project nope"), "{err}");
+        let err = s
+            .grant("ssb", &user("mallory"), ProjectRole::Query)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert!(err.to_string().contains("user mallory"), "{err}");
+        assert!(s
+            .grant("ssb", &Principal::Group("a/b".into()), ProjectRole::Query)
+            .is_err());
+        let err = s.revoke("tpch", &user("alice")).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(snapshot(&s), before);
+        let r = s.revoke("ssb", &user("alice")).unwrap();
+        assert_eq!(r.role, ProjectRole::Management);
+        assert_eq!(s.grants(None).unwrap().len(), 1);
+        assert_eq!(
+            s.revoke("ssb", &user("alice")).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn rules_validate_tables_columns_and_filters() {
+        let (s, _d) = setup();
+        s.create_user("alice", "pw", false).unwrap();
+        let before = snapshot(&s);
+        let bad = [
+            ("ssb", "nope", Rule::DenyTable, ErrorKind::NotFound),
+            ("tpch", "customer", Rule::DenyTable, ErrorKind::NotFound),
+            (
+                "ssb",
+                "customer",
+                Rule::DenyColumn {
+                    column: "c_phone".into(),
+                },
+                ErrorKind::NotFound,
+            ),
+            (
+                "ssb",
+                "customer",
+                Rule::RowFilter {
+                    filter: "c_regio = 'ASIA'".into(),
+                },
+                ErrorKind::User,
+            ),
+            (
+                "ssb",
+                "customer",
+                Rule::RowFilter {
+                    filter: "c_region".into(),
+                },
+                ErrorKind::User,
+            ),
+            (
+                "ssb",
+                "customer",
+                Rule::RowFilter {
+                    filter: "c_region = 'ASIA'; DROP TABLE x".into(),
+                },
+                ErrorKind::User,
+            ),
+            (
+                "ssb",
+                "customer",
+                Rule::RowFilter {
+                    filter: "c_custkey IN (SELECT 1)".into(),
+                },
+                ErrorKind::User,
+            ),
+            (
+                "ssb",
+                "customer",
+                Rule::RowFilter {
+                    filter: "count(*) > 1".into(),
+                },
+                ErrorKind::User,
+            ),
+            (
+                "ssb",
+                "customer",
+                Rule::RowFilter {
+                    filter: String::new(),
+                },
+                ErrorKind::User,
+            ),
+        ];
+        for (p, t, rule, kind) in bad {
+            let err = s.add_rule(p, t, &user("alice"), rule.clone()).unwrap_err();
+            assert_eq!(err.kind(), kind, "{rule:?}: {err}");
+        }
+        let err = s
+            .add_rule("ssb", "customer", &user("mallory"), Rule::DenyTable)
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::NotFound);
+        assert_eq!(snapshot(&s), before);
+
+        let col = s
+            .add_rule(
+                "ssb",
+                "CUSTOMER",
+                &user("alice"),
+                Rule::DenyColumn {
+                    column: "C_NATION".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(col.table, "customer");
+        assert_eq!(
+            col.rule,
+            Rule::DenyColumn {
+                column: "c_nation".into()
+            }
+        );
+        let filter = Rule::RowFilter {
+            filter: " c_region = 'ASIA' AND customer.c_custkey > 0 ".into(),
+        };
+        let f = s
+            .add_rule("ssb", "customer", &user("alice"), filter.clone())
+            .unwrap();
+        // Adding the same rule again returns it.
+        let again = s
+            .add_rule("ssb", "customer", &user("alice"), filter)
+            .unwrap();
+        assert_eq!(again.id, f.id);
+        assert_eq!(s.rules(Some("ssb")).unwrap().len(), 2);
+        assert!(s.rules(Some("tpch")).unwrap().is_empty());
+        let removed = s.remove_rule(&col.id).unwrap();
+        assert_eq!(removed, col);
+        assert_eq!(
+            s.remove_rule(&col.id).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(s.rules(None).unwrap(), [f]);
+    }
+
+    #[test]
+    fn access_combines_user_and_group_grants_and_rules() {
+        let (s, _d) = setup();
+        s.create_user_with_groups("alice", "pw", false, vec!["sales".into()])
+            .unwrap();
+        s.create_user("root", "pw", true).unwrap();
+        s.create_user("carl", "pw", false).unwrap();
+        let sales = Principal::Group("sales".into());
+        s.grant("ssb", &user("alice"), ProjectRole::Query).unwrap();
+        s.grant("ssb", &sales, ProjectRole::Operation).unwrap();
+        s.add_rule(
+            "ssb",
+            "customer",
+            &sales,
+            Rule::RowFilter {
+                filter: "c_region = 'ASIA'".into(),
+            },
+        )
+        .unwrap();
+        s.add_rule(
+            "ssb",
+            "customer",
+            &user("alice"),
+            Rule::DenyColumn {
+                column: "c_nation".into(),
+            },
+        )
+        .unwrap();
+        // A rule on a user in a project it cannot see changes nothing for it.
+        s.add_rule("ssb", "customer", &user("carl"), Rule::DenyTable)
+            .unwrap();
+        let state = s.load().unwrap();
+        let a = state.access("alice");
+        assert!(!a.admin);
+        assert_eq!(a.role("ssb"), Some(ProjectRole::Operation));
+        assert!(!a.sees_project("tpch"));
+        let r = a.restriction("ssb", "customer").unwrap();
+        assert!(!r.denied);
+        assert!(r.denies_column("C_NATION"));
+        assert_eq!(r.row_filters, ["c_region = 'ASIA'"]);
+        assert!(state.access("root").admin);
+        let c = state.access("carl");
+        assert!(c.projects.is_empty() && c.tables.is_empty());
+        let nobody = state.access("nobody");
+        assert!(!nobody.admin && nobody.projects.is_empty());
+        s.set_disabled("alice", true).unwrap();
+        assert!(s.load().unwrap().access("alice").projects.is_empty());
+    }
+
+    #[test]
+    fn api_keys_verify_until_revoked_or_expired() {
+        let (s, _d) = setup();
+        s.create_user("alice", "pw", false).unwrap();
+        let (info, key) = s.create_api_key("alice", None).unwrap();
+        assert!(key.starts_with("qk_") && key.contains(&info.id));
+        let soon = Utc::now() + chrono::Duration::milliseconds(300);
+        let (_, short) = s.create_api_key("alice", Some(soon)).unwrap();
+        let state = s.load().unwrap();
+        assert_eq!(state.verify_api_key(&key).as_deref(), Some("alice"));
+        assert_eq!(state.verify_api_key(&short).as_deref(), Some("alice"));
+        // The secret is not stored, only its hash.
+        let raw = s
+            .metadata()
+            .store()
+            .get(&api_key_path(&info.id))
+            .unwrap()
+            .unwrap()
+            .data;
+        let secret = key.rsplit('_').next().unwrap();
+        assert!(!String::from_utf8(raw).unwrap().contains(secret));
+        let forged = format!("qk_{}_{}", info.id, "0".repeat(64));
+        assert_eq!(state.verify_api_key(&forged), None);
+        assert_eq!(state.verify_api_key("qk_nope_abc"), None);
+        assert_eq!(state.verify_api_key("garbage"), None);
+        let before = snapshot(&s);
+        assert_eq!(
+            s.create_api_key("nobody", None).unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        let past = Utc::now() - chrono::Duration::days(1);
+        assert_eq!(
+            s.create_api_key("alice", Some(past)).unwrap_err().kind(),
+            ErrorKind::User
+        );
+        assert_eq!(
+            s.revoke_api_key("knope").unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
+        assert_eq!(snapshot(&s), before);
+        assert_eq!(s.api_keys(Some("alice")).unwrap().len(), 2);
+        assert!(s.api_keys(Some("bob")).unwrap().is_empty());
+        assert!(s.revoke_api_key(&info.id).unwrap().revoked);
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let state = s.load().unwrap();
+        assert_eq!(state.verify_api_key(&key), None);
+        assert_eq!(state.verify_api_key(&short), None);
+        // A disabled user's keys stop working too.
+        let (_, k2) = s.create_api_key("alice", None).unwrap();
+        s.set_disabled("alice", true).unwrap();
+        assert_eq!(s.load().unwrap().verify_api_key(&k2), None);
+    }
+}
