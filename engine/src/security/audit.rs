@@ -355,7 +355,7 @@ mod tests {
     #[test]
     fn rotates_and_keeps_a_bounded_number_of_archives() {
         let (log, _dir) =
-            log_with("kylin.security.audit.max-bytes=1000\nkylin.security.audit.max-files=2\n");
+            log_with("kylin.security.audit.max-bytes=1024\nkylin.security.audit.max-files=2\n");
         for i in 0..60 {
             log.record(&format!("u{i}"), "sign-in", "", Outcome::Ok, "x".repeat(50));
             log.flush().unwrap();
@@ -363,7 +363,7 @@ mod tests {
         let archives = log.archives().unwrap();
         assert_eq!(archives.len(), 2, "{archives:?}");
         let current = log.meta.store().get(CURRENT_PATH).unwrap().unwrap();
-        assert!(current.data.len() <= 1000);
+        assert!(current.data.len() <= 1024);
         let events = log.read(1000, None).unwrap();
         // The newest events survive in order; the oldest were rotated away.
         assert!(events.len() < 60 && events.len() >= 10, "{}", events.len());
