@@ -1,6 +1,7 @@
 //! `qilin-jobs`: submit and run cube builds, merges and refreshes; list, show and discard
 //! jobs; create the SSB sample; `serve` runs the job daemon of a cluster; register source
-//! tables (`table`).
+//! tables (`table`); users, roles, table rules, API keys and the audit log (`user`, `grant`,
+//! `acl`, `apikey`, `audit`).
 
 mod table_command;
 
@@ -124,6 +125,9 @@ enum Command {
         #[command(subcommand)]
         command: cli_metadata::MetadataCommand,
     },
+    /// Users, project roles, table rules, API keys and the audit log.
+    #[command(flatten)]
+    Security(cli::security::SecurityCommand),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -269,6 +273,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::ImportKylin(args) => cli_kylin::run(engine.metadata(), &config, args),
         Command::Metadata { command } => cli_metadata::run(engine.metadata(), command),
+        Command::Security(command) => cli::security::run(&engine, &config, command).await,
     }
 }
 
@@ -445,7 +450,15 @@ async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
     let mut endpoint = String::from("off");
     if config.cluster.http_port != 0 {
         // The REST API needs users and tokens: the same rules as the query server's.
-        let auth = Arc::new(Authenticator::from_config(config)?);
+        let instance = format!(
+            "qilin-jobs@{}:{}",
+            config.cluster.host, config.cluster.http_port
+        );
+        let auth = Arc::new(Authenticator::from_config(
+            config,
+            rest_engine.metadata().clone(),
+            &instance,
+        )?);
         let tls = qilin_cluster::tls::Tls::for_server(config)?;
         let addr = http::bind_address(&config.cluster.host, config.cluster.http_port);
         let listener = tokio::net::TcpListener::bind(&addr)

@@ -33,6 +33,7 @@ mod query_paths;
 mod random_queries;
 mod rest;
 mod rest_jobs;
+mod security_cli;
 mod segments;
 mod snapshots_table_index;
 mod sqlalchemy_paths;
