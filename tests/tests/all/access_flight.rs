@@ -275,6 +275,10 @@ async fn query_users_see_only_their_projects_columns_and_rows() {
         .map(|(n, s)| (n.replace('.', "_"), s))
         .collect();
     assert_eq!(queries.len(), 4, "SSB Q3.1-Q3.4");
+    // Q3.1 on America: rows for erin's filter, none for carol's.
+    let america = queries[0].1.replace("'ASIA'", "'AMERICA'");
+    assert_ne!(america, queries[0].1);
+    queries.push(("Q3_1_america".into(), america));
     queries.push(("regions".into(), REGION_SQL.into()));
     let mut runs = Vec::new();
     let mut expected = Vec::new();
@@ -375,6 +379,10 @@ async fn query_users_see_only_their_projects_columns_and_rows() {
     assert_eq!(regions("r1_erin_regions"), ["AMERICA"]);
     assert_eq!(regions("r2_bob_regions").len(), 5);
     assert_eq!(regions("r3_carol_regions"), ["ASIA"]);
+    let rows = |label: &str| run(label)["rows"].as_u64().unwrap_or(0);
+    assert!(rows("r0_carol_Q3_1") > 0 && rows("r1_erin_Q3_1_america") > 0);
+    assert_eq!(rows("r1_erin_Q3_1") + rows("r0_carol_Q3_1_america"), 0);
+    assert!(rows("r4_frank_Q3_1") < rows("r2_bob_Q3_1"));
     // c_region is a dimension: still the cube; c_mktsegment is not: pushed down.
     for (user, cube) in [("carol", true), ("erin", true), ("frank", false)] {
         let text = explain_text(&batches(&format!("explain_{user}"))).to_lowercase();
