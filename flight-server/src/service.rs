@@ -167,7 +167,7 @@ impl QilinFlightSql {
         };
         let (engine, auth) = (self.engine.clone(), self.auth.clone());
         let reloaded = tokio::task::spawn_blocking(move || {
-            let _ = auth.refresh();
+            auth.refresh();
             engine.refresh()
         })
         .await
