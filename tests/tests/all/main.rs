@@ -7,6 +7,7 @@
 //! `qilin_tests::workspace_exe`); `scripts/test` builds them first.
 
 mod access_flight;
+mod access_query;
 mod auto_merge;
 mod bench_duckdb_baseline;
 mod bench_smoke;
