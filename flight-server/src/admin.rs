@@ -20,9 +20,13 @@
 //!
 //! Errors: a malformed body or descriptor is INVALID_ARGUMENT naming the field, an unknown
 //! project/model/cube NOT_FOUND, an existing project ALREADY_EXISTS, a cube with a running
-//! job ABORTED. Callers are authenticated like every other call (`auth::RequireAuth`).
-//! After a change this server reloads its catalog at once and tells the peers in
-//! `kylin.rest.servers`, as the job engine does after a segment turns READY.
+//! job ABORTED. Callers are authenticated like every other call (`auth::RequireAuth`); what
+//! each action needs of them is `guard`'s (a missing role is PERMISSION_DENIED naming it, a
+//! project they hold no role in NOT_FOUND), and listings keep only what they see. The
+//! security actions (`qilin.user.*`, `qilin.grant`, `qilin.acl.*`, ...) are
+//! `admin_security`'s. Every change and every refusal is audited.
+//! After a change this server reloads its catalog (and its security rules) at once and tells
+//! the peers in `kylin.rest.servers`, as the job engine does after a segment turns READY.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -33,6 +37,8 @@ use qilin_engine::config::Config;
 use qilin_engine::metadata::managers::Metadata;
 use qilin_engine::model::{CubeDesc, ProjectDesc};
 use qilin_engine::query::QueryEngine;
+use qilin_engine::security::audit::Outcome as Audited;
+use qilin_engine::security::Access;
 use qilin_engine::storage::SegmentStore;
 use qilin_engine::Error;
 use serde::de::DeserializeOwned;
@@ -40,6 +46,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use tonic::Status;
 
+use crate::admin_security;
+use crate::auth::Authenticator;
+use crate::guard::{self, Refusal};
 use crate::status;
 
 /// The catalog actions and what they do (for `ListActions`).
@@ -118,9 +127,19 @@ pub fn is_admin_action(action_type: &str) -> bool {
     .any(|p| action_type.starts_with(p))
 }
 
+/// The audit log's name of an action (`model.put`, `grant`, `cube.build`).
+pub fn audit_name(action_type: &str) -> &str {
+    if action_type == crate::service::BUILD_ACTION {
+        return "cube.build";
+    }
+    action_type.strip_prefix("qilin.").unwrap_or(action_type)
+}
+
 /// Runs catalog actions against the stores this server shares with the cluster.
 pub struct Admin {
     meta: Metadata,
+    /// Security rules (users, grants, keys) and the audit log.
+    auth: Arc<Authenticator>,
     segments: Arc<dyn SegmentStore>,
     engine: Arc<QueryEngine>,
     notifier: Option<Notifier>,
@@ -206,10 +225,12 @@ impl Admin {
         meta: Metadata,
         segments: Arc<dyn SegmentStore>,
         engine: Arc<QueryEngine>,
+        auth: Arc<Authenticator>,
         own_addr: &str,
     ) -> Admin {
         Admin {
             meta,
+            auth,
             segments,
             engine,
             notifier: Notifier::from_config(config, Some(own_addr)),
@@ -218,28 +239,69 @@ impl Admin {
         }
     }
 
-    /// Runs a catalog action; `None` when `action_type` is not one.
+    /// Runs a catalog or security action as `access`; `None` when `action_type` is neither.
     pub async fn run(
         self: &Arc<Self>,
         action_type: &str,
         body: &[u8],
-        user: &str,
+        access: &Access,
     ) -> Option<Result<Vec<u8>, Status>> {
-        if !is_admin_action(action_type) {
+        let security = admin_security::is_security_action(action_type);
+        if !security && !is_admin_action(action_type) {
             return None;
         }
         let this = self.clone();
-        let (action, body_bytes) = (action_type.to_string(), body.to_vec());
+        let (action, body_bytes, who) = (action_type.to_string(), body.to_vec(), access.clone());
         // Store I/O blocks (HBase); the plan's DataFusion scan runs on this blocking thread's
         // own handle of the runtime.
         let handle = tokio::runtime::Handle::current();
-        let outcome = tokio::task::spawn_blocking(move || {
-            handle.block_on(async { this.dispatch(&action, &body_bytes).await })
+        let outcome = tokio::task::spawn_blocking(move || -> Option<Result<Outcome, Refusal>> {
+            if security {
+                let done = admin_security::run(
+                    this.auth.security(),
+                    this.auth.audit(),
+                    &who,
+                    &action,
+                    &body_bytes,
+                );
+                return Some(done.map(|d| Outcome {
+                    body: d.body,
+                    changed: d.changed,
+                }));
+            }
+            if let Err(refusal) = guard::check_action(&this.meta, &who, &action, &body_bytes) {
+                return Some(Err(refusal));
+            }
+            handle
+                .block_on(async { this.dispatch(&action, &body_bytes, &who).await })
+                .map(|r| r.map_err(Refusal::Failed))
         })
         .await;
+        let user = access.user.as_str();
+        let audit = |outcome: Audited, detail: String| {
+            self.auth.audit().record(
+                user,
+                audit_name(action_type),
+                &guard::target(action_type, body),
+                outcome,
+                detail,
+            )
+        };
         let outcome = match outcome {
             Ok(Some(Ok(o))) => o,
-            Ok(Some(Err(e))) => return Some(Err(status::from_engine(&e))),
+            Ok(Some(Err(refusal))) => {
+                match &refusal {
+                    Refusal::Denied(e) => {
+                        log::info!("user {user}: refused {action_type}: {e}");
+                        audit(Audited::Denied, e.to_string());
+                    }
+                    Refusal::Failed(e) if !is_read_only(action_type) => {
+                        audit(Audited::Failed, e.to_string())
+                    }
+                    Refusal::Failed(_) => {}
+                }
+                return Some(Err(status::from_engine(refusal.error())));
+            }
             Ok(None) => {
                 return Some(Err(Status::invalid_argument(format!(
                     "unknown action {action_type:?} (catalog actions: {})",
@@ -254,6 +316,12 @@ impl Admin {
         };
         if let Some(what) = &outcome.changed {
             log::info!("user {user}: {what}");
+            audit(Audited::Ok, what.clone());
+            if security {
+                // Whatever the change, this instance applies it to the next call.
+                let auth = self.auth.clone();
+                let _ = tokio::task::spawn_blocking(move || auth.refresh()).await;
+            }
             self.changed(what).await;
         }
         Some(Ok(outcome.body))
@@ -273,12 +341,24 @@ impl Admin {
         }
     }
 
-    async fn dispatch(&self, action: &str, body: &[u8]) -> Option<Result<Outcome, Error>> {
+    /// Runs a catalog action `guard` allowed; listings keep what `access` sees.
+    async fn dispatch(
+        &self,
+        action: &str,
+        body: &[u8],
+        access: &Access,
+    ) -> Option<Result<Outcome, Error>> {
         // Source tables: `admin_tables` (the same operations as `qilin-jobs table`).
         if let Some(result) =
             crate::admin_tables::table_action(&self.meta, &self.source_root, action, body).await
         {
-            return Some(result.and_then(|v| {
+            return Some(result.and_then(|mut v| {
+                if let Value::Array(tables) = &mut v {
+                    tables.retain_mut(|t| guard::visible_table_json(access, t));
+                } else if action == crate::admin_tables::TABLE_SHOW {
+                    // `guard` refused a denied table already; this leaves out denied columns.
+                    guard::visible_table_json(access, &mut v);
+                }
                 if is_read_only(action) {
                     Outcome::read(v)
                 } else {
@@ -293,6 +373,10 @@ impl Admin {
             "qilin.project.create" => self.project_create(&what, body),
             "qilin.project.list" => parse_or_default::<NoFields>(&what, body)
                 .and_then(|_| docs::list_projects(meta))
+                .map(|mut ps| {
+                    ps.retain(|p| access.sees_project(&p.name));
+                    ps
+                })
                 .and_then(Outcome::read),
             "qilin.project.drop" => parse::<NameBody>(&what, body).and_then(|b| {
                 docs::drop_project(meta, &b.name)?;
@@ -319,6 +403,10 @@ impl Admin {
             }),
             "qilin.model.list" => parse_or_default::<ProjectFilter>(&what, body)
                 .and_then(|f| docs::list_models(meta, f.project.as_deref()))
+                .map(|mut ms| {
+                    ms.retain(|m| access.sees_project(&m.project));
+                    ms
+                })
                 .and_then(Outcome::read),
             "qilin.model.drop" => parse::<NameBody>(&what, body).and_then(|b| {
                 docs::drop_model(meta, &b.name)?;
@@ -341,6 +429,13 @@ impl Admin {
             }),
             "qilin.cube.list" => parse_or_default::<ProjectFilter>(&what, body)
                 .and_then(|f| docs::list_cubes(meta, f.project.as_deref(), max))
+                .map(|mut cs| {
+                    // A cube whose model is gone belongs to no project: admins only.
+                    cs.retain(|c| {
+                        access.admin || c.project.as_deref().is_some_and(|p| access.sees_project(p))
+                    });
+                    cs
+                })
                 .and_then(Outcome::read),
             "qilin.cube.drop" => parse::<NameBody>(&what, body).and_then(|b| {
                 let dropped = docs::drop_cube(meta, self.segments.as_ref(), &b.name)?;

@@ -1,9 +1,11 @@
 //! `qilin-server`: the Arrow Flight SQL query server.
 
 mod admin;
+mod admin_security;
 mod admin_tables;
 mod auth;
 mod columns;
+mod guard;
 mod handle;
 mod metadata;
 mod sample;

@@ -2,6 +2,9 @@
 //! the key commands). Clients see one catalog, each project as a schema, and each project's
 //! source tables; the arrow-flight builders apply the commands' filters (SQL LIKE patterns).
 //! Keys come from the models' joins (see the engine's `query::keys`).
+//!
+//! Every answer is what the caller sees ([`Access`]): only the projects it holds a role in,
+//! without its denied tables and columns (a key on a hidden column is left out whole).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
@@ -13,7 +16,8 @@ use arrow_flight::sql::{
     CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
     CommandGetPrimaryKeys, CommandGetTableTypes, CommandGetTables,
 };
-use qilin_engine::query::{ForeignKey, QueryEngine, CATALOG};
+use qilin_engine::query::{ForeignKey, PrimaryKey, QueryEngine, CATALOG};
+use qilin_engine::security::Access;
 use tonic::Status;
 
 use crate::columns::ColumnSource;
@@ -31,9 +35,12 @@ const TABLE_TYPE_SYNONYMS: [&str; 2] = ["TABLE", "BASE TABLE"];
 /// models, nothing enforces them.
 const NO_ACTION: u8 = 3;
 
-pub fn catalogs() -> Result<RecordBatch, Status> {
+/// The one catalog, for a caller who sees at least one project.
+pub fn catalogs(access: &Access) -> Result<RecordBatch, Status> {
     let mut b = GetCatalogsBuilder::new();
-    b.append(CATALOG);
+    if access.admin || !access.projects.is_empty() {
+        b.append(CATALOG);
+    }
     b.build()
         .map_err(|e| status::internal("building GetCatalogs", e))
 }
@@ -42,12 +49,17 @@ pub fn catalogs_schema() -> SchemaRef {
     GetCatalogsBuilder::new().schema()
 }
 
-pub fn db_schemas(engine: &QueryEngine, cmd: CommandGetDbSchemas) -> Result<RecordBatch, Status> {
+pub fn db_schemas(
+    engine: &QueryEngine,
+    access: &Access,
+    cmd: CommandGetDbSchemas,
+) -> Result<RecordBatch, Status> {
     let projects: BTreeSet<String> = engine
-        .tables()
+        .tables_as(access)
         .map_err(|e| status::from_engine(&e))?
         .into_iter()
         .map(|t| t.project)
+        .filter(|p| access.sees_project(p))
         .collect();
     let mut b: GetDbSchemasBuilder = cmd.into_builder();
     for p in projects {
@@ -61,8 +73,15 @@ pub fn db_schemas_schema(cmd: CommandGetDbSchemas) -> SchemaRef {
     cmd.into_builder().schema()
 }
 
-pub fn tables(engine: &QueryEngine, mut cmd: CommandGetTables) -> Result<RecordBatch, Status> {
-    let tables = engine.tables().map_err(|e| status::from_engine(&e))?;
+pub fn tables(
+    engine: &QueryEngine,
+    access: &Access,
+    mut cmd: CommandGetTables,
+) -> Result<RecordBatch, Status> {
+    // The engine leaves out what the caller may not see (denied tables and columns).
+    let tables = engine
+        .tables_as(access)
+        .map_err(|e| status::from_engine(&e))?;
     // The builder matches types exactly: spell our synonyms as the type we report.
     for t in &mut cmd.table_types {
         if TABLE_TYPE_SYNONYMS
@@ -73,7 +92,10 @@ pub fn tables(engine: &QueryEngine, mut cmd: CommandGetTables) -> Result<RecordB
         }
     }
     let mut b: GetTablesBuilder = cmd.into_builder();
-    for t in tables {
+    for t in tables
+        .into_iter()
+        .filter(|t| access.sees_project(&t.project))
+    {
         // The schema a query on the table would return (view types as clients see them),
         // with column metadata naming the table.
         let source = ColumnSource {
@@ -116,16 +138,41 @@ fn admits(catalog: Option<&str>, db_schema: Option<&str>, project: &str) -> bool
         && db_schema.is_none_or(|s| s.is_empty() || s == project)
 }
 
-fn engine_keys(engine: &QueryEngine) -> Result<Vec<ForeignKey>, Status> {
-    engine.foreign_keys().map_err(|e| status::from_engine(&e))
+/// Whether the caller sees `project.table` and every one of `columns`.
+fn sees(access: &Access, project: &str, table: &str, columns: &[String]) -> bool {
+    if !access.sees_project(project) {
+        return false;
+    }
+    match access.restriction(project, table) {
+        None => true,
+        Some(r) => !r.denied && !columns.iter().any(|c| r.denies_column(c)),
+    }
+}
+
+/// The foreign keys the caller sees: both ends visible.
+fn engine_keys(engine: &QueryEngine, access: &Access) -> Result<Vec<ForeignKey>, Status> {
+    let keys = engine.foreign_keys().map_err(|e| status::from_engine(&e))?;
+    Ok(keys
+        .into_iter()
+        .filter(|k| {
+            sees(access, &k.project, &k.pk_table, &k.pk_columns)
+                && sees(access, &k.project, &k.fk_table, &k.fk_columns)
+        })
+        .collect())
 }
 
 /// GetPrimaryKeys: the key each model joins a lookup table on.
 pub fn primary_keys(
     engine: &QueryEngine,
+    access: &Access,
     cmd: CommandGetPrimaryKeys,
 ) -> Result<RecordBatch, Status> {
-    let keys = engine.primary_keys().map_err(|e| status::from_engine(&e))?;
+    let keys: Vec<PrimaryKey> = engine
+        .primary_keys()
+        .map_err(|e| status::from_engine(&e))?
+        .into_iter()
+        .filter(|k| sees(access, &k.project, &k.table, &k.columns))
+        .collect();
     let (mut schemas, mut tables, mut columns, mut names, mut seqs) =
         (vec![], vec![], vec![], vec![], vec![]);
     for k in keys.iter().filter(|k| {
@@ -158,9 +205,10 @@ pub fn primary_keys(
 /// GetImportedKeys: the foreign keys of a table (the keys it references).
 pub fn imported_keys(
     engine: &QueryEngine,
+    access: &Access,
     cmd: CommandGetImportedKeys,
 ) -> Result<RecordBatch, Status> {
-    let mut keys: Vec<ForeignKey> = engine_keys(engine)?
+    let mut keys: Vec<ForeignKey> = engine_keys(engine, access)?
         .into_iter()
         .filter(|k| {
             admits(cmd.catalog.as_deref(), cmd.db_schema.as_deref(), &k.project)
@@ -177,9 +225,10 @@ pub fn imported_keys(
 /// GetExportedKeys: the foreign keys that reference a table's primary key.
 pub fn exported_keys(
     engine: &QueryEngine,
+    access: &Access,
     cmd: CommandGetExportedKeys,
 ) -> Result<RecordBatch, Status> {
-    let mut keys: Vec<ForeignKey> = engine_keys(engine)?
+    let mut keys: Vec<ForeignKey> = engine_keys(engine, access)?
         .into_iter()
         .filter(|k| {
             admits(cmd.catalog.as_deref(), cmd.db_schema.as_deref(), &k.project)
@@ -196,9 +245,10 @@ pub fn exported_keys(
 /// GetCrossReference: the foreign keys of one table that reference another.
 pub fn cross_reference(
     engine: &QueryEngine,
+    access: &Access,
     cmd: CommandGetCrossReference,
 ) -> Result<RecordBatch, Status> {
-    let keys: Vec<ForeignKey> = engine_keys(engine)?
+    let keys: Vec<ForeignKey> = engine_keys(engine, access)?
         .into_iter()
         .filter(|k| {
             admits(

@@ -35,14 +35,19 @@ use prost::Message;
 use qilin_cluster::metrics;
 use qilin_cluster::notify::{self, NOTIFY_ACTION, SIGNATURE_HEADER};
 use qilin_engine::config::Config;
+use qilin_engine::error::ErrorKind;
 use qilin_engine::model::SegmentRange;
 use qilin_engine::query::{BatchStream, QueryEngine};
+use qilin_engine::security::audit::Outcome as Audited;
+use qilin_engine::security::Access;
 use qilin_jobs::{Job, JobEngine};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::admin::{self, Admin};
+use crate::admin_security;
 use crate::auth::{AuthenticatedUser, Authenticator};
+use crate::guard::{self, Refusal};
 use crate::handle::StatementHandle;
 use crate::metadata;
 use crate::sql_info::{SQL_INFO, XDBC_TYPE_INFO};
@@ -97,6 +102,7 @@ impl QilinFlightSql {
             jobs.metadata().clone(),
             jobs.segment_store().clone(),
             engine.clone(),
+            auth.clone(),
             own_addr,
         ));
         QilinFlightSql {
@@ -120,8 +126,34 @@ impl QilinFlightSql {
         self.query_slots.clone()
     }
 
+    /// What the caller of `request` may see and do, resolved from the current security rules
+    /// on every call (so a revoked grant or a disabled user takes effect at once).
+    fn access<T>(&self, request: &Request<T>) -> Result<Access, Status> {
+        let user = request
+            .extensions()
+            .get::<AuthenticatedUser>()
+            .ok_or_else(|| Status::unauthenticated("no authenticated user for this call"))?;
+        self.auth
+            .access(&user.0)
+            .map_err(crate::auth::unauthenticated)
+    }
+
+    /// Audits a query refused for what it reads (a denied table or column).
+    fn audit_query(&self, access: &Access, sql: &str, e: &qilin_engine::Error) {
+        if e.kind() == ErrorKind::PermissionDenied {
+            self.auth.audit().record(
+                &access.user,
+                "query",
+                &one_line(sql),
+                Audited::Denied,
+                e.to_string(),
+            );
+        }
+    }
+
     /// A cluster notification: checked against the cluster secret, then the catalog is
-    /// reloaded if the store moved on (which also drops cached results).
+    /// reloaded if the store moved on (which also drops cached results), and the security
+    /// rules with it (a revoked key stops working here too).
     async fn notified(&self, request: Request<Action>) -> Result<(), Status> {
         // Under mutual TLS the cluster secret alone is not enough: the sender must be a node
         // (tonic has verified the certificate against the client CA during the handshake).
@@ -150,11 +182,14 @@ impl QilinFlightSql {
                 return Err(Status::permission_denied(refusal.to_string()));
             }
         };
-        let engine = self.engine.clone();
-        let reloaded = tokio::task::spawn_blocking(move || engine.refresh())
-            .await
-            .map_err(|e| status::internal("reload task", e))?
-            .map_err(|e| status::from_engine(&e))?;
+        let (engine, auth) = (self.engine.clone(), self.auth.clone());
+        let reloaded = tokio::task::spawn_blocking(move || {
+            auth.refresh();
+            engine.refresh()
+        })
+        .await
+        .map_err(|e| status::internal("reload task", e))?
+        .map_err(|e| status::from_engine(&e))?;
         if reloaded {
             metrics::global().reload();
         }
@@ -170,10 +205,39 @@ impl QilinFlightSql {
         Ok(())
     }
 
-    /// Writes a build job into the store; the cluster's job engine picks it up.
-    async fn submit_build(&self, request: Request<Action>) -> Result<Job, Status> {
-        let body: BuildRequest = serde_json::from_slice(&request.get_ref().body)
-            .map_err(|e| status::bad_request("qilin.build body", e))?;
+    /// Writes a build job into the store; the cluster's job engine picks it up. The caller
+    /// needs OPERATION in the cube's project.
+    async fn submit_build(&self, request: Request<Action>, access: &Access) -> Result<Job, Status> {
+        let raw = request.get_ref().body.clone();
+        let body: BuildRequest =
+            serde_json::from_slice(&raw).map_err(|e| status::bad_request("qilin.build body", e))?;
+        let audit = |outcome: Audited, detail: String| {
+            self.auth.audit().record(
+                &access.user,
+                admin::audit_name(BUILD_ACTION),
+                &guard::target(BUILD_ACTION, &raw),
+                outcome,
+                detail,
+            )
+        };
+        let (meta, who, bytes) = (self.jobs.metadata().clone(), access.clone(), raw.clone());
+        let checked = tokio::task::spawn_blocking(move || {
+            guard::check_action(&meta, &who, BUILD_ACTION, &bytes)
+        })
+        .await
+        .map_err(|e| status::internal("permission check task", e))?;
+        match checked {
+            Ok(()) => {}
+            Err(Refusal::Denied(e)) => {
+                log::info!("user {}: refused a build: {e}", access.user);
+                audit(Audited::Denied, e.to_string());
+                return Err(status::from_engine(&e));
+            }
+            Err(Refusal::Failed(e)) => {
+                audit(Audited::Failed, e.to_string());
+                return Err(status::from_engine(&e));
+            }
+        }
         let range = match (&body.start, &body.end) {
             (Some(s), Some(e)) => {
                 Some(SegmentRange::parse(s, e).map_err(|e| status::from_engine(&e))?)
@@ -190,13 +254,16 @@ impl QilinFlightSql {
         let submitted = tokio::task::spawn_blocking(move || jobs.submit_build(&cube, range))
             .await
             .map_err(|e| status::internal("submit task", e))?
-            .map_err(|e| status::from_engine(&e))?;
-        let user = request
-            .extensions()
-            .get::<AuthenticatedUser>()
-            .map(|u| u.0.clone())
-            .unwrap_or_default();
+            .map_err(|e| {
+                audit(Audited::Failed, e.to_string());
+                status::from_engine(&e)
+            })?;
+        let user = &access.user;
         let job = submitted.job().clone();
+        audit(
+            Audited::Ok,
+            format!("job {} (build {})", job.id, job.segment_name),
+        );
         log::info!(
             "user {user}: submitted job {} (build {} of cube {})",
             job.id,
@@ -212,12 +279,16 @@ impl QilinFlightSql {
         &self,
         handle: StatementHandle,
         descriptor: FlightDescriptor,
+        access: &Access,
     ) -> Result<Response<FlightInfo>, Status> {
         let prepared = self
             .engine
-            .prepare(&handle.sql)
+            .prepare_as(access, &handle.sql)
             .await
-            .map_err(|e| status::from_engine(&e))?;
+            .map_err(|e| {
+                self.audit_query(access, &handle.sql, &e);
+                status::from_engine(&e)
+            })?;
         let ticket = TicketStatementQuery {
             statement_handle: handle.encode()?,
         };
@@ -240,7 +311,7 @@ impl QilinFlightSql {
     async fn run(
         &self,
         handle: StatementHandle,
-        user: Option<&AuthenticatedUser>,
+        access: &Access,
     ) -> Result<Response<DoGetStream>, Status> {
         let permit =
             tokio::time::timeout(QUERY_SLOT_WAIT, self.query_slots.clone().acquire_owned())
@@ -255,8 +326,12 @@ impl QilinFlightSql {
                 .map_err(|_| Status::unavailable("server shutting down"))?;
         let started = Instant::now();
         let params = handle.params.as_ref().filter(|p| p.num_rows() > 0);
-        let user = user.map(|u| u.0.clone()).unwrap_or_else(|| "?".into());
-        match self.engine.execute_stream(&handle.sql, params).await {
+        let user = access.user.clone();
+        match self
+            .engine
+            .execute_stream_as(access, &handle.sql, params)
+            .await
+        {
             Ok(out) => {
                 if out.cached {
                     metrics::global().cache_hit()
@@ -280,6 +355,7 @@ impl QilinFlightSql {
             Err(e) => {
                 metrics::global().query_finished(started.elapsed(), "error");
                 log::info!("user {user}: query failed: {e}: {}", one_line(&handle.sql));
+                self.audit_query(access, &handle.sql, &e);
                 Err(status::from_engine(&e))
             }
         }
@@ -479,8 +555,13 @@ impl FlightSqlService for QilinFlightSql {
         if query.transaction_id.is_some() {
             return Err(read_only("transactions"));
         }
-        self.statement_info(StatementHandle::new(query.query), request.into_inner())
-            .await
+        let access = self.access(&request)?;
+        self.statement_info(
+            StatementHandle::new(query.query),
+            request.into_inner(),
+            &access,
+        )
+        .await
     }
 
     async fn do_get_statement(
@@ -489,7 +570,8 @@ impl FlightSqlService for QilinFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let handle = StatementHandle::decode(&ticket.statement_handle)?;
-        self.run(handle, request.extensions().get()).await
+        let access = self.access(&request)?;
+        self.run(handle, &access).await
     }
 
     // Prepared statements -----------------------------------------------------------------
@@ -497,16 +579,20 @@ impl FlightSqlService for QilinFlightSql {
     async fn do_action_create_prepared_statement(
         &self,
         query: ActionCreatePreparedStatementRequest,
-        _request: Request<arrow_flight::Action>,
+        request: Request<arrow_flight::Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         if query.transaction_id.is_some() {
             return Err(read_only("transactions"));
         }
+        let access = self.access(&request)?;
         let prepared = self
             .engine
-            .prepare(&query.query)
+            .prepare_as(&access, &query.query)
             .await
-            .map_err(|e| status::from_engine(&e))?;
+            .map_err(|e| {
+                self.audit_query(&access, &query.query, &e);
+                status::from_engine(&e)
+            })?;
         Ok(ActionCreatePreparedStatementResult {
             prepared_statement_handle: StatementHandle::new(query.query).encode()?,
             // The JDBC driver needs the dataset schema to describe result sets up front.
@@ -556,7 +642,9 @@ impl FlightSqlService for QilinFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
-        self.statement_info(handle, request.into_inner()).await
+        let access = self.access(&request)?;
+        self.statement_info(handle, request.into_inner(), &access)
+            .await
     }
 
     async fn do_get_prepared_statement(
@@ -565,7 +653,8 @@ impl FlightSqlService for QilinFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let handle = StatementHandle::decode(&cmd.prepared_statement_handle)?;
-        self.run(handle, request.extensions().get()).await
+        let access = self.access(&request)?;
+        self.run(handle, &access).await
     }
 
     /// Nothing to free: the handle is the whole statement.
@@ -577,38 +666,36 @@ impl FlightSqlService for QilinFlightSql {
         Ok(())
     }
 
-    /// Qilin's own actions: cluster notifications, build submissions and the catalog
-    /// actions of `admin`.
+    /// Qilin's own actions: cluster notifications, build submissions and the catalog and
+    /// security actions of `admin`.
     async fn do_action_fallback(
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        let user = request
-            .extensions()
-            .get::<AuthenticatedUser>()
-            .map(|u| u.0.clone())
-            .unwrap_or_default();
+        // Notifications carry a signature instead of a user (see `auth::RequireAuth`).
+        if request.get_ref().r#type == NOTIFY_ACTION {
+            self.notified(request).await?;
+            return Ok(Response::new(Box::pin(futures::stream::empty())));
+        }
+        let access = self.access(&request)?;
         let action = request.get_ref();
-        if let Some(result) = self.admin.run(&action.r#type, &action.body, &user).await {
+        if let Some(result) = self.admin.run(&action.r#type, &action.body, &access).await {
             let result = arrow_flight::Result {
                 body: result?.into(),
             };
             return Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))));
         }
         match request.get_ref().r#type.as_str() {
-            NOTIFY_ACTION => {
-                self.notified(request).await?;
-                Ok(Response::new(Box::pin(futures::stream::empty())))
-            }
             BUILD_ACTION => {
-                let job = self.submit_build(request).await?;
+                let job = self.submit_build(request, &access).await?;
                 let body = serde_json::to_vec(&job).map_err(|e| status::internal("job JSON", e))?;
                 let result = arrow_flight::Result { body: body.into() };
                 Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
             }
             other => Err(Status::invalid_argument(format!(
                 "unknown action {other:?} (Qilin's own actions: {NOTIFY_ACTION}, {BUILD_ACTION}, \
-                 qilin.project.*, qilin.model.*, qilin.cube.*, qilin.table.*; see ListActions)"
+                 qilin.project.*, qilin.model.*, qilin.cube.*, qilin.table.*, qilin.user.*, \
+                 qilin.grant, qilin.acl.*, qilin.apikey.*, qilin.audit; see ListActions)"
             ))),
         }
     }
@@ -622,6 +709,7 @@ impl FlightSqlService for QilinFlightSql {
         Some(
             std::iter::once(&build)
                 .chain(admin::ACTIONS.iter())
+                .chain(admin_security::ACTIONS.iter())
                 .map(|(t, d)| {
                     Ok(arrow_flight::ActionType {
                         r#type: t.to_string(),
@@ -687,9 +775,9 @@ impl FlightSqlService for QilinFlightSql {
     async fn do_get_catalogs(
         &self,
         _query: CommandGetCatalogs,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        batch_response(metadata::catalogs()?)
+        batch_response(metadata::catalogs(&self.access(&request)?)?)
     }
 
     async fn get_flight_info_schemas(
@@ -704,9 +792,10 @@ impl FlightSqlService for QilinFlightSql {
     async fn do_get_schemas(
         &self,
         query: CommandGetDbSchemas,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        batch_response(metadata::db_schemas(&self.engine, query)?)
+        let access = self.access(&request)?;
+        batch_response(metadata::db_schemas(&self.engine, &access, query)?)
     }
 
     async fn get_flight_info_tables(
@@ -721,9 +810,10 @@ impl FlightSqlService for QilinFlightSql {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        batch_response(metadata::tables(&self.engine, query)?)
+        let access = self.access(&request)?;
+        batch_response(metadata::tables(&self.engine, &access, query)?)
     }
 
     async fn get_flight_info_table_types(
@@ -754,9 +844,10 @@ impl FlightSqlService for QilinFlightSql {
     async fn do_get_primary_keys(
         &self,
         query: CommandGetPrimaryKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        batch_response(metadata::primary_keys(&self.engine, query)?)
+        let access = self.access(&request)?;
+        batch_response(metadata::primary_keys(&self.engine, &access, query)?)
     }
 
     async fn get_flight_info_exported_keys(
@@ -770,9 +861,10 @@ impl FlightSqlService for QilinFlightSql {
     async fn do_get_exported_keys(
         &self,
         query: CommandGetExportedKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        batch_response(metadata::exported_keys(&self.engine, query)?)
+        let access = self.access(&request)?;
+        batch_response(metadata::exported_keys(&self.engine, &access, query)?)
     }
 
     async fn get_flight_info_imported_keys(
@@ -786,9 +878,10 @@ impl FlightSqlService for QilinFlightSql {
     async fn do_get_imported_keys(
         &self,
         query: CommandGetImportedKeys,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        batch_response(metadata::imported_keys(&self.engine, query)?)
+        let access = self.access(&request)?;
+        batch_response(metadata::imported_keys(&self.engine, &access, query)?)
     }
 
     async fn get_flight_info_cross_reference(
@@ -802,9 +895,10 @@ impl FlightSqlService for QilinFlightSql {
     async fn do_get_cross_reference(
         &self,
         query: CommandGetCrossReference,
-        _request: Request<Ticket>,
+        request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        batch_response(metadata::cross_reference(&self.engine, query)?)
+        let access = self.access(&request)?;
+        batch_response(metadata::cross_reference(&self.engine, &access, query)?)
     }
 
     // What a read-only server refuses, with a message that says so -----------------------------
