@@ -9,6 +9,7 @@
 //!
 //! Everything a server needs is on [`QueryEngine`]; it holds no per-client state.
 
+mod access;
 mod cache;
 mod canonical;
 mod catalog;
@@ -52,6 +53,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::metadata::managers::Metadata;
 use crate::security::Access;
 use crate::storage::SegmentStore;
+use access::View;
 use cache::LruCache;
 use catalog::Snapshot;
 use cuboid_scan::{BlocksRead, CuboidScanExec};
@@ -160,10 +162,12 @@ pub struct QueryEngine {
     runtime: Arc<RuntimeEnv>,
     /// Planned statements by (snapshot version, SQL text): a GetFlightInfo and the DoGet that
     /// follows it, and every repetition of a dashboard's query, plan once.
-    plans: LruCache<(u64, String), LogicalPlan>,
+    plans: LruCache<PlanKey, LogicalPlan>,
     /// Rewritten and optimized plans of parameterless queries a cube answers, by the same key:
     /// a repeated query goes straight to physical planning and execution.
-    rewritten: LruCache<(u64, String), (LogicalPlan, SchemaRef, Answer)>,
+    rewritten: LruCache<PlanKey, (LogicalPlan, SchemaRef, Answer)>,
+    /// Sessions of restricted callers by (snapshot version, [`Access::fingerprint`]).
+    views: LruCache<(u64, String), Arc<View>>,
     /// On a remote (HBase) store, queries do not read the store version each time: the
     /// snapshot moves on only through [`QueryEngine::refresh`] (polling, notifications).
     follow: bool,
@@ -176,6 +180,20 @@ impl std::fmt::Debug for QueryEngine {
             .field("storage", &self.segments.describe())
             .finish()
     }
+}
+
+/// Plans by (snapshot version, [`Access::fingerprint`] of a restricted caller or empty for
+/// the unrestricted path, SQL text).
+type PlanKey = (u64, String, String);
+
+/// Sessions of restricted callers kept (each holds a small catalog of shared providers).
+const VIEWS_KEPT: u64 = 64;
+
+/// A restricted caller: its access and the session its fingerprint plans in.
+#[derive(Clone, Copy)]
+struct Scope<'a> {
+    access: &'a Access,
+    view: &'a View,
 }
 
 /// Planned statements kept (charged a rough size each, see [`QueryEngine::plan`]).
@@ -236,6 +254,7 @@ impl QueryEngine {
             runtime: runtime_env(config),
             plans: LruCache::new(plan_cache_bytes),
             rewritten: LruCache::new(plan_cache_bytes),
+            views: LruCache::new(VIEWS_KEPT),
             follow: crate::hbase::url::is_hbase_url(&config.stores.metadata_url),
         }
     }
@@ -267,6 +286,7 @@ impl QueryEngine {
         self.results.clear();
         self.plans.clear();
         self.rewritten.clear();
+        self.views.clear();
         Ok(true)
     }
 
@@ -312,22 +332,33 @@ impl QueryEngine {
     /// Parses and plans `sql` (no rewrite yet), or takes the plan made for the same text at
     /// the same metadata version. Unknown tables are reported by name before planning, and
     /// only queries are accepted.
-    async fn plan(&self, snap: &Snapshot, sql: &str) -> Result<LogicalPlan> {
-        let key = (snap.version, sql.to_string());
+    /// A restricted caller (`scope`) plans in its view, with its checks and row filters.
+    async fn plan(
+        &self,
+        snap: &Snapshot,
+        scope: Option<Scope<'_>>,
+        sql: &str,
+    ) -> Result<LogicalPlan> {
+        let key = plan_key(snap, scope, sql);
         if let Some(plan) = self.plans.get(&key) {
             return Ok(plan);
         }
-        let plan = self.plan_uncached(snap, sql).await?;
+        let plan = self.plan_uncached(snap, scope, sql).await?;
         // A plan is a tree of a few hundred nodes at most; charge it a generous fixed size.
         self.plans
             .insert(key, plan.clone(), 16 * 1024 + 2 * sql.len() as u64);
         Ok(plan)
     }
 
-    async fn plan_uncached(&self, snap: &Snapshot, sql: &str) -> Result<LogicalPlan> {
+    async fn plan_uncached(
+        &self,
+        snap: &Snapshot,
+        scope: Option<Scope<'_>>,
+        sql: &str,
+    ) -> Result<LogicalPlan> {
+        let state = scope.map_or(&snap.state, |s| &s.view.state);
         let sql = positional_placeholders(sql);
-        let statement = snap
-            .state
+        let statement = state
             .sql_to_statement(&sql, &datafusion::config::Dialect::Generic)
             .map_err(from_datafusion)?;
         if !is_query(&statement) {
@@ -337,10 +368,11 @@ impl QueryEngine {
                     .into(),
             ));
         }
-        let references = snap
-            .state
+        let references = state
             .resolve_table_references(&statement)
             .map_err(from_datafusion)?;
+        // The tables the statement names, (project, table) as stored.
+        let mut named: Vec<(String, String)> = Vec::new();
         for r in references {
             let resolved = r.clone().resolve(CATALOG, &snap.default_project);
             if resolved.catalog.as_ref() != CATALOG {
@@ -352,64 +384,119 @@ impl QueryEngine {
             if resolved.schema.as_ref() == INFORMATION_SCHEMA {
                 continue;
             }
-            let Some(project) = snap.project(&resolved.schema) else {
+            // A project the caller does not see is reported as if it did not exist.
+            let Some(project) = snap
+                .project(&resolved.schema)
+                .filter(|p| scope.is_none_or(|s| s.access.sees_project(&p.name)))
+            else {
                 return Err(Error::NotFound {
                     kind: "project",
                     name: resolved.schema.to_string(),
                 });
             };
             // Table names are found ignoring case (see `folding`).
-            if !snap
+            let Some((_, table)) = snap
                 .providers
                 .keys()
-                .any(|(p, t)| p == &project.name && t.eq_ignore_ascii_case(&resolved.table))
-            {
+                .find(|(p, t)| p == &project.name && t.eq_ignore_ascii_case(&resolved.table))
+            else {
                 return Err(Error::NotFound {
                     kind: "table",
                     name: format!("{r} (in project {})", project.name),
                 });
+            };
+            if let Some(s) = scope {
+                if s.access
+                    .restriction(&project.name, table)
+                    .is_some_and(|r| r.denied)
+                {
+                    return Err(Error::PermissionDenied(format!(
+                        "table {}.{table} is denied to user {}",
+                        project.name, s.access.user
+                    )));
+                }
+                named.push((project.name.clone(), table.clone()));
             }
         }
-        let plan = snap
-            .state
-            .statement_to_plan(statement)
-            .await
-            .map_err(from_datafusion)?;
+        let plan = match state.statement_to_plan(statement).await {
+            Ok(plan) => plan,
+            Err(e) => {
+                let denied = scope.and_then(|s| access::denied_column(&e, s.access, &named));
+                return Err(denied.unwrap_or_else(|| from_datafusion(e)));
+            }
+        };
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|e| Error::Sql(format!("only queries are supported: {e}")))?;
-        Ok(plan)
+        match scope {
+            Some(s) => access::with_row_filters(plan, snap, state, s.access),
+            None => Ok(plan),
+        }
     }
 
     /// Plans `sql` without running it: result schema and parameter schema.
     pub async fn prepare(&self, sql: &str) -> Result<PreparedQuery> {
         let snap = self.current()?;
-        let plan = self.plan(&snap, sql).await?;
-        let schema = announced_schema(&plan);
-        let mut params: Vec<(usize, Field)> = plan
-            .get_parameter_types()
-            .map_err(from_datafusion)?
-            .into_iter()
-            .map(|(name, dt)| {
-                let n = name
-                    .trim_start_matches('$')
-                    .parse::<usize>()
-                    .unwrap_or(usize::MAX);
-                (n, Field::new(name, dt.unwrap_or(DataType::Null), true))
-            })
-            .collect();
-        params.sort_by_key(|(n, _)| *n);
-        Ok(PreparedQuery {
-            schema,
-            parameters: Arc::new(Schema::new(
-                params.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
-            )),
-        })
+        let plan = self.plan(&snap, None, sql).await?;
+        prepared(&plan)
     }
 
+    /// [`QueryEngine::prepare`] as `access` sees the catalog (see
+    /// [`QueryEngine::execute_stream_as`]).
+    pub async fn prepare_as(&self, access: &Access, sql: &str) -> Result<PreparedQuery> {
+        if access.admin {
+            return self.prepare(sql).await;
+        }
+        let snap = self.current()?;
+        let view = self.view(&snap, access)?;
+        let scope = Scope {
+            access,
+            view: &view,
+        };
+        let plan = self.plan(&snap, Some(scope), sql).await?;
+        prepared(&plan)
+    }
+
+    /// The session `access` plans in at `snap`, made once per fingerprint.
+    fn view(&self, snap: &Snapshot, access: &Access) -> Result<Arc<View>> {
+        let key = (snap.version, access.fingerprint());
+        if let Some(v) = self.views.get(&key) {
+            return Ok(v);
+        }
+        let view = Arc::new(View::new(snap, access)?);
+        self.views.insert(key, view.clone(), 1);
+        Ok(view)
+    }
+}
+
+/// What [`QueryEngine::prepare`] reports of a planned statement.
+fn prepared(plan: &LogicalPlan) -> Result<PreparedQuery> {
+    let schema = announced_schema(plan);
+    let mut params: Vec<(usize, Field)> = plan
+        .get_parameter_types()
+        .map_err(from_datafusion)?
+        .into_iter()
+        .map(|(name, dt)| {
+            let n = name
+                .trim_start_matches('$')
+                .parse::<usize>()
+                .unwrap_or(usize::MAX);
+            (n, Field::new(name, dt.unwrap_or(DataType::Null), true))
+        })
+        .collect();
+    params.sort_by_key(|(n, _)| *n);
+    Ok(PreparedQuery {
+        schema,
+        parameters: Arc::new(Schema::new(
+            params.into_iter().map(|(_, f)| f).collect::<Vec<_>>(),
+        )),
+    })
+}
+
+impl QueryEngine {
     /// Runs `sql` and collects its result (for callers that want every batch at once: tests,
     /// the CLI); see [`QueryEngine::execute_stream`].
     pub async fn execute(&self, sql: &str, params: Option<&RecordBatch>) -> Result<QueryOutput> {
@@ -434,14 +521,74 @@ impl QueryEngine {
         params: Option<&RecordBatch>,
     ) -> Result<QueryStream> {
         let snap = self.current()?;
+        self.execute_stream_in(&snap, None, sql, params).await
+    }
+
+    /// [`QueryEngine::execute`] as `access` sees the data (see
+    /// [`QueryEngine::execute_stream_as`]).
+    pub async fn execute_as(
+        &self,
+        access: &Access,
+        sql: &str,
+        params: Option<&RecordBatch>,
+    ) -> Result<QueryOutput> {
+        let stream = self.execute_stream_as(access, sql, params).await?;
+        let batches = stream.batches.try_collect().await?;
+        Ok(QueryOutput {
+            schema: stream.schema,
+            batches,
+            cached: stream.cached,
+            answer: stream.answer,
+        })
+    }
+
+    /// [`QueryEngine::execute_stream`] as `access` sees the data: only its projects (any
+    /// other is NotFound, as if it did not exist), a denied table or column refused by name
+    /// (PermissionDenied), its row filters applied on every path (a cube answers only when it
+    /// can apply them), and every cache keyed by [`Access::fingerprint`]. A global admin takes
+    /// the unrestricted path unchanged.
+    pub async fn execute_stream_as(
+        &self,
+        access: &Access,
+        sql: &str,
+        params: Option<&RecordBatch>,
+    ) -> Result<QueryStream> {
+        if access.admin {
+            return self.execute_stream(sql, params).await;
+        }
+        let snap = self.current()?;
+        let view = self.view(&snap, access)?;
+        let scope = Scope {
+            access,
+            view: &view,
+        };
+        self.execute_stream_in(&snap, Some(scope), sql, params)
+            .await
+    }
+
+    async fn execute_stream_in(
+        &self,
+        snap: &Snapshot,
+        scope: Option<Scope<'_>>,
+        sql: &str,
+        params: Option<&RecordBatch>,
+    ) -> Result<QueryStream> {
         let values = param_values(params)?;
-        let cache_key = self.config.query.cache_enabled.then(|| {
-            format!(
+        let cache_key = self.config.query.cache_enabled.then(|| match scope {
+            None => format!(
                 "{}\u{0}{}\u{0}{:?}",
                 snap.version,
                 normalize_sql(sql),
                 values
-            )
+            ),
+            // A separator the unrestricted keys never hold after the version.
+            Some(s) => format!(
+                "{}\u{1}{}\u{0}{}\u{0}{:?}",
+                snap.version,
+                s.view.fingerprint,
+                normalize_sql(sql),
+                values
+            ),
         });
         if let Some(k) = &cache_key {
             if let Some(hit) = self.results.get(k) {
@@ -453,7 +600,7 @@ impl QueryEngine {
                 });
             }
         }
-        let rewrite_key = values.is_empty().then(|| (snap.version, sql.to_string()));
+        let rewrite_key = values.is_empty().then(|| plan_key(snap, scope, sql));
         if let Some((optimized, announced, answer)) =
             rewrite_key.as_ref().and_then(|k| self.rewritten.get(k))
         {
@@ -461,7 +608,7 @@ impl QueryEngine {
             let stream = conform(announced, schema, stream);
             return Ok(self.remember(cache_key, stream, answer));
         }
-        let plan = self.plan(&snap, sql).await?;
+        let plan = self.plan(snap, scope, sql).await?;
         let announced = announced_schema(&plan);
         let (explain, plan) = match plan {
             LogicalPlan::Explain(e) => (true, e.plan.as_ref().clone()),
@@ -474,7 +621,7 @@ impl QueryEngine {
         let time_dependent = calls_non_immutable_functions(&plan);
         let rewrite_key = rewrite_key.filter(|_| !time_dependent);
         let mut answer = Answer::default();
-        let (schema, stream) = match rewrite::rewrite(plan.clone(), &snap, &self.reader())? {
+        let (schema, stream) = match rewrite::rewrite(plan.clone(), snap, &self.reader())? {
             Outcome::Answered { plan, realized } if explain => {
                 answer = Answer::cubes(&realized);
                 let state = statement_state(&snap.state, time_dependent);
@@ -554,48 +701,20 @@ impl QueryEngine {
         }
     }
 
-    /// [`QueryEngine::prepare`] as `access` sees the catalog (SKELETON: helper B applies it).
-    pub async fn prepare_as(&self, access: &Access, sql: &str) -> Result<PreparedQuery> {
-        let _ = access;
-        self.prepare(sql).await
-    }
-
-    /// [`QueryEngine::execute`] as `access` sees the data (SKELETON: helper B applies it).
-    pub async fn execute_as(
-        &self,
-        access: &Access,
-        sql: &str,
-        params: Option<&RecordBatch>,
-    ) -> Result<QueryOutput> {
-        let _ = access;
-        self.execute(sql, params).await
-    }
-
-    /// [`QueryEngine::execute_stream`] as `access` sees the data: only its projects, denied
-    /// tables and columns refused by name, its row filters applied on every path, caches keyed
-    /// by [`Access::fingerprint`] (SKELETON: helper B applies it).
-    pub async fn execute_stream_as(
-        &self,
-        access: &Access,
-        sql: &str,
-        params: Option<&RecordBatch>,
-    ) -> Result<QueryStream> {
-        let _ = access;
-        self.execute_stream(sql, params).await
-    }
-
     /// [`QueryEngine::tables`] as `access` sees them: its projects only, denied tables and
     /// columns left out (SKELETON: helper B applies it).
     pub fn tables_as(&self, access: &Access) -> Result<Vec<TableInfo>> {
-        let _ = access;
-        self.tables()
+        if access.admin {
+            return self.tables();
+        }
+        access::tables(&*self.current()?, access)
     }
 
     /// Plans `sql` and applies the cube rewrite without running anything: the planner's plan
     /// and, when cubes answer every table the query reads, the rewritten plan.
     pub async fn plan_and_rewrite(&self, sql: &str) -> Result<(LogicalPlan, Option<LogicalPlan>)> {
         let snap = self.current()?;
-        let plan = self.plan(&snap, sql).await?;
+        let plan = self.plan(&snap, None, sql).await?;
         let rewritten = self.rewrite_plan_in(&snap, plan.clone()).await?;
         Ok((plan, rewritten))
     }
@@ -645,6 +764,21 @@ impl QueryEngine {
         Ok(keys::primary_keys(&self.current()?.foreign_keys))
     }
 
+    /// [`QueryEngine::foreign_keys`] as `access` sees them: those of its projects whose
+    /// tables and columns it may read.
+    pub fn foreign_keys_as(&self, access: &Access) -> Result<Vec<ForeignKey>> {
+        if access.admin {
+            return self.foreign_keys();
+        }
+        Ok(access::foreign_keys(&self.current()?.foreign_keys, access))
+    }
+
+    /// [`QueryEngine::primary_keys`] as `access` sees them (see
+    /// [`QueryEngine::foreign_keys_as`]).
+    pub fn primary_keys_as(&self, access: &Access) -> Result<Vec<PrimaryKey>> {
+        Ok(keys::primary_keys(&self.foreign_keys_as(access)?))
+    }
+
     /// The project unqualified table names resolve in.
     pub fn default_project(&self) -> Result<String> {
         Ok(self.current()?.default_project.clone())
@@ -662,7 +796,14 @@ impl QueryEngine {
         self.results.clear();
         self.plans.clear();
         self.rewritten.clear();
+        self.views.clear();
     }
+}
+
+/// The key of `sql`'s plans at `snap` for `scope` (see [`PlanKey`]).
+fn plan_key(snap: &Snapshot, scope: Option<Scope<'_>>, sql: &str) -> PlanKey {
+    let fingerprint = scope.map_or_else(String::new, |s| s.view.fingerprint.clone());
+    (snap.version, fingerprint, sql.to_string())
 }
 
 /// Whether `plan` (subqueries included) calls a function whose result is not fixed by its
