@@ -31,6 +31,7 @@ mod query_engine;
 mod query_paths;
 mod random_queries;
 mod rest;
+mod rest_access;
 mod rest_jobs;
 mod segments;
 mod snapshots_table_index;
