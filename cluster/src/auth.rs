@@ -211,21 +211,6 @@ impl Authenticator {
     }
 }
 
-// TEMP(i17-e): stubs of helper A's Authenticator API so helper E compiles; reverted before
-// merging i17-a.
-impl Authenticator {
-    pub fn access(&self, user: &str) -> Result<qilin_engine::security::Access, AuthError> {
-        Ok(qilin_engine::security::Access::unrestricted(user))
-    }
-    pub fn security(&self) -> &qilin_engine::security::store::SecurityStore {
-        unimplemented!("helper A")
-    }
-    pub fn audit(&self) -> &std::sync::Arc<qilin_engine::security::audit::AuditLog> {
-        unimplemented!("helper A")
-    }
-    pub fn refresh(&self) {}
-}
-
 /// `Basic base64(user:password)` → (user, password); padding optional.
 pub fn parse_basic(header: &str) -> Option<(String, String)> {
     let encoded = strip_prefix_ignore_case(header.trim(), "Basic ")?.trim();
