@@ -402,8 +402,18 @@ mod tests {
     }
 
     async fn serve() -> std::net::SocketAddr {
+        // The store lives as long as the test process (the server task outlives this call).
+        let dir = Box::leak(Box::new(tempfile::tempdir().unwrap()));
+        let meta = qilin_engine::metadata::managers::Metadata::new(
+            qilin_engine::metadata::open_store(dir.path().to_str().unwrap()).unwrap(),
+        );
         let auth = Arc::new(
-            Authenticator::from_config(&Config::from_parts("", "test", |_| None).unwrap()).unwrap(),
+            Authenticator::from_config(
+                &Config::from_parts("", "test", |_| None).unwrap(),
+                meta,
+                "test",
+            )
+            .unwrap(),
         );
         let router = Router::new()
             .route(

@@ -161,6 +161,18 @@ pub const KEYS: &[KeySpec] = &[
         doc: "bearer token lifetime",
     },
     KeySpec {
+        key: "kylin.security.audit.max-bytes",
+        alias: None,
+        default: "1048576",
+        doc: "size of the audit log's current file (`/audit/current.jsonl` in the metadata store) before it is rotated to `/audit/<millis>.jsonl` (at least 1024)",
+    },
+    KeySpec {
+        key: "kylin.security.audit.max-files",
+        alias: None,
+        default: "10",
+        doc: "rotated audit files kept (older ones are deleted; at least 1)",
+    },
+    KeySpec {
         key: "kylin.sample.auto-create",
         alias: None,
         default: "true",
@@ -319,6 +331,10 @@ pub struct SecurityConfig {
     /// HMAC key of tokens and cluster notifications; empty when not configured.
     pub token_secret: String,
     pub token_ttl_seconds: u64,
+    /// Bytes of the audit log's current file before it is rotated.
+    pub audit_max_bytes: u64,
+    /// Rotated audit files kept.
+    pub audit_max_files: usize,
 }
 
 /// This instance in its cluster (`kylin.server.*`, `kylin.rest.servers`).
@@ -468,6 +484,22 @@ impl Config {
                 )),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let audit_max_bytes: u64 = parse_key(&get, "kylin.security.audit.max-bytes")?;
+        if audit_max_bytes < 1024 {
+            return Err(invalid(
+                "kylin.security.audit.max-bytes",
+                &audit_max_bytes.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        let audit_max_files: usize = parse_key(&get, "kylin.security.audit.max-files")?;
+        if audit_max_files == 0 {
+            return Err(invalid(
+                "kylin.security.audit.max-files",
+                "0",
+                "must be at least 1",
+            ));
+        }
         let job_lease_seconds: u64 = parse_key(&get, "kylin.job.lease-seconds")?;
         if !(3..=3600).contains(&job_lease_seconds) {
             return Err(invalid(
@@ -532,6 +564,8 @@ impl Config {
                 users,
                 token_secret: get("kylin.security.token-secret"),
                 token_ttl_seconds: parse_key(&get, "kylin.security.token-ttl-seconds")?,
+                audit_max_bytes,
+                audit_max_files,
             },
             cluster: ClusterConfig {
                 mode: parse_key(&get, "kylin.server.mode")?,

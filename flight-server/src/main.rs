@@ -76,10 +76,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
              the job daemon is `qilin-jobs serve`"
         );
     }
-    // Security first: a server that must not start should not build a sample before saying so.
-    let auth = Arc::new(auth::Authenticator::from_config(&config)?);
-    // Each store is opened once, shared by the sample, the query engine and the job engine.
+    // Each store is opened once, shared by the users, the sample, the query engine and the
+    // job engine.
     let stores = server::Stores::open(&config)?;
+    // Security first: a server that must not start should not build a sample before saying so.
+    let instance = format!(
+        "qilin-server@{}:{}",
+        config.cluster.host, config.cluster.port
+    );
+    let auth = Arc::new(auth::Authenticator::from_config(
+        &config,
+        stores.meta.clone(),
+        &instance,
+    )?);
     if config.cluster.mode == ServerMode::All {
         // Building is job work, which a query-only instance leaves to others.
         sample::create_if_empty(&config, &stores).await?;

@@ -445,7 +445,15 @@ async fn serve(engine: JobEngine, config: &Config) -> anyhow::Result<()> {
     let mut endpoint = String::from("off");
     if config.cluster.http_port != 0 {
         // The REST API needs users and tokens: the same rules as the query server's.
-        let auth = Arc::new(Authenticator::from_config(config)?);
+        let instance = format!(
+            "qilin-jobs@{}:{}",
+            config.cluster.host, config.cluster.http_port
+        );
+        let auth = Arc::new(Authenticator::from_config(
+            config,
+            rest_engine.metadata().clone(),
+            &instance,
+        )?);
         let addr = http::bind_address(&config.cluster.host, config.cluster.http_port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await

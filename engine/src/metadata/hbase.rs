@@ -303,7 +303,9 @@ impl ResourceStore for HBaseResourceStore {
         if let Some((_, old)) = current.filter(|(_, c)| c.live) {
             self.drop_content(path, &old.content_column());
         }
-        self.bump_store_version();
+        if super::moves_store_version(path) {
+            self.bump_store_version();
+        }
         Ok(next.version)
     }
 
@@ -331,7 +333,9 @@ impl ResourceStore for HBaseResourceStore {
             };
             if self.swap_version(path, Some(&raw), &tombstone.encode())? {
                 self.drop_content(path, &cell.content_column());
-                self.bump_store_version();
+                if super::moves_store_version(path) {
+                    self.bump_store_version();
+                }
                 return Ok(());
             }
             if expected.is_some() {

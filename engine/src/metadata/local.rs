@@ -177,7 +177,9 @@ impl ResourceStore for LocalResourceStore {
             }
             let version = actual.unwrap_or(0) + 1;
             write_atomic(&file, &encode(version, data))?;
-            self.bump_store_version()?;
+            if super::moves_store_version(path) {
+                self.bump_store_version()?;
+            }
             Ok(version)
         })
     }
@@ -200,7 +202,9 @@ impl ResourceStore for LocalResourceStore {
             if let Some(dir) = file.parent() {
                 crate::fsutil::sync_dir(dir)?;
             }
-            self.bump_store_version()?;
+            if super::moves_store_version(path) {
+                self.bump_store_version()?;
+            }
             Ok(())
         })
     }

@@ -70,6 +70,12 @@ pub fn open_store(url: &str) -> Result<Arc<dyn ResourceStore>> {
     Ok(Arc::new(LocalResourceStore::open(path)?))
 }
 
+/// Whether a change of `path` moves the store-wide version. The audit log (`/audit/…`) does
+/// not: servers reload their caches when the version moves, and a sign-in must not cause that.
+pub fn moves_store_version(path: &str) -> bool {
+    !path.starts_with("/audit/")
+}
+
 /// Checks a resource path: `/folder/name.ext` segments of safe characters only.
 pub fn validate_path(path: &str) -> Result<()> {
     let bad = |reason: &str| {

@@ -1,16 +1,33 @@
 //! The audit log: every sign-in, refused access, metadata change, grant and job action, with
 //! user, time, instance and outcome, as JSON lines in the metadata store (bounded, rotated).
 //!
-//! SKELETON (lead): signatures are the contract between helpers; helper A implements them.
+//! Events go to `/audit/current.jsonl`; when it would pass `kylin.security.audit.max-bytes`
+//! it is archived as `/audit/<millis>.jsonl` and the oldest archives beyond
+//! `kylin.security.audit.max-files` are deleted. Appends are check-and-put retries, so
+//! several processes share the log safely. Writes under `/audit/` do not move the store-wide
+//! version (that would reload every server's caches on each sign-in).
+//!
+//! [`AuditLog::record`] only buffers: a background thread writes within about a second, so a
+//! slow store never delays a caller.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::metadata::managers::Metadata;
+
+pub const AUDIT_FOLDER: &str = "/audit";
+pub const CURRENT_PATH: &str = "/audit/current.jsonl";
+/// Events kept in memory while the store cannot be written; older ones are dropped (logged).
+const MAX_BUFFERED: usize = 10_000;
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+const MAX_FIELD_CHARS: usize = 256;
+const MAX_DETAIL_CHARS: usize = 2048;
+const MAX_APPEND_ATTEMPTS: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -20,6 +37,16 @@ pub enum Outcome {
     Denied,
     /// Allowed but failed (bad input, a conflict).
     Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Denied => "denied",
+            Outcome::Failed => "failed",
+        }
+    }
 }
 
 /// One audited event (one JSON line).
@@ -40,6 +67,11 @@ pub struct AuditEvent {
 pub struct AuditLog {
     meta: Metadata,
     instance: String,
+    max_bytes: u64,
+    max_files: usize,
+    buffer: Mutex<Vec<AuditEvent>>,
+    /// Serializes flushes of this process (the store serializes processes).
+    writing: Mutex<()>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -52,11 +84,26 @@ impl std::fmt::Debug for AuditLog {
 
 impl AuditLog {
     pub fn new(meta: Metadata, instance: impl Into<String>, config: &Config) -> Arc<AuditLog> {
-        let _ = config;
-        Arc::new(AuditLog {
+        let log = Arc::new(AuditLog {
             meta,
             instance: instance.into(),
-        })
+            max_bytes: config.security.audit_max_bytes,
+            max_files: config.security.audit_max_files,
+            buffer: Mutex::new(Vec::new()),
+            writing: Mutex::new(()),
+        });
+        let weak = Arc::downgrade(&log);
+        let spawned = std::thread::Builder::new()
+            .name("qilin-audit".into())
+            .spawn(move || flusher(weak));
+        if let Err(e) = spawned {
+            log::warn!("audit: no background writer ({e}); events are written on flush()");
+        }
+        log
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Records an event; never fails or blocks the caller (buffered, written within a second).
@@ -68,18 +115,302 @@ impl AuditLog {
         outcome: Outcome,
         detail: impl Into<String>,
     ) {
-        let _ = (&self.meta, user, action, target, outcome, detail.into());
-        todo!("helper A")
+        let event = AuditEvent {
+            time: Utc::now(),
+            user: clip(user, MAX_FIELD_CHARS),
+            instance: self.instance.clone(),
+            action: clip(action, MAX_FIELD_CHARS),
+            target: clip(target, MAX_FIELD_CHARS),
+            outcome,
+            detail: clip(&detail.into(), MAX_DETAIL_CHARS),
+        };
+        let mut buf = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+        if buf.len() >= MAX_BUFFERED {
+            buf.remove(0);
+            log::warn!("audit: buffer full (store not writable?), dropping the oldest event");
+        }
+        buf.push(event);
     }
 
     /// Writes buffered events now.
     pub fn flush(&self) -> Result<()> {
-        todo!("helper A")
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let events = std::mem::take(&mut *self.buffer.lock().unwrap_or_else(|p| p.into_inner()));
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut lines = Vec::new();
+        for e in &events {
+            // Strings, an enum and a time only: serialization cannot fail.
+            lines.extend(serde_json::to_vec(e).unwrap_or_default());
+            lines.push(b'\n');
+        }
+        match self.append(&lines) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Put them back in front of anything recorded meanwhile; retried next time.
+                let mut buf = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
+                let newer = std::mem::replace(&mut *buf, events);
+                buf.extend(newer);
+                let excess = buf.len().saturating_sub(MAX_BUFFERED);
+                buf.drain(..excess);
+                Err(e)
+            }
+        }
     }
 
-    /// The newest `limit` events (oldest first), optionally of one user.
+    fn append(&self, lines: &[u8]) -> Result<()> {
+        let store = self.meta.store();
+        for _ in 0..MAX_APPEND_ATTEMPTS {
+            let current = store.get(CURRENT_PATH)?;
+            let (mut data, version) = match current {
+                Some(r) => (r.data, Some(r.version)),
+                None => (Vec::new(), None),
+            };
+            if !data.is_empty() && (data.len() + lines.len()) as u64 > self.max_bytes {
+                // Archive first, then swap: a lost race deletes the archive and retries, so
+                // no line is archived twice or lost.
+                let archive = self.archive(&data)?;
+                match store.check_and_put(CURRENT_PATH, lines, version) {
+                    Ok(_) => {
+                        self.prune()?;
+                        return Ok(());
+                    }
+                    Err(Error::Conflict { .. }) => {
+                        store.check_and_delete(&archive, None)?;
+                        continue;
+                    }
+                    Err(e) => {
+                        store.check_and_delete(&archive, None)?;
+                        return Err(e);
+                    }
+                }
+            }
+            data.extend_from_slice(lines);
+            match store.check_and_put(CURRENT_PATH, &data, version) {
+                Ok(_) => return Ok(()),
+                Err(Error::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Refused(format!(
+            "{CURRENT_PATH} changed {MAX_APPEND_ATTEMPTS} times while appending to it"
+        )))
+    }
+
+    /// Writes `data` as a new archive named by the time (a later millisecond if taken).
+    fn archive(&self, data: &[u8]) -> Result<String> {
+        let mut millis = Utc::now().timestamp_millis().max(0);
+        loop {
+            let path = format!("{AUDIT_FOLDER}/{millis:013}.jsonl");
+            match self.meta.store().check_and_put(&path, data, None) {
+                Ok(_) => return Ok(path),
+                Err(Error::Conflict { .. }) => millis += 1,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Archives, oldest first.
+    fn archives(&self) -> Result<Vec<String>> {
+        let mut a: Vec<String> = self
+            .meta
+            .store()
+            .list(AUDIT_FOLDER)?
+            .into_iter()
+            .filter(|p| p != CURRENT_PATH && p.ends_with(".jsonl"))
+            .collect();
+        a.sort();
+        Ok(a)
+    }
+
+    fn prune(&self) -> Result<()> {
+        let archives = self.archives()?;
+        let excess = archives.len().saturating_sub(self.max_files);
+        for p in &archives[..excess] {
+            self.meta.store().check_and_delete(p, None)?;
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` events (oldest first), optionally of one user. Buffered events are
+    /// written first.
     pub fn read(&self, limit: usize, user: Option<&str>) -> Result<Vec<AuditEvent>> {
-        let _ = (limit, user);
-        todo!("helper A")
+        if let Err(e) = self.flush() {
+            log::warn!("audit: {e}");
+        }
+        let mut files = self.archives()?;
+        files.push(CURRENT_PATH.to_string());
+        let mut out: Vec<AuditEvent> = Vec::new();
+        // Newest file first, each file's lines newest first.
+        for path in files.iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let Some(r) = self.meta.store().get(path)? else {
+                continue;
+            };
+            for line in r.data.split(|b| *b == b'\n').rev() {
+                if out.len() >= limit {
+                    break;
+                }
+                if line.is_empty() {
+                    continue;
+                }
+                // A torn or foreign line is skipped, not fatal.
+                let Ok(e) = serde_json::from_slice::<AuditEvent>(line) else {
+                    continue;
+                };
+                if user.is_none_or(|u| e.user == u) {
+                    out.push(e);
+                }
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            log::warn!("audit: events lost at exit: {e}");
+        }
+    }
+}
+
+fn flusher(log: Weak<AuditLog>) {
+    loop {
+        std::thread::sleep(FLUSH_EVERY);
+        let Some(log) = log.upgrade() else { return };
+        let pending = !log
+            .buffer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty();
+        if pending {
+            if let Err(e) = log.flush() {
+                log::warn!("audit: cannot write the audit log (will retry): {e}");
+            }
+        }
+    }
+}
+
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(props: &str) -> (Arc<AuditLog>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let meta =
+            Metadata::new(crate::metadata::open_store(dir.path().to_str().unwrap()).unwrap());
+        let config = Config::from_parts(props, "test", |_| None).unwrap();
+        (AuditLog::new(meta, "test:1", &config), dir)
+    }
+
+    #[test]
+    fn records_flush_read_and_do_not_move_the_store_version() {
+        let (log, _dir) = log_with("");
+        let v0 = log.meta.store().store_version().unwrap();
+        log.record("alice", "sign-in", "", Outcome::Ok, "");
+        log.record("bob", "sign-in", "", Outcome::Denied, "bad password");
+        log.record("alice", "cube.build", "cube ssb", Outcome::Ok, "");
+        log.flush().unwrap();
+        assert_eq!(log.meta.store().store_version().unwrap(), v0);
+        let all = log.read(10, None).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].user, "alice");
+        assert_eq!(all[1].outcome, Outcome::Denied);
+        assert_eq!(all[2].action, "cube.build");
+        assert_eq!(all[2].instance, "test:1");
+        let alice = log.read(1, Some("alice")).unwrap();
+        assert_eq!(alice.len(), 1);
+        assert_eq!(alice[0].action, "cube.build");
+    }
+
+    #[test]
+    fn the_background_thread_writes_within_a_second() {
+        let (log, _dir) = log_with("");
+        log.record("x", "sign-in", "", Outcome::Ok, "");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if log.meta.store().get(CURRENT_PATH).unwrap().is_some() {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "not written");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn rotates_and_keeps_a_bounded_number_of_archives() {
+        let (log, _dir) =
+            log_with("kylin.security.audit.max-bytes=1000\nkylin.security.audit.max-files=2\n");
+        for i in 0..60 {
+            log.record(&format!("u{i}"), "sign-in", "", Outcome::Ok, "x".repeat(50));
+            log.flush().unwrap();
+        }
+        let archives = log.archives().unwrap();
+        assert_eq!(archives.len(), 2, "{archives:?}");
+        let current = log.meta.store().get(CURRENT_PATH).unwrap().unwrap();
+        assert!(current.data.len() <= 1000);
+        let events = log.read(1000, None).unwrap();
+        // The newest events survive in order; the oldest were rotated away.
+        assert!(events.len() < 60 && events.len() >= 10, "{}", events.len());
+        assert_eq!(events.last().unwrap().user, "u59");
+        let users: Vec<usize> = events
+            .iter()
+            .map(|e| e.user[1..].parse().unwrap())
+            .collect();
+        assert!(users.windows(2).all(|w| w[1] == w[0] + 1), "{users:?}");
+    }
+
+    #[test]
+    fn oversized_fields_are_clipped() {
+        let (log, _dir) = log_with("");
+        log.record(
+            &"u".repeat(100_000),
+            "sign-in",
+            "",
+            Outcome::Denied,
+            "d".repeat(100_000),
+        );
+        let e = log.read(1, None).unwrap().pop().unwrap();
+        assert!(e.user.chars().count() <= MAX_FIELD_CHARS + 1);
+        assert!(e.detail.chars().count() <= MAX_DETAIL_CHARS + 1);
+    }
+
+    #[test]
+    fn processes_appending_at_once_lose_nothing() {
+        let (a, dir) = log_with("");
+        let meta =
+            Metadata::new(crate::metadata::open_store(dir.path().to_str().unwrap()).unwrap());
+        let config = Config::from_parts("", "test", |_| None).unwrap();
+        let b = AuditLog::new(meta, "test:2", &config);
+        let threads: Vec<_> = [a.clone(), b.clone()]
+            .into_iter()
+            .map(|log| {
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        log.record("u", "sign-in", &i.to_string(), Outcome::Ok, "");
+                        log.flush().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(a.read(1000, None).unwrap().len(), 40);
     }
 }

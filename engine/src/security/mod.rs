@@ -11,6 +11,7 @@
 //! query engine plans with it and every server checks actions against it.
 
 pub mod audit;
+pub mod secret;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
