@@ -726,6 +726,9 @@ async fn admin_endpoints_refuse_hostile_input_and_change_nothing() {
             .expect(200);
         frank.get("/kylin/api/projects").expect(200);
 
+        let r = Http::basic(&addr, "frank", "wrong").post_raw("/kylin/api/user/authentication", b"");
+        assert_eq!(r.status, 401, "{}", r.text());
+
         // API keys: one's own, shown once, working as the Basic password and as a bearer
         // token; revoked → 401 at once on this instance.
         let created = frank
@@ -802,8 +805,15 @@ async fn admin_endpoints_refuse_hostile_input_and_change_nothing() {
             "revocation audited"
         );
         assert!(
-            events.iter().any(|e| e["outcome"] == "denied"
-                && e["action"].as_str().unwrap_or_default().contains("sign")),
+            events.iter().any(|e| e["user"] == "frank"
+                && e["action"] == "authenticate"
+                && e["outcome"] == "denied"),
+            "refused credentials audited: {events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| e["user"] == "frank" && e["action"] == "sign-in" && e["outcome"] == "denied"),
             "refused sign-ins audited: {events:?}"
         );
     })
