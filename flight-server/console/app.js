@@ -58,7 +58,8 @@
  *                     tr.rule-row[data-rule] with button.rule-remove; #rule-form
  *                     (#rule-table, #rule-kind, #rule-name, #rule-type, #rule-column,
  *                     #rule-filter, #rule-submit, #rule-message); #keys-table
- *                     tr.key-row[data-key] with button.key-revoke; #key-expires,
+ *                     tr.key-row[data-key] with button.key-revoke; #key-user (admins),
+ *                     #key-expires,
  *                     #key-create, #key-secret (the new key, shown once)
  *   audit             #audit-user, #audit-limit, #audit-reload, #audit-table
  *                     tr.audit-row[data-user][data-action][data-outcome] (newest first)
@@ -1146,14 +1147,17 @@
           }, "Revoke")))), { id: "keys-table" }) : h("p.muted", null, "No API keys."));
     };
     const expires = h("input#key-expires", { placeholder: "expires: 30d, 2027-01-01 (empty: never)", size: 30 });
+    // A global admin may create keys for others (the built-in ADMIN has none of its own).
+    const user = S.admin ? h("input#key-user", { placeholder: "for user (empty: you)", size: 16 }) : null;
     const msg = h("span#key-message.muted");
     const form = actionForm("key-form", msg, async () => {
       const body = expires.value.trim() ? { expires: expires.value.trim() } : {};
+      if (user && user.value.trim()) body.user = user.value.trim();
       const k = await api("POST", "/qilin/api/apikeys", body);
       secret.replaceChildren("New key for " + k.user + " (shown once, copy it now): ", h("code", null, k.key));
       secret.hidden = false;
       return "Created key " + k.id + ".";
-    }, load, expires, h("button#key-create.primary", { type: "submit" }, "Create a key"));
+    }, load, user, expires, h("button#key-create.primary", { type: "submit" }, "Create a key"));
     page.append(h("h2", null, "API keys"), h("div.panel", null,
       h("p.muted", null, "For tools that sign in once: use the key as the password, or as a bearer token."),
       box, form, secret));
