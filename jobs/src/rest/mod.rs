@@ -13,7 +13,7 @@ use qilin_cluster::web::ApiError;
 use crate::JobEngine;
 
 /// Every REST route of this crate, with no fallback (the composing binary keeps its own).
-/// The binary must add the `Arc<Authenticator>` extension for `qilin_cluster::web::Caller`.
+/// The binary must add the `Arc<Authenticator>` extension for `qilin_cluster::web::CallerAccess`.
 pub fn router(jobs: JobEngine) -> Router {
     catalog::router(jobs.clone())
         .merge(security::router(jobs.clone()))
