@@ -215,8 +215,13 @@ pub(crate) fn with_row_filters(
             .iter()
             .map(|f| state.create_logical_expr(f, schema))
             .collect();
-        let predicate = match parsed {
-            Ok(p) => conjunction(p).expect("at least one row filter"),
+        let node = Arc::new(node);
+        let filter = parsed.and_then(|p| {
+            let predicate = conjunction(p).expect("at least one row filter");
+            Filter::try_new(predicate, node.clone())
+        });
+        let filter = match filter {
+            Ok(f) => f,
             Err(e) => {
                 // Fail closed: rows the caller may not see never leave unfiltered.
                 failure = Some(Error::PermissionDenied(format!(
@@ -224,10 +229,10 @@ pub(crate) fn with_row_filters(
                     access.user,
                     e.find_root()
                 )));
+                let node = Arc::unwrap_or_clone(node);
                 return Ok(Transformed::new(node, false, TreeNodeRecursion::Stop));
             }
         };
-        let filter = Filter::try_new(predicate, Arc::new(node))?;
         // The scan below is filtered once; do not descend to it again.
         Ok(Transformed::new(
             LogicalPlan::Filter(filter),
@@ -482,6 +487,7 @@ mod tests {
             schemas.contains("shop") && !schemas.contains("hr"),
             "{schemas}"
         );
+        assert_eq!(engine.projects_as(&bob).unwrap(), ["shop"]);
         let tables = engine.tables_as(&bob).unwrap();
         assert!(tables.iter().all(|t| t.project == "shop"));
         assert_eq!(tables.len(), 2);
@@ -599,6 +605,15 @@ mod tests {
             cities.contains("Lille") && !cities.contains("Lyon"),
             "{cities}"
         );
+        let cte = text(
+            &engine,
+            &north,
+            "WITH s AS (SELECT city FROM store) SELECT city FROM s \
+             UNION ALL SELECT city FROM shop.store WHERE s_id > 1",
+        )
+        .await;
+        assert_eq!(cte.matches("Lille").count(), 2, "{cte}");
+        assert!(!cte.contains("Nice") && !cte.contains("Lyon"), "{cte}");
         let explain = text(&engine, &north, &format!("EXPLAIN {sql}")).await;
         assert!(explain.contains("north"), "{explain}");
         // Several filters AND; a filter on a column the caller may not read fails closed.
@@ -626,6 +641,13 @@ mod tests {
         );
         let e = engine.execute_as(&hidden, sql, None).await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e}");
+        // So does a filter that is not a predicate, or not SQL at all.
+        for bad in ["city", "region = ", "nope = 1"] {
+            let odd = user("eve", &[("store", rows_filter(bad))]);
+            let e = engine.execute_as(&odd, sql, None).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{bad}: {e}");
+            assert!(e.to_string().contains("shop.store"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! detail query's first batch leaves before its input is read whole, within a memory pool of
 //! `kylin.query.max-memory-mb` shared by all queries.
 //!
-//! Everything a server needs is on [`QueryEngine`]; it holds no per-client state.
+//! Everything a server needs is on [`QueryEngine`]; it holds no per-client state. The `*_as`
+//! methods run as one caller ([`Access`]): only its projects, its denied tables and columns
+//! refused by name, its row filters applied on every path (see `access`).
 
 mod access;
 mod cache;
@@ -750,6 +752,17 @@ impl QueryEngine {
             }
         }
         Ok(out)
+    }
+
+    /// The projects `access` sees (holds a role in), as stored, tables or not.
+    pub fn projects_as(&self, access: &Access) -> Result<Vec<String>> {
+        Ok(self
+            .current()?
+            .projects
+            .iter()
+            .filter(|p| access.sees_project(&p.name))
+            .map(|p| p.name.clone())
+            .collect())
     }
 
     /// The foreign keys the models' joins declare: each lookup's primary key referenced by

@@ -6,6 +6,7 @@
 //! `hbase-thrift-emulator`) are found next to this executable (see
 //! `qilin_tests::workspace_exe`); `scripts/test` builds them first.
 
+mod access_query;
 mod auto_merge;
 mod bench_duckdb_baseline;
 mod bench_smoke;
