@@ -32,6 +32,8 @@ use tokio::sync::Semaphore;
 
 /// How long a query waits for a free slot before 429 (as Flight SQL does).
 const SLOT_WAIT: Duration = Duration::from_secs(2);
+/// How much of a refused statement the audit log keeps.
+const AUDIT_SQL_CHARS: usize = 500;
 
 /// The request body (Kylin's `PrepareSqlRequest`); other fields Kylin clients send
 /// (`backdoorToggles`, …) are ignored.
@@ -111,7 +113,9 @@ async fn query(
         Err(Failure::Refused(e)) => {
             metrics::global().query_finished(started.elapsed(), "error");
             log::info!("user {user} (REST): query refused: {e}: {sql}");
-            Err(caller.refused("query", &sql, e))
+            // The statement names what was refused; a long one is clipped for the log.
+            let target: String = sql.chars().take(AUDIT_SQL_CHARS).collect();
+            Err(caller.refused("query", &target, e))
         }
         Err(Failure::Failed(message)) => {
             let elapsed = started.elapsed();
