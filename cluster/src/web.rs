@@ -15,6 +15,8 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use qilin_engine::error::ErrorKind;
+use qilin_engine::security::audit::Outcome;
+use qilin_engine::security::{Access, ProjectRole};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -167,6 +169,134 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
         auth.authenticate(header)
             .map(Caller)
             .map_err(|e| ApiError::unauthorized(e.to_string(), &parts.headers))
+    }
+}
+
+/// The authenticated caller with what it may see and do ([`Access`], resolved from the
+/// security rules of the metadata store at each request) and the [`Authenticator`] (for the
+/// audit log and reloading the rules after a change). Handlers check roles through
+/// [`CallerAccess::require`], which audits refusals.
+#[derive(Clone)]
+pub struct CallerAccess {
+    pub access: Access,
+    pub auth: Arc<Authenticator>,
+}
+
+impl std::fmt::Debug for CallerAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallerAccess")
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CallerAccess {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let auth = authenticator(parts)?;
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        // Checking a password (Argon2) and loading the rules may block: off the workers.
+        let resolver = auth.clone();
+        let resolved = tokio::task::spawn_blocking(move || {
+            let user = resolver.authenticate(header.as_deref())?;
+            resolver.access(&user)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("authenticating the request: {e}")))?;
+        match resolved {
+            Ok(access) => Ok(CallerAccess { access, auth }),
+            Err(e) => Err(ApiError::unauthorized(e.to_string(), &parts.headers)),
+        }
+    }
+}
+
+impl CallerAccess {
+    pub fn user(&self) -> &str {
+        &self.access.user
+    }
+
+    /// Checks that the caller holds `role` (or higher) in `project` for `action` on `target`
+    /// (`"cube.build"`, `"cube ssb_sales"`): a project it does not see is 404, a lower role
+    /// 403 naming the role needed; both are audited as refused.
+    pub fn require(
+        &self,
+        project: &str,
+        role: ProjectRole,
+        action: &str,
+        target: &str,
+    ) -> Result<(), ApiError> {
+        self.access
+            .require(project, role, &format!("{action} on {target}"))
+            .map_err(|e| self.refused(action, target, e))
+    }
+
+    /// [`CallerAccess::require`] for `action` on one object (`kind` `name`, e.g. cube
+    /// ssb_sales) of `project`: when the caller does not see the project the object is 404
+    /// itself (naming the object, never the project it would reveal).
+    pub fn require_object(
+        &self,
+        project: &str,
+        role: ProjectRole,
+        action: &str,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<(), ApiError> {
+        let target = format!("{kind} {name}");
+        if !self.access.sees_project(project) {
+            let e = qilin_engine::Error::NotFound {
+                kind,
+                name: name.to_string(),
+            };
+            return Err(self.refused(action, &target, e));
+        }
+        self.require(project, role, action, &target)
+    }
+
+    /// Checks that the caller is a global admin; a refusal is audited.
+    pub fn require_admin(&self, action: &str, target: &str) -> Result<(), ApiError> {
+        self.access
+            .require_admin(&format!("{action} on {target}"))
+            .map_err(|e| self.refused(action, target, e))
+    }
+
+    /// Audits `e` as a refusal of `action` on `target` and turns it into the reply.
+    pub fn refused(&self, action: &str, target: &str, e: qilin_engine::Error) -> ApiError {
+        self.audit(action, target, Outcome::Denied, e.to_string());
+        e.into()
+    }
+
+    /// Records an event of this caller in the audit log.
+    pub fn audit(&self, action: &str, target: &str, outcome: Outcome, detail: impl Into<String>) {
+        self.auth
+            .audit()
+            .record(self.user(), action, target, outcome, detail);
+    }
+
+    /// Audits the outcome of a change: Ok, or Failed/Denied (by the error's kind) with the
+    /// error; passes `result` on.
+    pub fn audited<T>(
+        &self,
+        action: &str,
+        target: &str,
+        result: Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        match &result {
+            Ok(_) => self.audit(action, target, Outcome::Ok, ""),
+            Err(e) => {
+                let outcome = if e.status == StatusCode::FORBIDDEN {
+                    Outcome::Denied
+                } else {
+                    Outcome::Failed
+                };
+                self.audit(action, target, outcome, e.message.clone());
+            }
+        }
+        result
     }
 }
 

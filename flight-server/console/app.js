@@ -12,6 +12,12 @@
  *   #/jobs/ID                    one job with its steps
  *   #/query                      Insight: SQL, results, EXPLAIN, chart, CSV, history
  *   #/system                     version, mode, metadata version, job lease
+ *   #/access                     users (global admins), grants and table rules of a project
+ *                                (its ADMINs), one's API keys
+ *   #/audit                      the audit log (global admins)
+ *
+ * The Access and Audit links show only to those who may use them (the sign-in answer's
+ * `admin` and `projects`); a page the server refuses (403) says so (#forbidden).
  *
  * Stable hooks for tests (ids unless noted):
  *   page root         #page, its data-page attribute = the route name (login, projects,
@@ -19,8 +25,9 @@
  *                     data-ready="1" when its data has loaded
  *   errors            #error-banner / #error-text (global), .error inside #page (a page's)
  *   sign-in           #login-form, #login-user, #login-password, #login-submit, #login-error
- *   header            #nav, #nav-projects, #nav-query, #nav-jobs, #nav-system, #user-name,
- *                     #sign-out
+ *   header            #nav, #nav-projects, #nav-query, #nav-jobs, #nav-system, #nav-access,
+ *                     #nav-audit, #user-name, #sign-out
+ *   refused           #forbidden (a page the server answered 403)
  *   projects          #project-list, a.project-link[data-project]
  *   project           #tables .table-card[data-table] (table.columns rows: name, type),
  *                     #models a.model-link[data-model], #cubes a.cube-link[data-cube]
@@ -42,6 +49,20 @@
  *                     #chart-value, svg#query-chart (rect.bar / path.chart-line), #query-csv,
  *                     #query-history li.history-item
  *   system            #system-info dd[data-key]
+ *   access            #users-table tr.user-row[data-user][data-disabled][data-admin] with
+ *                     button.user-toggle; #user-form (#new-user-name, #new-user-password,
+ *                     #new-user-admin, #new-user-groups, #new-user-submit, #user-message);
+ *                     #access-project; #grants-table tr.grant-row[data-principal] with
+ *                     button.grant-revoke; #grant-form (#grant-kind, #grant-name,
+ *                     #grant-role, #grant-submit, #grant-message); #rules-table
+ *                     tr.rule-row[data-rule] with button.rule-remove; #rule-form
+ *                     (#rule-table, #rule-kind, #rule-name, #rule-type, #rule-column,
+ *                     #rule-filter, #rule-submit, #rule-message); #keys-table
+ *                     tr.key-row[data-key] with button.key-revoke; #key-user (admins),
+ *                     #key-expires,
+ *                     #key-create, #key-secret (the new key, shown once)
+ *   audit             #audit-user, #audit-limit, #audit-reload, #audit-table
+ *                     tr.audit-row[data-user][data-action][data-outcome] (newest first)
  */
 (function () {
   "use strict";
@@ -51,13 +72,24 @@
     get token() { return sessionStorage.getItem("qilin.token"); },
     get user() { return sessionStorage.getItem("qilin.user") || ""; },
     get canOperate() { return sessionStorage.getItem("qilin.can_operate") === "true"; },
-    save(user, token, canOperate) {
+    /** A global admin (users, audit). */
+    get admin() { return sessionStorage.getItem("qilin.admin") === "true"; },
+    /** The caller's role by project, e.g. {"ssb": "QUERY"}. */
+    get roles() {
+      try { return JSON.parse(sessionStorage.getItem("qilin.roles") || "{}"); } catch (_) { return {}; }
+    },
+    /** ADMIN somewhere: the Access page is useful. */
+    get grantsAnywhere() { return S.admin || Object.values(S.roles).includes("ADMIN"); },
+    save(user, token, canOperate, admin, roles) {
       sessionStorage.setItem("qilin.user", user);
       sessionStorage.setItem("qilin.token", token);
       sessionStorage.setItem("qilin.can_operate", String(!!canOperate));
+      sessionStorage.setItem("qilin.admin", String(!!admin));
+      sessionStorage.setItem("qilin.roles", JSON.stringify(roles || {}));
     },
     clear() {
-      ["qilin.user", "qilin.token", "qilin.can_operate"].forEach((k) => sessionStorage.removeItem(k));
+      ["qilin.user", "qilin.token", "qilin.can_operate", "qilin.admin", "qilin.roles"]
+        .forEach((k) => sessionStorage.removeItem(k));
     },
   };
 
@@ -234,6 +266,8 @@
     [/^#\/jobs\/([^/]+)$/, "job", pageJob],
     [/^#\/query$/, "query", pageQuery],
     [/^#\/system$/, "system", pageSystem],
+    [/^#\/access$/, "access", pageAccess],
+    [/^#\/audit$/, "audit", pageAudit],
   ];
 
   async function render() {
@@ -249,6 +283,8 @@
     $("#nav").hidden = !signedIn;
     $("#user-box").hidden = !signedIn;
     $("#user-name").textContent = S.user;
+    $("#nav-access").hidden = !(signedIn && S.grantsAnywhere);
+    $("#nav-audit").hidden = !(signedIn && S.admin);
     const section = /^#\/(projects|models|cubes)/.test(hash) ? "#/projects" : hash.replace(/^(#\/[a-z]+?)s?(\/.*)?$/, "$1");
     document.querySelectorAll("#nav a").forEach((a) => {
       a.classList.toggle("active", a.getAttribute("href").replace(/s$/, "") === section.replace(/s$/, ""));
@@ -270,7 +306,9 @@
       if (seq === routeSeq) page.dataset.ready = "1";
     } catch (e) {
       if (seq !== routeSeq) return;
-      page.append(errorBox(e));
+      page.append(e.status === 403
+        ? h("div#forbidden.error", { role: "alert" }, "You may not see this page. ", e.message)
+        : errorBox(e));
       page.dataset.ready = "error";
     }
   }
@@ -294,7 +332,7 @@
             "Basic " + base64Utf8(name + ":" + pass.value));
           if (!r || !r.token) throw new Error("The server answered without a token");
           const who = (r.userDetails && r.userDetails.username) || name;
-          S.save(who, r.token, r.can_operate);
+          S.save(who, r.token, r.can_operate, r.admin, r.projects);
           clearError();
           const next = sessionStorage.getItem("qilin.after_login") || "#/projects";
           sessionStorage.removeItem("qilin.after_login");
@@ -310,7 +348,7 @@
     h("label", { for: "login-user" }, "User"), user,
     h("label", { for: "login-password" }, "Password"), pass, submit, err);
     page.append(h("div.login.panel", null, h("h1", null, "Sign in to Qilin"), form,
-      h("p.muted", null, "The same users as Flight SQL (kylin.security.users).")));
+      h("p.muted", null, "The same users as Flight SQL; an API key works as the password.")));
     user.focus();
   }
 
@@ -935,6 +973,219 @@
     page.append(h("div.panel", null, h("dl#system-info.kv", null, rows.map(([k, t, v]) =>
       [h("dt", null, t), h("dd", { "data-key": k }, v === undefined || v === null ? "" : String(v))]))));
     page.append(h("p.muted", null, "Health: ", h("a", { href: "/health" }, "/health"), " · Metrics: ", h("a", { href: "/metrics" }, "/metrics")));
+  }
+
+  // ---- access ------------------------------------------------------------------------------
+  /** A small form whose submit runs `fn` and reports into `msg`, then calls `after`. */
+  function actionForm(id, msg, fn, after, ...fields) {
+    return h("form#" + id + ".inline", {
+      onsubmit: async (ev) => {
+        ev.preventDefault();
+        const button = ev.target.querySelector("button[type=submit]");
+        button.disabled = true;
+        msg.className = "muted";
+        msg.textContent = "";
+        try {
+          msg.textContent = (await fn()) || "Done.";
+          await after();
+        } catch (e) {
+          msg.className = "error";
+          msg.textContent = e.message;
+        } finally { button.disabled = false; }
+      },
+    }, fields, msg);
+  }
+  const whoOf = (x) => (x.user !== undefined ? "user " + x.user : "group " + x.group);
+  const principalBody = (kind, name) => (kind === "group" ? { group: name } : { user: name });
+
+  async function pageAccess(page, seq) {
+    page.append(h("h1", null, "Access"));
+    if (S.admin) await usersSection(page, seq);
+    if (!current(seq)) return;
+    await projectSection(page, seq);
+    if (!current(seq)) return;
+    await keysSection(page, seq);
+  }
+
+  async function usersSection(page, seq) {
+    const box = h("div#users-box");
+    const load = async () => {
+      const users = await api("GET", "/qilin/api/users");
+      if (!current(seq)) return;
+      box.replaceChildren(users.length ? table("users", ["User", "Global admin", "Status", "Groups", "Changed", ""],
+        users.map((u) => h("tr.user-row", { "data-user": u.name, "data-disabled": String(u.disabled), "data-admin": String(u.admin) },
+          h("td", null, u.name), h("td", null, u.admin ? "yes" : ""),
+          h("td", null, badge(u.disabled ? "DISABLED" : "READY")),
+          h("td", null, (u.groups || []).join(", ")), h("td", null, fmtTime(Date.parse(u.modified))),
+          h("td", null, u.name === S.user ? null : h("button.user-toggle" + (u.disabled ? "" : ".danger"), {
+            type: "button", "data-user": u.name,
+            onclick: async (ev) => {
+              ev.target.disabled = true;
+              try {
+                await api("PUT", "/qilin/api/users/" + encodeURIComponent(u.name), { disabled: !u.disabled });
+                clearError();
+              } catch (e) { showError(e.message); }
+              await load();
+            },
+          }, u.disabled ? "Enable" : "Disable")))), { id: "users-table" })
+        : h("p.muted", null, "No users in the metadata store yet (only the built-in ADMIN)."));
+    };
+    const name = h("input#new-user-name", { placeholder: "name", size: 14, required: true });
+    const password = h("input#new-user-password", { type: "password", placeholder: "password", autocomplete: "new-password", required: true });
+    const admin = h("input#new-user-admin", { type: "checkbox" });
+    const groups = h("input#new-user-groups", { placeholder: "groups, comma-separated", size: 22 });
+    const msg = h("span#user-message.muted");
+    const form = actionForm("user-form", msg, async () => {
+      const body = { name: name.value.trim(), password: password.value, admin: admin.checked,
+        groups: groups.value.split(",").map((g) => g.trim()).filter(Boolean) };
+      await api("POST", "/qilin/api/users", body);
+      password.value = "";
+      return "Created user " + body.name + ".";
+    }, load, name, password, h("label", null, admin, " global admin"), groups,
+    h("button#new-user-submit.primary", { type: "submit" }, "Add user"));
+    page.append(h("h2", null, "Users"), h("div.panel", null, box, h("h3", null, "New user"), form));
+    await load();
+  }
+
+  async function projectSection(page, seq) {
+    const projects = (await api("GET", "/kylin/api/projects"))
+      .filter((p) => S.admin || S.roles[p.name] === "ADMIN");
+    if (!current(seq)) return;
+    page.append(h("h2", null, "Project grants and table rules"));
+    if (!projects.length) {
+      page.append(h("p.muted", null, "You hold ADMIN in no project."));
+      return;
+    }
+    const select = h("select#access-project", { onchange: () => load() },
+      projects.map((p) => h("option", { value: p.name }, p.name)));
+    const grantsBox = h("div#grants-box");
+    const rulesBox = h("div#rules-box");
+    const tableSelect = h("select#rule-table");
+    const project = () => select.value;
+    const path = (what) => "/qilin/api/projects/" + encodeURIComponent(project()) + "/" + what;
+    const load = async () => {
+      const p = projects.find((x) => x.name === project());
+      tableSelect.replaceChildren(...(p.tables || []).map((t) => h("option", { value: t }, t)));
+      const [grants, rules] = await Promise.all([api("GET", path("grants")), api("GET", path("rules"))]);
+      if (!current(seq)) return;
+      grantsBox.replaceChildren(grants.length ? table("grants", ["Who", "Role", ""], grants.map((g) =>
+        h("tr.grant-row", { "data-principal": whoOf(g), "data-role": g.role },
+          h("td", null, whoOf(g)), h("td", null, g.role),
+          h("td", null, h("button.grant-revoke.danger", {
+            type: "button",
+            onclick: async () => {
+              try {
+                const q = new URLSearchParams(principalBody(g.user !== undefined ? "user" : "group", g.user !== undefined ? g.user : g.group));
+                await api("DELETE", path("grants") + "?" + q);
+                clearError();
+              } catch (e) { showError(e.message); }
+              await load();
+            },
+          }, "Revoke")))), { id: "grants-table" }) : h("p.muted", null, "No grants: only global admins see this project."));
+      rulesBox.replaceChildren(rules.length ? table("rules", ["Table", "Who", "Rule", ""], rules.map((r) =>
+        h("tr.rule-row", { "data-rule": r.id, "data-type": r.type },
+          h("td", null, r.table), h("td", null, whoOf(r)),
+          h("td.mono", null, r.type === "deny_table" ? "table denied"
+            : r.type === "deny_column" ? "column " + r.column + " denied" : "rows where " + r.filter),
+          h("td", null, h("button.rule-remove.danger", {
+            type: "button",
+            onclick: async () => {
+              try { await api("DELETE", "/qilin/api/rules/" + encodeURIComponent(r.id)); clearError(); } catch (e) { showError(e.message); }
+              await load();
+            },
+          }, "Remove")))), { id: "rules-table" }) : h("p.muted", null, "No table rules."));
+    };
+    const kindSelect = (id) => h("select#" + id, null, h("option", { value: "user" }, "user"), h("option", { value: "group" }, "group"));
+    const gKind = kindSelect("grant-kind");
+    const gName = h("input#grant-name", { placeholder: "name", size: 14, required: true });
+    const gRole = h("select#grant-role", null, ["QUERY", "OPERATION", "MANAGEMENT", "ADMIN"].map((r) => h("option", { value: r }, r)));
+    const gMsg = h("span#grant-message.muted");
+    const grantForm = actionForm("grant-form", gMsg, async () => {
+      const body = Object.assign(principalBody(gKind.value, gName.value.trim()), { role: gRole.value });
+      const g = await api("POST", path("grants"), body);
+      return "Granted " + g.role + " to " + whoOf(g) + ".";
+    }, load, gKind, gName, gRole, h("button#grant-submit.primary", { type: "submit" }, "Grant"));
+    const rKind = kindSelect("rule-kind");
+    const rName = h("input#rule-name", { placeholder: "name", size: 14, required: true });
+    const rColumn = h("input#rule-column", { placeholder: "column", size: 14 });
+    const rFilter = h("input#rule-filter", { placeholder: "c_region = 'ASIA'", size: 28 });
+    const rType = h("select#rule-type", {
+      onchange: () => { rColumn.hidden = rType.value !== "deny_column"; rFilter.hidden = rType.value !== "row_filter"; },
+    }, [["row_filter", "row filter"], ["deny_column", "deny column"], ["deny_table", "deny table"]].map(([v, t]) => h("option", { value: v }, t)));
+    rColumn.hidden = true;
+    const rMsg = h("span#rule-message.muted");
+    const ruleForm = actionForm("rule-form", rMsg, async () => {
+      const body = Object.assign(principalBody(rKind.value, rName.value.trim()), { table: tableSelect.value, type: rType.value });
+      if (rType.value === "deny_column") body.column = rColumn.value.trim();
+      if (rType.value === "row_filter") body.filter = rFilter.value.trim();
+      const r = await api("POST", path("rules"), body);
+      return "Added rule " + r.id + ".";
+    }, load, tableSelect, rKind, rName, rType, rColumn, rFilter, h("button#rule-submit.primary", { type: "submit" }, "Add rule"));
+    page.append(h("div.toolbar", null, h("label", { for: "access-project" }, "Project"), select),
+      h("div.panel", null, h("h3", null, "Grants"), grantsBox, grantForm),
+      h("div.panel", null, h("h3", null, "Table rules"), rulesBox, ruleForm));
+    await load();
+  }
+
+  async function keysSection(page, seq) {
+    const box = h("div#keys-box");
+    const secret = h("div#key-secret.notice", { hidden: true });
+    const load = async () => {
+      const keys = await api("GET", "/qilin/api/apikeys");
+      if (!current(seq)) return;
+      box.replaceChildren(keys.length ? table("keys", ["Key id", "User", "Created", "Expires", "Status", ""], keys.map((k) =>
+        h("tr.key-row", { "data-key": k.id, "data-revoked": String(k.revoked) },
+          h("td.mono", null, k.id), h("td", null, k.user), h("td", null, fmtTime(Date.parse(k.created))),
+          h("td", null, k.expires ? fmtTime(Date.parse(k.expires)) : "never"),
+          h("td", null, badge(k.revoked ? "DISCARDED" : "READY")),
+          h("td", null, k.revoked ? null : h("button.key-revoke.danger", {
+            type: "button", "data-key": k.id,
+            onclick: async () => {
+              try { await api("DELETE", "/qilin/api/apikeys/" + encodeURIComponent(k.id)); clearError(); } catch (e) { showError(e.message); }
+              await load();
+            },
+          }, "Revoke")))), { id: "keys-table" }) : h("p.muted", null, "No API keys."));
+    };
+    const expires = h("input#key-expires", { placeholder: "expires: 30d, 2027-01-01 (empty: never)", size: 30 });
+    // A global admin may create keys for others (the built-in ADMIN has none of its own).
+    const user = S.admin ? h("input#key-user", { placeholder: "for user (empty: you)", size: 16 }) : null;
+    const msg = h("span#key-message.muted");
+    const form = actionForm("key-form", msg, async () => {
+      const body = expires.value.trim() ? { expires: expires.value.trim() } : {};
+      if (user && user.value.trim()) body.user = user.value.trim();
+      const k = await api("POST", "/qilin/api/apikeys", body);
+      secret.replaceChildren("New key for " + k.user + " (shown once, copy it now): ", h("code", null, k.key));
+      secret.hidden = false;
+      return "Created key " + k.id + ".";
+    }, load, user, expires, h("button#key-create.primary", { type: "submit" }, "Create a key"));
+    page.append(h("h2", null, "API keys"), h("div.panel", null,
+      h("p.muted", null, "For tools that sign in once: use the key as the password, or as a bearer token."),
+      box, form, secret));
+    await load();
+  }
+
+  // ---- audit -------------------------------------------------------------------------------
+  async function pageAudit(page, seq) {
+    page.append(h("h1", null, "Audit log"));
+    const user = h("input#audit-user", { placeholder: "user", size: 14, onchange: () => load() });
+    const limit = h("select#audit-limit", { onchange: () => load() },
+      ["100", "500", "2000"].map((v) => h("option", { value: v }, v + " events")));
+    const box = h("div#audit-box");
+    const load = async () => {
+      const q = new URLSearchParams({ limit: limit.value });
+      if (user.value.trim()) q.set("user", user.value.trim());
+      const events = await api("GET", "/qilin/api/audit?" + q);
+      if (!current(seq)) return;
+      box.replaceChildren(events.length ? table("audit", ["Time", "User", "Instance", "Action", "Target", "Outcome", "Detail"],
+        events.slice().reverse().map((e) => h("tr.audit-row", { "data-user": e.user, "data-action": e.action, "data-outcome": e.outcome },
+          h("td", null, fmtTime(Date.parse(e.time))), h("td", null, e.user), h("td.mono", null, e.instance),
+          h("td", null, e.action), h("td", null, e.target),
+          h("td", null, h("span.badge.outcome-" + e.outcome, null, e.outcome)), h("td", null, e.detail))),
+      { id: "audit-table" }) : h("p.muted", null, "No events."));
+    };
+    page.append(h("div.toolbar", null, h("label", null, "User"), user, limit,
+      h("button#audit-reload", { type: "button", onclick: () => load().catch((e) => box.replaceChildren(errorBox(e))) }, "Refresh")), box);
+    await load();
   }
 
   // ---- start -------------------------------------------------------------------------------

@@ -12,13 +12,19 @@ CONFIG (written by tests/tests/all/console.rs):
   build        ["YYYY-MM-DD", "YYYY-MM-DD"]: the new range to build from the cube page
   sql          SSB Q2.1
   rows         how many rows the oracle returns for it
+  row_filter   the row filter on customer the page gives user viewer
+  region_sql   a query by region viewer runs (its rows go to report.json)
   chromium, chromedriver   executables
 
 Steps: a wrong password is refused in the page; sign in; the project's tables and columns; the
 model diagram; the cube with its READY segment; "Build a range" and the job page's progress up
 to 100 % (never going backwards); the cube's second READY segment; Monitor; Insight runs the
 query and shows the result rows, the cube and cuboid in the EXPLAIN, a bar and a line chart and
-a CSV download; the history survives a reload; a SQL error is shown; System; sign-out. Every
+a CSV download; the history survives a reload; a SQL error is shown; System; Access (as the
+global admin: add user `viewer`, grant it QUERY in the project, a row filter on customer, an
+API key for viewer shown once); Audit (the wrong password, the new user and the grant, with outcomes);
+sign-out; then as `viewer`: no Access or Audit links, the audit page refused (403), and a
+query by region shows only the rows its filter lets through; sign-out. Every
 wait is a WebDriverWait on the page's content (no fixed sleeps). A screenshot of every page
 goes to OUT.
 
@@ -281,10 +287,111 @@ class Console:
         self.report["system"] = info
         self.shot("system")
 
+        self.access()
+        self.audit()
+        self.one("#sign-out").click()
+        self.page("login")
+        self.as_viewer()
+
         self.one("#sign-out").click()
         self.page("login")
         d.get(c["url"].rstrip("/") + "/#/jobs")
         self.page("login")
+
+    def submit(self, form, message):
+        """Submits form `form` and waits for its message; fails if it is an error."""
+        self.one(f"#{form} button[type=submit]").click()
+
+        def reported(d):
+            m = d.find_element(By.ID, message)
+            return m.text and m
+
+        m = self.wait(f"the answer of {form}", reported)
+        check("error" not in (m.get_attribute("class") or ""), f"{form}: {m.text}")
+        return m.text
+
+    def access(self):
+        """As the global admin: a user, its grant and row filter, an API key."""
+        c = self.cfg
+        check(self.one("#nav-access").is_displayed() and self.one("#nav-audit").is_displayed(), "admin links shown")
+        self.nav("nav-access", "access")
+        self.one("#new-user-name").send_keys("viewer")
+        self.one("#new-user-password").send_keys("viewer-pw")
+        self.one("#new-user-groups").send_keys("analysts")
+        self.submit("user-form", "user-message")
+        self.wait("viewer in the users table", lambda d: d.find_elements(By.CSS_SELECTOR, '#users-table tr.user-row[data-user="viewer"]'))
+        Select(self.one("#access-project")).select_by_value(c["project"])
+        Select(self.one("#grant-kind")).select_by_value("user")
+        self.one("#grant-name").send_keys("viewer")
+        Select(self.one("#grant-role")).select_by_value("QUERY")
+        self.submit("grant-form", "grant-message")
+        self.wait("the grant row", lambda d: d.find_elements(By.CSS_SELECTOR, '#grants-table tr.grant-row[data-principal="user viewer"][data-role="QUERY"]'))
+        Select(self.one("#rule-table")).select_by_value("customer")
+        Select(self.one("#rule-kind")).select_by_value("user")
+        self.one("#rule-name").send_keys("viewer")
+        Select(self.one("#rule-type")).select_by_value("row_filter")
+        self.one("#rule-filter").send_keys(c["row_filter"])
+        self.submit("rule-form", "rule-message")
+        self.wait("the rule row", lambda d: d.find_elements(By.CSS_SELECTOR, '#rules-table tr.rule-row[data-type="row_filter"]'))
+        # A rule the store refuses (no such column) is reported in the page, nothing added.
+        Select(self.one("#rule-type")).select_by_value("deny_column")
+        self.one("#rule-column").send_keys("no_such_column")
+        self.one("#rule-submit").click()
+        err = self.wait("the refused rule", lambda d: "error" in (d.find_element(By.ID, "rule-message").get_attribute("class") or "") and d.find_element(By.ID, "rule-message"))
+        check("no_such_column" in err.text, f"refused rule message: {err.text!r}")
+        check(len(self.css("#rules-table tr.rule-row")) == 1, "the refused rule was not added")
+        # The built-in ADMIN has no keys of its own: one for viewer.
+        self.one("#key-user").send_keys("viewer")
+        self.one("#key-expires").send_keys("30d")
+        self.submit("key-form", "key-message")
+        secret = self.wait("the new key", lambda d: d.find_element(By.ID, "key-secret").is_displayed() and d.find_element(By.CSS_SELECTOR, "#key-secret code"))
+        check(secret.text.startswith("qk_"), f"API key shown: {secret.text[:8]!r}")
+        row = self.wait("the key row", lambda d: d.find_elements(By.CSS_SELECTOR, "#keys-table tr.key-row"))
+        check(row[0].find_element(By.CSS_SELECTOR, "td:nth-child(2)").text == "viewer", "the key is viewer's")
+        self.shot("access")
+
+    def audit(self):
+        """The audit log page shows the refused sign-in and the changes just made."""
+        self.nav("nav-audit", "audit")
+        Select(self.one("#audit-limit")).select_by_value("2000")
+        self.wait("the audit log with the grant", lambda d: d.find_elements(By.CSS_SELECTOR, '#audit-table tr.audit-row[data-action="grant"]'))
+        events = [
+            (r.get_attribute("data-user"), r.get_attribute("data-action"), r.get_attribute("data-outcome"))
+            for r in self.css("#audit-table tr.audit-row")
+        ]
+        self.report["audit"] = events
+        user = self.cfg["user"]
+        for want in [(user, "sign-in", "denied"), (user, "sign-in", "ok"), (user, "user.create", "ok"), (user, "grant", "ok"), (user, "acl.add", "ok"), (user, "acl.add", "failed"), (user, "apikey.create", "ok")]:
+            check(want in events, f"audit page lacks {want}: {events[:40]}")
+        self.shot("audit")
+
+    def as_viewer(self):
+        """A QUERY user: no admin links, the audit page refused, its row filter applied."""
+        c = self.cfg
+        self.one("#login-user").send_keys("viewer")
+        self.one("#login-password").send_keys("viewer-pw")
+        self.one("#login-submit").click()
+        self.page("projects")
+        check(not self.one("#nav-access").is_displayed() and not self.one("#nav-audit").is_displayed(), "admin links hidden from viewer")
+        projects = [a.get_attribute("data-project") for a in self.css("a.project-link")]
+        check(projects == [c["project"]], f"viewer's projects: {projects}")
+        self.driver.get(c["url"].rstrip("/") + "/#/audit")
+        forbidden = self.wait("the refused audit page", lambda d: d.find_element(By.ID, "forbidden"))
+        check("global admin" in forbidden.text, f"403 message: {forbidden.text!r}")
+        self.shot("viewer-audit-refused")
+        self.nav("nav-query", "query")
+        Select(self.one("#query-project")).select_by_value(c["project"])
+        box = self.one("#query-sql")
+        box.clear()
+        box.send_keys(c["region_sql"])
+        self.one("#query-run").click()
+        state = self.wait("the viewer's query", lambda d: d.find_element(By.ID, "query-status").get_attribute("data-state") in ("done", "error") and d.find_element(By.ID, "query-status").get_attribute("data-state"))
+        check(state == "done", f"the viewer's query failed: {self.page_state()}")
+        self.report["viewer_rows"] = self.driver.execute_script(
+            "return Array.from(document.querySelectorAll('#query-results tbody tr.result-row'))"
+            ".map(r => Array.from(r.cells).map(c => c.textContent));"
+        )
+        self.shot("viewer-query")
 
     def query(self):
         c = self.cfg

@@ -1,7 +1,7 @@
 //! `qilin-server`'s one HTTP server (`kylin.server.http-port`): `/health` and `/metrics`
 //! (`qilin_cluster::http`), the Kylin REST API over the catalog and jobs
 //! (`qilin_jobs::rest`), `POST /kylin/api/query` ([`query`]) and the web console
-//! ([`console`]). Every REST route authenticates through `qilin_cluster::web::Caller`, which
+//! ([`console`]). Every REST route authenticates through `qilin_cluster::web::CallerAccess`, which
 //! finds the shared [`Authenticator`] in the request extensions added here.
 
 pub mod console;

@@ -5,6 +5,10 @@
 //! `YYYY-MM-DD HH:MM:SS`) or JSON null, with the cubes that answered. A statement the engine
 //! refuses (bad SQL, no realization) is still HTTP 200, with `isException: true` and the
 //! engine's message, as in Kylin; a malformed request is 400.
+//!
+//! The statement runs as the caller sees the data ([`QueryEngine::execute_stream_as`]): only
+//! its projects, its row filters applied. A statement touching a table or column denied to it
+//! is 403 naming it (audited), and a `project` it holds no role in is 404.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,15 +21,19 @@ use axum::routing::post;
 use axum::Router;
 use futures::StreamExt;
 use qilin_cluster::metrics;
-use qilin_cluster::web::{ApiError, Caller, Json, JsonBody};
+use qilin_cluster::web::{ApiError, CallerAccess, Json, JsonBody};
+use qilin_engine::error::ErrorKind;
 use qilin_engine::model::jdbc::{java_sql_type, sql_type};
 use qilin_engine::query::{Answer, QueryEngine};
+use qilin_engine::security::{Access, ProjectRole};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
 
 /// How long a query waits for a free slot before 429 (as Flight SQL does).
 const SLOT_WAIT: Duration = Duration::from_secs(2);
+/// How much of a refused statement the audit log keeps.
+const AUDIT_SQL_CHARS: usize = 500;
 
 /// The request body (Kylin's `PrepareSqlRequest`); other fields Kylin clients send
 /// (`backdoorToggles`, …) are ignored.
@@ -56,7 +64,7 @@ pub fn router(engine: Arc<QueryEngine>, slots: Arc<Semaphore>) -> Router {
 }
 
 async fn query(
-    Caller(user): Caller,
+    caller: CallerAccess,
     State(state): State<QueryState>,
     JsonBody(req): JsonBody<QueryRequest>,
 ) -> Result<Json<Value>, ApiError> {
@@ -65,7 +73,8 @@ async fn query(
             "malformed request body: sql is empty",
         ));
     }
-    check_project(&state.engine, req.project.as_deref())?;
+    check_project(&state.engine, &caller, req.project.as_deref())?;
+    let user = caller.user().to_string();
     let _permit = tokio::time::timeout(SLOT_WAIT, state.slots.clone().acquire_owned())
         .await
         .map_err(|_| {
@@ -85,7 +94,7 @@ async fn query(
     let offset = req.offset.unwrap_or(0) as usize;
     let limit = req.limit.filter(|l| *l > 0).map(|l| l as usize);
     let sql = one_line(&req.sql);
-    match run(&state.engine, &req.sql, offset, limit).await {
+    match run(&state.engine, &caller.access, &req.sql, offset, limit).await {
         Ok(result) => {
             let elapsed = started.elapsed();
             metrics::global().query_finished(elapsed, "ok");
@@ -101,7 +110,14 @@ async fn query(
             );
             Ok(Json(response(result, elapsed)))
         }
-        Err(message) => {
+        Err(Failure::Refused(e)) => {
+            metrics::global().query_finished(started.elapsed(), "error");
+            log::info!("user {user} (REST): query refused: {e}: {sql}");
+            // The statement names what was refused; a long one is clipped for the log.
+            let target: String = sql.chars().take(AUDIT_SQL_CHARS).collect();
+            Err(caller.refused("query", &target, e))
+        }
+        Err(Failure::Failed(message)) => {
             let elapsed = started.elapsed();
             metrics::global().query_finished(elapsed, "error");
             log::info!("user {user} (REST): query failed: {message}: {sql}");
@@ -124,10 +140,15 @@ async fn query(
     }
 }
 
-/// A `project` the request names must exist; `default` (what kylinpy sends without one) and
-/// none mean the server's default project. Unqualified table names resolve in
+/// A `project` the request names must exist and be one the caller holds a role in (else
+/// 404, as if it did not exist); `default` (what kylinpy sends without one) and none mean the
+/// server's default project. Unqualified table names resolve in
 /// `kylin.query.default-project`; qualified ones (`ssb.lineorder`) in their project.
-fn check_project(engine: &QueryEngine, project: Option<&str>) -> Result<(), ApiError> {
+fn check_project(
+    engine: &QueryEngine,
+    caller: &CallerAccess,
+    project: Option<&str>,
+) -> Result<(), ApiError> {
     let Some(p) = project.map(str::trim).filter(|p| !p.is_empty()) else {
         return Ok(());
     };
@@ -140,7 +161,7 @@ fn check_project(engine: &QueryEngine, project: Option<&str>) -> Result<(), ApiE
         .any(|t| t.project.eq_ignore_ascii_case(p))
         || engine.default_project()?.eq_ignore_ascii_case(p);
     if known {
-        Ok(())
+        caller.require(p, ProjectRole::Query, "query", &format!("project {p}"))
     } else {
         Err(qilin_engine::Error::NotFound {
             kind: "project",
@@ -148,6 +169,14 @@ fn check_project(engine: &QueryEngine, project: Option<&str>) -> Result<(), ApiE
         }
         .into())
     }
+}
+
+/// Why a statement gave no result.
+enum Failure {
+    /// It touches what the caller may not see: 403, audited.
+    Refused(qilin_engine::Error),
+    /// Anything else (bad SQL, no realization): Kylin's `isException` answer.
+    Failed(String),
 }
 
 struct QueryResult {
@@ -160,29 +189,34 @@ struct QueryResult {
 }
 
 /// Runs `sql`, keeping rows `offset..offset+limit` rendered as strings; stops reading (and so
-/// executing) once it has them. Any failure is the message for `exceptionMessage`.
+/// executing) once it has them.
 async fn run(
     engine: &QueryEngine,
+    access: &Access,
     sql: &str,
     offset: usize,
     limit: Option<usize>,
-) -> Result<QueryResult, String> {
+) -> Result<QueryResult, Failure> {
     let mut stream = engine
-        .execute_stream(sql, None)
+        .execute_stream_as(access, sql, None)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| match e.kind() {
+            ErrorKind::PermissionDenied => Failure::Refused(e),
+            _ => Failure::Failed(e.to_string()),
+        })?;
+    let failed = |e: &dyn std::fmt::Display| Failure::Failed(e.to_string());
     let end = limit.map(|l| offset.saturating_add(l));
     let mut rows = Vec::new();
     let mut produced = 0usize;
     while let Some(batch) = stream.batches.next().await {
-        let batch = batch.map_err(|e| e.to_string())?;
+        let batch = batch.map_err(|e| failed(&e))?;
         let n = batch.num_rows();
         let (from, to) = (
             offset.saturating_sub(produced).min(n),
             end.map_or(n, |e| e.saturating_sub(produced).min(n)),
         );
         if from < to {
-            render_rows(&batch, from, to, &mut rows).map_err(|e| e.to_string())?;
+            render_rows(&batch, from, to, &mut rows).map_err(|e| failed(&e))?;
         }
         produced += n;
         if end.is_some_and(|e| produced >= e) {

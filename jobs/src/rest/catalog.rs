@@ -1,6 +1,8 @@
 //! The catalog of Kylin's REST API: sign-in, projects, tables and columns, models, cubes and
 //! cube descriptors, with Kylin's paths and field names (what kylinpy, Superset's Kylin
-//! connector and the console read). Read-only; every route needs a [`Caller`].
+//! connector and the console read). Read-only; every route needs a [`CallerAccess`]: lists
+//! show only the projects the caller holds a role in (and leave out tables and columns denied
+//! to it), any other project's objects are 404 as if they did not exist.
 
 use std::collections::BTreeMap;
 
@@ -8,13 +10,14 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::routing::get;
 use axum::{Extension, Router};
-use qilin_cluster::auth::{parse_basic, Authenticator};
-use qilin_cluster::web::{ApiError, Caller, Json, Params};
+use qilin_cluster::auth::{parse_basic, AuthError, Authenticator};
+use qilin_cluster::web::{ApiError, CallerAccess, Json, Params};
 use qilin_engine::metadata::managers::{cube_desc_path, model_path};
 use qilin_engine::model::jdbc::{java_sql_type, sql_type};
 use qilin_engine::model::{
     descriptor_signature, table_schema, CubeInstance, Segment, SegmentStatus,
 };
+use qilin_engine::security::{Access, ProjectRole};
 use qilin_engine::Error;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -39,47 +42,84 @@ pub fn router(jobs: JobEngine) -> Router {
         .with_state(jobs)
 }
 
-/// Sign-in: Basic credentials (or a bearer token, renewed) → the user and a fresh token the
-/// console sends as `Authorization: Bearer` from then on.
+/// Sign-in: Basic credentials (a password or an API key; or a bearer token, renewed) → the
+/// user, its roles and a fresh token the console sends as `Authorization: Bearer` from then on.
 async fn authentication(
     Extension(auth): Extension<Arc<Authenticator>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let unauthorized =
-        |e: qilin_cluster::auth::AuthError| ApiError::unauthorized(e.to_string(), &headers);
-    let (user, token) = match value.and_then(parse_basic) {
-        Some((user, password)) => {
-            let token = auth.login(&user, &password).map_err(unauthorized)?;
-            (user, token)
-        }
-        None => {
-            let user = auth.authenticate(value).map_err(unauthorized)?;
-            let token = auth.renew(&user);
-            (user, token)
-        }
-    };
-    Ok(Json(json!({
-        "userDetails": {
-            "username": user,
-            "authorities": [{"authority": "ROLE_ADMIN"}, {"authority": "ALL_USERS"}],
-        },
-        "token": token,
-        // Everyone may operate until roles exist.
-        "can_operate": true,
-    })))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    // `login` checks the password (Argon2: slow on purpose) and audits the sign-in.
+    let signed_in = tokio::task::spawn_blocking(move || {
+        let (user, token) = match value.as_deref().and_then(parse_basic) {
+            Some((user, password)) => {
+                let token = auth.login(&user, &password)?;
+                (user, token)
+            }
+            None => {
+                let user = auth.authenticate(value.as_deref())?;
+                let token = auth.renew(&user);
+                (user, token)
+            }
+        };
+        Ok::<_, AuthError>((auth.access(&user)?, token))
+    })
+    .await
+    .map_err(|e| ApiError::internal(format!("sign-in failed: {e}")))?;
+    let (access, token) = signed_in.map_err(|e| ApiError::unauthorized(e.to_string(), &headers))?;
+    Ok(Json(user_details(&access, &token)))
 }
 
-async fn projects(_: Caller, State(jobs): State<JobEngine>) -> Result<Json<Value>, ApiError> {
+/// Kylin's sign-in answer (`userDetails.authorities`: ROLE_ADMIN for a global admin, else
+/// ROLE_ANALYST; ALL_USERS always), plus the caller's roles by project for the console.
+fn user_details(access: &Access, token: &str) -> Value {
+    let role = if access.admin {
+        "ROLE_ADMIN"
+    } else {
+        "ROLE_ANALYST"
+    };
+    let projects: BTreeMap<&str, &str> = access
+        .projects
+        .iter()
+        .map(|(p, r)| (p.as_str(), r.as_str()))
+        .collect();
+    json!({
+        "userDetails": {
+            "username": access.user,
+            "authorities": [{"authority": role}, {"authority": "ALL_USERS"}],
+        },
+        "token": token,
+        // OPERATION somewhere: the console offers builds and job actions.
+        "can_operate": access.admin
+            || access.projects.values().any(|r| *r >= ProjectRole::Operation),
+        "admin": access.admin,
+        "projects": projects,
+    })
+}
+
+async fn projects(
+    caller: CallerAccess,
+    State(jobs): State<JobEngine>,
+) -> Result<Json<Value>, ApiError> {
     blocking(move || {
+        let access = &caller.access;
         let meta = jobs.metadata();
         let models = meta.models()?;
         let cubes = meta.cube_descs()?;
         let mut out = Vec::new();
         for p in meta.projects()? {
-            let tables: Vec<String> = meta.tables(&p.name)?.into_iter().map(|t| t.name).collect();
+            if !access.sees_project(&p.name) {
+                continue;
+            }
+            let tables: Vec<String> = meta
+                .tables(&p.name)?
+                .into_iter()
+                .filter(|t| !table_denied(access, &p.name, &t.name))
+                .map(|t| t.name)
+                .collect();
             let model_names: Vec<&str> = models
                 .iter()
                 .filter(|m| m.project == p.name)
@@ -103,36 +143,65 @@ async fn projects(_: Caller, State(jobs): State<JobEngine>) -> Result<Json<Value
     .await
 }
 
-/// The projects a `project`/`projectName` parameter selects: that one (404 if unknown), or all.
-fn selected_projects(jobs: &JobEngine, project: Option<&str>) -> Result<Vec<String>, ApiError> {
+/// The projects a `project`/`projectName` parameter selects among those the caller sees:
+/// that one (404 if unknown or not visible to the caller), or all it sees.
+fn selected_projects(
+    jobs: &JobEngine,
+    caller: &CallerAccess,
+    project: Option<&str>,
+) -> Result<Vec<String>, ApiError> {
     let meta = jobs.metadata();
     match project {
         Some(p) => match meta.project(p)? {
-            Some(found) => Ok(vec![found.name]),
+            Some(found) => {
+                caller.require(
+                    &found.name,
+                    ProjectRole::Query,
+                    "project.read",
+                    &format!("project {p}"),
+                )?;
+                Ok(vec![found.name])
+            }
             None => Err(Error::NotFound {
                 kind: "project",
                 name: p.to_string(),
             }
             .into()),
         },
-        None => Ok(meta.projects()?.into_iter().map(|p| p.name).collect()),
+        None => Ok(meta
+            .projects()?
+            .into_iter()
+            .map(|p| p.name)
+            .filter(|p| caller.access.sees_project(p))
+            .collect()),
     }
+}
+
+/// Whether the whole table is denied to the caller (lists leave it out).
+fn table_denied(access: &Access, project: &str, table: &str) -> bool {
+    access.restriction(project, table).is_some_and(|r| r.denied)
 }
 
 /// Kylin's `TableMeta` list: each table (schema = its project) with its columns' JDBC types.
 async fn tables_and_columns(
-    _: Caller,
+    caller: CallerAccess,
     State(jobs): State<JobEngine>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let mut out = Vec::new();
-        for project in selected_projects(&jobs, params.get("project"))? {
+        for project in selected_projects(&jobs, &caller, params.get("project"))? {
             for t in jobs.metadata().tables(&project)? {
+                let restriction = caller.access.restriction(&project, &t.name);
+                if restriction.is_some_and(|r| r.denied) {
+                    continue;
+                }
                 let schema = table_schema(&t)?;
                 let columns: Vec<Value> = schema
                     .fields()
                     .iter()
+                    // Denied columns are left out, as from `SELECT *`.
+                    .filter(|f| !restriction.is_some_and(|r| r.denies_column(f.name())))
                     .enumerate()
                     .map(|(i, f)| {
                         let (name, precision, scale) = sql_type(f.data_type());
@@ -186,12 +255,12 @@ async fn tables_and_columns(
 
 /// Every model of a project (or all), as stored plus `project`.
 async fn models(
-    _: Caller,
+    caller: CallerAccess,
     State(jobs): State<JobEngine>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let projects = selected_projects(&jobs, params.get("projectName"))?;
+        let projects = selected_projects(&jobs, &caller, params.get("projectName"))?;
         let meta = jobs.metadata();
         let mut out = Vec::new();
         for m in meta.models()? {
@@ -212,12 +281,12 @@ async fn models(
 
 /// Every cube of a project (or all; `cubeName` narrows to one) as Kylin's CubeInstance.
 async fn cubes(
-    _: Caller,
+    caller: CallerAccess,
     State(jobs): State<JobEngine>,
     params: Params,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let projects = selected_projects(&jobs, params.get("projectName"))?;
+        let projects = selected_projects(&jobs, &caller, params.get("projectName"))?;
         let meta = jobs.metadata();
         let project_of: BTreeMap<String, String> = meta
             .models()?
@@ -243,30 +312,59 @@ async fn cubes(
 }
 
 async fn cube(
-    _: Caller,
+    caller: CallerAccess,
     State(jobs): State<JobEngine>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(move || cube_instance(&jobs, &name).map(Json)).await
+    blocking(move || {
+        require_cube(&jobs, &caller, &name, ProjectRole::Query, "cube.read")?;
+        cube_instance(&jobs, &name).map(Json)
+    })
+    .await
+}
+
+/// The project of cube `name` (through its model); 404 for an unknown cube.
+pub fn cube_project(jobs: &JobEngine, name: &str) -> Result<String, ApiError> {
+    let meta = jobs.metadata();
+    let desc = meta.cube_desc(name)?;
+    Ok(meta.model(&desc.model)?.project)
+}
+
+/// Checks that the caller holds `role` in the project of cube `name` for `action`; a cube
+/// of a project it does not see is 404 like an unknown one.
+pub fn require_cube(
+    jobs: &JobEngine,
+    caller: &CallerAccess,
+    name: &str,
+    role: ProjectRole,
+    action: &str,
+) -> Result<(), ApiError> {
+    let project = cube_project(jobs, name)?;
+    caller.require_object(&project, role, action, "cube", name)
 }
 
 /// `[<cube descriptor as stored> + "cuboid_count"]`: Kylin answers a list.
 async fn cube_desc(
-    _: Caller,
+    caller: CallerAccess,
     State(jobs): State<JobEngine>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    blocking(move || Ok(Json(Value::Array(vec![cube_desc_json(&jobs, &name)?])))).await
+    blocking(move || {
+        require_cube(&jobs, &caller, &name, ProjectRole::Query, "cube.read")?;
+        Ok(Json(Value::Array(vec![cube_desc_json(&jobs, &name)?])))
+    })
+    .await
 }
 
 /// The same descriptor as one object (kylinpy's `cube_desc/{cube}/desc`), with
 /// `model_name` as Kylin names the model.
 async fn cube_desc_object(
-    _: Caller,
+    caller: CallerAccess,
     State(jobs): State<JobEngine>,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
+        require_cube(&jobs, &caller, &name, ProjectRole::Query, "cube.read")?;
         let mut desc = cube_desc_json(&jobs, &name)?;
         if let Value::Object(o) = &mut desc {
             let model = o.get("model").cloned().unwrap_or(Value::Null);

@@ -3,6 +3,10 @@
 //! `PUT /kylin/api/jobs/{id}/resume` and `/cancel`, `PUT /kylin/api/cubes/{cube}/rebuild`
 //! (BUILD, MERGE or REFRESH of a range), and `GET /qilin/api/system`.
 //!
+//! Roles: a caller sees the jobs of the projects it holds a role in (others are 404); building
+//! and resuming or discarding a job need OPERATION in the cube's project (403 naming it), and
+//! each of those is audited.
+//!
 //! Every write here only changes the metadata store (submit, resume, discard): the cluster's
 //! job daemon (`qilin-jobs serve`, or `qilin-server` in mode `all`) runs what is READY, so any
 //! node may serve these, whether it holds the job-engine lease or not.
@@ -15,8 +19,9 @@ use axum::routing::{get, put};
 use axum::Router;
 use chrono::{DateTime, NaiveDate, NaiveTime};
 use qilin_cluster::lease::Lease;
-use qilin_cluster::web::{ApiError, Caller, Json, JsonBody, Params};
+use qilin_cluster::web::{ApiError, CallerAccess, Json, JsonBody, Params};
 use qilin_engine::model::{now_ms, SegmentRange, SegmentStatus};
+use qilin_engine::security::ProjectRole;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -164,7 +169,7 @@ fn cube_projects(engine: &JobEngine) -> Result<HashMap<String, String>, ApiError
 }
 
 async fn list(
-    Caller(_): Caller,
+    caller: CallerAccess,
     params: Params,
     State(engine): State<Shared>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
@@ -177,21 +182,22 @@ async fn list(
     let project = params.get("projectName").map(str::to_string);
     let cube = params.get("cubeName").map(str::to_string);
     blocking(move || {
-        let projects = match &project {
-            Some(_) => Some(cube_projects(&engine)?),
-            None => None,
+        let access = &caller.access;
+        // A global admin sees every job, even of a cube whose model is gone.
+        let projects = match (&project, access.admin) {
+            (None, true) => None,
+            _ => Some(cube_projects(&engine)?),
         };
+        let project_of = |j: &Job| projects.as_ref().and_then(|m| m.get(&j.cube));
         let mut jobs = engine.list()?;
         jobs.retain(|j| {
             cube.as_deref()
                 .is_none_or(|c| j.cube.eq_ignore_ascii_case(c))
                 && statuses.as_ref().is_none_or(|s| s.contains(&j.status))
-                && project.as_deref().is_none_or(|p| {
-                    projects
-                        .as_ref()
-                        .and_then(|m| m.get(&j.cube))
-                        .is_some_and(|jp| jp.eq_ignore_ascii_case(p))
-                })
+                && project
+                    .as_deref()
+                    .is_none_or(|p| project_of(j).is_some_and(|jp| jp.eq_ignore_ascii_case(p)))
+                && (access.admin || project_of(j).is_some_and(|jp| access.sees_project(jp)))
         });
         // Newest first (the engine lists oldest first).
         jobs.reverse();
@@ -206,39 +212,81 @@ async fn list(
     .await
 }
 
+/// Job `id`, once the caller is known to hold `role` in its cube's project for `action`
+/// (a job of a project it does not see is 404, like an unknown one).
+fn job_for(
+    engine: &JobEngine,
+    caller: &CallerAccess,
+    id: &str,
+    role: ProjectRole,
+    action: &str,
+) -> Result<Job, ApiError> {
+    let job = engine.get(id).map_err(job_error)?;
+    if caller.access.admin {
+        return Ok(job);
+    }
+    match cube_projects(engine)?.get(&job.cube) {
+        Some(project) => caller.require_object(project, role, action, "job", id)?,
+        // The cube or its model is gone: only a global admin still sees the job.
+        None => {
+            return Err(caller.refused(
+                action,
+                &format!("job {id}"),
+                qilin_engine::Error::NotFound {
+                    kind: "job",
+                    name: id.to_string(),
+                },
+            ))
+        }
+    }
+    Ok(job)
+}
+
 async fn show(
-    Caller(_): Caller,
+    caller: CallerAccess,
     Path(id): Path<String>,
     State(engine): State<Shared>,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let job = engine.get(&id).map_err(job_error)?;
+        let job = job_for(&engine, &caller, &id, ProjectRole::Query, "job.read")?;
         Ok(Json(instance(&engine, &job)))
     })
     .await
 }
 
 async fn resume(
-    Caller(_): Caller,
+    caller: CallerAccess,
     Path(id): Path<String>,
     State(engine): State<Shared>,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let job = engine.resume(&id).map_err(job_error)?;
-        log::info!("job {} resumed over REST; the job engine runs it", job.id);
+        job_for(&engine, &caller, &id, ProjectRole::Operation, "job.resume")?;
+        let target = format!("job {id}");
+        let job = caller.audited("job.resume", &target, engine.resume(&id).map_err(job_error))?;
+        log::info!(
+            "job {} resumed over REST by {}; the job engine runs it",
+            job.id,
+            caller.user()
+        );
         Ok(Json(instance(&engine, &job)))
     })
     .await
 }
 
 async fn cancel(
-    Caller(user): Caller,
+    caller: CallerAccess,
     Path(id): Path<String>,
     State(engine): State<Shared>,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let job = engine.discard(&id).map_err(job_error)?;
-        log::info!("job {} discarded over REST by {user}", job.id);
+        job_for(&engine, &caller, &id, ProjectRole::Operation, "job.discard")?;
+        let target = format!("job {id}");
+        let job = caller.audited(
+            "job.discard",
+            &target,
+            engine.discard(&id).map_err(job_error),
+        )?;
+        log::info!("job {} discarded over REST by {}", job.id, caller.user());
         Ok(Json(instance(&engine, &job)))
     })
     .await
@@ -287,58 +335,28 @@ fn day_of(field: &str, ms: i64) -> Result<NaiveDate, ApiError> {
 }
 
 async fn rebuild(
-    Caller(user): Caller,
+    caller: CallerAccess,
     Path(cube): Path<String>,
     State(engine): State<Shared>,
     JsonBody(req): JsonBody<RebuildRequest>,
 ) -> Result<Json<Value>, ApiError> {
     blocking(move || {
-        let meta = engine.metadata();
-        let desc = meta.cube_desc(&cube)?;
-        let partitioned = meta.model(&desc.model)?.partition.is_some();
-        // An unpartitioned cube has one segment over everything: Kylin's clients send 0 and
-        // some end for it, which mean nothing here.
-        let range = if partitioned {
-            let (start, end) = (
-                day_of("startTime", req.start_time)?,
-                day_of("endTime", req.end_time)?,
-            );
-            if start >= end {
-                return Err(ApiError::bad_request(format!(
-                    "startTime ({start}) must be before endTime ({end})"
-                )));
-            }
-            Some(SegmentRange::new(start, end)?)
-        } else {
-            None
+        let action = match req.build_type {
+            BuildType::Build => "cube.build",
+            BuildType::Merge => "cube.merge",
+            BuildType::Refresh => "cube.refresh",
         };
-        let job = match (req.build_type, range) {
-            (BuildType::Build, r) => match engine.submit_build(&cube, r)? {
-                Submitted::New(j) | Submitted::Resume(j) => j,
-            },
-            (BuildType::Merge, Some(r)) => engine.submit_merge(&cube, r)?,
-            (BuildType::Merge, None) => {
-                return Err(ApiError::bad_request(format!(
-                    "cube {cube} is not partitioned: it has one segment, nothing to merge"
-                )))
-            }
-            (BuildType::Refresh, r) => {
-                let (inst, _) = meta.cube_instance(&cube)?;
-                let seg = inst
-                    .segments
-                    .iter()
-                    .find(|s| s.range == r && s.status == SegmentStatus::Ready)
-                    .ok_or_else(|| {
-                        ApiError::not_found(format!(
-                            "cube {cube} has no READY segment {}; REFRESH rebuilds a segment \
-                             with exactly the given startTime and endTime",
-                            qilin_engine::model::segment_name(r.as_ref())
-                        ))
-                    })?;
-                engine.submit_refresh(&cube, &seg.id)?
-            }
-        };
-        let job = engine.set_submitter(&job.id, &user).unwrap_or(job);
+        crate::rest::catalog::require_cube(
+            &engine,
+            &caller,
+            &cube,
+            ProjectRole::Operation,
+            action,
+        )?;
+        let target = format!("cube {cube}");
+        let job = caller.audited(action, &target, submit(&engine, &cube, &req))?;
+        let user = caller.user();
+        let job = engine.set_submitter(&job.id, user).unwrap_or(job);
         log::info!(
             "job {} submitted over REST by {user}: {:?} {} of cube {cube}",
             job.id,
@@ -350,7 +368,57 @@ async fn rebuild(
     .await
 }
 
-async fn system(Caller(_): Caller, State(engine): State<Shared>) -> Result<Json<Value>, ApiError> {
+/// Submits the job a rebuild request asks for.
+fn submit(engine: &JobEngine, cube: &str, req: &RebuildRequest) -> Result<Job, ApiError> {
+    let meta = engine.metadata();
+    let desc = meta.cube_desc(cube)?;
+    let partitioned = meta.model(&desc.model)?.partition.is_some();
+    // An unpartitioned cube has one segment over everything: Kylin's clients send 0 and
+    // some end for it, which mean nothing here.
+    let range = if partitioned {
+        let (start, end) = (
+            day_of("startTime", req.start_time)?,
+            day_of("endTime", req.end_time)?,
+        );
+        if start >= end {
+            return Err(ApiError::bad_request(format!(
+                "startTime ({start}) must be before endTime ({end})"
+            )));
+        }
+        Some(SegmentRange::new(start, end)?)
+    } else {
+        None
+    };
+    let job = match (req.build_type, range) {
+        (BuildType::Build, r) => match engine.submit_build(cube, r)? {
+            Submitted::New(j) | Submitted::Resume(j) => j,
+        },
+        (BuildType::Merge, Some(r)) => engine.submit_merge(cube, r)?,
+        (BuildType::Merge, None) => {
+            return Err(ApiError::bad_request(format!(
+                "cube {cube} is not partitioned: it has one segment, nothing to merge"
+            )))
+        }
+        (BuildType::Refresh, r) => {
+            let (inst, _) = meta.cube_instance(cube)?;
+            let seg = inst
+                .segments
+                .iter()
+                .find(|s| s.range == r && s.status == SegmentStatus::Ready)
+                .ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "cube {cube} has no READY segment {}; REFRESH rebuilds a segment \
+                         with exactly the given startTime and endTime",
+                        qilin_engine::model::segment_name(r.as_ref())
+                    ))
+                })?;
+            engine.submit_refresh(cube, &seg.id)?
+        }
+    };
+    Ok(job)
+}
+
+async fn system(_: CallerAccess, State(engine): State<Shared>) -> Result<Json<Value>, ApiError> {
     blocking(move || {
         let meta = engine.metadata();
         let lease = match Lease::read(meta)? {

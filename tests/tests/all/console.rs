@@ -5,7 +5,10 @@
 //! 1995-01-01..1999-01-01 with "Build a range" and watches the job reach 100 %, then runs
 //! SSB Q2.1 in Insight (result rows, EXPLAIN with the cuboid, a chart, CSV, history). This
 //! side compares the rows the page shows with the oracle (the query then spans both
-//! segments) and checks the metadata store for the second READY segment.
+//! segments) and checks the metadata store for the second READY segment. As the global admin
+//! it then adds user `viewer` with QUERY in the project and a row filter on the Access page,
+//! reads the Audit page, and signs in as `viewer`: the admin links are hidden, the audit page
+//! refused, and its query by region equals the oracle with the filter added.
 //!
 //! Screenshots of every page go to `$CARGO_TARGET_DIR/test-output/console/` (printed).
 //! Skipped, with a message, only when Chromium or chromedriver is absent and
@@ -21,6 +24,11 @@ use qilin_tests::corpus::ssb_queries;
 use qilin_tests::server::{shared_ssb_source_dir, ServerProcess, SCALE};
 use qilin_tests::TestEnv;
 use serde_json::{json, Value};
+
+/// The row filter the browser gives user `viewer`, and the query it then runs as viewer.
+const ROW_FILTER: &str = "c_region = 'ASIA'";
+const REGION_SQL: &str = "select c_region, count(*) as customers from customer \
+                          group by c_region order by c_region";
 
 /// The segment the cube starts with, and the range the browser builds.
 const READY: (&str, &str) = ("1992-01-01", "1995-01-01");
@@ -142,6 +150,8 @@ async fn console_signs_in_builds_a_range_and_charts_q21_in_headless_chromium() {
         "build": [NEW.0, NEW.1],
         "sql": q21,
         "rows": want.len(),
+        "row_filter": ROW_FILTER,
+        "region_sql": REGION_SQL,
         "chromium": chromium,
         "chromedriver": chromedriver,
     });
@@ -210,6 +220,35 @@ async fn console_signs_in_builds_a_range_and_charts_q21_in_headless_chromium() {
             p.display()
         );
     }
+
+    // viewer's query by region: the oracle's answer with the filter added.
+    let viewer_rows: Vec<Vec<String>> =
+        serde_json::from_value(report["viewer_rows"].clone()).unwrap();
+    let filtered = REGION_SQL.replace(" group by", &format!(" where {ROW_FILTER} group by"));
+    let want_viewer: Vec<Vec<String>> = oracle_query(&ctx, &filtered)
+        .await
+        .iter()
+        .flat_map(|b| {
+            (0..b.num_rows()).map(move |r| {
+                b.columns()
+                    .iter()
+                    .map(|c| qilin_tests::cell(c.as_ref(), r))
+                    .collect()
+            })
+        })
+        .collect();
+    assert_eq!(want_viewer.len(), 1, "{want_viewer:?}");
+    assert_eq!(viewer_rows, want_viewer, "viewer's rows in the page");
+    // What the Access page did is in the store.
+    let security = qilin_engine::security::store::SecurityStore::new(env.meta().clone());
+    let users = security.users().expect("users");
+    assert!(
+        users
+            .iter()
+            .any(|u| u.name == "viewer" && u.groups == ["analysts"] && !u.admin),
+        "{users:?}"
+    );
+    assert_eq!(security.rules(Some(ssb::PROJECT)).expect("rules").len(), 1);
 
     // The build the browser started is in the store: two READY segments, the new range last.
     let (inst, _) = env.meta().cube_instance(ssb::CUBE).expect("cube");

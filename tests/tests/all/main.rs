@@ -33,6 +33,7 @@ mod query_engine;
 mod query_paths;
 mod random_queries;
 mod rest;
+mod rest_access;
 mod rest_jobs;
 mod security_cli;
 mod segments;
