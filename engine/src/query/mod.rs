@@ -704,7 +704,7 @@ impl QueryEngine {
     }
 
     /// [`QueryEngine::tables`] as `access` sees them: its projects only, denied tables and
-    /// columns left out (SKELETON: helper B applies it).
+    /// columns left out.
     pub fn tables_as(&self, access: &Access) -> Result<Vec<TableInfo>> {
         if access.admin {
             return self.tables();
