@@ -490,12 +490,7 @@ impl JobEngine {
                     name: id.to_string(),
                 })?;
                 if let Some(me) = owner {
-                    let mine = j
-                        .runner
-                        .as_ref()
-                        .map(|r| (r.host.as_str(), r.pid, r.start_ticks))
-                        == Some((me.host.as_str(), me.pid, me.start_ticks));
-                    if j.status != JobStatus::Running || !mine {
+                    if !runs_it(&j, me) {
                         return Err(Error::JobStopped {
                             job: id.to_string(),
                             reason: format!(
@@ -746,19 +741,22 @@ impl JobEngine {
             Ok(())
         })?;
         observer(&claimed);
-        let claimed = match self.take_segment(&claimed)? {
-            Some(job) => job,
+        let outcome = match self.take_segment(&claimed) {
+            Ok(Some(job)) => {
+                let heartbeat = self.spawn_heartbeat(id, &me);
+                let outcome = self.execute(&job, &me, observer.clone()).await;
+                heartbeat.abort();
+                outcome
+            }
             // An earlier attempt committed the segment before its process went away.
-            None => {
+            Ok(None) => {
                 let done =
                     self.succeed(id, &me, "done (committed by an earlier attempt)", &observer)?;
                 self.auto_merge_after(&done);
                 return Ok(done);
             }
+            Err(e) => Err(e),
         };
-        let heartbeat = self.spawn_heartbeat(id, &me);
-        let outcome = self.execute(&claimed, &me, observer.clone()).await;
-        heartbeat.abort();
         match outcome {
             Ok(()) => {
                 let done = self.succeed(id, &me, "done", &observer)?;
@@ -767,31 +765,39 @@ impl JobEngine {
                 Ok(done)
             }
             Err(e) => {
-                let stopped = matches!(e, Error::JobStopped { .. });
-                if !stopped {
-                    let msg = e.to_string();
-                    if let Ok(j) = self.update_job(id, Some(&me), |j| {
-                        j.status = JobStatus::Error;
-                        j.error = Some(msg.clone());
-                        j.ended_ms = Some(now_ms());
-                        let step = j.current_step();
-                        if let Some(s) = j.steps.get_mut(step) {
-                            s.status = JobStatus::Error;
-                        }
-                        Ok(())
-                    }) {
-                        observer(&j);
-                    }
-                }
-                // A failed build leaves nothing: no segment entry, no files. (A job that was
-                // taken over leaves its segment to the new owner.)
-                if let Ok(j) = self.get(id) {
-                    if j.status != JobStatus::Running {
-                        let _ = self.drop_new_segment(&j);
-                    }
-                }
+                self.record_failure(id, &me, &e, &observer);
                 Err(e)
             }
+        }
+    }
+
+    /// After a failed attempt: when the job is still this runner's, removes its NEW segment
+    /// and then records the job as ERROR. The order matters: whoever sees ERROR (and may
+    /// resume the job at once) must find the segment already gone, or the late removal would
+    /// take away the segment the resumed attempt needs. A job discarded or taken over meanwhile
+    /// is left to its new owner; a job stopped while still ours (its segment vanished) is
+    /// recorded as ERROR too, never left RUNNING.
+    fn record_failure(&self, id: &str, me: &Runner, e: &Error, observer: &Observer) {
+        let Ok(job) = self.get(id) else { return };
+        if !runs_it(&job, me) {
+            return;
+        }
+        // A failed build leaves nothing: no segment entry, no files.
+        if let Err(drop_err) = self.drop_new_segment(&job) {
+            log::warn!("job {id}: could not remove its NEW segment: {drop_err}");
+        }
+        let msg = e.to_string();
+        if let Ok(j) = self.update_job(id, Some(me), |j| {
+            j.status = JobStatus::Error;
+            j.error = Some(msg.clone());
+            j.ended_ms = Some(now_ms());
+            let step = j.current_step();
+            if let Some(s) = j.steps.get_mut(step) {
+                s.status = JobStatus::Error;
+            }
+            Ok(())
+        }) {
+            observer(&j);
         }
     }
 
@@ -1068,6 +1074,16 @@ impl JobEngine {
             Ok(())
         })
     }
+}
+
+/// Whether `job` is RUNNING in the process `me`.
+fn runs_it(job: &Job, me: &Runner) -> bool {
+    job.status == JobStatus::Running
+        && job
+            .runner
+            .as_ref()
+            .map(|r| (r.host.as_str(), r.pid, r.start_ticks))
+            == Some((me.host.as_str(), me.pid, me.start_ticks))
 }
 
 /// Refuses a write to `inst` from lease epoch `epoch` when a newer job engine has written it
