@@ -1457,10 +1457,8 @@ impl<'a> Mapper<'a> {
             None
         };
         Ok(Some(MeasureDesc {
-            name,
-            function,
-            column,
             distinct,
+            ..MeasureDesc::simple(&name, function, column.as_deref(), None)
         }))
     }
 }

@@ -1001,18 +1001,8 @@ mod tests {
                 derived: vec![],
             }],
             measures: vec![
-                MeasureDesc {
-                    name: "n".into(),
-                    function: MeasureFunction::Count,
-                    column: None,
-                    distinct: None,
-                },
-                MeasureDesc {
-                    name: "total".into(),
-                    function: MeasureFunction::Sum,
-                    column: Some("double_amount".into()),
-                    distinct: None,
-                },
+                MeasureDesc::simple("n", MeasureFunction::Count, None, None),
+                MeasureDesc::simple("total", MeasureFunction::Sum, Some("double_amount"), None),
             ],
             aggregation_groups: vec![AggregationGroupDesc {
                 includes: vec!["name".into()],

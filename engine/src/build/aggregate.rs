@@ -21,6 +21,7 @@ use datafusion::arrow::row::{RowConverter, SortField};
 use crate::error::{Error, Result};
 use crate::measure::bitmap::DistinctBitmap;
 use crate::measure::hll::HyperLogLog;
+use crate::measure::{group_states, GroupStates};
 use crate::model::StateKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +41,16 @@ enum States {
     MaxFloat(Vec<Option<f64>>),
     Hll(u8, Vec<HyperLogLog>),
     Bitmap(Vec<DistinctBitmap>),
+    /// Any other kind, kept by its own module.
+    Other(Box<dyn GroupStates>),
 }
 
 impl States {
-    fn new(kind: StateKind) -> Self {
-        match kind {
+    fn new(kind: StateKind) -> Result<Self> {
+        if let Some(other) = group_states(kind)? {
+            return Ok(States::Other(other));
+        }
+        Ok(match kind {
             StateKind::SumInt => States::SumInt(Vec::new()),
             StateKind::SumFloat => States::SumFloat(Vec::new()),
             StateKind::Count => States::Count(Vec::new()),
@@ -54,7 +60,10 @@ impl States {
             StateKind::MaxFloat => States::MaxFloat(Vec::new()),
             StateKind::Hll(p) => States::Hll(p, Vec::new()),
             StateKind::Bitmap => States::Bitmap(Vec::new()),
-        }
+            StateKind::TopN(_) | StateKind::Percentile(_) | StateKind::Extended => {
+                unreachable!("group_states keeps {kind:?}")
+            }
+        })
     }
 
     fn push_empty(&mut self) -> Result<()> {
@@ -64,6 +73,7 @@ impl States {
             States::Count(v) => v.push(0),
             States::Hll(p, v) => v.push(HyperLogLog::new(*p)?),
             States::Bitmap(v) => v.push(DistinctBitmap::new()),
+            States::Other(o) => o.push_empty()?,
         }
         Ok(())
     }
@@ -122,7 +132,10 @@ impl Aggregator {
             kinds: measures.iter().map(|(_, k)| *k).collect(),
             converter,
             groups: HashMap::default(),
-            states: measures.iter().map(|(_, k)| States::new(*k)).collect(),
+            states: measures
+                .iter()
+                .map(|(_, k)| States::new(*k))
+                .collect::<Result<_>>()?,
             input_rows: 0,
             key_bytes: 0,
         })
@@ -164,6 +177,7 @@ impl Aggregator {
                     sampled * groups / sample.len()
                         + (v.capacity() - v.len()) * std::mem::size_of::<DistinctBitmap>()
                 }
+                States::Other(o) => o.memory_of(&sample) * groups / sample.len() + o.fixed_memory(),
             };
         }
         total
@@ -361,6 +375,13 @@ impl Aggregator {
                     }
                 }
             }
+            States::Other(o) => {
+                if raw {
+                    o.update_raw(need()?, group_of)?;
+                } else {
+                    o.merge(need()?, group_of)?;
+                }
+            }
         }
         Ok(())
     }
@@ -467,5 +488,6 @@ fn state_array(s: &States, ix: &[usize]) -> Result<ArrayRef> {
             }
             Arc::new(b.finish())
         }
+        States::Other(o) => o.finish(ix)?,
     })
 }

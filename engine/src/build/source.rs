@@ -27,7 +27,8 @@ fn boundary_sql(kind: &PartitionKind, d: chrono::NaiveDate) -> String {
 
 /// `SELECT rowkey columns, measure inputs FROM fact JOIN lookups AS aliases WHERE partition
 /// in range AND the model's filter condition`.
-/// Output columns: the rowkey columns in order, then one column per measure that has an input.
+/// Output columns: the rowkey columns in order, then one column per measure that has an input
+/// (a struct `{value, by}` for TOP_N).
 pub fn flat_table_sql(layout: &CubeLayout, range: Option<&SegmentRange>) -> String {
     let mut select: Vec<String> = layout
         .rowkey
@@ -35,12 +36,17 @@ pub fn flat_table_sql(layout: &CubeLayout, range: Option<&SegmentRange>) -> Stri
         .map(|r| format!("{} AS {}", column_sql(&r.source), quote(&r.name)))
         .collect();
     for (i, m) in layout.measures.iter().enumerate() {
-        if let Some(input) = &m.input {
-            select.push(format!(
-                "{} AS {}",
-                column_sql(input),
-                quote(&format!("__m{i}"))
-            ));
+        let alias = quote(&format!("__m{i}"));
+        match m.raw_inputs().as_slice() {
+            [] => {}
+            [input] => select.push(format!("{} AS {alias}", column_sql(input))),
+            // TOP_N reads two columns: one struct column keeps one input column per measure.
+            [value, by] => select.push(format!(
+                "named_struct('value', {}, 'by', {}) AS {alias}",
+                column_sql(value),
+                column_sql(by)
+            )),
+            more => unreachable!("a measure reads at most two columns, not {}", more.len()),
         }
     }
     let model = &layout.model;

@@ -150,11 +150,22 @@ pub enum MeasureFunction {
     Min,
     Max,
     CountDistinct,
+    /// The `n` values of `by` with the largest SUM of `column` (Kylin's TOP_N).
+    TopN,
+    /// Quantiles of `column` from a t-digest (Kylin's PERCENTILE).
+    Percentile,
+    /// `extended` carried next to dimension `column` (its id), so queries grouping by the id
+    /// can show it without a lookup join (Kylin's EXTENDED_COLUMN).
+    ExtendedColumn,
 }
 
 /// A measure. `column` is a model column or computed column; COUNT takes none (or `*`).
-/// COUNT_DISTINCT's `distinct` is `hll` / `hll(P)` (approximate, precision P, default 12) or
-/// `bitmap` (exact, integer columns).
+/// - COUNT_DISTINCT's `distinct` is `hll` / `hll(P)` (approximate, precision P, default 12) or
+///   `bitmap` (exact; a column of any other type than integer goes through a global
+///   dictionary of stable ids).
+/// - TOP_N keeps the `n` (default 100) values of `by` with the largest SUM of `column`.
+/// - PERCENTILE keeps a t-digest of `column` with the given `compression` (default 100).
+/// - EXTENDED_COLUMN carries `extended` with dimension `column` (the id it depends on).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MeasureDesc {
@@ -164,6 +175,40 @@ pub struct MeasureDesc {
     pub column: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distinct: Option<String>,
+    /// TOP_N: the column whose top values are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// TOP_N: how many values are kept (and the largest LIMIT answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// PERCENTILE: the t-digest's compression (more is more accurate and larger).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<u32>,
+    /// EXTENDED_COLUMN: the column carried with dimension `column`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extended: Option<String>,
+}
+
+impl MeasureDesc {
+    /// A measure with only a name, function, column and distinct kind (the other options
+    /// unset).
+    pub fn simple(
+        name: &str,
+        function: MeasureFunction,
+        column: Option<&str>,
+        distinct: Option<&str>,
+    ) -> Self {
+        MeasureDesc {
+            name: name.into(),
+            function,
+            column: column.map(String::from),
+            distinct: distinct.map(String::from),
+            by: None,
+            n: None,
+            compression: None,
+            extended: None,
+        }
+    }
 }
 
 /// An aggregation group prunes the 2^n cuboids: only combinations of `includes` that contain

@@ -210,6 +210,9 @@ pub fn descriptor_signature(layout: &CubeLayout) -> String {
             StateKind::MaxFloat => "max_float".into(),
             StateKind::Hll(p) => format!("hll{p}"),
             StateKind::Bitmap => "bitmap".into(),
+            StateKind::TopN(n) => format!("topn{n}"),
+            StateKind::Percentile(c) => format!("percentile{c}"),
+            StateKind::Extended => "extended".into(),
         }
     }
     let mut text = String::from("qilin-layout-1\n");
@@ -218,8 +221,16 @@ pub fn descriptor_signature(layout: &CubeLayout) -> String {
     }
     for m in &layout.measures {
         let input = m.input.as_ref().map(column).unwrap_or_else(|| "*".into());
+        // Appended only when set, so the signatures of cubes built before these options
+        // existed do not change.
+        let extra = m
+            .extra
+            .as_ref()
+            .map(|c| format!(" with {}", column(c)))
+            .unwrap_or_default();
+        let dict = if m.global_dict { " global_dict" } else { "" };
         text.push_str(&format!(
-            "measure {} {:?} {input} {}\n",
+            "measure {} {:?} {input} {}{extra}{dict}\n",
             m.name,
             m.function,
             state(m.state)

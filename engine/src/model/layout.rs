@@ -59,8 +59,15 @@ pub enum StateKind {
     MaxFloat,
     /// HyperLogLog of the given precision, serialized (see `measure::hll`).
     Hll(u8),
-    /// Roaring bitmap of the distinct values (see `measure::bitmap`).
+    /// Roaring bitmap of the distinct values (see `measure::bitmap`); of their global
+    /// dictionary ids when [`ResolvedMeasure::global_dict`] is set.
     Bitmap,
+    /// TOP_N keeping `n` values (see `measure::topn`), serialized.
+    TopN(u32),
+    /// PERCENTILE: a t-digest of the given compression (see `measure::tdigest`), serialized.
+    Percentile(u32),
+    /// EXTENDED_COLUMN: the carried value, as text.
+    Extended,
 }
 
 impl StateKind {
@@ -71,7 +78,11 @@ impl StateKind {
                 DataType::Int64
             }
             StateKind::SumFloat | StateKind::MinFloat | StateKind::MaxFloat => DataType::Float64,
-            StateKind::Hll(_) | StateKind::Bitmap => DataType::Binary,
+            StateKind::Hll(_)
+            | StateKind::Bitmap
+            | StateKind::TopN(_)
+            | StateKind::Percentile(_) => DataType::Binary,
+            StateKind::Extended => DataType::Utf8,
         }
     }
 }
@@ -80,9 +91,28 @@ impl StateKind {
 pub struct ResolvedMeasure {
     pub name: String,
     pub function: MeasureFunction,
-    /// `None` for COUNT(*).
+    /// The column the state is built from; `None` for COUNT(*). TOP_N: the value summed;
+    /// EXTENDED_COLUMN: the carried column (`extended`).
     pub input: Option<ModelColumn>,
+    /// The second column: TOP_N's `by` (whose top values are kept); EXTENDED_COLUMN's
+    /// dimension `column` (the id, a rowkey column). `None` for the other functions.
+    pub extra: Option<ModelColumn>,
     pub state: StateKind,
+    /// Exact COUNT_DISTINCT of a non-integer column: the build maps values to ids of the
+    /// column's global dictionary, and the bitmap holds the ids.
+    pub global_dict: bool,
+}
+
+impl ResolvedMeasure {
+    /// The flat-table columns a raw build reads for this measure, in order: none for COUNT(*),
+    /// `[value, by]` for TOP_N, `[input]` otherwise.
+    pub fn raw_inputs(&self) -> Vec<&ModelColumn> {
+        let mut out: Vec<&ModelColumn> = self.input.iter().collect();
+        if self.function == MeasureFunction::TopN {
+            out.extend(self.extra.iter());
+        }
+        out
+    }
 }
 
 /// How partition values compare with segment boundaries.
@@ -639,7 +669,9 @@ fn expression_identifiers(what: &str, sql: &str) -> Result<Vec<String>> {
     Ok(idents)
 }
 
-fn distinct_state(what: &str, m: &MeasureDesc, input: &ModelColumn) -> Result<StateKind> {
+/// The state of a COUNT_DISTINCT, and whether it goes through a global dictionary (exact
+/// distinct counts of anything but integers).
+fn distinct_state(what: &str, m: &MeasureDesc, input: &ModelColumn) -> Result<(StateKind, bool)> {
     let spec = m
         .distinct
         .as_deref()
@@ -647,16 +679,7 @@ fn distinct_state(what: &str, m: &MeasureDesc, input: &ModelColumn) -> Result<St
         .trim()
         .to_ascii_lowercase();
     if spec == "bitmap" {
-        if !is_int(&input.data_type) {
-            return Err(Error::invalid(
-                what,
-                format!(
-                    "exact COUNT_DISTINCT (bitmap) needs an integer column; {} is {}",
-                    input.column, input.data_type
-                ),
-            ));
-        }
-        return Ok(StateKind::Bitmap);
+        return Ok((StateKind::Bitmap, !is_int(&input.data_type)));
     }
     let precision = if spec == "hll" {
         crate::measure::hll::DEFAULT_PRECISION
@@ -677,8 +700,35 @@ fn distinct_state(what: &str, m: &MeasureDesc, input: &ModelColumn) -> Result<St
             format!("HLL precision {precision} outside 4..=16"),
         ));
     }
-    Ok(StateKind::Hll(precision))
+    Ok((StateKind::Hll(precision), false))
 }
+
+/// An option in a range, or its default.
+fn bounded(
+    what: &str,
+    option: &str,
+    value: Option<u32>,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32> {
+    let v = value.unwrap_or(default);
+    if !range.contains(&v) {
+        return Err(Error::invalid(
+            what,
+            format!(
+                "{option} {v} is outside {}..={}",
+                range.start(),
+                range.end()
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+/// TOP_N keeps at most this many values.
+pub const TOP_N_MAX: u32 = 10_000;
+/// PERCENTILE's compression range.
+pub const PERCENTILE_COMPRESSION: std::ops::RangeInclusive<u32> = 10..=10_000;
 
 fn resolve_measure(cube: &str, cols: &ModelColumns, m: &MeasureDesc) -> Result<ResolvedMeasure> {
     let what = format!("cube {cube}, measure {}", m.name);
@@ -709,24 +759,101 @@ fn resolve_measure(cube: &str, cols: &ModelColumns, m: &MeasureDesc) -> Result<R
             ))
         }
     };
+    // Options of other functions are mistakes, not silently ignored.
+    let only_for = |set: bool, option: &str, f: MeasureFunction| -> Result<()> {
+        if set && m.function != f {
+            return Err(Error::invalid(
+                &what,
+                format!("{option} is only for {}", function_name(f)),
+            ));
+        }
+        Ok(())
+    };
+    only_for(
+        m.distinct.is_some(),
+        "distinct",
+        MeasureFunction::CountDistinct,
+    )?;
+    only_for(m.by.is_some(), "by", MeasureFunction::TopN)?;
+    only_for(m.n.is_some(), "n", MeasureFunction::TopN)?;
+    only_for(
+        m.compression.is_some(),
+        "compression",
+        MeasureFunction::Percentile,
+    )?;
+    only_for(
+        m.extended.is_some(),
+        "extended",
+        MeasureFunction::ExtendedColumn,
+    )?;
+    let second = |option: &str| -> Result<ModelColumn> {
+        let c = match option {
+            "by" => m.by.as_deref(),
+            _ => m.extended.as_deref(),
+        };
+        let c = c.map(str::trim).filter(|c| !c.is_empty()).ok_or_else(|| {
+            Error::invalid(
+                &what,
+                format!("{} needs \"{option}\"", function_name(m.function)),
+            )
+        })?;
+        cols.resolve(&what, c)
+    };
+    let (mut extra, mut global_dict, mut carried) = (None, false, None);
     let state = match m.function {
         MeasureFunction::Sum => numeric_state(StateKind::SumInt, StateKind::SumFloat)?,
         MeasureFunction::Min => numeric_state(StateKind::MinInt, StateKind::MinFloat)?,
         MeasureFunction::Max => numeric_state(StateKind::MaxInt, StateKind::MaxFloat)?,
         MeasureFunction::Count => StateKind::Count,
         MeasureFunction::CountDistinct => {
-            distinct_state(&what, m, input.as_ref().expect("checked above"))?
+            let (state, dict) = distinct_state(&what, m, input.as_ref().expect("checked above"))?;
+            global_dict = dict;
+            state
+        }
+        MeasureFunction::TopN => {
+            numeric_state(StateKind::SumInt, StateKind::SumFloat)?;
+            extra = Some(second("by")?);
+            StateKind::TopN(bounded(&what, "n", m.n, 100, 1..=TOP_N_MAX)?)
+        }
+        MeasureFunction::Percentile => {
+            numeric_state(StateKind::SumInt, StateKind::SumFloat)?;
+            StateKind::Percentile(bounded(
+                &what,
+                "compression",
+                m.compression,
+                100,
+                PERCENTILE_COMPRESSION,
+            )?)
+        }
+        MeasureFunction::ExtendedColumn => {
+            // The id (a dimension, checked by `resolve_cube`) and the column carried with it.
+            extra = input.clone();
+            carried = Some(second("extended")?);
+            StateKind::Extended
         }
     };
-    if m.distinct.is_some() && m.function != MeasureFunction::CountDistinct {
-        return Err(Error::invalid(&what, "distinct is only for COUNT_DISTINCT"));
-    }
     Ok(ResolvedMeasure {
         name: m.name.clone(),
         function: m.function,
-        input,
+        input: carried.or(input),
+        extra,
         state,
+        global_dict,
     })
+}
+
+/// A function's name as descriptors spell it.
+pub fn function_name(f: MeasureFunction) -> &'static str {
+    match f {
+        MeasureFunction::Sum => "SUM",
+        MeasureFunction::Count => "COUNT",
+        MeasureFunction::Min => "MIN",
+        MeasureFunction::Max => "MAX",
+        MeasureFunction::CountDistinct => "COUNT_DISTINCT",
+        MeasureFunction::TopN => "TOP_N",
+        MeasureFunction::Percentile => "PERCENTILE",
+        MeasureFunction::ExtendedColumn => "EXTENDED_COLUMN",
+    }
 }
 
 /// Validates `cube` against `model` and `tables` and resolves it. `max_cuboids_per_group` is
@@ -935,7 +1062,20 @@ pub fn resolve_cube(
                 format!("measure {} has the name of a dimension", m.name),
             ));
         }
-        measures.push(resolve_measure(&cube.name, &cols, m)?);
+        let resolved = resolve_measure(&cube.name, &cols, m)?;
+        if let (MeasureFunction::ExtendedColumn, Some(id)) = (resolved.function, &resolved.extra) {
+            if !rowkey.iter().any(|r| same(&r.source, id)) {
+                return Err(Error::invalid(
+                    &what,
+                    format!(
+                        "EXTENDED_COLUMN {}: column {}.{} must be a dimension (the id the \
+                         extended column depends on)",
+                        m.name, id.table, id.column
+                    ),
+                ));
+            }
+        }
+        measures.push(resolved);
     }
 
     // Aggregation groups → cuboids.

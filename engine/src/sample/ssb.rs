@@ -204,15 +204,7 @@ pub fn cube() -> CubeDesc {
             "d_weekdayfl",
         ]),
     });
-    let measure = |name: &str,
-                   function: MeasureFunction,
-                   column: Option<&str>,
-                   distinct: Option<&str>| MeasureDesc {
-        name: name.into(),
-        function,
-        column: column.map(String::from),
-        distinct: distinct.map(String::from),
-    };
+    let measure = MeasureDesc::simple;
     use MeasureFunction::*;
     CubeDesc {
         name: CUBE.into(),

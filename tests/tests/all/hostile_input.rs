@@ -125,12 +125,12 @@ async fn invalid_models_and_cubes_name_the_problem(backend: Backend) {
 
     let mut c = ssb::cube();
     c.name = "c2".into();
-    c.measures.push(MeasureDesc {
-        name: "bad".into(),
-        function: MeasureFunction::Sum,
-        column: Some("c_city".into()),
-        distinct: None,
-    });
+    c.measures.push(MeasureDesc::simple(
+        "bad",
+        MeasureFunction::Sum,
+        Some("c_city"),
+        None,
+    ));
     expect_err(meta.save_cube(&c, 4096), &["measure bad", "numeric"]);
 
     let mut c = ssb::cube();
