@@ -20,6 +20,11 @@
 //!   (~3,000 values each), from memory and from their serialized bytes
 //!   ([`HyperLogLog::merge_bytes`], what a query's `qilin_hll_count` does per cuboid row).
 //!   Throughput in sketches.
+//! * `tdigest`: PERCENTILE's t-digest (compression 100): `update_100000` adds 100,000 values
+//!   to one digest (throughput in values); `from_bytes_merge_1000` merges 1,000 serialized
+//!   digests of 5 values (base cuboid rows) or 3,000 values each and estimates p99
+//!   ([`TDigest::merge_bytes`], what `qilin_tdigest_merge` does per cuboid row; throughput in
+//!   digests). The state sizes are printed to stderr.
 //! * `query`: [`QueryEngine::plan_and_rewrite`] of SSB queries against the SSB sample cube
 //!   built at scale 0.01 into a temp dir (once, on first use; block-rows 1000 as in the
 //!   tests). `cold` makes every SQL text unique (a trailing comment) so each call parses,
@@ -56,6 +61,7 @@ use datafusion::logical_expr::{lit, Expr};
 use qilin_engine::build::aggregate::{Aggregator, Mode};
 use qilin_engine::config::Config;
 use qilin_engine::measure::hll::HyperLogLog;
+use qilin_engine::measure::tdigest::TDigest;
 use qilin_engine::metadata::managers::Metadata;
 use qilin_engine::metadata::open_store;
 use qilin_engine::model::StateKind;
@@ -573,6 +579,81 @@ fn bench_hll(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------------------------------
+// tdigest
+
+const TDIGEST_VALUES: usize = 100_000;
+
+/// `count` digests of `values` revenue-like values each (a long right tail).
+fn digests(count: usize, values: usize, seed: u64) -> Vec<TDigest> {
+    let mut rng = Rng(seed);
+    (0..count)
+        .map(|_| {
+            let mut d = TDigest::new(100).expect("compression 100");
+            for _ in 0..values {
+                let x = (rng.below(1_000_000) as f64 / 1_000_000.0 * 12.0).exp();
+                d.add(x);
+            }
+            d
+        })
+        .collect()
+}
+
+fn bench_tdigest(c: &mut Criterion) {
+    let mut rng = Rng(5);
+    let values: Vec<f64> = (0..TDIGEST_VALUES)
+        .map(|_| rng.below(10_000_000) as f64)
+        .collect();
+    let small = digests(SKETCHES, 5, 6);
+    let large = digests(SKETCHES, 3000, 7);
+    let small_bytes: Vec<Vec<u8>> = small.iter().map(TDigest::to_bytes).collect();
+    let large_bytes: Vec<Vec<u8>> = large.iter().map(TDigest::to_bytes).collect();
+    let mut merged = TDigest::new(100).expect("compression 100");
+    large.iter().for_each(|d| merged.merge(d));
+    let mut one = TDigest::new(100).expect("compression 100");
+    one.add(1.0);
+    // State sizes, for the report (criterion has no unit for them).
+    eprintln!(
+        "tdigest(100) state bytes: 1 value {}, 5 values {}, 3000 values {}, 3M values merged {}",
+        one.to_bytes().len(),
+        small_bytes[0].len(),
+        large_bytes[0].len(),
+        merged.to_bytes().len()
+    );
+
+    let mut g = c.benchmark_group("tdigest");
+    g.sample_size(30);
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(TDIGEST_VALUES as u64));
+    g.bench_function("update_100000", |b| {
+        b.iter(|| {
+            let mut d = TDigest::new(100).expect("compression 100");
+            for &v in &values {
+                d.add(v);
+            }
+            d.compress();
+            d
+        })
+    });
+    g.throughput(Throughput::Elements(SKETCHES as u64));
+    for (kind, bytes) in [("small_5", &small_bytes), ("large_3000", &large_bytes)] {
+        g.bench_with_input(
+            BenchmarkId::new("from_bytes_merge_1000", kind),
+            bytes,
+            |b, s| {
+                b.iter(|| {
+                    let mut acc = TDigest::new(100).expect("compression 100");
+                    for bytes in s {
+                        acc.merge_bytes(bytes).expect("valid state");
+                    }
+                    acc.quantile(0.99)
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------
 // query
 
 const SSB_SCALE: f64 = 0.01;
@@ -704,6 +785,7 @@ fn main() {
     bench_prune(&mut c);
     bench_aggregate(&mut c);
     bench_hll(&mut c);
+    bench_tdigest(&mut c);
     bench_query(&mut c);
     c.final_summary();
 }

@@ -768,6 +768,9 @@ pub async fn plan_cube(
                 match m.state {
                     StateKind::Hll(p) => ((1u64 << p) as f64).min(4.0 * distinct) + 8.0,
                     StateKind::Bitmap => 8.0 + 2.0 * distinct,
+                    // Header, extremes, and a mean plus a one- or two-byte weight per
+                    // centroid: one per value while few, at most about `compression`.
+                    StateKind::Percentile(c) => 25.0 + 10.0 * per_row.min(f64::from(c)),
                     _ => 8.0,
                 }
             })

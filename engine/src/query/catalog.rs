@@ -21,7 +21,7 @@ use datafusion::prelude::SessionConfig;
 use super::canonical::canonical;
 use super::folding::{FoldedCatalog, FoldedSchema};
 use super::keys::{foreign_keys, ForeignKey};
-use super::sketch;
+use super::{percentile, sketch};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metadata::managers::Metadata;
@@ -117,10 +117,17 @@ fn session_state(default_project: &str, runtime: Arc<RuntimeEnv>) -> SessionStat
         .with_default_features()
         .build();
     let _ = state.register_udf(Arc::new(version_udf()));
-    for udaf in [sketch::hll_count(), sketch::bitmap_count()] {
+    for udaf in [
+        sketch::hll_count(),
+        sketch::bitmap_count(),
+        percentile::tdigest_merge(),
+        // `percentile_approx` must plan on the source tables too (pushdown).
+        percentile::approx_percentile_cont_with_alias(),
+    ] {
         // Registration makes the functions visible by name (for EXPLAIN output and debugging).
         let _ = state.register_udaf(udaf);
     }
+    let _ = state.register_udf(percentile::tdigest_quantile());
     state
 }
 

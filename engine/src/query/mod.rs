@@ -18,6 +18,7 @@ mod catalog;
 mod cuboid_scan;
 mod folding;
 mod keys;
+mod percentile;
 mod pruning;
 mod rewrite;
 mod segments;

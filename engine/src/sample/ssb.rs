@@ -232,6 +232,15 @@ pub fn cube() -> CubeDesc {
                 Some("lo_suppkey"),
                 Some("bitmap"),
             ),
+            MeasureDesc {
+                compression: Some(100),
+                ..measure(
+                    "lo_revenue_percentile",
+                    Percentile,
+                    Some("lo_revenue"),
+                    None,
+                )
+            },
         ],
         aggregation_groups: vec![
             AggregationGroupDesc {

@@ -1,6 +1,7 @@
 //! Every cuboid of the SSB sample cube equals, row for row, the GROUP BY of its dimensions
 //! computed by DataFusion directly on the raw joined tables: SUM/COUNT/MIN/MAX exactly, the
-//! HLL estimate within three standard errors, the bitmap cardinality exactly.
+//! HLL estimate within three standard errors, the bitmap cardinality exactly, the t-digest's
+//! value count exactly.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,6 +9,7 @@ use std::path::Path;
 use datafusion::arrow::array::AsArray;
 use qilin_engine::measure::bitmap::DistinctBitmap;
 use qilin_engine::measure::hll::HyperLogLog;
+use qilin_engine::measure::tdigest::TDigest;
 use qilin_engine::sample::ssb;
 use qilin_engine::storage::block::read_cuboid;
 use qilin_tests::{on_both_backends, oracle, rows_by_key, shared_ssb_source, Backend, TestEnv};
@@ -26,6 +28,8 @@ const MEASURES: &[(&str, &str)] = &[
     ("lo_extendedprice_max", "MAX(lo_extendedprice)"),
     ("lo_custkey_hll", "COUNT(DISTINCT lo_custkey)"),
     ("lo_suppkey_bitmap", "COUNT(DISTINCT lo_suppkey)"),
+    // The t-digest's value count (its quantiles are checked by measure_percentile).
+    ("lo_revenue_percentile", "COUNT(lo_revenue)"),
 ];
 
 const JOINED: &str = "lineorder JOIN dates ON lo_orderdate = d_datekey \
@@ -98,6 +102,10 @@ async fn check_every_cuboid(backend: Backend, properties: &str) {
         .iter()
         .position(|m| m.0 == "lo_suppkey_bitmap")
         .unwrap();
+    let percentile_col = MEASURES
+        .iter()
+        .position(|m| m.0 == "lo_revenue_percentile")
+        .unwrap();
     let mut checked_rows = 0usize;
     for &cuboid in &layout.cuboids {
         let dims = layout.cuboid_names(cuboid);
@@ -157,6 +165,13 @@ async fn check_every_cuboid(backend: Backend, properties: &str) {
                         b.cardinality().to_string(),
                         want[i],
                         "cuboid {dims:?} {key:?}: bitmap"
+                    );
+                } else if i == percentile_col {
+                    let d = TDigest::from_bytes(&state(key, i)).unwrap();
+                    assert_eq!(
+                        d.count().to_string(),
+                        want[i],
+                        "cuboid {dims:?} {key:?}: t-digest count"
                     );
                 } else {
                     assert_eq!(

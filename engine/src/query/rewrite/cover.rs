@@ -6,8 +6,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 use datafusion::common::tree_node::TreeNode;
-use datafusion::common::Column;
-use datafusion::logical_expr::expr::{AggregateFunction, Case};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams, Case};
 use datafusion::logical_expr::{Aggregate, BinaryExpr, Expr, Operator};
 
 use super::flatten::{Flat, ScanInfo};
@@ -46,6 +46,13 @@ pub(super) enum AggPlan {
     },
     /// COUNT(DISTINCT): merge of the sketches.
     Distinct(usize),
+    /// A percentile: the value at quantile `q` of the merged t-digests of PERCENTILE measure
+    /// `state` (`approx_percentile_cont`, `percentile_approx`, `approx_median`,
+    /// `percentile_cont`; always the t-digest estimate).
+    Percentile {
+        state: usize,
+        q: f64,
+    },
     /// MIN/MAX of a dimension column.
     DimMin(Target),
     DimMax(Target),
@@ -436,12 +443,16 @@ fn cover_measures(
         let Expr::AggregateFunction(AggregateFunction { func, params }) = inner else {
             return Err(refused("not an aggregate function".into()));
         };
+        let name = func.name().to_ascii_lowercase();
+        if PERCENTILE_FUNCTIONS.contains(&name.as_str()) {
+            aggs.push(cover_percentile(&name, params, flat, real).map_err(&refused)?);
+            continue;
+        }
         if params.filter.is_some() || !params.order_by.is_empty() {
             return Err(refused(
                 "FILTER and ORDER BY in aggregates are not answered from cubes".into(),
             ));
         }
-        let name = func.name().to_ascii_lowercase();
         let arg = params.args.first();
         let arg_canon = arg.and_then(&canon);
         let missing = |what: &str| {
@@ -539,6 +550,97 @@ fn cover_measures(
         aggs.push(plan);
     }
     Ok(aggs)
+}
+
+/// The aggregate functions a PERCENTILE measure answers (by DataFusion's names:
+/// `percentile_approx` and `quantile_cont` are aliases).
+const PERCENTILE_FUNCTIONS: [&str; 3] =
+    ["approx_percentile_cont", "approx_median", "percentile_cont"];
+
+/// A percentile aggregate onto [`AggPlan::Percentile`], or why not. The planner gives
+/// `f(p) WITHIN GROUP (ORDER BY x)` as `f(x, p)` ordered by `x`; a descending order asks
+/// for quantile `1 - p`. `approx_percentile_cont`'s third argument (centroids) is ignored:
+/// the measure's compression decides the accuracy.
+fn cover_percentile(
+    name: &str,
+    params: &AggregateFunctionParams,
+    flat: &Bound,
+    real: &Realization,
+) -> Result<AggPlan, String> {
+    let layout = &real.layout;
+    let cube = &layout.cube.name;
+    let canon = |e: &Expr| canonical(e, &|c| flat.model_column(c));
+    if params.filter.is_some() || params.distinct {
+        return Err(format!(
+            "{name} with FILTER or DISTINCT is not answered from cubes"
+        ));
+    }
+    let x = params
+        .args
+        .first()
+        .ok_or_else(|| format!("{name} without an argument"))?;
+    let mut q = if name == "approx_median" {
+        0.5
+    } else {
+        let p = params
+            .args
+            .get(1)
+            .ok_or_else(|| format!("{name} needs a percentile"))?;
+        let q = float_literal(p).ok_or_else(|| {
+            format!("the percentile of {name} must be a numeric literal, not {p}")
+        })?;
+        if !(0.0..=1.0).contains(&q) {
+            return Err(format!(
+                "the percentile of {name} must be between 0 and 1, {q} is not"
+            ));
+        }
+        q
+    };
+    let x_canon = canon(x);
+    match params.order_by.as_slice() {
+        [] => {}
+        [sort] if canon(&sort.expr) == x_canon => {
+            if !sort.asc {
+                q = 1.0 - q;
+            }
+        }
+        _ => {
+            return Err(format!(
+                "{name} ordered by another expression than its value"
+            ))
+        }
+    }
+    let m = (0..layout.measures.len())
+        .find(|&i| {
+            matches!(layout.measures[i].state, StateKind::Percentile(_))
+                && real.measure_inputs[i] == x_canon
+        })
+        .ok_or_else(|| {
+            format!(
+                "cube {cube} has no PERCENTILE measure on {}",
+                x_canon.clone().unwrap_or_else(|| x.to_string())
+            )
+        })?;
+    Ok(AggPlan::Percentile { state: m, q })
+}
+
+/// The value of a non-null numeric literal as a float (casts and negation aside).
+fn float_literal(e: &Expr) -> Option<f64> {
+    match e {
+        Expr::Literal(v, _) if !v.is_null() && v.data_type().is_numeric() => {
+            match v
+                .cast_to(&datafusion::arrow::datatypes::DataType::Float64)
+                .ok()?
+            {
+                ScalarValue::Float64(f) => f,
+                _ => None,
+            }
+        }
+        Expr::Cast(c) => float_literal(&c.expr),
+        Expr::TryCast(c) => float_literal(&c.expr),
+        Expr::Negative(inner) => float_literal(inner).map(|f| -f),
+        _ => None,
+    }
 }
 
 /// SUM(CASE ...) or COUNT(CASE ...) onto [`AggPlan::Case`], or why not.

@@ -23,7 +23,7 @@ use crate::error::Result;
 use crate::model::{JoinKind, StateKind};
 use crate::query::cuboid_scan::CuboidTable;
 use crate::query::segments::SegmentReader;
-use crate::query::sketch;
+use crate::query::{percentile, sketch};
 
 const CUBOID_ALIAS: &str = "__qilin_cuboid";
 
@@ -149,6 +149,7 @@ pub(super) fn replacement(
         )),
     };
     let mut finals: Vec<Expr> = Vec::new();
+    let mut merged_digests: std::collections::HashMap<usize, Expr> = Default::default();
     for a in &answer.aggs {
         finals.push(match a {
             AggPlan::Sum(m) => partial(sum(state(*m))),
@@ -196,6 +197,18 @@ pub(super) fn replacement(
                 } else {
                     total
                 }
+            }
+            AggPlan::Percentile { state: m, q } => {
+                // One merge per measure serves all its percentiles.
+                let merged = match merged_digests.get(m) {
+                    Some(e) => e.clone(),
+                    None => {
+                        let e = partial(percentile::tdigest_merge().call(vec![state(*m)]));
+                        merged_digests.insert(*m, e.clone());
+                        e
+                    }
+                };
+                percentile::tdigest_quantile().call(vec![merged, lit(*q)])
             }
             AggPlan::DimMin(t) => partial(min(target_col(t))),
             AggPlan::DimMax(t) => partial(max(target_col(t))),
