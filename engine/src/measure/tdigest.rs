@@ -668,6 +668,9 @@ mod tests {
         assert_eq!((back.count, back.min, back.max), (d.count, d.min, d.max));
         assert_eq!(back.to_bytes(), bytes);
         assert_eq!(back.compression(), DEFAULT_COMPRESSION);
+        // The sizes the README states: 34 bytes for one value, about 1 KB when full.
+        assert_eq!(digest_of(&[1.0]).to_bytes().len(), 34);
+        assert!((500..1500).contains(&bytes.len()), "{} bytes", bytes.len());
     }
 
     #[test]

@@ -226,7 +226,7 @@ async fn a_percentile_outside_zero_to_one_is_a_clear_error() {
     }
     // A percentile that is not a literal is refused with the reason.
     let sql = "select approx_percentile_cont(lo_revenue, lo_discount / 10.0) from lineorder";
-    let err = run_query(&mut client, sql).await.err().expect("must fail");
+    let err = run_query(&mut client, sql).await.expect_err("must fail");
     assert!(err.message().contains("literal"), "{}", err.message());
 }
 
