@@ -5,6 +5,7 @@
 //! one place that says which module holds which [`StateKind`].
 
 pub mod bitmap;
+pub mod extended;
 pub mod hll;
 
 use datafusion::arrow::array::ArrayRef;
@@ -35,7 +36,8 @@ pub trait GroupStates: Send {
 /// MIN and MAX, HLL and bitmaps (the aggregator keeps those itself).
 pub fn group_states(kind: StateKind) -> Result<Option<Box<dyn GroupStates>>> {
     match kind {
-        StateKind::TopN(_) | StateKind::Percentile(_) | StateKind::Extended => Err(Error::invalid(
+        StateKind::Extended => Ok(Some(Box::new(extended::ExtendedStates::new()))),
+        StateKind::TopN(_) | StateKind::Percentile(_) => Err(Error::invalid(
             "measure",
             format!("state {kind:?} cannot be built yet"),
         )),
