@@ -26,6 +26,8 @@ const MEASURES: &[(&str, &str)] = &[
     ("lo_extendedprice_max", "MAX(lo_extendedprice)"),
     ("lo_custkey_hll", "COUNT(DISTINCT lo_custkey)"),
     ("lo_suppkey_bitmap", "COUNT(DISTINCT lo_suppkey)"),
+    // The largest name of the group's suppliers: the one name when lo_suppkey is grouped.
+    ("s_name_extended", "MAX(s_name)"),
 ];
 
 const JOINED: &str = "lineorder JOIN dates ON lo_orderdate = d_datekey \
