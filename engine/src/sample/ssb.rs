@@ -239,12 +239,7 @@ pub fn cube() -> CubeDesc {
             ),
             MeasureDesc {
                 extended: Some("s_name".into()),
-                ..measure(
-                    "s_name_extended",
-                    ExtendedColumn,
-                    Some("lo_suppkey"),
-                    None,
-                )
+                ..measure("s_name_extended", ExtendedColumn, Some("lo_suppkey"), None)
             },
         ],
         aggregation_groups: vec![
