@@ -252,7 +252,7 @@ async fn kylin_top_n_percentile_extended_and_text_bitmap_import() {
     let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("kylin");
-    for sub in ["cube_desc", "model_desc", "project"] {
+    for sub in ["cube_desc", "model_desc", "project", "table"] {
         std::fs::create_dir_all(copy.join(sub)).unwrap();
         for f in std::fs::read_dir(fixture().join(sub)).unwrap() {
             let f = f.unwrap().path();
