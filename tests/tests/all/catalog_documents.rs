@@ -504,7 +504,7 @@ async fn flight_actions_manage_documents_and_notify_peers() {
     )
     .await;
     assert_eq!(plan["total_cuboids"], 149);
-    assert_eq!(plan["aggregation_groups"].as_array().unwrap().len(), 4);
+    assert_eq!(plan["aggregation_groups"].as_array().unwrap().len(), 5);
     assert!(plan["text"].as_str().unwrap().contains("149 cuboids"));
 
     let put = action_json(
