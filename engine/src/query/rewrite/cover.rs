@@ -205,11 +205,7 @@ fn cover<'a>(
             continue;
         };
         // A filter reading the column already decided where it comes from.
-        if !targets.contains_key(&key(&t, &col)) {
-            targets.insert(key(&t, &col), target);
-        } else {
-            need(&bound, c, real, prefer_lookups, &mut targets)?;
-        }
+        targets.entry(key(&t, &col)).or_insert(target);
     }
     let aggs = cover_measures(&query.aggr, &bound, real, prefer_lookups, &mut targets)?;
     let (cuboid, cuboid_rows, derived) = choose_cuboid(real, &targets)?;
