@@ -52,7 +52,7 @@ use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
 use datafusion::arrow::array::{
-    ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::Column;
@@ -654,6 +654,67 @@ fn bench_tdigest(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------------------------------
+// extended
+
+const EXTENDED_ROWS: usize = 100_000;
+const EXTENDED_GROUPS: u32 = 2_000;
+
+/// EXTENDED_COLUMN states: folding 100k supplier names into 2,000 groups (the build's raw
+/// mode), merging the 2,000 finished states of ten segments (merge mode), and the stored
+/// column's size per group.
+fn bench_extended(c: &mut Criterion) {
+    use qilin_engine::measure::{extended::ExtendedStates, GroupStates};
+    let mut rng = Rng(7);
+    let group_of: Vec<u32> = (0..EXTENDED_ROWS)
+        .map(|_| rng.below(EXTENDED_GROUPS as u64) as u32)
+        .collect();
+    let names: ArrayRef = Arc::new(StringArray::from_iter_values(
+        group_of.iter().map(|g| format!("Supplier#{g:09}")),
+    ));
+    let fresh = || {
+        let mut s = ExtendedStates::new();
+        for _ in 0..EXTENDED_GROUPS {
+            s.push_empty().expect("push");
+        }
+        s
+    };
+    let groups: Vec<usize> = (0..EXTENDED_GROUPS as usize).collect();
+    let mut built = fresh();
+    built.update_raw(&names, &group_of).expect("update");
+    let stored = built.finish(&groups).expect("finish");
+    let bytes = stored.to_data().get_slice_memory_size().expect("size");
+    println!(
+        "extended: {} groups stored in {bytes} bytes ({:.1} bytes per group)",
+        EXTENDED_GROUPS,
+        bytes as f64 / EXTENDED_GROUPS as f64
+    );
+    let ids: Vec<u32> = (0..EXTENDED_GROUPS).collect();
+
+    let mut g = c.benchmark_group("extended");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(EXTENDED_ROWS as u64));
+    g.bench_function("update_100k_rows", |b| {
+        b.iter(|| {
+            let mut s = fresh();
+            s.update_raw(black_box(&names), &group_of).expect("update");
+            s
+        })
+    });
+    g.throughput(Throughput::Elements(10 * EXTENDED_GROUPS as u64));
+    g.bench_function("merge_10_segments", |b| {
+        b.iter(|| {
+            let mut s = fresh();
+            for _ in 0..10 {
+                s.merge(black_box(&stored), &ids).expect("merge");
+            }
+            s.finish(&groups).expect("finish")
+        })
+    });
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------
 // query
 
 const SSB_SCALE: f64 = 0.01;
@@ -786,6 +847,7 @@ fn main() {
     bench_aggregate(&mut c);
     bench_hll(&mut c);
     bench_tdigest(&mut c);
+    bench_extended(&mut c);
     bench_query(&mut c);
     c.final_summary();
 }

@@ -17,8 +17,11 @@
 //! 5. reads `SELECT * FROM lineorder` to the end through the Python ADBC driver on a server
 //!    started for it alone (time to the first batch, total time, that server's peak RSS), and
 //!    the same statement on DuckDB over the raw Parquet file (see [`scan`]);
-//! 6. prints a table and writes the same numbers as JSON.
+//! 6. sizes every measure's state column in the built cube (see [`cube_size`]: what issue 18's
+//!    TOP_N, PERCENTILE, EXTENDED_COLUMN and global-dictionary COUNT DISTINCT cost);
+//! 7. prints a table and writes the same numbers as JSON.
 
+pub mod cube_size;
 pub mod procs;
 pub mod report;
 pub mod scan;
@@ -238,7 +241,8 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
         });
     }
 
-    let report = Report::new(
+    let cube_size = cube_size::measure(&conf)?;
+    let mut report = Report::new(
         args.scale,
         args.runs,
         build,
@@ -250,6 +254,7 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
         concurrency,
         Some(detail_scan),
     );
+    report.cube_size = Some(cube_size);
     print!("{}", report.table());
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&args.json, json)

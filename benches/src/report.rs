@@ -24,6 +24,9 @@ pub struct Report {
     /// `SELECT * FROM lineorder` through ADBC next to DuckDB (absent in older reports).
     #[serde(default)]
     pub detail_scan: Option<ScanReport>,
+    /// Bytes of each measure's state column in the cube (absent in older reports).
+    #[serde(default)]
+    pub cube_size: Option<crate::cube_size::CubeSize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -128,6 +131,7 @@ impl Report {
             },
             concurrency,
             detail_scan,
+            cube_size: None,
         }
     }
 
@@ -253,6 +257,9 @@ impl Report {
                 0.0
             }
         );
+        if let Some(c) = &self.cube_size {
+            s.push_str(&c.table());
+        }
         if let Some(d) = &self.detail_scan {
             let times = |t: &Option<crate::scan::ScanTimes>| match t {
                 Some(t) => format!(

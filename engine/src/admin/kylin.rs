@@ -21,7 +21,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::metadata::managers::{self, Metadata};
 use crate::model::{
-    layout::{resolve_cube, sql_type_name, validate_model},
+    layout::{resolve_cube, sql_type_name, validate_model, PERCENTILE_COMPRESSION, TOP_N_MAX},
     AggregationGroupDesc, ColumnDesc, ComputedColumnDesc, CubeDesc, DimensionDesc, JoinKind,
     LookupDesc, MeasureDesc, MeasureFunction, ModelDesc, PartitionDesc, ProjectDesc, SourceFormat,
     TableDesc,
@@ -1388,26 +1388,67 @@ impl<'a> Mapper<'a> {
             "MAX" => MeasureFunction::Max,
             "COUNT" => MeasureFunction::Count,
             "COUNT_DISTINCT" => MeasureFunction::CountDistinct,
+            "TOP_N" => MeasureFunction::TopN,
+            "PERCENTILE" | "PERCENTILE_APPROX" => MeasureFunction::Percentile,
+            "EXTENDED_COLUMN" => MeasureFunction::ExtendedColumn,
             other => {
                 let reason = match other {
-                    "TOP_N" => "TOP_N measures are not supported",
-                    "PERCENTILE" | "PERCENTILE_APPROX" => "PERCENTILE measures are not supported",
                     "RAW" => "RAW measures are not supported",
-                    "EXTENDED_COLUMN" => "EXTENDED_COLUMN measures are not supported",
-                    _ => "this measure function is not supported (SUM, MIN, MAX, COUNT, COUNT_DISTINCT are)",
+                    _ => {
+                        "this measure function is not supported (SUM, MIN, MAX, COUNT, \
+                          COUNT_DISTINCT, TOP_N, PERCENTILE, EXTENDED_COLUMN are)"
+                    }
                 };
                 let u = expression_node.unsupported(format!("measure {name}: {reason}"));
                 self.skip(u);
                 return Ok(None);
             }
         };
-        if !param.field("next_parameter").is_empty() {
-            let u = param.field("next_parameter").unsupported(format!(
-                "measure {name}: measures over several columns are not supported"
-            ));
+        // TOP_N's `by` column and EXTENDED_COLUMN's carried column come second; no measure
+        // reads a third.
+        let next = param.field("next_parameter");
+        let two_columns = matches!(
+            function,
+            MeasureFunction::TopN | MeasureFunction::ExtendedColumn
+        );
+        let bad_next = if two_columns {
+            if next.is_empty() {
+                Some((&param, "needs a second column (next_parameter)"))
+            } else if !next.field("next_parameter").is_empty() {
+                Some((&next, "over more than two columns is not supported"))
+            } else {
+                None
+            }
+        } else if !next.is_empty() {
+            Some((&param, "over several columns is not supported"))
+        } else {
+            None
+        };
+        if let Some((node, why)) = bad_next {
+            let u = node
+                .field("next_parameter")
+                .unsupported(format!("measure {name}: {expression} {why}"));
             self.skip(u);
             return Ok(None);
         }
+        let second = if two_columns {
+            let ntype = next
+                .field("type")
+                .opt_str()?
+                .unwrap_or("column")
+                .to_ascii_lowercase();
+            if ntype != "column" {
+                let u = next.field("type").unsupported(format!(
+                    "measure {name}: {expression} of a {ntype} is not supported"
+                ));
+                self.skip(u);
+                return Ok(None);
+            }
+            let v = next.field("value");
+            Some(model.reference(&model.resolve(&v, v.str()?)?))
+        } else {
+            None
+        };
         let ptype = param
             .field("type")
             .opt_str()?
@@ -1456,10 +1497,57 @@ impl<'a> Mapper<'a> {
         } else {
             None
         };
-        Ok(Some(MeasureDesc {
+        // `topn(N)` / `topn(N,encoding length)`, `percentile(C)`, `extendedcolumn(L)`: the
+        // first number inside the parentheses.
+        let rt_number = |prefix: &str| -> Option<u32> {
+            let rt = returntype
+                .opt_str()
+                .ok()??
+                .to_ascii_lowercase()
+                .replace(' ', "");
+            let inner = rt
+                .strip_prefix(prefix)?
+                .strip_prefix('(')?
+                .strip_suffix(')')?;
+            inner.split(',').next()?.parse().ok()
+        };
+        let mut desc = MeasureDesc {
             distinct,
             ..MeasureDesc::simple(&name, function, column.as_deref(), None)
-        }))
+        };
+        match function {
+            MeasureFunction::TopN => {
+                let Some(n) = rt_number("topn").filter(|n| (1..=TOP_N_MAX).contains(n)) else {
+                    let u = returntype.unsupported(format!(
+                        "measure {name}: TOP_N return type must be topn(N) with N in 1..={TOP_N_MAX}"
+                    ));
+                    self.skip(u);
+                    return Ok(None);
+                };
+                desc.n = Some(n);
+                desc.by = second;
+            }
+            MeasureFunction::Percentile => {
+                // Kylin's return type is `percentile(C)`, C its t-digest compression; Qilin's
+                // range bounds what is out of it.
+                let c = rt_number("percentile").unwrap_or(100);
+                if !PERCENTILE_COMPRESSION.contains(&c) {
+                    let u = returntype.unsupported(format!(
+                        "measure {name}: PERCENTILE compression {c} is outside {}..={}",
+                        PERCENTILE_COMPRESSION.start(),
+                        PERCENTILE_COMPRESSION.end()
+                    ));
+                    self.skip(u);
+                    return Ok(None);
+                }
+                desc.compression = Some(c);
+            }
+            // Kylin's `extendedcolumn(L)` is a maximum length in bytes; Qilin keeps the text
+            // whole.
+            MeasureFunction::ExtendedColumn => desc.extended = second,
+            _ => {}
+        }
+        Ok(Some(desc))
     }
 }
 

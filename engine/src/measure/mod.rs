@@ -5,6 +5,7 @@
 //! one place that says which module holds which [`StateKind`].
 
 pub mod bitmap;
+pub mod extended;
 pub mod hll;
 pub mod tdigest;
 
@@ -39,7 +40,8 @@ pub fn group_states(kind: StateKind) -> Result<Option<Box<dyn GroupStates>>> {
         StateKind::Percentile(compression) => {
             Ok(Some(Box::new(tdigest::PercentileStates::new(compression)?)))
         }
-        StateKind::TopN(_) | StateKind::Extended => Err(Error::invalid(
+        StateKind::Extended => Ok(Some(Box::new(extended::ExtendedStates::new()))),
+        StateKind::TopN(_) => Err(Error::invalid(
             "measure",
             format!("state {kind:?} cannot be built yet"),
         )),

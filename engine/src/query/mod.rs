@@ -1055,6 +1055,15 @@ fn explain_rows(realized: &[Realized], blocks: &[BlocksRead]) -> Vec<(String, St
                 format!("joined lookup tables {}", r.derived_tables.join(", ")),
             ));
         }
+        if !r.extended.is_empty() {
+            rows.push((
+                "extended".into(),
+                format!(
+                    "{} (EXTENDED_COLUMN, no lookup join)",
+                    r.extended.join(", ")
+                ),
+            ));
+        }
     }
     rows
 }

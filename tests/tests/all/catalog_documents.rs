@@ -175,12 +175,12 @@ async fn cli_puts_gets_plans_and_drops_documents() {
     // The plan validates and estimates without writing.
     let (plan, _) = ok(store.run(&["cube", "plan", cube_file]));
     assert!(
-        plan.contains("147 cuboids") && plan.contains("customer.c_city"),
+        plan.contains("149 cuboids") && plan.contains("customer.c_city"),
         "{plan}"
     );
     let (json, _) = ok(store.run(&["cube", "plan", cube_file, "--json"]));
     let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(plan["total_cuboids"], 147);
+    assert_eq!(plan["total_cuboids"], 149);
     let fact_rows = plan["fact_rows"].as_u64().unwrap();
     assert!(fact_rows > 50_000, "{fact_rows}");
     let base = &plan["cuboids"][0];
@@ -196,7 +196,7 @@ async fn cli_puts_gets_plans_and_drops_documents() {
     // nothing.
     let (_, err) = ok(store.run(&["cube", "put", cube_file]));
     assert!(
-        err.contains("created cube ssb_cube") && err.contains("147 cuboids"),
+        err.contains("created cube ssb_cube") && err.contains("149 cuboids"),
         "{err}"
     );
     let (got, _) = ok(store.run(&["cube", "get", "ssb_cube"]));
@@ -214,7 +214,7 @@ async fn cli_puts_gets_plans_and_drops_documents() {
     );
 
     let (list, _) = ok(store.run(&["cube", "list", "--project", "ssb"]));
-    assert!(list.contains("ssb_cube") && list.contains("147"), "{list}");
+    assert!(list.contains("ssb_cube") && list.contains("149"), "{list}");
     let (list, _) = ok(store.run(&["model", "list"]));
     assert!(
         list.contains("ssb_model") && list.contains("lineorder") && list.contains("ssb_cube"),
@@ -503,9 +503,9 @@ async fn flight_actions_manage_documents_and_notify_peers() {
         serde_json::json!({"cube": ssb::cube()}),
     )
     .await;
-    assert_eq!(plan["total_cuboids"], 147);
-    assert_eq!(plan["aggregation_groups"].as_array().unwrap().len(), 4);
-    assert!(plan["text"].as_str().unwrap().contains("147 cuboids"));
+    assert_eq!(plan["total_cuboids"], 149);
+    assert_eq!(plan["aggregation_groups"].as_array().unwrap().len(), 5);
+    assert!(plan["text"].as_str().unwrap().contains("149 cuboids"));
 
     let put = action_json(
         &mut c,
@@ -515,7 +515,7 @@ async fn flight_actions_manage_documents_and_notify_peers() {
     .await;
     assert_eq!(
         (put["created"].clone(), put["cuboids"].clone()),
-        (true.into(), 147.into())
+        (true.into(), 149.into())
     );
     let got = action(
         &mut c,

@@ -30,6 +30,8 @@ const MEASURES: &[(&str, &str)] = &[
     ("lo_suppkey_bitmap", "COUNT(DISTINCT lo_suppkey)"),
     // The t-digest's value count (its quantiles are checked by measure_percentile).
     ("lo_revenue_percentile", "COUNT(lo_revenue)"),
+    // The largest name of the group's suppliers: the one name when lo_suppkey is grouped.
+    ("s_name_extended", "MAX(s_name)"),
 ];
 
 const JOINED: &str = "lineorder JOIN dates ON lo_orderdate = d_datekey \

@@ -26,6 +26,7 @@ mod jobs_cli;
 mod kylin_clients;
 mod kylin_import;
 mod measure_percentile;
+mod measure_extended;
 mod metadata_backup;
 mod models;
 mod nginx_harness;

@@ -23,6 +23,9 @@ pub(super) enum Target {
     Rowkey(usize),
     /// Derived dimension `d` of the layout: column of its lookup table.
     Derived(usize, String),
+    /// A group key answered by EXTENDED_COLUMN measure `measure`, whose id (rowkey column
+    /// `id`) is grouped too: the state is one value per id, so MAX of it is that value.
+    Extended { measure: usize, id: usize },
 }
 
 /// How one aggregate of the query is computed from measure states.
@@ -191,12 +194,26 @@ fn cover<'a>(
     prefer_lookups: bool,
 ) -> Result<Answer<'a>, Uncovered> {
     let (bound, residual) = match_joins(flat, &real.layout)?;
+    let extended = extended_keys(&bound, &query.group, real);
     let mut targets = cover_dimensions(
         &bound,
-        residual.iter().chain(query.group.iter()),
+        residual.iter().chain(
+            query
+                .group
+                .iter()
+                .filter(|g| !extended.iter().any(|(e, _)| *e == *g)),
+        ),
         real,
         prefer_lookups,
     )?;
+    for (e, target) in extended {
+        let Expr::Column(c) = e else { continue };
+        let Some((t, col)) = bound.model_column(c) else {
+            continue;
+        };
+        // A filter reading the column already decided where it comes from.
+        targets.entry(key(&t, &col)).or_insert(target);
+    }
     let aggs = cover_measures(&query.aggr, &bound, real, prefer_lookups, &mut targets)?;
     let (cuboid, cuboid_rows, derived) = choose_cuboid(real, &targets)?;
     Ok(Answer {
@@ -392,6 +409,62 @@ fn need(
     })?;
     targets.insert(key(&t, &col), target.clone());
     Ok(target)
+}
+
+/// Group keys that are the `extended` column of an EXTENDED_COLUMN measure (and not a stored
+/// dimension) while the measure's id is grouped too: those are answered from the measure's
+/// state, without joining the lookup table. Without the id grouped, the column is no
+/// dimension and the usual rules apply.
+fn extended_keys<'e>(
+    flat: &Bound,
+    group: &'e [Expr],
+    real: &Realization,
+) -> Vec<(&'e Expr, Target)> {
+    let layout = &real.layout;
+    let eq = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+    let grouped_rowkeys: Vec<usize> = group
+        .iter()
+        .filter_map(|g| match g {
+            Expr::Column(c) => {
+                let (t, col) = flat.model_column(c)?;
+                match target_of(real, &t, &col, false)? {
+                    Target::Rowkey(i) => Some(i),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for g in group {
+        let Expr::Column(c) = g else { continue };
+        let Some((t, col)) = flat.model_column(c) else {
+            continue;
+        };
+        if matches!(target_of(real, &t, &col, false), Some(Target::Rowkey(_))) {
+            continue;
+        }
+        let found = layout.measures.iter().enumerate().find_map(|(m, rm)| {
+            if rm.function != MeasureFunction::ExtendedColumn {
+                return None;
+            }
+            let carried = rm.input.as_ref()?;
+            if !(eq(&carried.table, &t) && eq(&carried.column, &col)) {
+                return None;
+            }
+            let id_col = rm.extra.as_ref()?;
+            let id = layout.rowkey.iter().position(|r| {
+                eq(&r.source.table, &id_col.table) && eq(&r.source.column, &id_col.column)
+            })?;
+            grouped_rowkeys
+                .contains(&id)
+                .then_some(Target::Extended { measure: m, id })
+        });
+        if let Some(target) = found {
+            out.push((g, target));
+        }
+    }
+    out
 }
 
 /// Step 4: every column of the filters and group keys must be a dimension.
@@ -747,7 +820,7 @@ fn choose_cuboid(
     let mut derived = BTreeSet::new();
     for t in targets.values() {
         match t {
-            Target::Rowkey(i) => required |= cuboid::bit(n, *i),
+            Target::Rowkey(i) | Target::Extended { id: i, .. } => required |= cuboid::bit(n, *i),
             Target::Derived(d, _) => {
                 derived.insert(*d);
                 for fk in &layout.derived[*d].foreign_key {

@@ -60,6 +60,9 @@ pub(crate) struct Realized {
     /// The table the replacement scans (EXPLAIN finds its execution plan by `scan`).
     pub table: Arc<CuboidTable>,
     pub derived_tables: Vec<String>,
+    /// Group keys answered by EXTENDED_COLUMN states (no lookup join), as `column from
+    /// measure name`.
+    pub extended: Vec<String>,
     /// `None`: a cuboid answered an aggregate; otherwise the stored rows a scan read.
     pub stored: Option<Stored>,
 }

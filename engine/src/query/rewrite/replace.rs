@@ -57,6 +57,10 @@ pub(super) fn replacement(
                 Some(lookup_alias(&layout.derived[*d].table)),
                 col.as_str(),
             )),
+            Target::Extended { measure, .. } => Some(Column::new(
+                Some(CUBOID_ALIAS),
+                layout.measures[*measure].name.as_str(),
+            )),
         }
     };
     let map = |e: &Expr| -> Result<Expr> {
@@ -126,18 +130,34 @@ pub(super) fn replacement(
             layout.measures[m].name.as_str(),
         ))
     };
-    let group: Vec<Expr> = answer
-        .group
-        .iter()
-        .enumerate()
-        .map(|(i, g)| Ok(map(g)?.alias(format!("__g{i}"))))
-        .collect::<Result<_>>()?;
     let mut partials: Vec<Expr> = Vec::new();
     let mut partial = |e: Expr| -> Expr {
         let name = format!("__a{}", partials.len());
         partials.push(e.alias(name.as_str()));
         Expr::Column(Column::from_name(name))
     };
+    // A group key an EXTENDED_COLUMN state answers is no key of the re-aggregation: its id
+    // is grouped, so MAX of the state is the one value of each group.
+    let mut group: Vec<Expr> = Vec::new();
+    let mut group_out: Vec<Expr> = Vec::new();
+    let mut extended = Vec::new();
+    for (i, g) in answer.group.iter().enumerate() {
+        let target = match g {
+            Expr::Column(c) => resolve_scan(&answer.scans, c)
+                .and_then(|scan| answer.targets.get(&key(&answer.aliases[scan], &c.name))),
+            _ => None,
+        };
+        if let Some(Target::Extended { measure, .. }) = target {
+            group_out.push(partial(max(state(*measure))));
+            extended.push(format!(
+                "{g} from measure {}",
+                layout.measures[*measure].name
+            ));
+        } else {
+            group.push(map(g)?.alias(format!("__g{i}")));
+            group_out.push(Expr::Column(Column::from_name(format!("__g{i}"))));
+        }
+    }
     let target_col = |t: &Target| match t {
         Target::Rowkey(i) => Expr::Column(Column::new(
             Some(CUBOID_ALIAS),
@@ -147,6 +167,7 @@ pub(super) fn replacement(
             Some(lookup_alias(&layout.derived[*d].table)),
             c.as_str(),
         )),
+        Target::Extended { measure, .. } => state(*measure),
     };
     let mut finals: Vec<Expr> = Vec::new();
     let mut merged_digests: std::collections::HashMap<usize, Expr> = Default::default();
@@ -220,7 +241,7 @@ pub(super) fn replacement(
     let mut out = Vec::new();
     for (i, (qualifier, field)) in agg.schema.iter().enumerate() {
         let e = if i < agg.group_expr.len() {
-            Expr::Column(Column::from_name(format!("__g{i}")))
+            group_out[i].clone()
         } else {
             let a = i - agg.group_expr.len();
             match (&answer.aggs[a], field.data_type()) {
@@ -249,6 +270,7 @@ pub(super) fn replacement(
             .collect(),
         table,
         derived_tables,
+        extended,
         stored: None,
     };
     Ok((plan, realized))
