@@ -232,6 +232,13 @@ pub fn cube() -> CubeDesc {
                 Some("lo_suppkey"),
                 Some("bitmap"),
             ),
+            // Exact distinct count of a string column, through the global dictionary.
+            measure(
+                "c_name_distinct",
+                CountDistinct,
+                Some("c_name"),
+                Some("bitmap"),
+            ),
         ],
         aggregation_groups: vec![
             AggregationGroupDesc {
