@@ -107,7 +107,53 @@ async fn count_distinct_of_a_string_matches_the_oracle_through_flight_sql() {
     }
 }
 
-on_both_backends!(two_segments_merged_are_exact_and_the_dictionary_outlives_them);
+on_both_backends!(
+    two_segments_merged_are_exact_and_the_dictionary_outlives_them,
+    the_dictionary_commit_is_check_and_put,
+);
+
+/// The store's dictionary contract on each backend: the manifest swap is check-and-put, a
+/// stale writer reloads and adds only what is missing, segments never list or drop it.
+async fn the_dictionary_commit_is_check_and_put(backend: Backend) {
+    let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), SF).await;
+    let env = TestEnv::on(backend, &source);
+    let store = env.engine.segment_store().clone();
+    let s = store.as_ref();
+    assert_eq!(s.get_dict_manifest("p.t.c").unwrap(), None);
+    assert!(s.swap_dict_manifest("p.t.c", None, b"m1").unwrap());
+    assert!(
+        !s.swap_dict_manifest("p.t.c", None, b"m2").unwrap(),
+        "exists"
+    );
+    assert!(
+        !s.swap_dict_manifest("p.t.c", Some(b"zz"), b"m2").unwrap(),
+        "stale"
+    );
+    assert!(s.swap_dict_manifest("p.t.c", Some(b"m1"), b"m2").unwrap());
+    assert_eq!(
+        s.get_dict_manifest("p.t.c").unwrap().as_deref(),
+        Some(&b"m2"[..])
+    );
+    s.put_dict_object("p.t.c", "chunk", b"bytes").unwrap();
+    assert_eq!(s.get_dict_object("p.t.c", "chunk").unwrap(), b"bytes");
+    assert!(matches!(
+        s.get_dict_object("p.t.c", "nope"),
+        Err(qilin_engine::Error::NotFound { .. })
+    ));
+    assert!(s.put_dict_object("../x", "chunk", b"").is_err());
+    assert!(s.put_dict_object("p.t.c", "a/b", b"").is_err());
+
+    let mut a = GlobalDict::load(s, "q.t.c").unwrap();
+    let mut b = GlobalDict::load(s, "q.t.c").unwrap();
+    assert_eq!(a.grow(s, [&b"x"[..], b"y"]).unwrap(), 2);
+    // b still holds the empty dictionary: its swap loses, it reloads and adds only "z".
+    assert_eq!(b.grow(s, [&b"y"[..], b"z"]).unwrap(), 1);
+    assert_eq!(b.id(b"y"), a.id(b"y"));
+    assert_eq!(b.id(b"z"), Some(2));
+    assert!(env.segment_ids().is_empty(), "dictionaries are no segments");
+    let again = GlobalDict::load(s, "q.t.c").unwrap();
+    assert_eq!(again.len(), 3);
+}
 
 async fn two_segments_merged_are_exact_and_the_dictionary_outlives_them(backend: Backend) {
     let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), SF).await;
