@@ -33,6 +33,15 @@
 //!   rewrite reads no manifests, the cuboid scan prunes when it runs); `rewrite_only` is
 //!   [`QueryEngine::rewrite_plan`] of the planned statement (version check and rewrite).
 //!
+//! * `global_dict`: the global dictionary of exact COUNT_DISTINCT on strings
+//!   ([`GlobalDict`]): `grow_100k` assigns ids to 100,000 new 20-byte strings and commits
+//!   them to a local segment store (sort, chunk encode, fsync, manifest swap);
+//!   `load_100k` reads that dictionary back; `map_ids_8192` maps one 8192-row string batch
+//!   to ids (the build's per-batch cost); `bitmap_update_8192` adds those ids to 160 group
+//!   bitmaps (the raw aggregation); `bitmap_merge_1000` unions 1,000 serialized bitmaps of
+//!   ~1,000 dictionary ids each (segment merge, child cuboid, query). State and dictionary
+//!   sizes are printed once. Throughput in values, rows or bitmaps.
+//!
 //! Run everything (a few minutes; numbers are noisy on a loaded machine):
 //!
 //! ```text
@@ -60,6 +69,8 @@ use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{lit, Expr};
 use qilin_engine::build::aggregate::{Aggregator, Mode};
 use qilin_engine::config::Config;
+use qilin_engine::dict::GlobalDict;
+use qilin_engine::measure::bitmap::DistinctBitmap;
 use qilin_engine::measure::hll::HyperLogLog;
 use qilin_engine::measure::tdigest::TDigest;
 use qilin_engine::metadata::managers::Metadata;
@@ -834,6 +845,108 @@ fn bench_query(c: &mut Criterion) {
     g.finish();
 }
 
+// ---------------------------------------------------------------------------------------
+// global_dict
+
+const DICT_VALUES: usize = 100_000;
+
+fn dict_strings(n: usize, seed: u64) -> Vec<String> {
+    let mut rng = Rng(seed);
+    (0..n)
+        .map(|i| format!("Customer#{:011}", rng.below(1 << 40) ^ i as u64))
+        .collect()
+}
+
+fn bench_global_dict(c: &mut Criterion) {
+    let values = dict_strings(DICT_VALUES, 7);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = LocalSegmentStore::open(dir.path()).expect("store");
+    let built = {
+        let mut d = GlobalDict::load(&store, "bench.t.c").expect("load");
+        d.grow(&store, values.iter().map(|v| v.as_bytes()))
+            .expect("grow");
+        d
+    };
+    let batch: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (0..8192).map(|i| values[(i * 7919) % DICT_VALUES].as_str()),
+    ));
+    let ids = built.map_ids(&batch).expect("map");
+    let ids = ids
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("ids are Int64")
+        .clone();
+    let mut rng = Rng(11);
+    let bitmaps: Vec<Vec<u8>> = (0..1000)
+        .map(|_| {
+            let mut b = DistinctBitmap::new();
+            for _ in 0..1000 {
+                b.add_i64(rng.below(DICT_VALUES as u64) as i64);
+            }
+            b.to_bytes()
+        })
+        .collect();
+    let manifest = store
+        .get_dict_manifest("bench.t.c")
+        .expect("manifest")
+        .expect("committed");
+    let chunk_bytes: u64 = built.manifest().chunks.iter().map(|c| c.bytes).sum();
+    println!(
+        "global_dict: {DICT_VALUES} values of 20 bytes: {chunk_bytes} stored chunk bytes in {}          chunks, manifest {} bytes, ~{} bytes in memory; a bitmap of ~1000 ids: {} bytes",
+        built.manifest().chunks.len(),
+        manifest.len(),
+        built.memory_bytes(),
+        bitmaps[0].len()
+    );
+
+    let mut g = c.benchmark_group("global_dict");
+    g.sample_size(10);
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(DICT_VALUES as u64));
+    g.bench_function("grow_100k", |b| {
+        b.iter_with_setup(
+            || {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let store = LocalSegmentStore::open(dir.path()).expect("store");
+                (dir, store)
+            },
+            |(dir, store)| {
+                let mut d = GlobalDict::load(&store, "bench.t.c").expect("load");
+                d.grow(&store, values.iter().map(|v| v.as_bytes()))
+                    .expect("grow");
+                drop(dir);
+            },
+        )
+    });
+    g.bench_function("load_100k", |b| {
+        b.iter(|| GlobalDict::load(black_box(&store), "bench.t.c").expect("load"))
+    });
+    g.throughput(Throughput::Elements(8192));
+    g.bench_function("map_ids_8192", |b| {
+        b.iter(|| built.map_ids(black_box(&batch)).expect("map"))
+    });
+    g.bench_function("bitmap_update_8192", |b| {
+        b.iter(|| {
+            let mut groups = vec![DistinctBitmap::new(); 160];
+            for (i, id) in ids.values().iter().enumerate() {
+                groups[i % 160].add_i64(*id);
+            }
+            groups
+        })
+    });
+    g.throughput(Throughput::Elements(bitmaps.len() as u64));
+    g.bench_function("bitmap_merge_1000", |b| {
+        b.iter(|| {
+            let mut acc = DistinctBitmap::new();
+            for bytes in &bitmaps {
+                acc.merge_from_bytes(black_box(bytes)).expect("valid");
+            }
+            acc.cardinality()
+        })
+    });
+    g.finish();
+}
+
 /// Criterion's command line (filters, `--save-baseline`, ...) applies, but plots stay off:
 /// criterion 0.3 turns them back on unless `--noplot` is passed, and without gnuplot it renders
 /// SVGs with its plotters backend, which only slows the run.
@@ -849,5 +962,6 @@ fn main() {
     bench_tdigest(&mut c);
     bench_extended(&mut c);
     bench_query(&mut c);
+    bench_global_dict(&mut c);
     c.final_summary();
 }

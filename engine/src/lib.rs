@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod build;
 pub mod config;
+pub mod dict;
 pub mod error;
 pub mod fsutil;
 pub mod hbase;

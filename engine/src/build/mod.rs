@@ -18,6 +18,7 @@ use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::Field;
 use futures::StreamExt;
 
+use crate::dict::{for_each_value, measure_dict_name, GlobalDict};
 use crate::error::{Error, Result};
 use crate::model::{
     cuboid, CubeLayout, CuboidId, CuboidStats, LookupSnapshot, SegmentRange, StateKind,
@@ -201,6 +202,7 @@ pub async fn build_segment(
     .await?;
     snapshot_progress(1.0, "lookup snapshots written")?;
     let sql = source::flat_table_sql(&layout, range.as_ref());
+    let dicts = global_dicts(&layout, &ctx, &store, &sql, &flat).await?;
     let df = ctx.sql(&sql).await?;
     let mut stream = df.execute_stream().await?;
 
@@ -221,8 +223,16 @@ pub async fn build_segment(
         let dims: Vec<ArrayRef> = batch.columns()[..ndims].to_vec();
         let inputs: Vec<Option<ArrayRef>> = inputs_of
             .iter()
-            .map(|i| i.map(|i| batch.column(i).clone()))
-            .collect();
+            .zip(&dicts)
+            .map(|(i, dict)| {
+                i.map(|i| match dict {
+                    // The bitmap's raw mode adds the ids as integers.
+                    Some(d) => d.map_ids(batch.column(i)),
+                    None => Ok(batch.column(i).clone()),
+                })
+                .transpose()
+            })
+            .collect::<Result<_>>()?;
         agg.update(&dims, &inputs, batch.num_rows())?;
         batches_seen += 1;
         if batches_seen.is_multiple_of(64) {
@@ -295,6 +305,65 @@ pub async fn build_segment(
         )
         .await?;
         index_progress(1.0, "table index written")?;
+    }
+    Ok(out)
+}
+
+/// The global dictionary of each measure that uses one (`None` for the others), grown by
+/// the values of this build: one `SELECT DISTINCT` of the column over the flat table, the
+/// new values committed before any cuboid is written (see [`crate::dict`]). Measures on the
+/// same column share one dictionary, loaded once.
+async fn global_dicts(
+    layout: &CubeLayout,
+    ctx: &datafusion::prelude::SessionContext,
+    store: &Arc<dyn SegmentStore>,
+    flat_sql: &str,
+    progress: &Progress,
+) -> Result<Vec<Option<Arc<GlobalDict>>>> {
+    let mut loaded: HashMap<String, Arc<GlobalDict>> = HashMap::new();
+    let mut out = Vec::with_capacity(layout.measures.len());
+    for (i, m) in layout.measures.iter().enumerate() {
+        let Some(name) = measure_dict_name(layout, m) else {
+            out.push(None);
+            continue;
+        };
+        if let Some(d) = loaded.get(&name) {
+            out.push(Some(d.clone()));
+            continue;
+        }
+        progress(0.0, &format!("global dictionary {name}: loading"))?;
+        let (s, n) = (store.clone(), name.clone());
+        let mut dict = tokio::task::spawn_blocking(move || GlobalDict::load(s.as_ref(), &n))
+            .await
+            .map_err(|e| Error::Refused(format!("dictionary task failed: {e}")))??;
+        let sql = format!(
+            "SELECT DISTINCT {} FROM ({flat_sql}) AS flat",
+            source::quote(&format!("__m{i}"))
+        );
+        let mut stream = ctx.sql(&sql).await?.execute_stream().await?;
+        let mut new: Vec<Box<[u8]>> = Vec::new();
+        while let Some(b) = stream.next().await {
+            for_each_value(b?.column(0), |v| {
+                if let Some(v) = v.filter(|v| dict.id(v).is_none()) {
+                    new.push(v.into());
+                }
+            })?;
+        }
+        // A lost lease or a discarded job stops here, before the dictionary grows.
+        progress(
+            0.0,
+            &format!("global dictionary {name}: {} new values", new.len()),
+        )?;
+        let s = store.clone();
+        let dict = tokio::task::spawn_blocking(move || {
+            dict.grow(s.as_ref(), new.iter().map(|v| &**v))?;
+            Ok::<_, Error>(dict)
+        })
+        .await
+        .map_err(|e| Error::Refused(format!("dictionary task failed: {e}")))??;
+        let dict = Arc::new(dict);
+        loaded.insert(name, dict.clone());
+        out.push(Some(dict));
     }
     Ok(out)
 }

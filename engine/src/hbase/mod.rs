@@ -300,6 +300,54 @@ impl HBaseTable {
         })
     }
 
+    /// Puts `to` into `column` of row `key` only when the cell holds `from` (`None`: no
+    /// cell). Returns whether this call wrote it. After a broken connection the first
+    /// attempt's outcome is unknown, so a retry first reads the cell back: `to` there means
+    /// this call won (callers make `to` unique to the writer).
+    pub fn check_and_put(
+        &self,
+        what: &dyn Fn() -> String,
+        key: &[u8],
+        column: &[u8],
+        from: Option<&[u8]>,
+        to: &[u8],
+    ) -> Result<bool> {
+        let name = self.name();
+        let mut first = true;
+        self.call(what, |c| {
+            if !first {
+                let now = c
+                    .get_row_with_columns(
+                        name.clone(),
+                        key.to_vec(),
+                        vec![column.to_vec()],
+                        BTreeMap::new(),
+                    )?
+                    .into_iter()
+                    .next()
+                    .and_then(|r| r.columns)
+                    .and_then(|mut cols| cols.remove(column))
+                    .and_then(|cell| cell.value);
+                if now.as_deref() == Some(to) {
+                    return Ok(true);
+                }
+                if now.as_deref() != from {
+                    return Ok(false);
+                }
+            }
+            first = false;
+            // An empty expected value means "the cell must not exist" (HBase semantics).
+            c.check_and_put(
+                name.clone(),
+                key.to_vec(),
+                column.to_vec(),
+                from.map(|f| f.to_vec()).unwrap_or_default(),
+                put(column, to.to_vec()),
+                BTreeMap::new(),
+            )
+        })
+    }
+
     pub fn delete_row(&self, what: &dyn Fn() -> String, key: &[u8]) -> Result<()> {
         let name = self.name();
         self.call(what, |c| {

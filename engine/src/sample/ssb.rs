@@ -250,6 +250,13 @@ pub fn cube() -> CubeDesc {
                 extended: Some("s_name".into()),
                 ..measure("s_name_extended", ExtendedColumn, Some("lo_suppkey"), None)
             },
+            // Exact distinct count of a string column, through the global dictionary.
+            measure(
+                "c_name_distinct",
+                CountDistinct,
+                Some("c_name"),
+                Some("bitmap"),
+            ),
         ],
         aggregation_groups: vec![
             AggregationGroupDesc {

@@ -14,13 +14,18 @@
 //!
 //! Rows `0xFF | segment id` (`b:i`) register every segment that has data, written before its
 //! first block, so `list_segments` finds even the leftovers of a crashed build for garbage
-//! collection without scanning the blocks. Dropping a segment scans its key ranges in each
+//! collection without scanning the blocks.
+//!
+//! Global dictionaries use rows `0xFE | dictionary | 0x00 | object` (column `b:x`, one cell:
+//! dictionary objects are kept below [`CHUNK_BYTES`] by their writer) and the manifest row
+//! `0xFE | dictionary | 0x00` (`b:m`), swapped with `checkAndPut`. The first byte is neither
+//! a salt bucket nor the registry, so segment listing and deletion never see them. Dropping a segment scans its key ranges in each
 //! bucket (keys only, via the small columns) and deletes those rows, the registration last.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use super::{validate_segment_id, SegmentStore};
+use super::{validate_dict_name, validate_segment_id, SegmentStore};
 use crate::error::{Error, Result};
 use crate::hbase::{put, HBaseTable, HBaseUrl};
 use crate::model::CuboidId;
@@ -37,6 +42,8 @@ const STATS_COLUMN: &[u8] = b"b:s";
 const MANIFEST_COLUMN: &[u8] = b"b:m";
 const REGISTRY_COLUMN: &[u8] = b"b:i";
 const REGISTRY_BYTE: u8 = 0xff;
+const DICT_BYTE: u8 = 0xfe;
+const DICT_OBJECT_COLUMN: &[u8] = b"b:x";
 const MANIFEST_BLOCK: u32 = u32::MAX;
 
 fn chunk_column(i: usize) -> Vec<u8> {
@@ -76,6 +83,15 @@ pub fn row_key(segment: &str, cuboid: CuboidId, block: u32) -> Vec<u8> {
 fn registry_key(segment: &str) -> Vec<u8> {
     let mut k = vec![REGISTRY_BYTE];
     k.extend_from_slice(segment.as_bytes());
+    k
+}
+
+/// `0xFE | dictionary | 0x00 | object` (the manifest: an empty object name).
+fn dict_key(dict: &str, object: &str) -> Vec<u8> {
+    let mut k = vec![DICT_BYTE];
+    k.extend_from_slice(dict.as_bytes());
+    k.push(0);
+    k.extend_from_slice(object.as_bytes());
     k
 }
 
@@ -264,6 +280,58 @@ impl SegmentStore for HBaseSegmentStore {
             .collect();
         out.sort();
         Ok(out)
+    }
+
+    fn put_dict_object(&self, dict: &str, name: &str, data: &[u8]) -> Result<()> {
+        validate_dict_name("dictionary", dict)?;
+        validate_dict_name("dictionary object", name)?;
+        if data.len() > CHUNK_BYTES {
+            return Err(Error::invalid(
+                format!("object {name} of dictionary {dict}"),
+                format!("{} bytes, more than a cell's {CHUNK_BYTES}", data.len()),
+            ));
+        }
+        let what = || format!("write object {name} of dictionary {dict}");
+        self.table.mutate_row(
+            &what,
+            &dict_key(dict, name),
+            vec![put(DICT_OBJECT_COLUMN, data.to_vec())],
+        )
+    }
+
+    fn get_dict_object(&self, dict: &str, name: &str) -> Result<Vec<u8>> {
+        validate_dict_name("dictionary", dict)?;
+        validate_dict_name("dictionary object", name)?;
+        let what = || format!("read object {name} of dictionary {dict}");
+        self.table
+            .get_row(&what, &dict_key(dict, name), &[DICT_OBJECT_COLUMN])?
+            .and_then(|mut r| r.remove(DICT_OBJECT_COLUMN))
+            .ok_or_else(|| Error::NotFound {
+                kind: "stored",
+                name: format!("object {name} of dictionary {dict}"),
+            })
+    }
+
+    fn get_dict_manifest(&self, dict: &str) -> Result<Option<Vec<u8>>> {
+        validate_dict_name("dictionary", dict)?;
+        let what = || format!("read manifest of dictionary {dict}");
+        Ok(self
+            .table
+            .get_row(&what, &dict_key(dict, ""), &[MANIFEST_COLUMN])?
+            .and_then(|mut r| r.remove(MANIFEST_COLUMN)))
+    }
+
+    fn swap_dict_manifest(&self, dict: &str, expected: Option<&[u8]>, data: &[u8]) -> Result<bool> {
+        validate_dict_name("dictionary", dict)?;
+        if data.len() > CHUNK_BYTES {
+            return Err(Error::invalid(
+                format!("manifest of dictionary {dict}"),
+                format!("{} bytes, more than a cell's {CHUNK_BYTES}", data.len()),
+            ));
+        }
+        let what = || format!("commit manifest of dictionary {dict}");
+        self.table
+            .check_and_put(&what, &dict_key(dict, ""), MANIFEST_COLUMN, expected, data)
     }
 
     fn describe(&self) -> String {

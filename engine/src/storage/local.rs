@@ -1,14 +1,23 @@
 //! Local-directory segment store: `<root>/<segment>/<cuboid>/<block>.arrow` and
 //! `<root>/<segment>/<cuboid>/manifest.json`. Each file is written via temp file + rename, so a
 //! crash never leaves a torn file; `sync_segment` fsyncs the whole segment before READY.
+//!
+//! Global dictionaries: `<root>/_dict/<dict>/<object>` and `<root>/_dict/<dict>/manifest`
+//! (`_dict` is no segment id, so listing and deleting segments never touch it). The manifest
+//! is swapped under an exclusive lock on `<root>/_dict/<dict>/.lock`, which serializes writers
+//! of all processes sharing the directory.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{validate_segment_id, SegmentStore};
+use super::{validate_dict_name, validate_segment_id, SegmentStore};
 use crate::error::{Error, Result};
-use crate::fsutil::{sync_dir, sync_tree, write_atomic_with};
+use crate::fsutil::{sync_dir, sync_tree, write_atomic, write_atomic_with};
 use crate::model::CuboidId;
+
+/// The directory of all global dictionaries (not a valid segment id).
+const DICT_DIR: &str = "_dict";
+const DICT_MANIFEST: &str = "manifest";
 
 #[derive(Debug)]
 pub struct LocalSegmentStore {
@@ -30,6 +39,19 @@ impl LocalSegmentStore {
 
     fn cuboid_dir(&self, segment: &str, cuboid: CuboidId) -> Result<PathBuf> {
         Ok(self.segment_dir(segment)?.join(cuboid.to_string()))
+    }
+
+    /// The directory of dictionary `dict`, created (durably) on first use.
+    fn dict_dir(&self, dict: &str) -> Result<PathBuf> {
+        validate_dict_name("dictionary", dict)?;
+        let parent = self.root.join(DICT_DIR);
+        let dir = parent.join(dict);
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| Error::io_path("create directory", &dir, e))?;
+            sync_dir(&parent)?;
+            sync_dir(&self.root)?;
+        }
+        Ok(dir)
     }
 
     fn read(&self, path: &Path, what: impl FnOnce() -> String) -> Result<Vec<u8>> {
@@ -100,6 +122,46 @@ impl SegmentStore for LocalSegmentStore {
         }
         out.sort();
         Ok(out)
+    }
+
+    fn put_dict_object(&self, dict: &str, name: &str, data: &[u8]) -> Result<()> {
+        validate_dict_name("dictionary object", name)?;
+        write_atomic(&self.dict_dir(dict)?.join(name), data)
+    }
+
+    fn get_dict_object(&self, dict: &str, name: &str) -> Result<Vec<u8>> {
+        validate_dict_name("dictionary object", name)?;
+        let p = self.dict_dir(dict)?.join(name);
+        self.read(&p, || format!("object {name} of dictionary {dict}"))
+    }
+
+    fn get_dict_manifest(&self, dict: &str) -> Result<Option<Vec<u8>>> {
+        let p = self.dict_dir(dict)?.join(DICT_MANIFEST);
+        match self.read(&p, String::new) {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn swap_dict_manifest(&self, dict: &str, expected: Option<&[u8]>, data: &[u8]) -> Result<bool> {
+        let dir = self.dict_dir(dict)?;
+        let lock_path = dir.join(".lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| Error::io_path("open lock file", &lock_path, e))?;
+        lock.lock()
+            .map_err(|e| Error::io_path("lock", &lock_path, e))?;
+        let current = self.get_dict_manifest(dict)?;
+        let won = current.as_deref() == expected;
+        if won {
+            write_atomic(&dir.join(DICT_MANIFEST), data)?;
+        }
+        drop(lock); // closing the file releases the lock
+        Ok(won)
     }
 
     fn describe(&self) -> String {

@@ -6,6 +6,11 @@
 //! [`crate::model::cuboid::FIRST_RESERVED_ID`] (2^63; real cuboid ids are below it), which
 //! both backends encode like any cuboid id (a directory name, a big-endian u64 in row keys).
 //!
+//! Global dictionaries ([`crate::dict`]) live beside the segments, in a namespace of their
+//! own: [`SegmentStore::list_segments`] never lists them and [`SegmentStore::delete_segment`]
+//! never removes them, because every segment of every cube that uses a dictionary relies on
+//! its ids staying the same.
+//!
 //! Backends implement [`SegmentStore`], which only moves bytes; encoding, checksums and stats
 //! live in [`block`] so every backend stores exactly the same thing.
 
@@ -36,6 +41,17 @@ pub trait SegmentStore: Send + Sync + std::fmt::Debug {
     fn delete_segment(&self, segment: &str) -> Result<()>;
     /// Ids of all segments that have any stored data (for garbage collection).
     fn list_segments(&self) -> Result<Vec<String>>;
+    /// Writes object `name` (a chunk) of global dictionary `dict`, durably before it returns.
+    /// `dict` and `name` are checked with [`validate_dict_name`].
+    fn put_dict_object(&self, dict: &str, name: &str, data: &[u8]) -> Result<()>;
+    /// Object `name` of dictionary `dict`, or [`Error::NotFound`].
+    fn get_dict_object(&self, dict: &str, name: &str) -> Result<Vec<u8>>;
+    /// The manifest of dictionary `dict`; `None` when the dictionary does not exist yet.
+    fn get_dict_manifest(&self, dict: &str) -> Result<Option<Vec<u8>>>;
+    /// Replaces the manifest of `dict` with `data`, durably, only when the stored one is
+    /// `expected` byte for byte (`None`: none stored). Returns whether it did: the
+    /// dictionary's one commit point, atomic against writers in other processes.
+    fn swap_dict_manifest(&self, dict: &str, expected: Option<&[u8]>, data: &[u8]) -> Result<bool>;
     fn describe(&self) -> String;
 }
 
@@ -58,6 +74,26 @@ pub fn validate_segment_id(id: &str) -> Result<()> {
             kind: "segment id",
             name: id.chars().take(40).collect(),
             reason: "must be 1-64 hex digits or '-'".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Dictionary and dictionary-object names become directory and file names and row keys:
+/// 1-200 characters of ASCII letters, digits, '_', '-' and '.', not starting with '.'.
+pub fn validate_dict_name(kind: &'static str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !ok {
+        return Err(Error::InvalidName {
+            kind,
+            name: name.chars().take(40).collect(),
+            reason: "must be 1-200 ASCII letters, digits, '_', '-' or '.', not starting with '.'"
+                .into(),
         });
     }
     Ok(())

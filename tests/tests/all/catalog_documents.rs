@@ -76,9 +76,13 @@ impl Store {
         p.display().to_string()
     }
 
+    /// Segment directories (not `_dict`: global dictionaries outlive segments and cubes).
     fn segment_dirs(&self) -> usize {
         std::fs::read_dir(self.dir.path().join("segments"))
-            .map(|d| d.count())
+            .map(|d| {
+                d.filter(|e| e.as_ref().map(|e| e.file_name() != "_dict").unwrap_or(true))
+                    .count()
+            })
             .unwrap_or(0)
     }
 }

@@ -92,6 +92,8 @@ fn dirs_in(p: &Path) -> Vec<String> {
         .map(|d| {
             d.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().to_string())
+                // Global dictionaries live beside the segments and outlive them.
+                .filter(|n| n != "_dict")
                 .collect()
         })
         .unwrap_or_default();

@@ -27,6 +27,7 @@ mod kylin_clients;
 mod kylin_import;
 mod measure_percentile;
 mod measure_extended;
+mod measure_global_dict;
 mod metadata_backup;
 mod models;
 mod nginx_harness;
