@@ -6,6 +6,7 @@
 
 pub mod bitmap;
 pub mod hll;
+pub mod topn;
 
 use datafusion::arrow::array::ArrayRef;
 
@@ -35,7 +36,8 @@ pub trait GroupStates: Send {
 /// MIN and MAX, HLL and bitmaps (the aggregator keeps those itself).
 pub fn group_states(kind: StateKind) -> Result<Option<Box<dyn GroupStates>>> {
     match kind {
-        StateKind::TopN(_) | StateKind::Percentile(_) | StateKind::Extended => Err(Error::invalid(
+        StateKind::TopN(n) => Ok(Some(Box::new(topn::TopNStates::new(n)))),
+        StateKind::Percentile(_) | StateKind::Extended => Err(Error::invalid(
             "measure",
             format!("state {kind:?} cannot be built yet"),
         )),
