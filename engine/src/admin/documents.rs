@@ -736,7 +736,11 @@ pub async fn plan_cube(
         .measures
         .iter()
         .map(|m| {
-            let input = m.input.as_ref()?;
+            // TOP_N keeps one counter per distinct `by` value.
+            let input = match m.state {
+                StateKind::TopN(_) => m.extra.as_ref()?,
+                _ => m.input.as_ref()?,
+            };
             stats
                 .get(&(table_of(&input.table), input.column.clone()))
                 .map(|s| s.0)
@@ -768,6 +772,11 @@ pub async fn plan_cube(
                 match m.state {
                     StateKind::Hll(p) => ((1u64 << p) as f64).min(4.0 * distinct) + 8.0,
                     StateKind::Bitmap => 8.0 + 2.0 * distinct,
+                    // Header, then per counter two f64s, a tag, a length and the key text
+                    // (guessed at 16 bytes); at most the capacity (`measure::topn`).
+                    StateKind::TopN(n) => {
+                        17.0 + 37.0 * distinct.min(crate::measure::topn::capacity_of(n) as f64)
+                    }
                     _ => 8.0,
                 }
             })

@@ -262,7 +262,10 @@ impl TopNCounter {
         }
         // Each counter takes at least 17 bytes: a bad count cannot allocate much.
         if (k as usize).saturating_mul(17) > bytes.len() {
-            return Err(Error::corrupt(WHAT, format!("{k} counters in {} bytes", bytes.len())));
+            return Err(Error::corrupt(
+                WHAT,
+                format!("{k} counters in {} bytes", bytes.len()),
+            ));
         }
         let mut counters = HashMap::with_capacity(k as usize);
         for _ in 0..k {
@@ -347,10 +350,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn f64(&mut self) -> Result<f64> {
-        Ok(f64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(f64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 }
 
@@ -613,7 +620,12 @@ mod tests {
             fields,
             vec![
                 Arc::new(Int64Array::from(vec![Some(1), Some(2), None, Some(4)])),
-                Arc::new(StringArray::from(vec![Some("a"), Some("b"), Some("a"), None])),
+                Arc::new(StringArray::from(vec![
+                    Some("a"),
+                    Some("b"),
+                    Some("a"),
+                    None,
+                ])),
             ],
             None,
         ));

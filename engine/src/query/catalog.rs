@@ -117,7 +117,7 @@ fn session_state(default_project: &str, runtime: Arc<RuntimeEnv>) -> SessionStat
         .with_default_features()
         .build();
     let _ = state.register_udf(Arc::new(version_udf()));
-    for udaf in [sketch::hll_count(), sketch::bitmap_count()] {
+    for udaf in [sketch::hll_count(), sketch::bitmap_count(), sketch::top_n()] {
         // Registration makes the functions visible by name (for EXPLAIN output and debugging).
         let _ = state.register_udaf(udaf);
     }

@@ -8,6 +8,7 @@ use std::path::Path;
 use datafusion::arrow::array::AsArray;
 use qilin_engine::measure::bitmap::DistinctBitmap;
 use qilin_engine::measure::hll::HyperLogLog;
+use qilin_engine::measure::topn::TopNCounter;
 use qilin_engine::sample::ssb;
 use qilin_engine::storage::block::read_cuboid;
 use qilin_tests::{on_both_backends, oracle, rows_by_key, shared_ssb_source, Backend, TestEnv};
@@ -26,6 +27,8 @@ const MEASURES: &[(&str, &str)] = &[
     ("lo_extendedprice_max", "MAX(lo_extendedprice)"),
     ("lo_custkey_hll", "COUNT(DISTINCT lo_custkey)"),
     ("lo_suppkey_bitmap", "COUNT(DISTINCT lo_suppkey)"),
+    // Checked as: an exact state whose counters add up to the row's revenue.
+    ("lo_revenue_top_sellers", "SUM(lo_revenue)"),
 ];
 
 const JOINED: &str = "lineorder JOIN dates ON lo_orderdate = d_datekey \
@@ -98,6 +101,10 @@ async fn check_every_cuboid(backend: Backend, properties: &str) {
         .iter()
         .position(|m| m.0 == "lo_suppkey_bitmap")
         .unwrap();
+    let top_n_col = MEASURES
+        .iter()
+        .position(|m| m.0 == "lo_revenue_top_sellers")
+        .unwrap();
     let mut checked_rows = 0usize;
     for &cuboid in &layout.cuboids {
         let dims = layout.cuboid_names(cuboid);
@@ -157,6 +164,16 @@ async fn check_every_cuboid(backend: Backend, properties: &str) {
                         b.cardinality().to_string(),
                         want[i],
                         "cuboid {dims:?} {key:?}: bitmap"
+                    );
+                } else if i == top_n_col {
+                    // SF 0.01 has 20 suppliers, far below the 5000 counters a state keeps.
+                    let t = TopNCounter::from_bytes(&state(key, i)).unwrap();
+                    assert!(t.is_exact(), "cuboid {dims:?} {key:?}: TOP_N not exact");
+                    let total: f64 = t.sorted().iter().map(|c| c.1.sum).sum();
+                    assert_eq!(
+                        (total as i64).to_string(),
+                        want[i],
+                        "cuboid {dims:?} {key:?}: TOP_N total"
                     );
                 } else {
                     assert_eq!(

@@ -25,6 +25,7 @@ mod hostile_input;
 mod jobs_cli;
 mod kylin_clients;
 mod kylin_import;
+mod measure_top_n;
 mod metadata_backup;
 mod models;
 mod nginx_harness;

@@ -214,6 +214,7 @@ fn choose(
                     segments: vec![segment.name.clone()],
                     table: table_ref.clone(),
                     derived_tables: Vec::new(),
+                    top_n: None,
                     stored: Some(Stored::Snapshot {
                         project: project.name.clone(),
                         table: table.clone(),
@@ -316,6 +317,7 @@ fn table_index(
             segments: real.segments.iter().map(|s| s.name.clone()).collect(),
             table: table.clone(),
             derived_tables: Vec::new(),
+            top_n: None,
             stored: Some(Stored::TableIndex),
         },
         table,
