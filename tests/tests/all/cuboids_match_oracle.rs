@@ -28,7 +28,10 @@ const MEASURES: &[(&str, &str)] = &[
     ("lo_custkey_hll", "COUNT(DISTINCT lo_custkey)"),
     ("lo_suppkey_bitmap", "COUNT(DISTINCT lo_suppkey)"),
     // Checked as: an exact state whose counters add up to the row's revenue.
-    ("lo_revenue_top_sellers", "SUM(lo_revenue) AS top_sellers_total"),
+    (
+        "lo_revenue_top_sellers",
+        "SUM(lo_revenue) AS top_sellers_total",
+    ),
 ];
 
 const JOINED: &str = "lineorder JOIN dates ON lo_orderdate = d_datekey \

@@ -156,7 +156,8 @@ impl Walk<'_> {
             .transform_down_with_subqueries(|node| {
                 if let LogicalPlan::Limit(_) = &node {
                     match topn::rewrite_limit(&node, self.snap, self.reader) {
-                        Ok(topn::Outcome::Answered(new, r)) => {
+                        Ok(topn::Outcome::Answered(answered)) => {
+                            let (new, r) = *answered;
                             self.realized.push(r);
                             return Ok(Transformed::new(new, true, TreeNodeRecursion::Jump));
                         }

@@ -52,7 +52,7 @@ pub(super) enum Outcome {
     /// answers the aggregate anyway (it is exact and needs no TOP_N).
     NotTopN,
     /// The limit's input with its aggregate replaced.
-    Answered(LogicalPlan, Realized),
+    Answered(Box<(LogicalPlan, Realized)>),
     Refused(Uncovered),
 }
 
@@ -77,7 +77,7 @@ pub(super) fn rewrite_limit(
     let (new_agg, realized) = replacement(agg, &found, reader)?;
     // Rebuild the nodes between the limit and the aggregate over the replacement.
     let new = replace_aggregate(limit.clone(), new_agg)?;
-    Ok(Outcome::Answered(new, realized))
+    Ok(Outcome::Answered(Box::new((new, realized))))
 }
 
 /// `Limit → Sort → [Projection] → Aggregate` where the first sort key is the aggregate's
@@ -276,10 +276,8 @@ fn cover_top_n<'a>(
         .filter(|(i, _)| *i != by)
         .map(|(_, e)| e.clone())
         .collect();
-    let mut targets =
-        cover::cover_dimensions(&bound, residual.iter().chain(dims.iter()), real, false)?;
+    let targets = cover::cover_dimensions(&bound, residual.iter().chain(dims.iter()), real, false)?;
     let (cuboid, cuboid_rows, derived) = cover::choose_cuboid(real, &targets)?;
-    targets.shrink_to_fit();
     let Bound { aliases, .. } = bound;
     Ok(Some(TopNAnswer {
         answer: Answer {
