@@ -25,6 +25,16 @@
 //!   digests of 5 values (base cuboid rows) or 3,000 values each and estimates p99
 //!   ([`TDigest::merge_bytes`], what `qilin_tdigest_merge` does per cuboid row; throughput in
 //!   digests). The state sizes are printed to stderr.
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+//! * `topn`: the TOP_N state ([`TopNCounter`], capacity 5000 = n 100 × 50): `update` folds
+//!   100,000 raw `{value, by}` rows (2,000 distinct `by` texts) into 160 groups through
+//!   [`TopNStates::update_raw`], throughput in rows; `merge_1000` merges 1,000 serialized
+//!   states of 200 keys each ([`TopNCounter::merge_bytes`], what `qilin_topn` does per cuboid
+//!   row), throughput in states. The serialized sizes of a 200-key and a full state are
+//!   printed once.
 //! * `query`: [`QueryEngine::plan_and_rewrite`] of SSB queries against the SSB sample cube
 //!   built at scale 0.01 into a temp dir (once, on first use; block-rows 1000 as in the
 //!   tests). `cold` makes every SQL text unique (a trailing comment) so each call parses,
@@ -73,6 +83,8 @@ use qilin_engine::dict::GlobalDict;
 use qilin_engine::measure::bitmap::DistinctBitmap;
 use qilin_engine::measure::hll::HyperLogLog;
 use qilin_engine::measure::tdigest::TDigest;
+use qilin_engine::measure::topn::{TopNCounter, TopNStates};
+use qilin_engine::measure::GroupStates;
 use qilin_engine::metadata::managers::Metadata;
 use qilin_engine::metadata::open_store;
 use qilin_engine::model::StateKind;
@@ -720,6 +732,81 @@ fn bench_extended(c: &mut Criterion) {
                 s.merge(black_box(&stored), &ids).expect("merge");
             }
             s.finish(&groups).expect("finish")
+    g.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// topn
+
+const TOPN_ROWS: usize = 100_000;
+const TOPN_GROUPS: u32 = 160;
+
+fn top_n_state(keys: usize, rng: &mut Rng) -> TopNCounter {
+    let mut t = TopNCounter::new(qilin_engine::measure::topn::capacity_of(100));
+    for _ in 0..keys {
+        let k = format!("Supplier#{:09}", rng.below(2000));
+        t.offer(Some(&k), rng.below(5_000_000) as f64);
+    }
+    t
+}
+
+fn bench_topn(c: &mut Criterion) {
+    use datafusion::arrow::array::StructArray;
+    use datafusion::arrow::datatypes::Fields;
+    let mut rng = Rng(5);
+    let fields = Fields::from(vec![
+        Field::new("value", DataType::Int64, true),
+        Field::new("by", DataType::Utf8, true),
+    ]);
+    let input: ArrayRef = Arc::new(StructArray::new(
+        fields,
+        vec![
+            Arc::new(Int64Array::from_iter_values(
+                (0..TOPN_ROWS).map(|_| rng.below(5_000_000) as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                (0..TOPN_ROWS).map(|_| format!("Supplier#{:09}", rng.below(2000))),
+            )),
+        ],
+        None,
+    ));
+    let group_of: Vec<u32> = (0..TOPN_ROWS)
+        .map(|_| rng.below(TOPN_GROUPS as u64) as u32)
+        .collect();
+    let states: Vec<Vec<u8>> = (0..1000)
+        .map(|_| top_n_state(200, &mut rng).to_bytes())
+        .collect();
+    let full = top_n_state(200_000, &mut Rng(6));
+    eprintln!(
+        "topn state size: {} bytes with {} keys; {} bytes full ({} keys)",
+        states[0].len(),
+        TopNCounter::from_bytes(&states[0]).expect("valid").len(),
+        full.to_bytes().len(),
+        full.len()
+    );
+
+    let mut g = c.benchmark_group("topn");
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(3));
+    g.throughput(Throughput::Elements(TOPN_ROWS as u64));
+    g.bench_function("update", |b| {
+        b.iter(|| {
+            let mut s = TopNStates::new(100);
+            for _ in 0..TOPN_GROUPS {
+                s.push_empty().expect("push");
+            }
+            s.update_raw(&input, &group_of).expect("update");
+            s
+        })
+    });
+    g.throughput(Throughput::Elements(states.len() as u64));
+    g.bench_function("merge_1000", |b| {
+        b.iter(|| {
+            let mut acc = None;
+            for bytes in &states {
+                TopNCounter::merge_bytes(&mut acc, bytes).expect("valid state");
+            }
+            acc
         })
     });
     g.finish();
@@ -961,6 +1048,7 @@ fn main() {
     bench_hll(&mut c);
     bench_tdigest(&mut c);
     bench_extended(&mut c);
+    bench_topn(&mut c);
     bench_query(&mut c);
     bench_global_dict(&mut c);
     c.final_summary();

@@ -736,7 +736,11 @@ pub async fn plan_cube(
         .measures
         .iter()
         .map(|m| {
-            let input = m.input.as_ref()?;
+            // TOP_N keeps one counter per distinct `by` value.
+            let input = match m.state {
+                StateKind::TopN(_) => m.extra.as_ref()?,
+                _ => m.input.as_ref()?,
+            };
             stats
                 .get(&(table_of(&input.table), input.column.clone()))
                 .map(|s| s.0)
@@ -771,6 +775,11 @@ pub async fn plan_cube(
                     // Header, extremes, and a mean plus a one- or two-byte weight per
                     // centroid: one per value while few, at most about `compression`.
                     StateKind::Percentile(c) => 25.0 + 10.0 * per_row.min(f64::from(c)),
+                    // Header, then per counter two f64s, a tag, a length and the key text
+                    // (guessed at 16 bytes); at most the capacity (`measure::topn`).
+                    StateKind::TopN(n) => {
+                        17.0 + 37.0 * distinct.min(crate::measure::topn::capacity_of(n) as f64)
+                    }
                     _ => 8.0,
                 }
             })

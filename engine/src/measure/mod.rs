@@ -8,10 +8,11 @@ pub mod bitmap;
 pub mod extended;
 pub mod hll;
 pub mod tdigest;
+pub mod topn;
 
 use datafusion::arrow::array::ArrayRef;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::StateKind;
 
 /// The states of one measure for every group of a build's hash aggregation, indexed by group
@@ -41,10 +42,7 @@ pub fn group_states(kind: StateKind) -> Result<Option<Box<dyn GroupStates>>> {
             Ok(Some(Box::new(tdigest::PercentileStates::new(compression)?)))
         }
         StateKind::Extended => Ok(Some(Box::new(extended::ExtendedStates::new()))),
-        StateKind::TopN(_) => Err(Error::invalid(
-            "measure",
-            format!("state {kind:?} cannot be built yet"),
-        )),
+        StateKind::TopN(n) => Ok(Some(Box::new(topn::TopNStates::new(n)))),
         _ => Ok(None),
     }
 }

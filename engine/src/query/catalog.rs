@@ -120,6 +120,7 @@ fn session_state(default_project: &str, runtime: Arc<RuntimeEnv>) -> SessionStat
     for udaf in [
         sketch::hll_count(),
         sketch::bitmap_count(),
+        sketch::top_n(),
         percentile::tdigest_merge(),
         // `percentile_approx` must plan on the source tables too (pushdown).
         percentile::approx_percentile_cont_with_alias(),

@@ -1047,6 +1047,9 @@ fn explain_rows(realized: &[Realized], blocks: &[BlocksRead]) -> Vec<(String, St
                 r.cuboid_rows
             ),
         ));
+        if let Some(t) = &r.top_n {
+            rows.push(("top_n".into(), t.clone()));
+        }
         rows.push(("segments".into(), r.segments.join(", ")));
         rows.push(("blocks".into(), format!("read {} of {}", b.read, b.total)));
         if !r.derived_tables.is_empty() {

@@ -2,19 +2,27 @@
 //! the distinct count: `qilin_hll_count` (HyperLogLog, approximate) and `qilin_bitmap_count`
 //! (roaring bitmap, exact). Their intermediate state is the serialized sketch, so DataFusion
 //! can run them in partial/final mode like any aggregate.
+//!
+//! `qilin_topn` merges TOP_N states the same way and returns the merged counters as a list of
+//! `{by, value}` structs, largest first, which the TOP_N rewrite unnests into rows.
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, AsArray};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::{
+    ArrayRef, AsArray, Float64Array, ListArray, StringArray, StructArray,
+};
+use datafusion::arrow::buffer::OffsetBuffer;
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{create_udaf, Accumulator, AggregateUDF, Volatility};
 
 use crate::measure::bitmap::DistinctBitmap;
 use crate::measure::hll::HyperLogLog;
+use crate::measure::topn::TopNCounter;
 
 pub(crate) const HLL_COUNT: &str = "qilin_hll_count";
 pub(crate) const BITMAP_COUNT: &str = "qilin_bitmap_count";
+pub(crate) const TOP_N: &str = "qilin_topn";
 
 fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -96,6 +104,98 @@ impl Accumulator for BitmapAccumulator {
     }
 }
 
+/// Merges TOP_N states.
+#[derive(Debug, Default)]
+struct TopNAccumulator {
+    state: Option<TopNCounter>,
+}
+
+/// The fields of one `qilin_topn` list element.
+fn top_n_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("by", DataType::Utf8, true),
+        Field::new("value", DataType::Float64, false),
+    ])
+}
+
+/// `qilin_topn`'s result type: `List<Struct{by, value}>`.
+pub(crate) fn top_n_type() -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(top_n_fields()),
+        true,
+    )))
+}
+
+impl Accumulator for TopNAccumulator {
+    fn update_batch(&mut self, values: &[ArrayRef]) -> datafusion::common::Result<()> {
+        let states = values[0].as_binary::<i32>();
+        for bytes in states.iter().flatten() {
+            TopNCounter::merge_bytes(&mut self.state, bytes).map_err(external)?;
+        }
+        Ok(())
+    }
+
+    fn evaluate(&mut self) -> datafusion::common::Result<ScalarValue> {
+        let counters = self.state.as_ref().map(|s| s.sorted()).unwrap_or_default();
+        if let Some(s) = self.state.as_ref().filter(|s| !s.is_exact()) {
+            // The answer may be approximate (see `measure::topn`): say so where operators look.
+            log::warn!(
+                "TOP_N answer is approximate: a merged state held more than {} distinct values \
+                 (sums may be overestimated by up to {})",
+                s.capacity(),
+                counters
+                    .iter()
+                    .map(|c| c.1.error)
+                    .fold(s.missed(), f64::max)
+            );
+        }
+        let by = StringArray::from_iter(counters.iter().map(|c| c.0));
+        let value = Float64Array::from_iter_values(counters.iter().map(|c| c.1.sum));
+        let items = StructArray::new(
+            top_n_fields(),
+            vec![Arc::new(by) as ArrayRef, Arc::new(value)],
+            None,
+        );
+        let DataType::List(field) = top_n_type() else {
+            unreachable!("a list type")
+        };
+        let list = ListArray::new(
+            field,
+            OffsetBuffer::from_lengths([counters.len()]),
+            Arc::new(items),
+            None,
+        );
+        Ok(ScalarValue::List(Arc::new(list)))
+    }
+
+    fn size(&self) -> usize {
+        std::mem::size_of_val(self) + self.state.as_ref().map_or(0, |s| s.memory_size())
+    }
+
+    fn state(&mut self) -> datafusion::common::Result<Vec<ScalarValue>> {
+        Ok(vec![ScalarValue::Binary(
+            self.state.as_ref().map(|s| s.to_bytes()),
+        )])
+    }
+
+    fn merge_batch(&mut self, states: &[ArrayRef]) -> datafusion::common::Result<()> {
+        self.update_batch(states)
+    }
+}
+
+/// Merges TOP_N states into the list of their counters, largest first.
+pub(crate) fn top_n() -> Arc<AggregateUDF> {
+    Arc::new(create_udaf(
+        TOP_N,
+        vec![DataType::Binary],
+        Arc::new(top_n_type()),
+        Volatility::Immutable,
+        Arc::new(|_| Ok(Box::<TopNAccumulator>::default())),
+        Arc::new(vec![DataType::Binary]),
+    ))
+}
+
 pub(crate) fn hll_count() -> Arc<AggregateUDF> {
     Arc::new(create_udaf(
         HLL_COUNT,
@@ -168,6 +268,34 @@ mod tests {
         assert!(BitmapAccumulator::default()
             .update_batch(&[states])
             .is_err());
+    }
+
+    #[test]
+    fn top_n_states_merge_into_a_sorted_list() {
+        let mut a = TopNCounter::new(10);
+        a.offer(Some("x"), 1.0);
+        a.offer(Some("y"), 5.0);
+        let mut b = TopNCounter::new(10);
+        b.offer(Some("x"), 7.0);
+        let states: ArrayRef = Arc::new(BinaryArray::from_iter(vec![
+            Some(a.to_bytes()),
+            None,
+            Some(b.to_bytes()),
+        ]));
+        let mut acc = TopNAccumulator::default();
+        acc.update_batch(&[states]).unwrap();
+        let partial = acc.state().unwrap()[0].to_array().unwrap();
+        let mut fin = TopNAccumulator::default();
+        fin.merge_batch(&[partial]).unwrap();
+        let ScalarValue::List(list) = fin.evaluate().unwrap() else {
+            panic!("not a list")
+        };
+        let items = list.value(0);
+        let items = items.as_struct();
+        let by: Vec<_> = items.column(0).as_string::<i32>().iter().collect();
+        assert_eq!(by, vec![Some("x"), Some("y")]);
+        let bad: ArrayRef = Arc::new(BinaryArray::from_iter_values([b"junk".as_slice()]));
+        assert!(TopNAccumulator::default().update_batch(&[bad]).is_err());
     }
 
     #[test]

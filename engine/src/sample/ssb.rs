@@ -257,6 +257,12 @@ pub fn cube() -> CubeDesc {
                 Some("c_name"),
                 Some("bitmap"),
             ),
+            // The suppliers with the largest revenue, per cuboid row (s_name is no dimension).
+            MeasureDesc {
+                by: Some("s_name".into()),
+                n: Some(100),
+                ..measure("lo_revenue_top_sellers", TopN, Some("lo_revenue"), None)
+            },
         ],
         aggregation_groups: vec![
             AggregationGroupDesc {

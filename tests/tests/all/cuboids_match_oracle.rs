@@ -10,6 +10,7 @@ use datafusion::arrow::array::AsArray;
 use qilin_engine::measure::bitmap::DistinctBitmap;
 use qilin_engine::measure::hll::HyperLogLog;
 use qilin_engine::measure::tdigest::TDigest;
+use qilin_engine::measure::topn::TopNCounter;
 use qilin_engine::sample::ssb;
 use qilin_engine::storage::block::read_cuboid;
 use qilin_tests::{on_both_backends, oracle, rows_by_key, shared_ssb_source, Backend, TestEnv};
@@ -33,6 +34,11 @@ const MEASURES: &[(&str, &str)] = &[
     // The largest name of the group's suppliers: the one name when lo_suppkey is grouped.
     ("s_name_extended", "MAX(s_name)"),
     ("c_name_distinct", "COUNT(DISTINCT c_name)"),
+    // Checked as: an exact state whose counters add up to the row's revenue.
+    (
+        "lo_revenue_top_sellers",
+        "SUM(lo_revenue) AS top_sellers_total",
+    ),
 ];
 
 const JOINED: &str = "lineorder JOIN dates ON lo_orderdate = d_datekey \
@@ -104,14 +110,16 @@ async fn check_every_cuboid(backend: Backend, properties: &str) {
     // Bitmaps of integers and of global dictionary ids (c_name).
     let bitmap_cols: Vec<usize> = ["lo_suppkey_bitmap", "c_name_distinct"]
         .iter()
-        .position(|m| m.0 == "lo_suppkey_bitmap")
-        .unwrap();
+        .map(|n| MEASURES.iter().position(|m| m.0 == *n).unwrap())
+        .collect();
     let percentile_col = MEASURES
         .iter()
         .position(|m| m.0 == "lo_revenue_percentile")
         .unwrap();
-        .map(|n| MEASURES.iter().position(|m| m.0 == *n).unwrap())
-        .collect();
+    let top_n_col = MEASURES
+        .iter()
+        .position(|m| m.0 == "lo_revenue_top_sellers")
+        .unwrap();
     let mut checked_rows = 0usize;
     for &cuboid in &layout.cuboids {
         let dims = layout.cuboid_names(cuboid);
@@ -178,6 +186,16 @@ async fn check_every_cuboid(backend: Backend, properties: &str) {
                         d.count().to_string(),
                         want[i],
                         "cuboid {dims:?} {key:?}: t-digest count"
+                    );
+                } else if i == top_n_col {
+                    // SF 0.01 has 20 suppliers, far below the 5000 counters a state keeps.
+                    let t = TopNCounter::from_bytes(&state(key, i)).unwrap();
+                    assert!(t.is_exact(), "cuboid {dims:?} {key:?}: TOP_N not exact");
+                    let total: f64 = t.sorted().iter().map(|c| c.1.sum).sum();
+                    assert_eq!(
+                        (total as i64).to_string(),
+                        want[i],
+                        "cuboid {dims:?} {key:?}: TOP_N total"
                     );
                 } else {
                     assert_eq!(

@@ -28,6 +28,7 @@ mod kylin_import;
 mod measure_percentile;
 mod measure_extended;
 mod measure_global_dict;
+mod measure_top_n;
 mod metadata_backup;
 mod models;
 mod nginx_harness;

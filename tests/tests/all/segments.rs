@@ -9,6 +9,7 @@ use datafusion::arrow::datatypes::DataType;
 use qilin_engine::measure::bitmap::DistinctBitmap;
 use qilin_engine::measure::hll::HyperLogLog;
 use qilin_engine::measure::tdigest::TDigest;
+use qilin_engine::measure::topn::TopNCounter;
 use qilin_engine::metadata::managers::Metadata;
 use qilin_engine::model::{SegmentRange, SegmentStatus};
 use qilin_engine::query::QueryEngine;
@@ -49,6 +50,12 @@ fn assert_same_cuboid(a: &[RecordBatch], b: &[RecordBatch], what: &str) {
                                 let bytes = c.as_binary::<i32>().value(r);
                                 match HyperLogLog::from_bytes(bytes) {
                                     Ok(h) => format!("hll:{}", h.estimate()),
+                                    Err(_) if TopNCounter::from_bytes(bytes).is_ok() => {
+                                        format!(
+                                            "topn:{:?}",
+                                            TopNCounter::from_bytes(bytes).unwrap().sorted()
+                                        )
+                                    }
                                     Err(_) => format!(
                                         "bitmap:{}",
                                         DistinctBitmap::from_bytes(bytes).unwrap().cardinality()

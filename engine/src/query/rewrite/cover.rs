@@ -255,7 +255,7 @@ type ScanColumn = (usize, String);
 /// the model's join kind. Walks the model's joins parents first, so snowflakes and one table
 /// under two aliases bind by the join path, whatever the query calls them. Returns the
 /// binding and the predicates that are not join keys (the residual filters).
-fn match_joins<'f>(
+pub(super) fn match_joins<'f>(
     flat: &'f Flat,
     layout: &CubeLayout,
 ) -> Result<(Bound<'f>, Vec<Expr>), Uncovered> {
@@ -468,7 +468,7 @@ fn extended_keys<'e>(
 }
 
 /// Step 4: every column of the filters and group keys must be a dimension.
-fn cover_dimensions<'e>(
+pub(super) fn cover_dimensions<'e>(
     flat: &Bound,
     exprs: impl Iterator<Item = &'e Expr>,
     real: &Realization,
@@ -809,7 +809,7 @@ fn integer_literal(e: Option<&Expr>) -> Option<i64> {
 /// Step 6: the stored cuboid with fewest rows holding every needed rowkey column (derived
 /// columns need their foreign keys), present in every READY segment. Returns it, its rows
 /// over all segments, and the derived dimensions to join back.
-fn choose_cuboid(
+pub(super) fn choose_cuboid(
     real: &Realization,
     targets: &Targets,
 ) -> Result<(CuboidId, u64, BTreeSet<usize>), Uncovered> {

@@ -215,6 +215,7 @@ fn choose(
                     table: table_ref.clone(),
                     derived_tables: Vec::new(),
                     extended: Vec::new(),
+                    top_n: None,
                     stored: Some(Stored::Snapshot {
                         project: project.name.clone(),
                         table: table.clone(),
@@ -318,6 +319,7 @@ fn table_index(
             table: table.clone(),
             derived_tables: Vec::new(),
             extended: Vec::new(),
+            top_n: None,
             stored: Some(Stored::TableIndex),
         },
         table,

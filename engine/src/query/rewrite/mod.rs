@@ -38,6 +38,7 @@ mod detail;
 mod flatten;
 mod normalize;
 mod replace;
+mod topn;
 
 use super::catalog::Snapshot;
 use super::cuboid_scan::CuboidTable;
@@ -65,6 +66,8 @@ pub(crate) struct Realized {
     pub extended: Vec<String>,
     /// `None`: a cuboid answered an aggregate; otherwise the stored rows a scan read.
     pub stored: Option<Stored>,
+    /// A TOP_N measure answered the aggregate (what EXPLAIN says of it).
+    pub top_n: Option<String>,
 }
 
 /// Stored rows that answered a source-table scan.
@@ -154,6 +157,22 @@ impl Walk<'_> {
     fn aggregates(&mut self, plan: LogicalPlan) -> datafusion::error::Result<LogicalPlan> {
         Ok(plan
             .transform_down_with_subqueries(|node| {
+                if let LogicalPlan::Limit(_) = &node {
+                    match topn::rewrite_limit(&node, self.snap, self.reader) {
+                        Ok(topn::Outcome::Answered(answered)) => {
+                            let (new, r) = *answered;
+                            self.realized.push(r);
+                            return Ok(Transformed::new(new, true, TreeNodeRecursion::Jump));
+                        }
+                        Ok(topn::Outcome::Refused(reason)) => self.reasons.push(reason),
+                        Ok(topn::Outcome::NotTopN) => {}
+                        Err(e) => {
+                            self.failure = Some(e);
+                            return Ok(Transformed::new(node, false, TreeNodeRecursion::Stop));
+                        }
+                    }
+                    return Ok(Transformed::no(node));
+                }
                 let LogicalPlan::Aggregate(agg) = &node else {
                     return Ok(Transformed::no(node));
                 };

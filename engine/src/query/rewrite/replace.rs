@@ -31,50 +31,62 @@ fn lookup_alias(table: &str) -> String {
     format!("{INTERNAL_PREFIX}lookup_{}", table.to_ascii_lowercase())
 }
 
-/// The replacement of `agg` answered by `answer`, and what EXPLAIN says of it.
-pub(super) fn replacement(
-    agg: &Aggregate,
-    answer: &Answer,
-    reader: &Arc<dyn SegmentReader>,
-) -> Result<(LogicalPlan, Realized)> {
+/// A source column → its cuboid or lookup column, `None` for columns the answer does not map.
+fn map_column(answer: &Answer, c: &Column) -> Option<Column> {
     let layout = &answer.real.layout;
-    let cube = &layout.cube.name;
-    let cuboid_cols = layout.cuboid_columns(answer.cuboid);
-    let dim_names: Vec<String> = cuboid_cols
-        .iter()
-        .map(|&i| layout.rowkey[i].name.clone())
-        .collect();
+    let scan = resolve_scan(&answer.scans, c)?;
+    match answer.targets.get(&key(&answer.aliases[scan], &c.name))? {
+        Target::Rowkey(i) => Some(Column::new(
+            Some(CUBOID_ALIAS),
+            layout.rowkey[*i].name.as_str(),
+        )),
+        Target::Derived(d, col) => Some(Column::new(
+            Some(lookup_alias(&layout.derived[*d].table)),
+            col.as_str(),
+        )),
+        Target::Extended { measure, .. } => Some(Column::new(
+            Some(CUBOID_ALIAS),
+            layout.measures[*measure].name.as_str(),
+        )),
+    }
+}
 
-    // Column mapping: source column → cuboid or lookup column.
-    let map_column = |c: &Column| -> Option<Column> {
-        let scan = resolve_scan(&answer.scans, c)?;
-        match answer.targets.get(&key(&answer.aliases[scan], &c.name))? {
-            Target::Rowkey(i) => Some(Column::new(
-                Some(CUBOID_ALIAS),
-                layout.rowkey[*i].name.as_str(),
-            )),
-            Target::Derived(d, col) => Some(Column::new(
-                Some(lookup_alias(&layout.derived[*d].table)),
-                col.as_str(),
-            )),
-            Target::Extended { measure, .. } => Some(Column::new(
-                Some(CUBOID_ALIAS),
-                layout.measures[*measure].name.as_str(),
-            )),
-        }
-    };
-    let map = |e: &Expr| -> Result<Expr> {
-        Ok(e.clone()
-            .transform(|x| match &x {
-                Expr::Column(c) => match map_column(c) {
-                    Some(m) => Ok(Transformed::yes(Expr::Column(m))),
-                    None => Ok(Transformed::no(x)),
-                },
-                _ => Ok(Transformed::no(x)),
-            })?
-            .data)
-    };
-    let residual: Vec<Expr> = answer.residual.iter().map(map).collect::<Result<_>>()?;
+/// `e` over the cuboid (and lookup) columns instead of the source tables'.
+pub(super) fn map_expr(answer: &Answer, e: &Expr) -> Result<Expr> {
+    Ok(e.clone()
+        .transform(|x| match &x {
+            Expr::Column(c) => match map_column(answer, c) {
+                Some(m) => Ok(Transformed::yes(Expr::Column(m))),
+                None => Ok(Transformed::no(x)),
+            },
+            _ => Ok(Transformed::no(x)),
+        })?
+        .data)
+}
+
+/// The rows a replacement aggregates: the cuboid scan, joined to the lookup snapshots of
+/// derived dimensions, filtered by the residual predicates.
+pub(super) struct Source {
+    pub builder: LogicalPlanBuilder,
+    pub table: Arc<CuboidTable>,
+    pub derived_tables: Vec<String>,
+}
+
+/// A measure's state column in the cuboid scan.
+pub(super) fn state_column(answer: &Answer, m: usize) -> Expr {
+    Expr::Column(Column::new(
+        Some(CUBOID_ALIAS),
+        answer.real.layout.measures[m].name.as_str(),
+    ))
+}
+
+pub(super) fn source(answer: &Answer, reader: &Arc<dyn SegmentReader>) -> Result<Source> {
+    let layout = &answer.real.layout;
+    let residual: Vec<Expr> = answer
+        .residual
+        .iter()
+        .map(|e| map_expr(answer, e))
+        .collect::<Result<_>>()?;
 
     // The cuboid over every READY segment; it prunes blocks by the filters pushed into it
     // when it runs, not here.
@@ -122,6 +134,58 @@ pub(super) fn replacement(
     if let Some(p) = conjunction(residual) {
         builder = builder.filter(p)?;
     }
+    Ok(Source {
+        builder,
+        table,
+        derived_tables,
+    })
+}
+
+/// What EXPLAIN says of a replacement reading `table`.
+pub(super) fn realized(
+    answer: &Answer,
+    table: Arc<CuboidTable>,
+    derived_tables: Vec<String>,
+    extended: Vec<String>,
+    top_n: Option<String>,
+) -> Realized {
+    let layout = &answer.real.layout;
+    Realized {
+        cube: layout.cube.name.clone(),
+        cuboid: answer.cuboid,
+        dimensions: layout
+            .cuboid_columns(answer.cuboid)
+            .iter()
+            .map(|&i| layout.rowkey[i].name.clone())
+            .collect(),
+        cuboid_rows: answer.cuboid_rows,
+        segments: answer
+            .real
+            .segments
+            .iter()
+            .map(|s| s.name.clone())
+            .collect(),
+        table,
+        derived_tables,
+        extended,
+        stored: None,
+        top_n,
+    }
+}
+
+/// The replacement of `agg` answered by `answer`, and what EXPLAIN says of it.
+pub(super) fn replacement(
+    agg: &Aggregate,
+    answer: &Answer,
+    reader: &Arc<dyn SegmentReader>,
+) -> Result<(LogicalPlan, Realized)> {
+    let layout = &answer.real.layout;
+    let map = |e: &Expr| map_expr(answer, e);
+    let Source {
+        mut builder,
+        table,
+        derived_tables,
+    } = source(answer, reader)?;
 
     // Re-aggregation: group keys, then partial aggregates over the states.
     let state = |m: usize| {
@@ -257,21 +321,6 @@ pub(super) fn replacement(
         );
     }
     let plan = builder.project(out)?.build()?;
-    let realized = Realized {
-        cube: cube.clone(),
-        cuboid: answer.cuboid,
-        dimensions: dim_names,
-        cuboid_rows: answer.cuboid_rows,
-        segments: answer
-            .real
-            .segments
-            .iter()
-            .map(|s| s.name.clone())
-            .collect(),
-        table,
-        derived_tables,
-        extended,
-        stored: None,
-    };
+    let realized = realized(answer, table, derived_tables, extended, None);
     Ok((plan, realized))
 }
