@@ -25,10 +25,6 @@
 //!   digests of 5 values (base cuboid rows) or 3,000 values each and estimates p99
 //!   ([`TDigest::merge_bytes`], what `qilin_tdigest_merge` does per cuboid row; throughput in
 //!   digests). The state sizes are printed to stderr.
-    g.finish();
-}
-
-// ---------------------------------------------------------------------------------------
 //! * `topn`: the TOP_N state ([`TopNCounter`], capacity 5000 = n 100 × 50): `update` folds
 //!   100,000 raw `{value, by}` rows (2,000 distinct `by` texts) into 160 groups through
 //!   [`TopNStates::update_raw`], throughput in rows; `merge_1000` merges 1,000 serialized
@@ -732,6 +728,8 @@ fn bench_extended(c: &mut Criterion) {
                 s.merge(black_box(&stored), &ids).expect("merge");
             }
             s.finish(&groups).expect("finish")
+        })
+    });
     g.finish();
 }
 

@@ -155,7 +155,10 @@ async fn invalid_models_and_cubes_name_the_problem(backend: Backend) {
         Some("lo_revenue"),
         None,
     ));
-    expect_err(meta.save_cube(&c, 4096), &["top_without_by", "TOP_N needs \"by\""]);
+    expect_err(
+        meta.save_cube(&c, 4096),
+        &["top_without_by", "TOP_N needs \"by\""],
+    );
 
     let mut c = ssb::cube();
     c.name = "c5".into();
