@@ -16,8 +16,6 @@
 //! which also rules out ABA races). The store-wide version is an `atomicIncrement` counter in
 //! the row `#store_version`, bumped after each change.
 
-use std::collections::BTreeMap;
-
 use hbase_thrift::hbase::THbaseSyncClient;
 
 use super::{validate_path, Resource, ResourceStore};
@@ -110,41 +108,9 @@ impl HBaseResourceStore {
     /// Returns whether this call won. After a broken connection the outcome of the first
     /// attempt is unknown, so a retry first reads the cell back: our own value means we won.
     fn swap_version(&self, path: &str, from: Option<&[u8]>, to: &[u8]) -> Result<bool> {
-        let name = self.table.name();
         let what = || format!("check-and-put {path}");
-        let mut first = true;
-        self.table.call(&what, |c| {
-            if !first {
-                let rows = c.get_row_with_columns(
-                    name.clone(),
-                    path.as_bytes().to_vec(),
-                    vec![VERSION_COLUMN.to_vec()],
-                    BTreeMap::new(),
-                )?;
-                let now = rows
-                    .into_iter()
-                    .next()
-                    .and_then(|r| r.columns)
-                    .and_then(|mut cols| cols.remove(VERSION_COLUMN))
-                    .and_then(|cell| cell.value);
-                if now.as_deref() == Some(to) {
-                    return Ok(true);
-                }
-                if now.as_deref() != from {
-                    return Ok(false);
-                }
-            }
-            first = false;
-            // An empty expected value means "the cell must not exist" (HBase semantics).
-            c.check_and_put(
-                name.clone(),
-                path.as_bytes().to_vec(),
-                VERSION_COLUMN.to_vec(),
-                from.map(|f| f.to_vec()).unwrap_or_default(),
-                put(VERSION_COLUMN, to.to_vec()),
-                BTreeMap::new(),
-            )
-        })
+        self.table
+            .check_and_put(&what, path.as_bytes(), VERSION_COLUMN, from, to)
     }
 
     /// Best-effort removal of a content cell nobody points to any more.
