@@ -94,6 +94,9 @@ pub(super) struct Answer<'a> {
     pub project: String,
     pub cuboid: CuboidId,
     pub cuboid_rows: u64,
+    /// The exact dimension set the query needs (it may be answered from a larger cuboid):
+    /// what the cube planner records as "wanted".
+    pub required: CuboidId,
     pub scans: Vec<ScanInfo>,
     /// The model alias of each scan.
     pub aliases: Vec<String>,
@@ -215,12 +218,18 @@ fn cover<'a>(
         targets.entry(key(&t, &col)).or_insert(target);
     }
     let aggs = cover_measures(&query.aggr, &bound, real, prefer_lookups, &mut targets)?;
-    let (cuboid, cuboid_rows, derived) = choose_cuboid(real, &targets)?;
+    let CuboidChoice {
+        cuboid,
+        rows: cuboid_rows,
+        derived,
+        required,
+    } = choose_cuboid(real, &targets)?;
     Ok(Answer {
         real,
         project: project.to_string(),
         cuboid,
         cuboid_rows,
+        required,
         scans: flat.scans.clone(),
         aliases: bound.aliases,
         targets,
@@ -809,10 +818,22 @@ fn integer_literal(e: Option<&Expr>) -> Option<i64> {
 /// Step 6: the stored cuboid with fewest rows holding every needed rowkey column (derived
 /// columns need their foreign keys), present in every READY segment. Returns it, its rows
 /// over all segments, and the derived dimensions to join back.
+/// The cuboid a query reads, and what it needed.
+#[derive(Debug, Clone)]
+pub(super) struct CuboidChoice {
+    pub cuboid: CuboidId,
+    /// Rows of `cuboid` over all READY segments.
+    pub rows: u64,
+    /// Derived dimensions answered through a lookup join.
+    pub derived: BTreeSet<usize>,
+    /// The exact dimension set the query needs (a subset of `cuboid`).
+    pub required: CuboidId,
+}
+
 pub(super) fn choose_cuboid(
     real: &Realization,
     targets: &Targets,
-) -> Result<(CuboidId, u64, BTreeSet<usize>), Uncovered> {
+) -> Result<CuboidChoice, Uncovered> {
     let layout = &real.layout;
     let cube = &layout.cube.name;
     let n = layout.rowkey.len();
@@ -863,7 +884,12 @@ pub(super) fn choose_cuboid(
                 .map(|i| layout.rowkey[i].name.clone())
                 .collect(),
         })?;
-    Ok((cuboid, rows, derived))
+    Ok(CuboidChoice {
+        cuboid,
+        rows,
+        derived,
+        required,
+    })
 }
 
 /// Where `table.column` is stored in `real`'s cuboids, if anywhere.

@@ -209,6 +209,7 @@ fn choose(
                 let realized = Realized {
                     cube: real.layout.cube.name.clone(),
                     cuboid: table_ref.cuboid(),
+                    wanted: table_ref.cuboid(),
                     dimensions: Vec::new(),
                     cuboid_rows: 0,
                     segments: vec![segment.name.clone()],
@@ -313,6 +314,7 @@ fn table_index(
         realized: Realized {
             cube: cube.clone(),
             cuboid: TABLE_INDEX_ID,
+            wanted: TABLE_INDEX_ID,
             dimensions: Vec::new(),
             cuboid_rows: rows,
             segments: real.segments.iter().map(|s| s.name.clone()).collect(),

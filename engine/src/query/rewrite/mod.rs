@@ -55,6 +55,10 @@ pub(crate) const INTERNAL_PREFIX: &str = "__qilin_";
 pub(crate) struct Realized {
     pub cube: String,
     pub cuboid: CuboidId,
+    /// The exact dimension set the aggregate needed (`cuboid` covers it, and may be larger:
+    /// the cube planner records both). Equal to `cuboid` for snapshots and table indexes.
+    #[allow(dead_code)] // until the query history reads it
+    pub wanted: CuboidId,
     pub dimensions: Vec<String>,
     pub cuboid_rows: u64,
     pub segments: Vec<String>,

@@ -153,6 +153,7 @@ pub(super) fn realized(
     Realized {
         cube: layout.cube.name.clone(),
         cuboid: answer.cuboid,
+        wanted: answer.required,
         dimensions: layout
             .cuboid_columns(answer.cuboid)
             .iter()

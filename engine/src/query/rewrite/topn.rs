@@ -277,7 +277,12 @@ fn cover_top_n<'a>(
         .map(|(_, e)| e.clone())
         .collect();
     let targets = cover::cover_dimensions(&bound, residual.iter().chain(dims.iter()), real, false)?;
-    let (cuboid, cuboid_rows, derived) = cover::choose_cuboid(real, &targets)?;
+    let cover::CuboidChoice {
+        cuboid,
+        rows: cuboid_rows,
+        derived,
+        required,
+    } = cover::choose_cuboid(real, &targets)?;
     let Bound { aliases, .. } = bound;
     Ok(Some(TopNAnswer {
         answer: Answer {
@@ -285,6 +290,7 @@ fn cover_top_n<'a>(
             project: project.to_string(),
             cuboid,
             cuboid_rows,
+            required,
             scans: flat.scans.clone(),
             aliases,
             targets,
