@@ -167,6 +167,24 @@ pub const KEYS: &[KeySpec] = &[
         doc: "DataFusion memory pool shared by all executing queries, in MiB; sorts, aggregations and joins that pass it spill to the system temporary directory where DataFusion can, and a query that still needs more fails with `ResourceExhausted` naming this key; `0` = unbounded",
     },
     KeySpec {
+        key: "kylin.query.history.enabled",
+        alias: None,
+        default: "true",
+        doc: "record, per cube-answered aggregate of each query run, the cuboid it wanted and the one it read (`/query_history/<project>/<cube>/current.jsonl` in the metadata store; read by `qilin-jobs cube optimize`)",
+    },
+    KeySpec {
+        key: "kylin.query.history.max-bytes",
+        alias: None,
+        default: "1048576",
+        doc: "size of a cube's current query-history file before it is rotated to `<millis>.jsonl` next to it (at least 1024)",
+    },
+    KeySpec {
+        key: "kylin.query.history.max-files",
+        alias: None,
+        default: "20",
+        doc: "rotated query-history files kept per cube (older ones are deleted; at least 1)",
+    },
+    KeySpec {
         key: "kylin.security.users",
         alias: None,
         default: "",
@@ -330,6 +348,12 @@ pub struct QueryConfig {
     pub max_concurrent: usize,
     /// Memory pool of query execution in MiB (0 = unbounded).
     pub max_memory_mb: u64,
+    /// Record the query history (wanted and chosen cuboid per cube-answered aggregate).
+    pub history_enabled: bool,
+    /// Bytes of a cube's current query-history file before it is rotated.
+    pub history_max_bytes: u64,
+    /// Rotated query-history files kept per cube.
+    pub history_max_files: usize,
 }
 
 /// The job engine (`kylin.job.*`).
@@ -537,6 +561,22 @@ impl Config {
                 "must be at least 1",
             ));
         }
+        let history_max_bytes: u64 = parse_key(&get, "kylin.query.history.max-bytes")?;
+        if history_max_bytes < 1024 {
+            return Err(invalid(
+                "kylin.query.history.max-bytes",
+                &history_max_bytes.to_string(),
+                "must be at least 1024",
+            ));
+        }
+        let history_max_files: usize = parse_key(&get, "kylin.query.history.max-files")?;
+        if history_max_files == 0 {
+            return Err(invalid(
+                "kylin.query.history.max-files",
+                "0",
+                "must be at least 1",
+            ));
+        }
         let job_lease_seconds: u64 = parse_key(&get, "kylin.job.lease-seconds")?;
         if !(3..=3600).contains(&job_lease_seconds) {
             return Err(invalid(
@@ -588,6 +628,9 @@ impl Config {
                 cache_max_bytes: parse_key(&get, "kylin.query.cache-max-bytes")?,
                 max_concurrent: max_concurrent_queries,
                 max_memory_mb: parse_key(&get, "kylin.query.max-memory-mb")?,
+                history_enabled: parse_bool(&get, "kylin.query.history.enabled")?,
+                history_max_bytes,
+                history_max_files,
             },
             jobs: JobsConfig {
                 heartbeat_seconds: parse_key(&get, "kylin.job.heartbeat-seconds")?,

@@ -11,8 +11,9 @@
 //!
 //! A backup holds metadata only. Segment data stays in `kylin.storage.url`; cube instances in
 //! the backup name their segments, so the restored store is queried with a storage URL that
-//! holds those segments (the same one, or a copy of it). The job-engine lease (`/lease/`) and
-//! the audit log (`/audit/`) are runtime state and are left out.
+//! holds those segments (the same one, or a copy of it). The job-engine lease (`/lease/`), the
+//! audit log (`/audit/`) and the query history (`/query_history/`) are runtime state and are
+//! left out.
 //!
 //! Restore writes into an empty store only, after verifying every checksum; versions start
 //! again at 1 there.
@@ -34,9 +35,9 @@ const FORMAT_VERSION: u32 = 1;
 /// How many times a backup starts over because the store changed while it read.
 const MAX_READ_ATTEMPTS: usize = 20;
 /// Folders of runtime state, not backed up (and ignored when checking a store is empty): the
-/// lease, and the audit log (appended to by every server without moving the store version,
-/// so it could never be read at one moment).
-const RUNTIME_FOLDERS: [&str; 2] = ["/lease/", "/audit/"];
+/// lease, the audit log and the query history (appended to by every server without moving the
+/// store version, so they could never be read at one moment).
+const RUNTIME_FOLDERS: [&str; 3] = ["/lease/", "/audit/", "/query_history/"];
 /// Restore order: what later resources refer to first, so a server watching the store while
 /// it fills sees cubes after their models and tables.
 const RESTORE_ORDER: [&str; 5] = [
@@ -340,6 +341,8 @@ mod tests {
         src.put("/cube/c.json", b"two").unwrap();
         src.put("/lease/job_engine.json", b"lease").unwrap();
         src.put("/audit/current.jsonl", b"{}\n").unwrap();
+        src.put("/query_history/p/c/current.jsonl", b"{}\n")
+            .unwrap();
         let dir = tmp.path().join("backup");
         let s = backup(&src, &dir).unwrap();
         assert_eq!(s.resources, 2);

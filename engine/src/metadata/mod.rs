@@ -9,6 +9,7 @@
 
 pub mod backup;
 pub mod hbase;
+pub(crate) mod jsonl;
 pub mod local;
 pub mod managers;
 
@@ -70,10 +71,11 @@ pub fn open_store(url: &str) -> Result<Arc<dyn ResourceStore>> {
     Ok(Arc::new(LocalResourceStore::open(path)?))
 }
 
-/// Whether a change of `path` moves the store-wide version. The audit log (`/audit/…`) does
-/// not: servers reload their caches when the version moves, and a sign-in must not cause that.
+/// Whether a change of `path` moves the store-wide version. The audit log (`/audit/…`) and
+/// the query history (`/query_history/…`) do not: servers reload their caches when the
+/// version moves, and a sign-in or a query must not cause that.
 pub fn moves_store_version(path: &str) -> bool {
-    !path.starts_with("/audit/")
+    !(path.starts_with("/audit/") || path.starts_with("/query_history/"))
 }
 
 /// Checks a resource path: `/folder/name.ext` segments of safe characters only.

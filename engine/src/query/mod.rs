@@ -17,6 +17,7 @@ mod canonical;
 mod catalog;
 mod cuboid_scan;
 mod folding;
+pub mod history;
 mod keys;
 mod percentile;
 mod pruning;
@@ -33,6 +34,7 @@ use std::borrow::Cow;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use datafusion::arrow::array::{RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -57,6 +59,7 @@ use crate::metadata::managers::Metadata;
 use crate::security::Access;
 use crate::storage::SegmentStore;
 use access::View;
+use history::{CuboidUse, QueryHistory};
 use cache::LruCache;
 use catalog::Snapshot;
 use cuboid_scan::{BlocksRead, CuboidScanExec};
@@ -83,10 +86,13 @@ pub struct Answer {
     pub cubes: Vec<String>,
     /// Run on the source tables (`kylin.query.pushdown.enabled`).
     pub pushdown: bool,
+    /// Per cuboid-answered aggregate, the cuboid it wanted and the one it read (what the
+    /// query history records).
+    pub cuboids: Vec<CuboidUse>,
 }
 
 impl Answer {
-    fn cubes(realized: &[rewrite::Realized]) -> Answer {
+    fn cubes(realized: &[rewrite::Realized], snap: &Snapshot) -> Answer {
         let mut cubes: Vec<String> = Vec::new();
         for r in realized {
             if !cubes.contains(&r.cube) {
@@ -96,7 +102,17 @@ impl Answer {
         Answer {
             cubes,
             pushdown: false,
+            cuboids: history::cuboid_uses(realized, snap),
         }
+    }
+
+    /// The aggregate that read the cuboid largest beyond its need, when one read a much
+    /// larger cuboid than it wanted (see [`CuboidUse::fallback`]).
+    pub fn fallback(&self) -> Option<&CuboidUse> {
+        self.cuboids
+            .iter()
+            .filter(|u| u.fallback)
+            .max_by_key(|u| u.chosen_rows.saturating_sub(u.wanted_rows))
     }
 }
 
@@ -174,6 +190,8 @@ pub struct QueryEngine {
     /// On a remote (HBase) store, queries do not read the store version each time: the
     /// snapshot moves on only through [`QueryEngine::refresh`] (polling, notifications).
     follow: bool,
+    /// The query history (`kylin.query.history.enabled`).
+    history: Option<Arc<QueryHistory>>,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -248,7 +266,6 @@ impl QueryEngine {
         };
         QueryEngine {
             config: config.clone(),
-            meta,
             segments: Arc::new(CachedSegments::new(store)),
             snapshot: RwLock::new(None),
             reload: Mutex::new(()),
@@ -259,6 +276,11 @@ impl QueryEngine {
             rewritten: LruCache::new(plan_cache_bytes),
             views: LruCache::new(VIEWS_KEPT),
             follow: crate::hbase::url::is_hbase_url(&config.stores.metadata_url),
+            history: config
+                .query
+                .history_enabled
+                .then(|| QueryHistory::new(meta.store().clone(), config)),
+            meta,
         }
     }
 
@@ -576,6 +598,7 @@ impl QueryEngine {
         sql: &str,
         params: Option<&RecordBatch>,
     ) -> Result<QueryStream> {
+        let started = Instant::now();
         let values = param_values(params)?;
         let cache_key = self.config.query.cache_enabled.then(|| match scope {
             None => format!(
@@ -609,7 +632,7 @@ impl QueryEngine {
         {
             let (schema, stream) = start_optimized(&snap.cube_state, &optimized).await?;
             let stream = conform(announced, schema, stream);
-            return Ok(self.remember(cache_key, stream, answer));
+            return Ok(self.remember(cache_key, stream, answer, Some(started)));
         }
         let plan = self.plan(snap, scope, sql).await?;
         let announced = announced_schema(&plan);
@@ -626,7 +649,7 @@ impl QueryEngine {
         let mut answer = Answer::default();
         let (schema, stream) = match rewrite::rewrite(plan.clone(), snap, &self.reader())? {
             Outcome::Answered { plan, realized } if explain => {
-                answer = Answer::cubes(&realized);
+                answer = Answer::cubes(&realized, snap);
                 let state = statement_state(&snap.state, time_dependent);
                 let optimized = state.optimize(&plan).map_err(from_datafusion)?;
                 let physical = state
@@ -635,10 +658,10 @@ impl QueryEngine {
                     .await
                     .map_err(from_datafusion)?;
                 let blocks = blocks_read(&realized, &physical)?;
-                explain_output(explain_rows(&realized, &blocks), &optimized)?
+                explain_output(explain_rows(&realized, &blocks, &answer), &optimized)?
             }
             Outcome::Answered { plan, realized } => {
-                answer = Answer::cubes(&realized);
+                answer = Answer::cubes(&realized, snap);
                 let cube_state = statement_state(&snap.cube_state, time_dependent);
                 let optimized = cube_state.optimize(&plan).map_err(from_datafusion)?;
                 if let Some(k) = rewrite_key {
@@ -672,17 +695,27 @@ impl QueryEngine {
             Outcome::Uncovered(reason) => return Err(Error::NoRealization(reason)),
         };
         let stream = conform(announced, schema, stream);
-        Ok(self.remember(cache_key, stream, answer))
+        // EXPLAIN runs nothing: no history.
+        let started = (!explain).then_some(started);
+        Ok(self.remember(cache_key, stream, answer, started))
     }
 
     /// A fresh result's stream, copied into the result cache as it passes when the cache is
-    /// on (see [`Remember`]).
+    /// on (see [`Remember`]), and recorded in the query history when it ends if the query
+    /// ran (`started`) on cuboids.
     fn remember(
         &self,
         cache_key: Option<String>,
         (schema, stream): (SchemaRef, BatchStream),
         answer: Answer,
+        started: Option<Instant>,
     ) -> QueryStream {
+        let stream = match (&self.history, started) {
+            (Some(h), Some(started)) if !answer.cuboids.is_empty() => {
+                history::recorded(stream, h.clone(), answer.cuboids.clone(), started)
+            }
+            _ => stream,
+        };
         let batches: BatchStream = match cache_key {
             Some(key) if self.cacheable_result_bytes > 0 => Box::pin(Remember {
                 inner: stream,
@@ -1004,7 +1037,13 @@ fn blocks_read(realized: &[Realized], plan: &Arc<dyn ExecutionPlan>) -> Result<V
         .collect()
 }
 
-fn explain_rows(realized: &[Realized], blocks: &[BlocksRead]) -> Vec<(String, String)> {
+fn explain_rows(
+    realized: &[Realized],
+    blocks: &[BlocksRead],
+    answer: &Answer,
+) -> Vec<(String, String)> {
+    // `answer.cuboids` lists the cuboid-answered aggregates in `realized`'s order.
+    let mut uses = answer.cuboids.iter();
     let mut rows = Vec::new();
     if realized.is_empty() {
         rows.push((
@@ -1047,6 +1086,9 @@ fn explain_rows(realized: &[Realized], blocks: &[BlocksRead]) -> Vec<(String, St
                 r.cuboid_rows
             ),
         ));
+        if let Some(u) = uses.next().filter(|u| u.fallback) {
+            rows.push(("fallback".into(), u.fallback_text()));
+        }
         if let Some(t) = &r.top_n {
             rows.push(("top_n".into(), t.clone()));
         }

@@ -10,14 +10,15 @@
 //! [`AuditLog::record`] only buffers: a background thread writes within about a second, so a
 //! slow store never delays a caller.
 
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::metadata::jsonl::{spawn_flusher, Buffered, JsonLines};
 use crate::metadata::managers::Metadata;
 
 pub const AUDIT_FOLDER: &str = "/audit";
@@ -27,7 +28,6 @@ const MAX_BUFFERED: usize = 10_000;
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 const MAX_FIELD_CHARS: usize = 256;
 const MAX_DETAIL_CHARS: usize = 2048;
-const MAX_APPEND_ATTEMPTS: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -92,13 +92,7 @@ impl AuditLog {
             buffer: Mutex::new(Vec::new()),
             writing: Mutex::new(()),
         });
-        let weak = Arc::downgrade(&log);
-        let spawned = std::thread::Builder::new()
-            .name("qilin-audit".into())
-            .spawn(move || flusher(weak));
-        if let Err(e) = spawned {
-            log::warn!("audit: no background writer ({e}); events are written on flush()");
-        }
+        spawn_flusher("audit", Arc::downgrade(&log), FLUSH_EVERY);
         log
     }
 
@@ -159,78 +153,23 @@ impl AuditLog {
         }
     }
 
-    fn append(&self, lines: &[u8]) -> Result<()> {
-        let store = self.meta.store();
-        for _ in 0..MAX_APPEND_ATTEMPTS {
-            let current = store.get(CURRENT_PATH)?;
-            let (mut data, version) = match current {
-                Some(r) => (r.data, Some(r.version)),
-                None => (Vec::new(), None),
-            };
-            if !data.is_empty() && (data.len() + lines.len()) as u64 > self.max_bytes {
-                // Archive first, then swap: a lost race deletes the archive and retries, so
-                // no line is archived twice or lost.
-                let archive = self.archive(&data)?;
-                match store.check_and_put(CURRENT_PATH, lines, version) {
-                    Ok(_) => {
-                        self.prune()?;
-                        return Ok(());
-                    }
-                    Err(Error::Conflict { .. }) => {
-                        store.check_and_delete(&archive, None)?;
-                        continue;
-                    }
-                    Err(e) => {
-                        store.check_and_delete(&archive, None)?;
-                        return Err(e);
-                    }
-                }
-            }
-            data.extend_from_slice(lines);
-            match store.check_and_put(CURRENT_PATH, &data, version) {
-                Ok(_) => return Ok(()),
-                Err(Error::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
+    fn log(&self) -> JsonLines<'_> {
+        JsonLines {
+            store: self.meta.store().as_ref(),
+            folder: AUDIT_FOLDER,
+            max_bytes: self.max_bytes,
+            max_files: self.max_files,
         }
-        Err(Error::Refused(format!(
-            "{CURRENT_PATH} changed {MAX_APPEND_ATTEMPTS} times while appending to it"
-        )))
     }
 
-    /// Writes `data` as a new archive named by the time (a later millisecond if taken).
-    fn archive(&self, data: &[u8]) -> Result<String> {
-        let mut millis = Utc::now().timestamp_millis().max(0);
-        loop {
-            let path = format!("{AUDIT_FOLDER}/{millis:013}.jsonl");
-            match self.meta.store().check_and_put(&path, data, None) {
-                Ok(_) => return Ok(path),
-                Err(Error::Conflict { .. }) => millis += 1,
-                Err(e) => return Err(e),
-            }
-        }
+    fn append(&self, lines: &[u8]) -> Result<()> {
+        self.log().append(lines)
     }
 
     /// Archives, oldest first.
+    #[cfg(test)]
     fn archives(&self) -> Result<Vec<String>> {
-        let mut a: Vec<String> = self
-            .meta
-            .store()
-            .list(AUDIT_FOLDER)?
-            .into_iter()
-            .filter(|p| p != CURRENT_PATH && p.ends_with(".jsonl"))
-            .collect();
-        a.sort();
-        Ok(a)
-    }
-
-    fn prune(&self) -> Result<()> {
-        let archives = self.archives()?;
-        let excess = archives.len().saturating_sub(self.max_files);
-        for p in &archives[..excess] {
-            self.meta.store().check_and_delete(p, None)?;
-        }
-        Ok(())
+        self.log().archives()
     }
 
     /// The newest `limit` events (oldest first), optionally of one user. Buffered events are
@@ -239,8 +178,7 @@ impl AuditLog {
         if let Err(e) = self.flush() {
             log::warn!("audit: {e}");
         }
-        let mut files = self.archives()?;
-        files.push(CURRENT_PATH.to_string());
+        let files = self.log().files()?;
         let mut out: Vec<AuditEvent> = Vec::new();
         // Newest file first, each file's lines newest first.
         for path in files.iter().rev() {
@@ -279,20 +217,17 @@ impl Drop for AuditLog {
     }
 }
 
-fn flusher(log: Weak<AuditLog>) {
-    loop {
-        std::thread::sleep(FLUSH_EVERY);
-        let Some(log) = log.upgrade() else { return };
-        let pending = !log
+impl Buffered for AuditLog {
+    fn pending(&self) -> bool {
+        !self
             .buffer
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .is_empty();
-        if pending {
-            if let Err(e) = log.flush() {
-                log::warn!("audit: cannot write the audit log (will retry): {e}");
-            }
-        }
+            .is_empty()
+    }
+
+    fn flush(&self) -> Result<()> {
+        AuditLog::flush(self)
     }
 }
 

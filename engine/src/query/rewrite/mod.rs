@@ -57,7 +57,6 @@ pub(crate) struct Realized {
     pub cuboid: CuboidId,
     /// The exact dimension set the aggregate needed (`cuboid` covers it, and may be larger:
     /// the cube planner records both). Equal to `cuboid` for snapshots and table indexes.
-    #[allow(dead_code)] // until the query history reads it
     pub wanted: CuboidId,
     pub dimensions: Vec<String>,
     pub cuboid_rows: u64,
