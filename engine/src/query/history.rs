@@ -447,3 +447,168 @@ impl Drop for Recorded {
         self.finish();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn history_with(props: &str) -> (Arc<QueryHistory>, Arc<dyn ResourceStore>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::metadata::open_store(dir.path().to_str().unwrap()).unwrap();
+        let config = Config::from_parts(props, "test", |_| None).unwrap();
+        (QueryHistory::new(store.clone(), &config), store, dir)
+    }
+
+    fn use_of(cube: &str, wanted: CuboidId, dims: &[&str]) -> CuboidUse {
+        CuboidUse {
+            project: "ssb".into(),
+            cube: cube.into(),
+            wanted,
+            wanted_dimensions: dims.iter().map(|d| d.to_string()).collect(),
+            chosen: 0b1111,
+            chosen_dimensions: vec!["a".into(), "b".into(), "c".into(), "d".into()],
+            chosen_rows: 60_000,
+            chosen_is_base: true,
+            wanted_rows: 1_000,
+            wanted_built: false,
+            fallback: true,
+        }
+    }
+
+    #[test]
+    fn records_flush_and_read_back_without_moving_the_store_version() {
+        let (h, store, _dir) = history_with("");
+        let v0 = store.store_version().unwrap();
+        h.record(
+            &[use_of("c1", 0b0101, &["b", "d"]), use_of("c2", 0b0001, &["d"])],
+            Duration::from_micros(2500),
+        );
+        h.record(&[use_of("c1", 0b0011, &["c", "d"])], Duration::from_millis(7));
+        h.flush().unwrap();
+        assert_eq!(store.store_version().unwrap(), v0);
+        let c1 = read_history(store.as_ref(), "ssb", "c1").unwrap();
+        assert_eq!(c1.len(), 2);
+        assert_eq!(c1[0].wanted, 0b0101);
+        assert_eq!(c1[0].wanted_dimensions, vec!["b", "d"]);
+        assert_eq!(c1[0].chosen, 0b1111);
+        assert_eq!(c1[0].chosen_rows, 60_000);
+        assert!((c1[0].millis - 2.5).abs() < 1e-9, "{}", c1[0].millis);
+        assert_eq!(c1[1].wanted_dimensions, vec!["c", "d"]);
+        let c2 = read_history(store.as_ref(), "ssb", "c2").unwrap();
+        assert_eq!(c2.len(), 1);
+        assert!(read_history(store.as_ref(), "ssb", "none").unwrap().is_empty());
+        // The line has exactly the contract's fields.
+        let raw = store
+            .get("/query_history/ssb/c2/current.jsonl")
+            .unwrap()
+            .unwrap()
+            .data;
+        let v: serde_json::Value = serde_json::from_slice(raw.trim_ascii_end()).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(|k| k.as_str()).collect();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "chosen",
+                "chosen_rows",
+                "cube",
+                "millis",
+                "project",
+                "time",
+                "wanted",
+                "wanted_dimensions"
+            ]
+        );
+        assert!(DateTime::parse_from_rfc3339(v["time"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn the_background_thread_writes_within_seconds() {
+        let (h, store, _dir) = history_with("");
+        h.record(&[use_of("c", 1, &["d"])], Duration::from_millis(1));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while read_history(store.as_ref(), "ssb", "c").unwrap().is_empty() {
+            assert!(Instant::now() < deadline, "not written");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn rotates_keeps_bounded_files_and_reads_them_in_order() {
+        let (h, store, _dir) = history_with(
+            "kylin.query.history.max-bytes=1024\nkylin.query.history.max-files=2\n",
+        );
+        for i in 0..60u64 {
+            h.record(&[use_of("c", i, &["d"])], Duration::from_millis(1));
+            h.flush().unwrap();
+        }
+        let files = store.list("/query_history/ssb/c").unwrap();
+        assert_eq!(files.len(), 3, "{files:?}");
+        let records = read_history(store.as_ref(), "ssb", "c").unwrap();
+        assert!(records.len() < 60 && records.len() >= 8, "{}", records.len());
+        let wanted: Vec<u64> = records.iter().map(|r| r.wanted).collect();
+        assert_eq!(*wanted.last().unwrap(), 59);
+        assert!(wanted.windows(2).all(|w| w[1] == w[0] + 1), "{wanted:?}");
+    }
+
+    #[test]
+    fn malformed_lines_are_skipped_and_counted() {
+        let (h, store, _dir) = history_with("");
+        store
+            .put(
+                "/query_history/ssb/c/0000000000001.jsonl",
+                b"not json\n{\"time\":\"2026-01-01T00:00:00Z\",\"project\":\"ssb\"}\n\n",
+            )
+            .unwrap();
+        h.record(&[use_of("c", 3, &["c", "d"])], Duration::from_millis(1));
+        h.flush().unwrap();
+        let mut current = store
+            .get("/query_history/ssb/c/current.jsonl")
+            .unwrap()
+            .unwrap()
+            .data;
+        current.extend_from_slice(b"{\"torn\":");
+        store
+            .put("/query_history/ssb/c/current.jsonl", &current)
+            .unwrap();
+        let read = read_history_counted(store.as_ref(), "ssb", "c").unwrap();
+        assert_eq!(read.skipped, 3);
+        assert_eq!(read.records.len(), 1);
+        assert_eq!(read.records[0].wanted, 3);
+        assert_eq!(read_history(store.as_ref(), "ssb", "c").unwrap().len(), 1);
+        assert!(read_history(store.as_ref(), "ssb", "../x").is_err());
+    }
+
+    #[test]
+    fn writers_appending_at_once_lose_nothing() {
+        let (a, store, dir) = history_with("");
+        let config = Config::from_parts("", "test", |_| None).unwrap();
+        let other = crate::metadata::open_store(dir.path().to_str().unwrap()).unwrap();
+        let b = QueryHistory::new(other, &config);
+        let threads: Vec<_> = [a, b]
+            .into_iter()
+            .map(|h| {
+                std::thread::spawn(move || {
+                    for i in 0..20 {
+                        h.record(&[use_of("c", i, &["d"])], Duration::from_millis(1));
+                        h.flush().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(read_history(store.as_ref(), "ssb", "c").unwrap().len(), 40);
+    }
+
+    #[test]
+    fn fallback_text_names_wanted_and_chosen() {
+        let u = use_of("c", 0b0101, &["d_weeknuminyear", "c_city"]);
+        assert_eq!(
+            u.fallback_text(),
+            "wanted {d_weeknuminyear, c_city} (not built; at most 1000 rows estimated), \
+             read cuboid 15 (base, 60000 rows)"
+        );
+    }
+}
