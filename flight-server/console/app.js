@@ -43,7 +43,8 @@
  *   job               #job-detail[data-job][data-status], #job-progress[data-progress],
  *                     #job-error, table#job-steps tr.step-row[data-status]
  *   query             #query-project, #query-sql, #query-limit, #query-run, #query-status,
- *                     #query-duration, #query-cube, #query-error, table#query-results
+ *                     #query-duration, #query-cube, #query-fallback (when the query read a
+ *                     much larger cuboid than it needed), #query-error, table#query-results
  *                     (tr.result-row; data-rows on the table), table#query-explain
  *                     (tr.explain-row[data-type]), #chart-type (bar|line), #chart-label,
  *                     #chart-value, svg#query-chart (rect.bar / path.chart-line), #query-csv,
@@ -828,6 +829,11 @@
         h("span#query-rowcount", { "data-rows": String(rows.length) }, fmtInt(rows.length) + " rows"),
         r.totalScanCount !== undefined ? h("span.muted", null, "scanned " + fmtInt(r.totalScanCount) + " rows") : null,
         h("button#query-csv", { type: "button", onclick: () => downloadCsv(metas, rows) }, "Download CSV")));
+    if (r.fallback) {
+      out.append(h("div.warning#query-fallback", { "data-chosen": String(r.fallback.chosen) },
+        h("b", null, "Fallback: "), "this query read a much larger cuboid than it needed — " + r.fallback.text +
+        ". A cuboid over its dimensions (qilin-jobs cube optimize) would answer it from fewer rows."));
+    }
     if (explain) out.append(explainBox(explain));
     out.append(h("h2", null, "Results"), h("div.scroll", null, table("results", metas.map(colLabel),
       rows.map((row) => h("tr.result-row", null, row.map((v, i) => h("td" + (metas[i] && isNumeric(metas[i]) ? ".num" : ""), null, v === null ? h("span.muted", null, "NULL") : v)))),
@@ -843,7 +849,7 @@
     if (ti < 0) ti = 0;
     if (pi < 0) pi = Math.min(1, metas.length - 1);
     const rows = (ex.results || []).map((r) => [r[ti], r[pi]]);
-    const summaryKinds = ["realization", "cuboid", "segments", "blocks", "derived"];
+    const summaryKinds = ["realization", "cuboid", "fallback", "top_n", "segments", "blocks", "derived", "extended"];
     const summary = rows.filter(([t]) => summaryKinds.includes(String(t).toLowerCase()));
     const plans = rows.filter(([t]) => !summaryKinds.includes(String(t).toLowerCase()));
     return h("div.panel#query-explain-box", null, h("h2", null, "EXPLAIN"),

@@ -425,6 +425,7 @@ class Console:
         check(max(float(b.get_attribute("height")) for b in bars) > 50, "bars have visible heights")
         self.report["chart"] = {"bars": len(bars), "label": Select(self.one("#chart-label")).first_selected_option.text, "value": Select(self.one("#chart-value")).first_selected_option.text}
         self.shot("query")
+        check(not self.css("#query-fallback"), "Q2.1 reads its own cuboid: no fallback warning")
         Select(self.one("#chart-type")).select_by_value("line")
         self.wait("a line chart", lambda d: d.find_elements(By.CSS_SELECTOR, "#query-chart path.chart-line"))
         self.shot("query-line-chart")
@@ -448,6 +449,19 @@ class Console:
         self.one("#query-sql").clear()
         items[0].click()
         check(self.one("#query-sql").get_property("value").strip() == c["sql"].strip().rstrip(";"), "history click reloads the SQL")
+
+        # A query crossing aggregation groups reads the base cuboid: the page warns.
+        if c.get("fallback_sql"):
+            box = self.one("#query-sql")
+            box.clear()
+            box.send_keys(c["fallback_sql"])
+            self.one("#query-run").click()
+            warn = self.wait("the fallback warning", lambda d: d.find_elements(By.ID, "query-fallback") and d.find_element(By.ID, "query-fallback"))
+            check("c_city" in warn.text and "base" in warn.text, f"fallback warning: {warn.text!r}")
+            explain = {r.get_attribute("data-type"): r.find_element(By.CSS_SELECTOR, "td:nth-child(2)").text for r in self.css("#query-explain tr.explain-row")}
+            check("c_city" in explain.get("fallback", ""), f"EXPLAIN fallback row: {explain}")
+            self.report["fallback"] = warn.text
+            self.shot("query-fallback")
 
         # A SQL error is shown in the page.
         box = self.one("#query-sql")

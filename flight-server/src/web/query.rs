@@ -297,6 +297,19 @@ fn response(result: QueryResult, elapsed: Duration) -> Value {
         "hitExceptionCache": false,
         "storageCacheUsed": result.cached,
         "traceUrl": null,
+        // Not Kylin's: the aggregate that read a much larger cuboid than it needed, if any.
+        "fallback": result.answer.fallback().map(|u| json!({
+            "cube": u.cube,
+            "wanted": u.wanted,
+            "wantedDimensions": u.wanted_dimensions,
+            "wantedRows": u.wanted_rows,
+            "wantedBuilt": u.wanted_built,
+            "chosen": u.chosen,
+            "chosenDimensions": u.chosen_dimensions,
+            "chosenRows": u.chosen_rows,
+            "chosenIsBase": u.chosen_is_base,
+            "text": u.fallback_text(),
+        })),
     })
 }
 

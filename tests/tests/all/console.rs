@@ -3,7 +3,8 @@
 //! SSB SF 0.01 cube holds one READY segment, 1992-01-01..1995-01-01. In the page it signs
 //! in, opens the project, the model diagram and the cube, builds the new range
 //! 1995-01-01..1999-01-01 with "Build a range" and watches the job reach 100 %, then runs
-//! SSB Q2.1 in Insight (result rows, EXPLAIN with the cuboid, a chart, CSV, history). This
+//! SSB Q2.1 in Insight (result rows, EXPLAIN with the cuboid, a chart, CSV, history) and a query
+//! crossing aggregation groups (the fallback warning and EXPLAIN row). This
 //! side compares the rows the page shows with the oracle (the query then spans both
 //! segments) and checks the metadata store for the second READY segment. As the global admin
 //! it then adds user `viewer` with QUERY in the project and a row filter on the Access page,
@@ -31,6 +32,10 @@ const REGION_SQL: &str = "select c_region, count(*) as customers from customer \
                           group by c_region order by c_region";
 
 /// The segment the cube starts with, and the range the browser builds.
+/// Dimensions of two aggregation groups: only the base cuboid has both (a fallback).
+const FALLBACK_SQL: &str = "SELECT d_weeknuminyear, c_city, SUM(lo_revenue) FROM lineorder \
+     JOIN dates ON lo_orderdate = d_datekey JOIN customer ON lo_custkey = c_custkey \
+     GROUP BY d_weeknuminyear, c_city";
 const READY: (&str, &str) = ("1992-01-01", "1995-01-01");
 const NEW: (&str, &str) = ("1995-01-01", "1999-01-01");
 
@@ -149,6 +154,7 @@ async fn console_signs_in_builds_a_range_and_charts_q21_in_headless_chromium() {
         "ready": [day_ms(READY.0), day_ms(READY.1)],
         "build": [NEW.0, NEW.1],
         "sql": q21,
+        "fallback_sql": FALLBACK_SQL,
         "rows": want.len(),
         "row_filter": ROW_FILTER,
         "region_sql": REGION_SQL,
@@ -209,6 +215,8 @@ async fn console_signs_in_builds_a_range_and_charts_q21_in_headless_chromium() {
             .starts_with("cuboid "),
         "EXPLAIN in the page: {explain}"
     );
+    let fallback = report["fallback"].as_str().unwrap_or("");
+    assert!(fallback.contains("c_city"), "fallback warning: {fallback:?}");
     let shots = report["screenshots"].as_array().expect("screenshots");
     assert!(shots.len() >= 10, "screenshots: {shots:?}");
     for s in shots {
