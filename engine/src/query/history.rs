@@ -480,10 +480,16 @@ mod tests {
         let (h, store, _dir) = history_with("");
         let v0 = store.store_version().unwrap();
         h.record(
-            &[use_of("c1", 0b0101, &["b", "d"]), use_of("c2", 0b0001, &["d"])],
+            &[
+                use_of("c1", 0b0101, &["b", "d"]),
+                use_of("c2", 0b0001, &["d"]),
+            ],
             Duration::from_micros(2500),
         );
-        h.record(&[use_of("c1", 0b0011, &["c", "d"])], Duration::from_millis(7));
+        h.record(
+            &[use_of("c1", 0b0011, &["c", "d"])],
+            Duration::from_millis(7),
+        );
         h.flush().unwrap();
         assert_eq!(store.store_version().unwrap(), v0);
         let c1 = read_history(store.as_ref(), "ssb", "c1").unwrap();
@@ -496,7 +502,9 @@ mod tests {
         assert_eq!(c1[1].wanted_dimensions, vec!["c", "d"]);
         let c2 = read_history(store.as_ref(), "ssb", "c2").unwrap();
         assert_eq!(c2.len(), 1);
-        assert!(read_history(store.as_ref(), "ssb", "none").unwrap().is_empty());
+        assert!(read_history(store.as_ref(), "ssb", "none")
+            .unwrap()
+            .is_empty());
         // The line has exactly the contract's fields.
         let raw = store
             .get("/query_history/ssb/c2/current.jsonl")
@@ -535,9 +543,8 @@ mod tests {
 
     #[test]
     fn rotates_keeps_bounded_files_and_reads_them_in_order() {
-        let (h, store, _dir) = history_with(
-            "kylin.query.history.max-bytes=1024\nkylin.query.history.max-files=2\n",
-        );
+        let (h, store, _dir) =
+            history_with("kylin.query.history.max-bytes=1024\nkylin.query.history.max-files=2\n");
         for i in 0..60u64 {
             h.record(&[use_of("c", i, &["d"])], Duration::from_millis(1));
             h.flush().unwrap();
@@ -545,7 +552,11 @@ mod tests {
         let files = store.list("/query_history/ssb/c").unwrap();
         assert_eq!(files.len(), 3, "{files:?}");
         let records = read_history(store.as_ref(), "ssb", "c").unwrap();
-        assert!(records.len() < 60 && records.len() >= 8, "{}", records.len());
+        assert!(
+            records.len() < 60 && records.len() >= 8,
+            "{}",
+            records.len()
+        );
         let wanted: Vec<u64> = records.iter().map(|r| r.wanted).collect();
         assert_eq!(*wanted.last().unwrap(), 59);
         assert!(wanted.windows(2).all(|w| w[1] == w[0] + 1), "{wanted:?}");

@@ -59,10 +59,10 @@ use crate::metadata::managers::Metadata;
 use crate::security::Access;
 use crate::storage::SegmentStore;
 use access::View;
-use history::{CuboidUse, QueryHistory};
 use cache::LruCache;
 use catalog::Snapshot;
 use cuboid_scan::{BlocksRead, CuboidScanExec};
+use history::{CuboidUse, QueryHistory};
 use rewrite::{Outcome, Realized, Stored};
 use segments::{CachedSegments, SegmentReader};
 

@@ -216,7 +216,10 @@ async fn console_signs_in_builds_a_range_and_charts_q21_in_headless_chromium() {
         "EXPLAIN in the page: {explain}"
     );
     let fallback = report["fallback"].as_str().unwrap_or("");
-    assert!(fallback.contains("c_city"), "fallback warning: {fallback:?}");
+    assert!(
+        fallback.contains("c_city"),
+        "fallback warning: {fallback:?}"
+    );
     let shots = report["screenshots"].as_array().expect("screenshots");
     assert!(shots.len() >= 10, "screenshots: {shots:?}");
     for s in shots {

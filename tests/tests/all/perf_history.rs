@@ -10,7 +10,7 @@ use qilin_engine::metadata::open_store;
 use qilin_engine::query::history::{read_history, QueryRecord};
 use qilin_engine::sample::ssb;
 use qilin_tests::compare::{compare, explain_text, oracle_query, run_query, Expect};
-use qilin_tests::SsbServer;
+use qilin_tests::server::SsbServer;
 use serde_json::{json, Value};
 
 const CROSSING: &str = "SELECT d_weeknuminyear, c_city, SUM(lo_revenue) AS revenue, COUNT(*) AS n \
@@ -66,10 +66,12 @@ async fn a_query_crossing_groups_is_flagged_and_recorded() {
             .await
             .expect("explain"),
     );
-    let fallback = explain_row(&explain, "fallback")
-        .unwrap_or_else(|| panic!("no fallback row:\n{explain}"));
+    let fallback =
+        explain_row(&explain, "fallback").unwrap_or_else(|| panic!("no fallback row:\n{explain}"));
     assert!(
-        fallback.contains("c_city") && fallback.contains("(base, ") && fallback.contains("not built"),
+        fallback.contains("c_city")
+            && fallback.contains("(base, ")
+            && fallback.contains("not built"),
         "{fallback}"
     );
     let small = explain_text(
@@ -100,7 +102,10 @@ async fn a_query_crossing_groups_is_flagged_and_recorded() {
         f["chosenRows"].as_u64().unwrap() >= 2 * f["wantedRows"].as_u64().unwrap(),
         "{f}"
     );
-    assert!(fallback.contains(&wanted_dims.join(", ")), "{fallback} vs {f}");
+    assert!(
+        fallback.contains(&wanted_dims.join(", ")),
+        "{fallback} vs {f}"
+    );
     let body = json!({"sql": SMALL, "project": ssb::PROJECT});
     let h = http.clone();
     let v: Value = call(move || h.post_json("/kylin/api/query", &body).expect(200)).await;
@@ -146,7 +151,10 @@ async fn a_query_crossing_groups_is_flagged_and_recorded() {
             assert_eq!(s.chosen & s.wanted, s.wanted, "{s:?}");
             break;
         }
-        assert!(Instant::now() < deadline, "no record of the small query within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "no record of the small query within 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // Writing the history does not move the store version (servers would reload on it).
