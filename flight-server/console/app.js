@@ -830,7 +830,7 @@
         r.totalScanCount !== undefined ? h("span.muted", null, "scanned " + fmtInt(r.totalScanCount) + " rows") : null,
         h("button#query-csv", { type: "button", onclick: () => downloadCsv(metas, rows) }, "Download CSV")));
     if (r.fallback) {
-      out.append(h("div.warning#query-fallback", { "data-chosen": String(r.fallback.chosen) },
+      out.append(h("div#query-fallback.warning", { "data-chosen": String(r.fallback.chosen) },
         h("b", null, "Fallback: "), "this query read a much larger cuboid than it needed — " + r.fallback.text +
         ". A cuboid over its dimensions (qilin-jobs cube optimize) would answer it from fewer rows."));
     }
