@@ -94,7 +94,7 @@ pub struct CuboidUse {
 
 impl CuboidUse {
     /// The EXPLAIN text of a fallback: `wanted {d_weeknuminyear, c_city} (not built; at most
-    /// 10600 rows estimated), read cuboid 65535 (base, 60175 rows)`.
+    /// 14522 rows estimated), read cuboid 131071 (base, 60175 rows)`.
     pub fn fallback_text(&self) -> String {
         let wanted = if self.wanted_built {
             format!("{} rows", self.wanted_rows)
