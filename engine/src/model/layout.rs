@@ -1397,6 +1397,94 @@ mod tests {
     }
 
     #[test]
+    fn planner_sets_add_and_leave_out_cuboids_without_changing_the_signature() {
+        let model: ModelDesc = example("model.json");
+        let mut cube: CubeDesc = example("cube.json");
+        let plain = resolve_cube(&cube, &model, &tpch_tables(), 4096).expect("resolves");
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // l_shipmode (group 1) with o_orderdate (group 2): no group builds it.
+        cube.mandatory_dimension_set_list = vec![names(&["l_shipmode", "o_orderdate"])];
+        cube.cuboid_black_list = vec![names(&["l_returnflag", "l_linestatus"])];
+        let planned = resolve_cube(&cube, &model, &tpch_tables(), 4096).expect("resolves");
+        let id = |l: &CubeLayout, dims: &[&str]| {
+            let n = l.rowkey.len();
+            dims.iter()
+                .map(|d| cuboid::bit(n, l.rowkey.iter().position(|r| r.name == *d).unwrap()))
+                .fold(0, |a, b| a | b)
+        };
+        let added = id(&planned, &["l_shipmode", "o_orderdate"]);
+        let gone = id(&planned, &["l_returnflag", "l_linestatus"]);
+        assert!(!plain.cuboids.contains(&added) && planned.cuboids.contains(&added));
+        assert!(plain.cuboids.contains(&gone) && !planned.cuboids.contains(&gone));
+        assert_eq!(planned.cuboids.len(), plain.cuboids.len());
+        assert_eq!(planned.cuboids[0], planned.base_cuboid());
+        assert_eq!(planned.group_cuboids, plain.cuboids);
+        assert_eq!(
+            crate::model::descriptor_signature(&planned),
+            crate::model::descriptor_signature(&plain)
+        );
+        // The JSON round trip keeps both lists.
+        let back: CubeDesc = from_json("cube", &crate::model::desc::to_json(&cube)).unwrap();
+        assert_eq!(back, cube);
+    }
+
+    #[test]
+    fn bad_planner_sets_are_refused_naming_the_field_and_dimension() {
+        let model: ModelDesc = example("model.json");
+        let base: CubeDesc = example("cube.json");
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all: Vec<String> = resolve_cube(&base, &model, &tpch_tables(), 4096)
+            .unwrap()
+            .rowkey
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        let cases: Vec<(Vec<Vec<String>>, Vec<Vec<String>>, &[&str])> = vec![
+            (
+                vec![names(&["l_shipmode", "nope"])],
+                vec![],
+                &["mandatory_dimension_set_list[0]", "nope is not a dimension"],
+            ),
+            (
+                vec![vec![]],
+                vec![],
+                &["mandatory_dimension_set_list[0]", "names no dimension"],
+            ),
+            (
+                vec![names(&["l_shipmode", "l_shipmode"])],
+                vec![],
+                &["named twice"],
+            ),
+            (
+                vec![],
+                vec![all.clone()],
+                &["cuboid_black_list[0]", "base cuboid"],
+            ),
+            (
+                vec![],
+                vec![names(&["l_shipmode", "o_orderdate"])],
+                &["cuboid_black_list[0]", "not a cuboid of the aggregation groups"],
+            ),
+            (
+                vec![names(&["l_shipmode"])],
+                vec![names(&["l_shipmode"])],
+                &["also in mandatory_dimension_set_list"],
+            ),
+        ];
+        for (add, drop, words) in cases {
+            let mut cube = base.clone();
+            cube.mandatory_dimension_set_list = add;
+            cube.cuboid_black_list = drop;
+            let text = resolve_cube(&cube, &model, &tpch_tables(), 4096)
+                .expect_err("refused")
+                .to_string();
+            for w in words {
+                assert!(text.contains(w), "{text:?} lacks {w:?}");
+            }
+        }
+    }
+
+    #[test]
     fn bad_joins_are_refused_naming_what_is_wrong() {
         let model: ModelDesc = example("model.json");
         // A join cycle: cust_region hangs from a lookup listed after it.
