@@ -1463,7 +1463,10 @@ mod tests {
             (
                 vec![],
                 vec![names(&["l_shipmode", "o_orderdate"])],
-                &["cuboid_black_list[0]", "not a cuboid of the aggregation groups"],
+                &[
+                    "cuboid_black_list[0]",
+                    "not a cuboid of the aggregation groups",
+                ],
             ),
             (
                 vec![names(&["l_shipmode"])],
