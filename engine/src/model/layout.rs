@@ -1439,7 +1439,8 @@ mod tests {
             .iter()
             .map(|r| r.name.clone())
             .collect();
-        let cases: Vec<(Vec<Vec<String>>, Vec<Vec<String>>, &[&str])> = vec![
+        type Sets = Vec<Vec<String>>;
+        let cases: Vec<(Sets, Sets, &[&str])> = vec![
             (
                 vec![names(&["l_shipmode", "nope"])],
                 vec![],
