@@ -208,7 +208,9 @@ async fn optimize_proposes_and_builds_a_cross_group_cuboid_from_the_base_cuboid(
     // --apply with the source moved away: the new cuboid comes from the stored base cuboid.
     let moved = tmp.path().join("source.moved");
     std::fs::rename(&source, &moved).unwrap();
+    let started = std::time::Instant::now();
     let out = jobs(&conf, &["cube", "optimize", "--cube", ssb::CUBE, "--apply"]);
+    let apply_secs = started.elapsed().as_secs_f64();
     let text = ok(&out, "optimize --apply");
     let job = text
         .lines()
@@ -245,6 +247,12 @@ async fn optimize_proposes_and_builds_a_cross_group_cuboid_from_the_base_cuboid(
     let (now, now_rows) = explained(&q, SQL).await;
     assert_eq!(now, wanted);
     assert!(now_rows < before_rows, "{now_rows} < {before_rows}");
+    eprintln!(
+        "perf_planner (SF {SF}): cuboid {wanted} {} rows, {} bytes (segment {} -> {} bytes), \
+         built by --apply in {apply_secs:.2}s; the query read {before_rows} rows of cuboid \
+         {before} before, {now_rows} after",
+        stats.rows, stats.bytes, seg.size_bytes, after.size_bytes
+    );
     let got = q.execute(SQL, None).await.unwrap().batches;
     let want = oracle_query(&oracle(&shared).await, SQL).await;
     compare(&got, &want, &Expect::default()).unwrap();
