@@ -12,6 +12,7 @@ pub mod measure;
 pub mod metadata;
 pub mod model;
 pub mod names;
+pub mod planner;
 pub mod query;
 pub mod sample;
 pub mod security;

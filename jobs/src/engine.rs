@@ -26,6 +26,8 @@ use qilin_engine::storage::SegmentStore;
 
 use crate::job::{Job, JobKind, JobStatus, Runner};
 
+mod optimize;
+
 /// Called with the job after every recorded change (for progress bars and logs).
 pub type Observer = Arc<dyn Fn(&Job) + Send + Sync>;
 
@@ -568,7 +570,10 @@ impl JobEngine {
                     job.id, job.cube
                 )));
             }
-            if !inst.segments.iter().any(|s| s.id == job.segment_id) {
+            // An optimize job has no segment of its own.
+            if job.kind != JobKind::Optimize
+                && !inst.segments.iter().any(|s| s.id == job.segment_id)
+            {
                 self.add_new_segment(
                     &job,
                     job.replaces.clone(),
@@ -640,6 +645,17 @@ impl JobEngine {
     /// committed the segment.
     fn take_segment(&self, job: &Job) -> Result<Option<Job>> {
         let epoch = self.lease_epoch(&job.id)?;
+        if job.kind == JobKind::Optimize {
+            // No segment of its own: only raise the fence (its commit checks it).
+            self.meta.update_cube(&job.cube, |inst| {
+                if let Some(e) = epoch {
+                    check_fence(inst, e, &job.id)?;
+                    inst.fence_epoch = e;
+                }
+                Ok(())
+            })?;
+            return Ok(Some(job.clone()));
+        }
         let fresh = if job.attempts > 1 {
             uuid::Uuid::new_v4().to_string()
         } else {
@@ -802,6 +818,9 @@ impl JobEngine {
     }
 
     async fn execute(&self, job: &Job, me: &Runner, observer: Observer) -> Result<()> {
+        if job.kind == JobKind::Optimize {
+            return self.execute_optimize(job, me, observer).await;
+        }
         let layout = Arc::new(
             self.meta
                 .cube_layout(&job.cube, self.config.cube.max_cuboids_per_group)?,
@@ -830,6 +849,12 @@ impl JobEngine {
                 )
                 .await?;
                 (out.cuboids, out.source_rows, out.snapshots, out.table_index)
+            }
+            JobKind::Optimize => {
+                return Err(Error::Refused(format!(
+                    "job {}: an optimize job creates no segment",
+                    job.id
+                )))
             }
             JobKind::Merge => {
                 let (inst, _) = self.meta.cube_instance(&job.cube)?;
@@ -878,6 +903,11 @@ impl JobEngine {
                 // Segments in range order: the table indexes merge in it.
                 let mut sources: Vec<&Segment> = merged.clone();
                 sources.sort_by_key(|s| s.range);
+                // Cuboids added by the cube planner may be missing from older segments:
+                // merge the common ones, then build the rest from the merged segment.
+                let stored: Vec<&[CuboidStats]> =
+                    sources.iter().map(|s| s.cuboids.as_slice()).collect();
+                let (merge_layout, extra) = build::extend::split_for_merge(&layout, &stored);
                 let sources: Vec<String> = sources.iter().map(|s| s.id.clone()).collect();
                 let (store, target) = (self.store.clone(), job.segment_id.clone());
                 let layout = layout.clone();
@@ -887,14 +917,27 @@ impl JobEngine {
                 }
                 let tracker = Tracker::new(progress, &phases);
                 let (stats, snapshots, table_index) = tokio::task::spawn_blocking(move || {
-                    let stats = build::merge_segments(
-                        &layout,
+                    let mut stats = build::merge_segments(
+                        &merge_layout,
                         store.as_ref(),
                         &sources,
                         &target,
                         &opts,
                         &tracker.phase(Phase::Cuboids),
                     )?;
+                    if !extra.is_empty() {
+                        let added = build::extend::extend_segment(
+                            &layout,
+                            store.as_ref(),
+                            &target,
+                            &stats,
+                            &extra,
+                            &opts,
+                            &tracker.phase(Phase::Cuboids),
+                        )?;
+                        stats.extend(added);
+                        stats.sort_by_key(|st| layout.cuboids.iter().position(|&c| c == st.id));
+                    }
                     let snapshots = match &newest {
                         Some((id, snaps)) => {
                             build::stored::copy_snapshots(store.as_ref(), id, snaps, &target)?

@@ -10,6 +10,9 @@ pub enum JobKind {
     Build,
     Merge,
     Refresh,
+    /// Adds the descriptor's new cuboids to every READY segment from its stored cuboids (the
+    /// cube planner's `cube optimize --apply`); creates no segment.
+    Optimize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,6 +109,7 @@ impl Job {
             JobKind::Build => &["Build cuboids", "Commit segment"],
             JobKind::Merge => &["Merge cuboids", "Commit segment", "Drop merged segments"],
             JobKind::Refresh => &["Build cuboids", "Commit segment", "Drop replaced segment"],
+            JobKind::Optimize => &["Build new cuboids", "Commit segments"],
         };
         let now = now_ms();
         Job {

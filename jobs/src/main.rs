@@ -423,6 +423,18 @@ async fn watch_job(engine: &JobEngine, id: &str, observer: Observer) -> anyhow::
 
 fn report_success(engine: &JobEngine, job: &Job) -> anyhow::Result<()> {
     let (inst, _) = engine.metadata().cube_instance(&job.cube)?;
+    if job.kind == qilin_jobs::JobKind::Optimize {
+        let cuboids: Vec<String> = inst
+            .ready_segments()
+            .map(|s| format!("{} {}", s.name, s.cuboids.len()))
+            .collect();
+        eprintln!(
+            "job {} SUCCEED: cuboids per READY segment: {}",
+            job.id,
+            cuboids.join(", ")
+        );
+        return Ok(());
+    }
     let seg = inst.segment(&job.segment_id);
     eprintln!(
         "job {} SUCCEED: segment {} READY ({} source rows, {} cuboids, {} bytes)",

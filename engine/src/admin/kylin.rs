@@ -1158,11 +1158,6 @@ impl<'a> Mapper<'a> {
                 "override_kylin_properties",
                 "cube-level Kylin properties are not imported",
             ),
-            (
-                "mandatory_dimension_set_list",
-                "mandatory dimension sets are not supported",
-            ),
-            ("cuboid_black_list", "cuboid black lists are not supported"),
         ] {
             let n = root.field(field);
             if !n.is_empty() {
@@ -1293,11 +1288,38 @@ impl<'a> Mapper<'a> {
         };
 
         let mut rowkey = Vec::new();
-        for r in root.field("rowkey").field("rowkey_columns").items()? {
+        let kylin_rowkey = root.field("rowkey").field("rowkey_columns").items()?;
+        for r in &kylin_rowkey {
             let n = dim_name(&r.field("column"), r.field("column").str()?)?;
             if !rowkey.contains(&n) {
                 rowkey.push(n);
             }
+        }
+
+        // Cube-planner fields: mandatory sets by column names, black-listed cuboids by Kylin
+        // cuboid ids (bits over Kylin's rowkey, the first column the most significant),
+        // turned into dimension names.
+        let mut mandatory_dimension_set_list = Vec::new();
+        for set in root.field("mandatory_dimension_set_list").items()? {
+            mandatory_dimension_set_list.push(names_of(&set)?);
+        }
+        let mut cuboid_black_list = Vec::new();
+        for id_node in root.field("cuboid_black_list").items()? {
+            let n = kylin_rowkey.len();
+            let id = id_node.opt_u64()?.unwrap_or(0);
+            if n != rowkey.len() || n >= 64 || id >> n != 0 || id == (1u64 << n) - 1 {
+                let u = id_node.unsupported(
+                    "not a cuboid id over the cube's rowkey columns other than the base \
+                     cuboid's; the cuboid stays built",
+                );
+                self.skip(u);
+                continue;
+            }
+            let dims: Vec<String> = (0..n)
+                .filter(|&i| id & (1u64 << (n - 1 - i)) != 0)
+                .map(|i| rowkey[i].clone())
+                .collect();
+            cuboid_black_list.push(dims);
         }
 
         let mut aggregation_groups = Vec::new();
@@ -1372,6 +1394,8 @@ impl<'a> Mapper<'a> {
             auto_merge_time_ranges,
             // Kylin 4 cubes have no table index; add one to answer detail queries.
             table_index: None,
+            mandatory_dimension_set_list,
+            cuboid_black_list,
         })
     }
 

@@ -1014,6 +1014,8 @@ mod tests {
             retention_range_days: None,
             auto_merge_time_ranges: vec![],
             table_index: None,
+            mandatory_dimension_set_list: vec![],
+            cuboid_black_list: vec![],
         };
         env.meta.save_cube(&cube, 4096).unwrap();
 

@@ -6,6 +6,7 @@
 //! failed or killed build is never visible to queries.
 
 pub mod aggregate;
+pub mod extend;
 pub mod progress;
 pub mod source;
 pub mod spill;

@@ -247,6 +247,16 @@ pub struct CubeDesc {
     /// Fact rows stored row by row with every segment, for detail (non-aggregate) queries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_index: Option<TableIndexDesc>,
+    /// Cuboids built in addition to the aggregation groups' ones, each a list of dimension
+    /// names (Kylin's `mandatory_dimension_set_list`); `qilin-jobs cube optimize --apply`
+    /// adds the sets the query history asks for here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mandatory_dimension_set_list: Vec<Vec<String>>,
+    /// Cuboids not built although an aggregation group allows them, each a list of dimension
+    /// names (Kylin's `cuboid_black_list`, by names instead of ids). The base cuboid cannot
+    /// be listed: every other cuboid can be built from it, and queries fall back to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cuboid_black_list: Vec<Vec<String>>,
 }
 
 /// A table index (Kylin 5): fact-table columns stored row by row, sorted by `sort_columns`

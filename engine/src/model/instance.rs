@@ -186,7 +186,8 @@ impl CubeInstance {
 }
 
 /// A signature of everything that decides what a segment stores: the rowkey columns (name,
-/// source column, type), the measures (function, input, state kind), the cuboid list, and
+/// source column, type), the measures (function, input, state kind), the aggregation
+/// groups' cuboid list, and
 /// the model's joins, filter and partition column (which rows the build reads). Two layouts
 /// with the same signature store interchangeable segments. It is a hash (xxh64, stable
 /// across releases) of a canonical text, so it never depends on Debug output of other
@@ -236,7 +237,10 @@ pub fn descriptor_signature(layout: &CubeLayout) -> String {
             state(m.state)
         ));
     }
-    let cuboids: Vec<String> = layout.cuboids.iter().map(|c| c.to_string()).collect();
+    // The aggregation groups' cuboids only: the planner's added and black-listed cuboids
+    // change which cuboids segments have (queries use a cuboid only when every READY
+    // segment has it), not what any stored cuboid holds.
+    let cuboids: Vec<String> = layout.group_cuboids.iter().map(|c| c.to_string()).collect();
     text.push_str(&format!("cuboids {}\n", cuboids.join(",")));
     let model = &layout.model;
     text.push_str(&format!("fact {}\n", model.fact_table));

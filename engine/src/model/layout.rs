@@ -142,8 +142,14 @@ pub struct CubeLayout {
     /// The model's joins, resolved, in the model's order (parents first).
     pub joins: Vec<ResolvedJoin>,
     pub measures: Vec<ResolvedMeasure>,
-    /// Every cuboid to build, the base cuboid first, then by fewer dimensions.
+    /// Every cuboid to build, the base cuboid first, then by fewer dimensions: the
+    /// aggregation groups' cuboids, plus `mandatory_dimension_set_list`, minus
+    /// `cuboid_black_list`.
     pub cuboids: Vec<CuboidId>,
+    /// The aggregation groups' cuboids (and the base), in the same order: what the
+    /// descriptor signature hashes. The planner's lists change which cuboids new segments
+    /// get, not what a segment's stored cuboids mean, so they leave segments valid.
+    pub group_cuboids: Vec<CuboidId>,
     pub partition: Option<ResolvedPartition>,
     pub table_index: Option<ResolvedTableIndex>,
 }
@@ -1106,8 +1112,18 @@ pub fn resolve_cube(
         ));
     }
     all.insert(base);
+    let by_size = |v: &mut Vec<CuboidId>| {
+        v.sort_by(|a, b| b.count_ones().cmp(&a.count_ones()).then(b.cmp(a)))
+    };
+    let mut group_cuboids: Vec<CuboidId> = all.iter().copied().collect();
+    by_size(&mut group_cuboids);
+    let (added, dropped) = planner_sets(&what, cube, &rowkey, &all)?;
+    all.extend(added);
+    for c in dropped {
+        all.remove(&c);
+    }
     let mut cuboids: Vec<CuboidId> = all.into_iter().collect();
-    cuboids.sort_by(|a, b| b.count_ones().cmp(&a.count_ones()).then(b.cmp(a)));
+    by_size(&mut cuboids);
 
     let partition = match &model.partition {
         Some(p) => Some(partition_of(
@@ -1128,9 +1144,85 @@ pub fn resolve_cube(
         joins,
         measures,
         cuboids,
+        group_cuboids,
         partition,
         table_index,
     })
+}
+
+/// The cuboids of the cube's `mandatory_dimension_set_list` (to add) and
+/// `cuboid_black_list` (to leave out of `group` cuboids), validated: every name a
+/// dimension, no set empty or naming a dimension twice, the base cuboid never black-listed
+/// (every cuboid can be built from it and queries fall back to it), a black-listed cuboid
+/// one the aggregation groups build, and no cuboid both added and black-listed.
+fn planner_sets(
+    what: &str,
+    cube: &CubeDesc,
+    rowkey: &[RowkeyColumn],
+    group: &BTreeSet<CuboidId>,
+) -> Result<(Vec<CuboidId>, Vec<CuboidId>)> {
+    let n = rowkey.len();
+    let set_of = |field: &str, i: usize, names: &[String]| -> Result<CuboidId> {
+        let at = format!("{what}, {field}[{i}]");
+        if names.is_empty() {
+            return Err(Error::invalid(&at, "names no dimension"));
+        }
+        let mut id: CuboidId = 0;
+        for name in names {
+            let Some(r) = rowkey.iter().position(|r| refers_to(r, name)) else {
+                let known: Vec<&str> = rowkey.iter().map(|r| r.name.as_str()).collect();
+                return Err(Error::invalid(
+                    &at,
+                    format!(
+                        "{name} is not a dimension of the cube (its dimensions: {})",
+                        known.join(", ")
+                    ),
+                ));
+            };
+            let b = cuboid::bit(n, r);
+            if id & b != 0 {
+                return Err(Error::invalid(&at, format!("{name} is named twice")));
+            }
+            id |= b;
+        }
+        Ok(id)
+    };
+    let mut added = Vec::new();
+    for (i, set) in cube.mandatory_dimension_set_list.iter().enumerate() {
+        added.push(set_of("mandatory_dimension_set_list", i, set)?);
+    }
+    let mut dropped = Vec::new();
+    for (i, set) in cube.cuboid_black_list.iter().enumerate() {
+        let id = set_of("cuboid_black_list", i, set)?;
+        let at = format!("{what}, cuboid_black_list[{i}]");
+        if id == cuboid::base(n) {
+            return Err(Error::invalid(
+                &at,
+                "is the base cuboid, which is always built: every other cuboid is built from \
+                 it and queries that no other cuboid covers read it",
+            ));
+        }
+        if !group.contains(&id) {
+            return Err(Error::invalid(
+                &at,
+                format!(
+                    "[{}] is not a cuboid of the aggregation groups; nothing to leave out",
+                    set.join(", ")
+                ),
+            ));
+        }
+        if added.contains(&id) {
+            return Err(Error::invalid(
+                &at,
+                format!(
+                    "[{}] is also in mandatory_dimension_set_list",
+                    set.join(", ")
+                ),
+            ));
+        }
+        dropped.push(id);
+    }
+    Ok((added, dropped))
 }
 
 /// Whether a reference (a stored name, or `alias.column`) names rowkey column `r`.
@@ -1302,6 +1394,98 @@ mod tests {
         // 2^6 cuboids in the first group, 2^3 * 3 * 3 in the second (the empty cuboid is in
         // both), plus the base cuboid.
         assert_eq!(layout.cuboids.len(), 64 + 72 - 1 + 1);
+    }
+
+    #[test]
+    fn planner_sets_add_and_leave_out_cuboids_without_changing_the_signature() {
+        let model: ModelDesc = example("model.json");
+        let mut cube: CubeDesc = example("cube.json");
+        let plain = resolve_cube(&cube, &model, &tpch_tables(), 4096).expect("resolves");
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // l_shipmode (group 1) with o_orderdate (group 2): no group builds it.
+        cube.mandatory_dimension_set_list = vec![names(&["l_shipmode", "o_orderdate"])];
+        cube.cuboid_black_list = vec![names(&["l_returnflag", "l_linestatus"])];
+        let planned = resolve_cube(&cube, &model, &tpch_tables(), 4096).expect("resolves");
+        let id = |l: &CubeLayout, dims: &[&str]| {
+            let n = l.rowkey.len();
+            dims.iter()
+                .map(|d| cuboid::bit(n, l.rowkey.iter().position(|r| r.name == *d).unwrap()))
+                .fold(0, |a, b| a | b)
+        };
+        let added = id(&planned, &["l_shipmode", "o_orderdate"]);
+        let gone = id(&planned, &["l_returnflag", "l_linestatus"]);
+        assert!(!plain.cuboids.contains(&added) && planned.cuboids.contains(&added));
+        assert!(plain.cuboids.contains(&gone) && !planned.cuboids.contains(&gone));
+        assert_eq!(planned.cuboids.len(), plain.cuboids.len());
+        assert_eq!(planned.cuboids[0], planned.base_cuboid());
+        assert_eq!(planned.group_cuboids, plain.cuboids);
+        assert_eq!(
+            crate::model::descriptor_signature(&planned),
+            crate::model::descriptor_signature(&plain)
+        );
+        // The JSON round trip keeps both lists.
+        let back: CubeDesc = from_json("cube", &crate::model::desc::to_json(&cube)).unwrap();
+        assert_eq!(back, cube);
+    }
+
+    #[test]
+    fn bad_planner_sets_are_refused_naming_the_field_and_dimension() {
+        let model: ModelDesc = example("model.json");
+        let base: CubeDesc = example("cube.json");
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all: Vec<String> = resolve_cube(&base, &model, &tpch_tables(), 4096)
+            .unwrap()
+            .rowkey
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
+        type Sets = Vec<Vec<String>>;
+        let cases: Vec<(Sets, Sets, &[&str])> = vec![
+            (
+                vec![names(&["l_shipmode", "nope"])],
+                vec![],
+                &["mandatory_dimension_set_list[0]", "nope is not a dimension"],
+            ),
+            (
+                vec![vec![]],
+                vec![],
+                &["mandatory_dimension_set_list[0]", "names no dimension"],
+            ),
+            (
+                vec![names(&["l_shipmode", "l_shipmode"])],
+                vec![],
+                &["named twice"],
+            ),
+            (
+                vec![],
+                vec![all.clone()],
+                &["cuboid_black_list[0]", "base cuboid"],
+            ),
+            (
+                vec![],
+                vec![names(&["l_shipmode", "o_orderdate"])],
+                &[
+                    "cuboid_black_list[0]",
+                    "not a cuboid of the aggregation groups",
+                ],
+            ),
+            (
+                vec![names(&["l_shipmode"])],
+                vec![names(&["l_shipmode"])],
+                &["also in mandatory_dimension_set_list"],
+            ),
+        ];
+        for (add, drop, words) in cases {
+            let mut cube = base.clone();
+            cube.mandatory_dimension_set_list = add;
+            cube.cuboid_black_list = drop;
+            let text = resolve_cube(&cube, &model, &tpch_tables(), 4096)
+                .expect_err("refused")
+                .to_string();
+            for w in words {
+                assert!(text.contains(w), "{text:?} lacks {w:?}");
+            }
+        }
     }
 
     #[test]

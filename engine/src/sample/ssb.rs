@@ -338,6 +338,8 @@ pub fn cube() -> CubeDesc {
             columns: vec![],
             sort_columns: s(&["lo_orderdate"]),
         }),
+        mandatory_dimension_set_list: vec![],
+        cuboid_black_list: vec![],
     }
 }
 

@@ -83,6 +83,9 @@ pub enum CubeCommand {
     },
     /// Drop a cube, its segments and their data (refused while one of its jobs runs).
     Drop { name: String },
+    /// The cube planner: propose cuboids to add (and unused ones to drop) from the query
+    /// history; `--apply` adds them and builds them into every READY segment.
+    Optimize(super::optimize::OptimizeArgs),
     /// Validate a cube file and estimate its cuboids' rows and bytes from the source
     /// tables, without writing anything.
     Plan {
@@ -230,6 +233,9 @@ pub async fn run(
                 }
                 format!("cube dropped {name}")
             }
+            CubeCommand::Optimize(args) => {
+                return super::optimize::run(engine, config, args).await;
+            }
             CubeCommand::Plan { file, json } => {
                 let cube: CubeDesc = docs::parse_document(&what("cube", &file), &read(&file)?)?;
                 let source = PathBuf::from(&config.stores.source_url);
@@ -283,7 +289,7 @@ fn warn_stale(stale: &[docs::StaleSegment]) {
 
 /// Tells the peers in `kylin.rest.servers` (a peer that cannot be reached catches up by
 /// polling the store version).
-async fn notify_peers(engine: &JobEngine, config: &Config, what: &str) {
+pub(crate) async fn notify_peers(engine: &JobEngine, config: &Config, what: &str) {
     if let Some(n) = Notifier::from_config(config, None) {
         let version = engine.metadata().store().store_version().unwrap_or(0);
         for (peer, e) in n.notify_all(what, version).await {

@@ -62,6 +62,7 @@ fn kind_name(k: JobKind) -> &'static str {
         JobKind::Build => "BUILD",
         JobKind::Merge => "MERGE",
         JobKind::Refresh => "REFRESH",
+        JobKind::Optimize => "OPTIMIZE",
     }
 }
 

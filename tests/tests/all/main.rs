@@ -33,6 +33,7 @@ mod metadata_backup;
 mod models;
 mod nginx_harness;
 mod perf_history;
+mod perf_planner;
 mod protocol;
 mod query_engine;
 mod query_paths;
