@@ -815,7 +815,8 @@ fn integer_literal(e: Option<&Expr>) -> Option<i64> {
     }
 }
 
-/// Step 6: the stored cuboid with fewest rows holding every needed rowkey column (derived
+/// Step 6: the stored cuboid cheapest to read ([`read_cost`]: rows and stored bytes of the
+/// columns read; ties to fewer rows, then fewer dimensions) holding every needed rowkey column (derived
 /// columns need their foreign keys), present in every READY segment. Returns it, its rows
 /// over all segments, and the derived dimensions to join back.
 /// The cuboid a query reads, and what it needed.
@@ -864,19 +865,22 @@ pub(super) fn choose_cuboid(
             detail: "no READY segment".into(),
         });
     }
-    let mut rows_of: HashMap<CuboidId, (u64, usize)> = HashMap::new();
+    // Per cuboid: rows, stored bytes and segments holding it (it must be in all of them).
+    let mut stats_of: HashMap<CuboidId, (u64, u64, usize)> = HashMap::new();
     for s in &real.segments {
         for c in &s.cuboids {
-            let e = rows_of.entry(c.id).or_default();
+            let e = stats_of.entry(c.id).or_default();
             e.0 += c.rows;
-            e.1 += 1;
+            e.1 += c.bytes;
+            e.2 += 1;
         }
     }
-    let (cuboid, rows) = rows_of
+    let (cuboid, rows) = stats_of
         .iter()
-        .filter(|(&c, &(_, segs))| segs == real.segments.len() && c & required == required)
-        .map(|(&c, &(rows, _))| (c, rows))
-        .min_by_key(|&(c, rows)| (rows, c.count_ones(), c))
+        .filter(|(&c, &(_, _, segs))| segs == real.segments.len() && c & required == required)
+        .map(|(&c, &(rows, bytes, _))| (c, rows, read_cost(layout, c, required, rows, bytes)))
+        .min_by_key(|&(c, rows, cost)| (cost, rows, c.count_ones(), c))
+        .map(|(c, rows, _)| (c, rows))
         .ok_or_else(|| Uncovered::Cuboid {
             cube: cube.clone(),
             dimensions: (0..n)
@@ -890,6 +894,24 @@ pub(super) fn choose_cuboid(
         derived,
         required,
     })
+}
+
+/// The estimated cost of answering from `cuboid` (`rows` rows, `bytes` stored bytes) a query
+/// needing the dimensions `required`: a scan decodes only the columns it reads, so the cost
+/// is the values it decodes and aggregates (rows × columns read) plus the stored bytes of
+/// those columns it decompresses (the cuboid's bytes in the share of its columns read: a
+/// wide cuboid of about as many rows costs less than its size says).
+pub(super) fn read_cost(
+    layout: &crate::model::CubeLayout,
+    cuboid: CuboidId,
+    required: CuboidId,
+    rows: u64,
+    bytes: u64,
+) -> u128 {
+    let measures = layout.measures.len() as u128;
+    let read = u128::from(required.count_ones()) + measures;
+    let stored = (u128::from(cuboid.count_ones()) + measures).max(1);
+    u128::from(rows) * read + u128::from(bytes) * read / stored
 }
 
 /// Where `table.column` is stored in `real`'s cuboids, if anywhere.
