@@ -48,6 +48,9 @@ pub(crate) struct CuboidTable {
     reader: Arc<dyn SegmentReader>,
     /// Filters on derived columns that prune through a foreign key (see [`DerivedFilter`]).
     derived: Arc<[DerivedFilter]>,
+    /// Stored rows over all segments, when the segment metadata says (no I/O at planning):
+    /// the scan's statistics, so that a join builds its hash table on the smaller side.
+    rows: Option<u64>,
 }
 
 /// A filter on columns of a lookup table the cube derives through a foreign key (for example
@@ -114,7 +117,14 @@ impl CuboidTable {
             segments: segments.into(),
             reader,
             derived: Arc::new([]),
+            rows: None,
         }
+    }
+
+    /// The table with its stored row count known.
+    pub fn with_rows(mut self, rows: u64) -> Self {
+        self.rows = Some(rows);
+        self
     }
 
     /// The table also pruning by `filters` on derived columns.
@@ -378,6 +388,23 @@ impl ExecutionPlan for CuboidScanExec {
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<datafusion::common::Statistics>],
+        args: &datafusion::physical_plan::statistics::StatisticsArgs,
+    ) -> datafusion::common::Result<Arc<datafusion::common::Statistics>> {
+        let mut stats = datafusion::common::Statistics::new_unknown(&self.output_schema);
+        if let Some(rows) = self.table.rows {
+            let rows = match args.partition() {
+                Some(_) => rows.div_ceil(self.partitions as u64),
+                None => rows,
+            };
+            // Inexact: pruning and the limit only ever read fewer.
+            stats.num_rows = datafusion::common::stats::Precision::Inexact(rows as usize);
+        }
+        Ok(Arc::new(stats))
     }
 
     fn apply_expressions(
@@ -1151,5 +1178,62 @@ mod tests {
                 "{filter}"
             );
         }
+    }
+
+    /// With row counts known, a join to a lookup builds its hash table on the lookup and the
+    /// cuboid's partitions stream through it, each aggregated partially before a final
+    /// aggregation: every partition of the scan is decoded and aggregated in parallel.
+    #[tokio::test]
+    async fn the_cuboid_streams_through_a_join_into_partial_aggregates() {
+        let data = rows();
+        let lookup = months();
+        let (_dir, store, segments) = stored(&data, 3);
+        write_cuboid(
+            store.as_ref(),
+            "aa",
+            9,
+            &lookup.schema(),
+            std::slice::from_ref(&lookup),
+            2,
+            BLOCK_ROWS,
+        )
+        .unwrap();
+        let fact =
+            CuboidTable::with_schema(data.schema(), 3, 7, vec!["aa".into()], segments.clone())
+                .with_rows(6_000_000);
+        let snapshot =
+            CuboidTable::with_schema(lookup.schema(), 2, 9, vec!["aa".into()], segments.clone())
+                .with_rows(2_556);
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_target_partitions(4),
+        );
+        ctx.register_table("t", Arc::new(fact)).unwrap();
+        ctx.register_table("l", Arc::new(snapshot)).unwrap();
+        let plan = ctx
+            .sql("SELECT month, name, sum(revenue) FROM t JOIN l ON day = key GROUP BY 1, 2")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let text = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(true)
+            .to_string();
+        assert!(text.contains("mode=CollectLeft"), "{text}");
+        assert!(text.contains("AggregateExec: mode=Partial"), "{text}");
+        assert!(
+            text.contains("AggregateExec: mode=FinalPartitioned"),
+            "{text}"
+        );
+        // The lookup is the build side (the join's first input), the cuboid the probe side.
+        let join = text.find("HashJoinExec").unwrap();
+        let lookup_scan = text[join..].find("cuboid=9").unwrap();
+        let fact_scan = text[join..].find("cuboid=7").unwrap();
+        assert!(lookup_scan < fact_scan, "{text}");
+        assert!(
+            text.contains("cuboid=7, segments=1")
+                && !text.contains("RepartitionExec: partitioning=Hash([day"),
+            "{text}"
+        );
     }
 }

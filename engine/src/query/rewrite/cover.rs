@@ -896,11 +896,15 @@ pub(super) fn choose_cuboid(
     })
 }
 
+/// What an unread dimension column is taken to cost in a cuboid's stored bytes, per row
+/// (dimension columns are rowkey-sorted and compress to a few bytes a value at most).
+const UNREAD_DIMENSION_BYTES: u128 = 2;
+
 /// The estimated cost of answering from `cuboid` (`rows` rows, `bytes` stored bytes) a query
-/// needing the dimensions `required`: a scan decodes only the columns it reads, so the cost
-/// is the values it decodes and aggregates (rows × columns read) plus the stored bytes of
-/// those columns it decompresses (the cuboid's bytes in the share of its columns read: a
-/// wide cuboid of about as many rows costs less than its size says).
+/// needing the dimensions `required`. A scan decodes only the columns it reads, so the cost
+/// is the values it decodes and aggregates (rows × columns read) plus the stored bytes it
+/// decompresses: the cuboid's bytes less its unread dimension columns. Rows alone would
+/// rank a cuboid of fat rows (wide measure states) above a slightly larger one of thin rows.
 pub(super) fn read_cost(
     layout: &crate::model::CubeLayout,
     cuboid: CuboidId,
@@ -908,10 +912,11 @@ pub(super) fn read_cost(
     rows: u64,
     bytes: u64,
 ) -> u128 {
-    let measures = layout.measures.len() as u128;
-    let read = u128::from(required.count_ones()) + measures;
-    let stored = (u128::from(cuboid.count_ones()) + measures).max(1);
-    u128::from(rows) * read + u128::from(bytes) * read / stored
+    let rows = u128::from(rows);
+    let read = u128::from(required.count_ones()) + layout.measures.len() as u128;
+    let unread = u128::from((cuboid & !required).count_ones());
+    let bytes_read = u128::from(bytes).saturating_sub(rows * unread * UNREAD_DIMENSION_BYTES);
+    rows * read + bytes_read
 }
 
 /// Where `table.column` is stored in `real`'s cuboids, if anywhere.

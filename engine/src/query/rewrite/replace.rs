@@ -91,7 +91,8 @@ pub(super) fn source(answer: &Answer, reader: &Arc<dyn SegmentReader>) -> Result
     // The cuboid over every READY segment; it prunes blocks by the filters pushed into it
     // when it runs, not here.
     let segment_ids = answer.real.segments.iter().map(|s| s.id.clone()).collect();
-    let mut table = CuboidTable::new(layout, answer.cuboid, segment_ids, reader.clone());
+    let mut table = CuboidTable::new(layout, answer.cuboid, segment_ids, reader.clone())
+        .with_rows(answer.cuboid_rows);
 
     // Derived columns come from the lookup's snapshot in the newest READY segment, never
     // from the source files.
@@ -101,6 +102,14 @@ pub(super) fn source(answer: &Answer, reader: &Arc<dyn SegmentReader>) -> Result
         let dd = &layout.derived[d];
         let (snapshot, segment) = detail::snapshot_table(answer.real, &dd.lookup_table, reader)
             .map_err(crate::error::Error::Refused)?;
+        let snapshot = match segment
+            .snapshots
+            .iter()
+            .find(|s| s.table.eq_ignore_ascii_case(&dd.lookup_table))
+        {
+            Some(s) => snapshot.with_rows(s.stats.rows),
+            None => snapshot,
+        };
         let alias = lookup_alias(&dd.table);
         // Residual filters on this lookup's columns alone also prune the cuboid's blocks
         // through the foreign key (an inner join drops rows whose lookup row fails them).
