@@ -878,7 +878,13 @@ pub(super) fn choose_cuboid(
     let (cuboid, rows) = stats_of
         .iter()
         .filter(|(&c, &(_, _, segs))| segs == real.segments.len() && c & required == required)
-        .map(|(&c, &(rows, bytes, _))| (c, rows, read_cost(layout, c, required, rows, bytes)))
+        .map(|(&c, &(rows, bytes, _))| {
+            (
+                c,
+                rows,
+                read_cost(layout.measures.len(), c, required, rows, bytes),
+            )
+        })
         .min_by_key(|&(c, rows, cost)| (cost, rows, c.count_ones(), c))
         .map(|(c, rows, _)| (c, rows))
         .ok_or_else(|| Uncovered::Cuboid {
@@ -906,14 +912,14 @@ const UNREAD_DIMENSION_BYTES: u128 = 2;
 /// decompresses: the cuboid's bytes less its unread dimension columns. Rows alone would
 /// rank a cuboid of fat rows (wide measure states) above a slightly larger one of thin rows.
 pub(super) fn read_cost(
-    layout: &crate::model::CubeLayout,
+    measures: usize,
     cuboid: CuboidId,
     required: CuboidId,
     rows: u64,
     bytes: u64,
 ) -> u128 {
     let rows = u128::from(rows);
-    let read = u128::from(required.count_ones()) + layout.measures.len() as u128;
+    let read = u128::from(required.count_ones()) + measures as u128;
     let unread = u128::from((cuboid & !required).count_ones());
     let bytes_read = u128::from(bytes).saturating_sub(rows * unread * UNREAD_DIMENSION_BYTES);
     rows * read + bytes_read
@@ -969,4 +975,24 @@ fn target_of(
             .map(Target::Rowkey);
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_cost;
+
+    #[test]
+    fn read_cost_weighs_rows_and_the_bytes_of_the_columns_read() {
+        // Needs dimension 0 (bit 0b001) of cuboids 0b001, 0b011 and 0b111, 10 measures.
+        let narrow = read_cost(10, 0b001, 0b001, 1_000, 400_000);
+        let wider = read_cost(10, 0b011, 0b001, 1_000, 402_000);
+        // Same rows: the wider one's extra dimension is not read, a tie but for its bytes.
+        assert!(narrow <= wider);
+        // Fewer rows but much fatter rows (wide measure states) cost more.
+        let fat = read_cost(10, 0b011, 0b001, 900, 4_000_000);
+        let thin = read_cost(10, 0b111, 0b001, 1_000, 300_000);
+        assert!(thin < fat);
+        // Without bytes (older metadata), rows rank.
+        assert!(read_cost(10, 0b001, 0b001, 10, 0) < read_cost(10, 0b011, 0b001, 11, 0));
+    }
 }
