@@ -45,7 +45,10 @@ async fn base_cuboid_scans_equal_the_oracle_and_prune_on_derived_filters() {
         ("WHERE d_year = 1993", true),
         // Derived columns: only their foreign key is stored.
         ("WHERE d_monthnuminyear = 12", true),
-        ("WHERE d_sellingseason = 'Christmas' AND c_region = 'AMERICA'", true),
+        (
+            "WHERE d_sellingseason = 'Christmas' AND c_region = 'AMERICA'",
+            true,
+        ),
         ("WHERE d_daynuminyear BETWEEN 100 AND 110", true),
         // Matches no date: no block can join.
         ("WHERE d_monthnuminyear = 13", true),
