@@ -2,16 +2,17 @@
 //! scans, over one cuboid of a cube's READY segments. Planning does no I/O: the provider
 //! accepts every filter as `Inexact` (the `Filter` above it stays, so results never depend on
 //! pruning) and turns the pushed filters into a [`PruningPredicate`]. [`CuboidScanExec`] reads
-//! the manifests when it executes, keeps the blocks the predicate cannot rule out, and reads
-//! and decodes them one at a time as the stream is polled. A cached plan therefore holds
-//! segment ids and a predicate, never a block list.
+//! the manifests when it executes, keeps the blocks the predicate cannot rule out, spreads
+//! them over its partitions, and decodes only the projected columns of each, a few blocks
+//! ahead of the consumer on tokio's blocking pool. A cached plan therefore holds segment ids
+//! and a predicate, never a block list.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -45,6 +46,27 @@ pub(crate) struct CuboidTable {
     cuboid: CuboidId,
     segments: Arc<[String]>,
     reader: Arc<dyn SegmentReader>,
+    /// Filters on derived columns that prune through a foreign key (see [`DerivedFilter`]).
+    derived: Arc<[DerivedFilter]>,
+    /// Stored rows over all segments, when the segment metadata says (no I/O at planning):
+    /// the scan's statistics, so that a join builds its hash table on the smaller side.
+    rows: Option<u64>,
+}
+
+/// A filter on columns of a lookup table the cube derives through a foreign key (for example
+/// `d_month = 'May'` on `dates`, derived through `lo_orderdate`). The cuboid holds the key,
+/// not the filtered column: when the scan runs, the key values whose lookup rows pass the
+/// filter become key ranges, and blocks whose key range misses all of them are skipped.
+/// Only for inner joins on one key column (a left join keeps rows without a lookup row).
+#[derive(Debug, Clone)]
+pub(crate) struct DerivedFilter {
+    /// The lookup's snapshot.
+    pub lookup: CuboidTable,
+    /// Over the lookup's unqualified columns; the `Filter` above the join stays.
+    pub filter: Expr,
+    pub primary_key: String,
+    /// The cuboid's dimension column holding the key.
+    pub foreign_key: String,
 }
 
 impl CuboidTable {
@@ -94,7 +116,21 @@ impl CuboidTable {
             cuboid,
             segments: segments.into(),
             reader,
+            derived: Arc::new([]),
+            rows: None,
         }
+    }
+
+    /// The table with its stored row count known.
+    pub fn with_rows(mut self, rows: u64) -> Self {
+        self.rows = Some(rows);
+        self
+    }
+
+    /// The table also pruning by `filters` on derived columns.
+    pub fn with_derived_filters(mut self, filters: Vec<DerivedFilter>) -> Self {
+        self.derived = filters.into();
+        self
     }
 
     pub fn id(&self) -> u64 {
@@ -159,8 +195,15 @@ impl TableProvider for CuboidTable {
             }
             None => None,
         };
+        let mut derived = Vec::new();
+        for d in self.derived.iter() {
+            if let Some(keys) = DerivedKeys::plan(self, d, state)? {
+                derived.push(keys);
+            }
+        }
         let partitions = state.config().target_partitions().max(1);
         let mut scan = CuboidScanExec::new(self.clone(), projection.cloned(), pruning, partitions);
+        scan.derived = derived.into();
         // DataFusion passes a limit only when no filter stays above the scan: any `limit`
         // rows will do, so a partition stops reading blocks once it has them.
         scan.limit = limit;
@@ -204,6 +247,8 @@ pub(crate) struct CuboidScanExec {
     table: CuboidTable,
     projection: Option<Vec<usize>>,
     pruning: Option<Arc<PruningPredicate>>,
+    /// Pruning through foreign keys, resolved against the lookup snapshots when it runs.
+    derived: Arc<[DerivedKeys]>,
     partitions: usize,
     /// Rows after which each partition stops reading blocks.
     limit: Option<usize>,
@@ -237,6 +282,7 @@ impl CuboidScanExec {
             table,
             projection,
             pruning,
+            derived: Arc::new([]),
             partitions,
             limit: None,
             output_schema,
@@ -246,7 +292,7 @@ impl CuboidScanExec {
 
     /// How many blocks this scan reads of how many are stored (reads manifests, no blocks).
     pub fn blocks_read(&self) -> Result<BlocksRead> {
-        let (selected, total) = select(&self.table, self.pruning.as_deref())?;
+        let (selected, total) = select(&self.table, self.pruning.as_deref(), &self.derived)?;
         Ok(BlocksRead {
             read: selected.len(),
             total,
@@ -261,20 +307,33 @@ impl CuboidScanExec {
 
 /// Reads the manifests and prunes: the blocks to read, in segment and block order, and how
 /// many blocks there are in all.
-fn select(t: &CuboidTable, pruning: Option<&PruningPredicate>) -> Result<(Vec<BlockRef>, usize)> {
+fn select(
+    t: &CuboidTable,
+    pruning: Option<&PruningPredicate>,
+    derived: &[DerivedKeys],
+) -> Result<(Vec<BlockRef>, usize)> {
     let dims = t.dimension_fields();
+    let mut ranges = Vec::new();
+    for d in derived {
+        match d.predicate(t)? {
+            KeyRanges::Any => {}
+            // No lookup row passes the filter: no cuboid row joins one.
+            KeyRanges::None => return Ok((Vec::new(), total_blocks(t)?)),
+            KeyRanges::Ranges(p) => ranges.push(p),
+        }
+    }
     let mut selected = Vec::new();
     let mut total = 0;
     for (s, segment) in t.segments.iter().enumerate() {
         let manifest = t.reader.manifest(segment, t.cuboid)?;
         total += manifest.blocks.len();
-        let keep = match pruning {
-            Some(p) => {
-                let stats = t.reader.block_stats(segment, t.cuboid, &dims)?;
-                p.prune(stats.as_ref())?
+        let mut keep = vec![true; manifest.blocks.len()];
+        for p in pruning.into_iter().chain(ranges.iter()) {
+            let stats = t.reader.block_stats(segment, t.cuboid, &dims)?;
+            for (k, p) in keep.iter_mut().zip(p.prune(stats.as_ref())?) {
+                *k &= p;
             }
-            None => vec![true; manifest.blocks.len()],
-        };
+        }
         for (i, (meta, keep)) in manifest.blocks.iter().zip(keep).enumerate() {
             if keep && meta.rows > 0 {
                 selected.push(BlockRef {
@@ -301,6 +360,13 @@ impl DisplayAs for CuboidScanExec {
                 if let Some(p) = &self.pruning {
                     write!(f, ", pruning_predicate={}", p.predicate_expr())?;
                 }
+                for d in self.derived.iter() {
+                    write!(
+                        f,
+                        ", derived_pruning={} through {}",
+                        d.display, d.foreign_key
+                    )?;
+                }
                 if let Some(l) = self.limit {
                     write!(f, ", limit={l}")?;
                 }
@@ -322,6 +388,23 @@ impl ExecutionPlan for CuboidScanExec {
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        _input_stats: &[Arc<datafusion::common::Statistics>],
+        args: &datafusion::physical_plan::statistics::StatisticsArgs,
+    ) -> datafusion::common::Result<Arc<datafusion::common::Statistics>> {
+        let mut stats = datafusion::common::Statistics::new_unknown(&self.output_schema);
+        if let Some(rows) = self.table.rows {
+            let rows = match args.partition() {
+                Some(_) => rows.div_ceil(self.partitions as u64),
+                None => rows,
+            };
+            // Inexact: pruning and the limit only ever read fewer.
+            stats.num_rows = datafusion::common::stats::Precision::Inexact(rows as usize);
+        }
+        Ok(Arc::new(stats))
     }
 
     fn apply_expressions(
@@ -349,20 +432,31 @@ impl ExecutionPlan for CuboidScanExec {
                 self.partitions
             )));
         }
-        let blocks = LazyBlocks {
+        let columns: Arc<[usize]> = match &self.projection {
+            Some(p) => p.as_slice().into(),
+            None => (0..self.table.schema.fields().len()).collect(),
+        };
+        let blocks = PartitionBlocks {
             table: self.table.clone(),
-            projection: self.projection.clone(),
+            columns,
+            schema: self.output_schema.clone(),
             pending: None,
+            in_flight: VecDeque::new(),
             remaining: self.limit,
             scan: ScanPlan {
                 pruning: self.pruning.clone(),
+                derived: self.derived.clone(),
                 partition,
                 partitions: self.partitions,
             },
         };
+        let stream = futures::stream::unfold(blocks, |mut b| async move {
+            let next = b.next().await?;
+            Some((next, b))
+        });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.output_schema.clone(),
-            futures::stream::iter(blocks),
+            stream,
         )))
     }
 }
@@ -370,23 +464,60 @@ impl ExecutionPlan for CuboidScanExec {
 /// What one partition of a scan needs to choose its blocks when first polled.
 struct ScanPlan {
     pruning: Option<Arc<PruningPredicate>>,
+    derived: Arc<[DerivedKeys]>,
     partition: usize,
     partitions: usize,
 }
 
-/// The blocks of one partition, chosen when first polled and read one per `next`.
-struct LazyBlocks {
+/// Blocks a partition reads ahead of the one it returns: decoding runs on tokio's blocking
+/// pool while the partition's consumer (usually a partial aggregation) works on the block
+/// before, so decode and aggregation overlap on every core. Bounded: at most this many
+/// decoded blocks wait per partition.
+const READ_AHEAD: usize = 2;
+
+/// The blocks of one partition, chosen when first polled and decoded ahead of the consumer.
+struct PartitionBlocks {
     table: CuboidTable,
-    projection: Option<Vec<usize>>,
+    /// The stored columns to decode (the scan's projection).
+    columns: Arc<[usize]>,
+    /// The output schema (the table's, projected).
+    schema: SchemaRef,
     pending: Option<VecDeque<BlockRef>>,
+    in_flight: VecDeque<tokio::task::JoinHandle<Result<RecordBatch>>>,
     /// Rows still wanted, when the scan has a limit.
     remaining: Option<usize>,
     scan: ScanPlan,
 }
 
-impl LazyBlocks {
+/// Reads and decodes block `b`'s `columns` as a batch of `schema`.
+fn read_block(
+    table: &CuboidTable,
+    columns: &[usize],
+    schema: &SchemaRef,
+    b: &BlockRef,
+) -> Result<RecordBatch> {
+    let batch = table.reader.block(
+        &table.segments[b.segment],
+        table.cuboid,
+        b.block,
+        &b.meta,
+        Some(columns),
+    )?;
+    // Stored blocks may differ from the table's schema in field nullability only.
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        batch.columns().to_vec(),
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+impl PartitionBlocks {
     fn choose(&self) -> Result<VecDeque<BlockRef>> {
-        let (selected, _) = select(&self.table, self.scan.pruning.as_deref())?;
+        let (selected, _) = select(
+            &self.table,
+            self.scan.pruning.as_deref(),
+            &self.scan.derived,
+        )?;
         Ok(selected
             .into_iter()
             .enumerate()
@@ -395,24 +526,35 @@ impl LazyBlocks {
             .collect())
     }
 
-    fn read(&self, b: &BlockRef) -> Result<RecordBatch> {
-        let t = &self.table;
-        let batch = t
-            .reader
-            .block(&t.segments[b.segment], t.cuboid, b.block, &b.meta)?;
-        // Stored blocks may differ from the table's schema in field nullability only.
-        let batch = RecordBatch::try_new(t.schema.clone(), batch.columns().to_vec())?;
-        Ok(match &self.projection {
-            Some(p) => batch.project(p)?,
-            None => batch,
-        })
+    /// Starts decoding pending blocks on the blocking pool until `READ_AHEAD` are under way.
+    /// A scan with a limit reads one block at a time (it may stop after any of them), and
+    /// outside a tokio runtime every block is read on the polling thread.
+    fn read_ahead(&mut self) {
+        if self.remaining.is_some() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Some(pending) = self.pending.as_mut() else {
+            return;
+        };
+        while self.in_flight.len() < READ_AHEAD {
+            let Some(b) = pending.pop_front() else {
+                break;
+            };
+            let (table, columns, schema) = (
+                self.table.clone(),
+                self.columns.clone(),
+                self.schema.clone(),
+            );
+            self.in_flight.push_back(
+                runtime.spawn_blocking(move || read_block(&table, &columns, &schema, &b)),
+            );
+        }
     }
-}
 
-impl Iterator for LazyBlocks {
-    type Item = datafusion::common::Result<RecordBatch>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    async fn next(&mut self) -> Option<datafusion::common::Result<RecordBatch>> {
         if self.pending.is_none() {
             match self.choose() {
                 Ok(blocks) => self.pending = Some(blocks),
@@ -425,12 +567,182 @@ impl Iterator for LazyBlocks {
         if self.remaining == Some(0) {
             return None;
         }
-        let b = self.pending.as_mut()?.pop_front()?;
-        let batch = self.read(&b).map_err(to_datafusion);
+        self.read_ahead();
+        let batch = match self.in_flight.pop_front() {
+            Some(handle) => match handle.await {
+                Ok(batch) => batch,
+                // The read panicked or the runtime is shutting down.
+                Err(e) => Err(Error::DataFusion(DataFusionError::External(Box::new(e)))),
+            },
+            None => {
+                let b = self.pending.as_mut()?.pop_front()?;
+                read_block(&self.table, &self.columns, &self.schema, &b)
+            }
+        };
+        self.read_ahead();
+        let batch = batch.map_err(to_datafusion);
         if let (Some(r), Ok(batch)) = (self.remaining.as_mut(), &batch) {
             *r = r.saturating_sub(batch.num_rows());
         }
         Some(batch)
+    }
+}
+
+/// Key ranges past which the foreign-key pruning predicate merges neighbouring ranges (each
+/// range is two comparisons per block).
+const MAX_KEY_RANGES: usize = 32;
+
+/// Blocks of a stored table, pruned or not.
+fn total_blocks(t: &CuboidTable) -> Result<usize> {
+    t.segments.iter().try_fold(0, |n, segment| {
+        Ok(n + t.reader.manifest(segment, t.cuboid)?.blocks.len())
+    })
+}
+
+/// What a derived filter allows of the foreign key.
+enum KeyRanges {
+    /// It cannot prune.
+    Any,
+    /// No key.
+    None,
+    Ranges(PruningPredicate),
+}
+
+/// A [`DerivedFilter`] planned: its filter as a physical expression over the snapshot.
+#[derive(Debug)]
+struct DerivedKeys {
+    lookup: CuboidTable,
+    filter: Arc<dyn PhysicalExpr>,
+    primary_key: usize,
+    foreign_key: String,
+    display: String,
+}
+
+impl DerivedKeys {
+    /// `None` when the filter cannot prune: volatile, or a key that is no column of either.
+    fn plan(
+        table: &CuboidTable,
+        d: &DerivedFilter,
+        state: &dyn Session,
+    ) -> datafusion::common::Result<Option<Self>> {
+        let Ok(primary_key) = d.lookup.schema.index_of(&d.primary_key) else {
+            return Ok(None);
+        };
+        if d.filter.is_volatile() || table.schema.index_of(&d.foreign_key).is_err() {
+            return Ok(None);
+        }
+        let filter = unqualified(&d.filter);
+        let df_schema = DFSchema::try_from(d.lookup.schema.as_ref().clone())?;
+        let Ok(physical) = state.create_physical_expr(filter.clone(), &df_schema) else {
+            return Ok(None);
+        };
+        Ok(Some(DerivedKeys {
+            lookup: d.lookup.clone(),
+            filter: physical,
+            primary_key,
+            foreign_key: d.foreign_key.clone(),
+            display: filter.to_string(),
+        }))
+    }
+
+    /// The pruning predicate over `t`'s foreign key: the keys whose lookup rows pass the
+    /// filter, as at most [`MAX_KEY_RANGES`] ranges of the snapshot's sorted keys (a range
+    /// spans keys that pass with no failing key between, so it is exact until ranges merge).
+    fn predicate(&self, t: &CuboidTable) -> Result<KeyRanges> {
+        use datafusion::logical_expr::Operator;
+        use datafusion::physical_expr::expressions::{BinaryExpr, Column as PhysColumn, Literal};
+
+        let fk = t.schema.index_of(&self.foreign_key)?;
+        let fk_type = t.schema.field(fk).data_type().clone();
+        // Every key of the snapshot with whether its row passes.
+        let mut keys: Vec<(datafusion::common::ScalarValue, bool)> = Vec::new();
+        let lookup = &self.lookup;
+        let all: Vec<usize> = (0..lookup.schema.fields().len()).collect();
+        let (blocks, _) = select(lookup, None, &[])?;
+        for b in &blocks {
+            let batch = read_block(lookup, &all, &lookup.schema, b)?;
+            let passes = self.filter.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let Some(passes) = passes
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::BooleanArray>()
+            else {
+                return Ok(KeyRanges::Any);
+            };
+            let pk = batch.column(self.primary_key);
+            for row in 0..batch.num_rows() {
+                if pk.is_null(row) {
+                    continue;
+                }
+                let key = datafusion::common::ScalarValue::try_from_array(pk, row)?;
+                let Ok(key) = key.cast_to(&fk_type) else {
+                    return Ok(KeyRanges::Any);
+                };
+                keys.push((key, passes.is_valid(row) && passes.value(row)));
+            }
+        }
+        keys.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
+        // Runs of passing keys: (first, last, failing keys before the run).
+        let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+        let mut failing = 0;
+        for (i, (_, pass)) in keys.iter().enumerate() {
+            match (pass, runs.last_mut()) {
+                (true, Some(run)) if failing == 0 && run.1 + 1 == i => run.1 = i,
+                (true, _) => {
+                    runs.push((i, i, failing));
+                    failing = 0;
+                }
+                (false, _) => failing += 1,
+            }
+        }
+        // Too many runs: merge across the smallest gaps (a superset, still safe).
+        if runs.len() > MAX_KEY_RANGES {
+            let mut gaps: Vec<(usize, usize)> = runs
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(i, r)| (r.2, i))
+                .collect();
+            gaps.sort_unstable_by(|a, b| b.cmp(a));
+            let mut splits: Vec<usize> = gaps[..MAX_KEY_RANGES - 1].iter().map(|g| g.1).collect();
+            splits.sort_unstable();
+            let mut merged = Vec::with_capacity(MAX_KEY_RANGES);
+            let mut start = 0;
+            for end in splits.into_iter().chain([runs.len()]) {
+                merged.push((runs[start].0, runs[end - 1].1, 0));
+                start = end;
+            }
+            runs = merged;
+        }
+        let column: Arc<dyn PhysicalExpr> = Arc::new(PhysColumn::new(&self.foreign_key, fk));
+        let literal =
+            |i: usize| -> Arc<dyn PhysicalExpr> { Arc::new(Literal::new(keys[i].0.clone())) };
+        let binary = |l: Arc<dyn PhysicalExpr>, op, r: Arc<dyn PhysicalExpr>| {
+            Arc::new(BinaryExpr::new(l, op, r)) as Arc<dyn PhysicalExpr>
+        };
+        let Some(((first, last, _), rest)) = runs.split_first() else {
+            return Ok(KeyRanges::None);
+        };
+        let range = |first: usize, last: usize| {
+            binary(
+                binary(column.clone(), Operator::GtEq, literal(first)),
+                Operator::And,
+                binary(column.clone(), Operator::LtEq, literal(last)),
+            )
+        };
+        let mut expr = range(*first, *last);
+        for (first, last, _) in rest {
+            expr = binary(expr, Operator::Or, range(*first, *last));
+        }
+        let schema = Arc::new(Schema::new(t.dimension_fields()));
+        Ok(
+            match PruningPredicateBuilder::new()
+                .with_file_schema(schema)
+                .build(expr)
+            {
+                Some(p) => KeyRanges::Ranges(Arc::unwrap_or_clone(p)),
+                None => KeyRanges::Any,
+            },
+        )
     }
 }
 
@@ -549,9 +861,16 @@ mod tests {
         ) -> Result<Arc<crate::query::pruning::BlockStats>> {
             self.inner.block_stats(s, c, dims)
         }
-        fn block(&self, s: &str, c: CuboidId, b: u32, meta: &BlockMeta) -> Result<RecordBatch> {
+        fn block(
+            &self,
+            s: &str,
+            c: CuboidId,
+            b: u32,
+            meta: &BlockMeta,
+            columns: Option<&[usize]>,
+        ) -> Result<RecordBatch> {
             self.blocks.fetch_add(1, Ordering::Relaxed);
-            self.inner.block(s, c, b, meta)
+            self.inner.block(s, c, b, meta, columns)
         }
     }
 
@@ -648,5 +967,273 @@ mod tests {
         // A filter on a measure column cannot prune (no stats) and stays correct.
         let measure = format!("{sum} WHERE revenue < 10");
         assert_eq!(read(&measure, &segments, &data).await, all);
+    }
+
+    /// Writes `data` as cuboid 7 of segment "aa" in a fresh store.
+    fn stored(
+        data: &RecordBatch,
+        dims: usize,
+    ) -> (
+        tempfile::TempDir,
+        Arc<LocalSegmentStore>,
+        Arc<CachedSegments>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalSegmentStore::open(dir.path()).unwrap());
+        write_cuboid(
+            store.as_ref(),
+            "aa",
+            7,
+            &data.schema(),
+            std::slice::from_ref(data),
+            dims,
+            BLOCK_ROWS,
+        )
+        .unwrap();
+        (dir, store.clone(), Arc::new(CachedSegments::new(store)))
+    }
+
+    #[test]
+    fn projected_reads_equal_full_reads() {
+        let data = rows();
+        let (_dir, _, segments) = stored(&data, 3);
+        let manifest = segments.manifest("aa", 7).unwrap();
+        for (b, meta) in manifest.blocks.iter().enumerate() {
+            let b = b as u32;
+            // Part of the block first (cached per column), then more columns in another
+            // order, then everything: each equals the same columns of a full decode.
+            let first = segments.block("aa", 7, b, meta, Some(&[1])).unwrap();
+            let mixed = segments.block("aa", 7, b, meta, Some(&[3, 1, 0])).unwrap();
+            let none = segments.block("aa", 7, b, meta, Some(&[])).unwrap();
+            let full = segments.block("aa", 7, b, meta, None).unwrap();
+            let want = data.slice(b as usize * BLOCK_ROWS, BLOCK_ROWS);
+            assert_eq!(full.columns(), want.columns());
+            assert_eq!(first.columns(), want.project(&[1]).unwrap().columns());
+            assert_eq!(mixed.columns(), want.project(&[3, 1, 0]).unwrap().columns());
+            assert_eq!(mixed.schema().field(0).name(), "revenue");
+            assert_eq!((none.num_columns(), none.num_rows()), (0, BLOCK_ROWS));
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn parallel_decode_returns_every_block_once() {
+        let data = rows();
+        let (_dir, _, segments) = stored(&data, 3);
+        let reader = Arc::new(Counting {
+            inner: segments,
+            blocks: AtomicU64::new(0),
+        });
+        for partitions in [1, 3, 8, 13] {
+            let table =
+                CuboidTable::with_schema(data.schema(), 3, 7, vec!["aa".into()], reader.clone());
+            let config =
+                datafusion::prelude::SessionConfig::new().with_target_partitions(partitions);
+            let ctx = SessionContext::new_with_config(config);
+            ctx.register_table("t", Arc::new(table)).unwrap();
+            reader.blocks.store(0, Ordering::Relaxed);
+            let got = ctx
+                .sql("SELECT revenue FROM t")
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let mut revenue: Vec<i64> = got
+                .iter()
+                .flat_map(|b| {
+                    b.column(0)
+                        .as_any()
+                        .downcast_ref::<Int64Array>()
+                        .unwrap()
+                        .values()
+                        .to_vec()
+                })
+                .collect();
+            revenue.sort_unstable();
+            assert_eq!(revenue, (0..ROWS).collect::<Vec<_>>(), "{partitions}");
+            assert_eq!(reader.blocks.load(Ordering::Relaxed), 8, "{partitions}");
+        }
+    }
+
+    /// A lookup of the 400 days: `key` (the fact rows' `day`) and its month `2020-MM`.
+    fn months() -> RecordBatch {
+        let day0 = 18262; // 2020-01-01
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("key", DataType::Date32, true),
+            Field::new("month", DataType::Utf8, true),
+        ]));
+        let days: Vec<i32> = (0..ROWS as i32).map(|i| day0 + i).collect();
+        let month = |d: i32| {
+            let date = chrono::NaiveDate::from_num_days_from_ce_opt(d + 719_163).unwrap();
+            date.format("%Y-%m").to_string()
+        };
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Date32Array::from_iter_values(days.iter().copied())),
+                Arc::new(StringArray::from_iter_values(
+                    days.iter().map(|&d| month(d)),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn derived_filters_prune_through_the_foreign_key() {
+        let data = rows();
+        let lookup = months();
+        let (_dir, store, segments) = stored(&data, 3);
+        write_cuboid(
+            store.as_ref(),
+            "aa",
+            9,
+            &lookup.schema(),
+            std::slice::from_ref(&lookup),
+            2,
+            BLOCK_ROWS,
+        )
+        .unwrap();
+        let snapshot =
+            CuboidTable::with_schema(lookup.schema(), 2, 9, vec!["aa".into()], segments.clone());
+        let counting = Arc::new(Counting {
+            inner: segments.clone(),
+            blocks: AtomicU64::new(0),
+        });
+        let oracle = SessionContext::new();
+        oracle.register_batch("t", data.clone()).unwrap();
+        oracle.register_batch("l", lookup.clone()).unwrap();
+        let lookup_schema = DFSchema::try_from(lookup.schema().as_ref().clone()).unwrap();
+        for (filter, blocks) in [
+            // March 2020: days 60..90, all in block 1 (days 50..99).
+            ("month = '2020-03'", 1),
+            // January and December: blocks 0, 6 and 7 (two key ranges).
+            ("month IN ('2020-01', '2020-12')", 3),
+            // January to September 2020: days 0..273, blocks 0..5.
+            ("month LIKE '2020-0%'", 6),
+            ("month = '1999-01'", 0),
+            // Not on the lookup alone: no derived filter, still the right answer.
+            ("month = '2020-03' OR revenue < 3", 8),
+        ] {
+            let sql = format!(
+                "SELECT month, sum(revenue), count(*) FROM t JOIN l ON day = key \
+                 WHERE {filter} GROUP BY month ORDER BY month"
+            );
+            let derived = match filter.contains("revenue") {
+                true => vec![],
+                false => vec![DerivedFilter {
+                    lookup: snapshot.clone(),
+                    filter: oracle.parse_sql_expr(filter, &lookup_schema).unwrap(),
+                    primary_key: "key".into(),
+                    foreign_key: "day".into(),
+                }],
+            };
+            let table =
+                CuboidTable::with_schema(data.schema(), 3, 7, vec!["aa".into()], counting.clone())
+                    .with_derived_filters(derived);
+            let id = table.id();
+            let cube = SessionContext::new_with_config(
+                datafusion::prelude::SessionConfig::new().with_target_partitions(2),
+            );
+            cube.register_table("t", Arc::new(table)).unwrap();
+            cube.register_table("l", Arc::new(snapshot.clone()))
+                .unwrap();
+            counting.blocks.store(0, Ordering::Relaxed);
+            let df = cube.sql(&sql).await.unwrap();
+            let plan = df.clone().create_physical_plan().await.unwrap();
+            let got = datafusion::arrow::util::pretty::pretty_format_batches(
+                &datafusion::physical_plan::collect(plan.clone(), cube.task_ctx())
+                    .await
+                    .unwrap(),
+            )
+            .unwrap()
+            .to_string();
+            let want = datafusion::arrow::util::pretty::pretty_format_batches(
+                &oracle.sql(&sql).await.unwrap().collect().await.unwrap(),
+            )
+            .unwrap()
+            .to_string();
+            assert_eq!(got, want, "{sql}");
+            assert_eq!(
+                counting.blocks.load(Ordering::Relaxed),
+                blocks,
+                "blocks read for {filter}"
+            );
+            let mut stack = vec![&plan];
+            let mut explained = None;
+            while let Some(p) = stack.pop() {
+                if let Some(scan) = p.downcast_ref::<CuboidScanExec>() {
+                    if scan.table_id() == id {
+                        explained = Some(scan.blocks_read().unwrap());
+                    }
+                }
+                stack.extend(p.children());
+            }
+            assert_eq!(
+                explained,
+                Some(BlocksRead {
+                    read: blocks as usize,
+                    total: 8
+                }),
+                "{filter}"
+            );
+        }
+    }
+
+    /// With row counts known, a join to a lookup builds its hash table on the lookup and the
+    /// cuboid's partitions stream through it, each aggregated partially before a final
+    /// aggregation: every partition of the scan is decoded and aggregated in parallel.
+    #[tokio::test]
+    async fn the_cuboid_streams_through_a_join_into_partial_aggregates() {
+        let data = rows();
+        let lookup = months();
+        let (_dir, store, segments) = stored(&data, 3);
+        write_cuboid(
+            store.as_ref(),
+            "aa",
+            9,
+            &lookup.schema(),
+            std::slice::from_ref(&lookup),
+            2,
+            BLOCK_ROWS,
+        )
+        .unwrap();
+        let fact =
+            CuboidTable::with_schema(data.schema(), 3, 7, vec!["aa".into()], segments.clone())
+                .with_rows(6_000_000);
+        let snapshot =
+            CuboidTable::with_schema(lookup.schema(), 2, 9, vec!["aa".into()], segments.clone())
+                .with_rows(2_556);
+        let ctx = SessionContext::new_with_config(
+            datafusion::prelude::SessionConfig::new().with_target_partitions(4),
+        );
+        ctx.register_table("t", Arc::new(fact)).unwrap();
+        ctx.register_table("l", Arc::new(snapshot)).unwrap();
+        let plan = ctx
+            .sql("SELECT month, name, sum(revenue) FROM t JOIN l ON day = key GROUP BY 1, 2")
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let text = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(true)
+            .to_string();
+        assert!(text.contains("mode=CollectLeft"), "{text}");
+        assert!(text.contains("AggregateExec: mode=Partial"), "{text}");
+        assert!(
+            text.contains("AggregateExec: mode=FinalPartitioned"),
+            "{text}"
+        );
+        // The lookup is the build side (the join's first input), the cuboid the probe side.
+        let join = text.find("HashJoinExec").unwrap();
+        let lookup_scan = text[join..].find("cuboid=9").unwrap();
+        let fact_scan = text[join..].find("cuboid=7").unwrap();
+        assert!(lookup_scan < fact_scan, "{text}");
+        assert!(
+            text.contains("cuboid=7, segments=1")
+                && !text.contains("RepartitionExec: partitioning=Hash([day"),
+            "{text}"
+        );
     }
 }

@@ -5,15 +5,15 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::Field;
+use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 
 use super::cache::LruCache;
 use super::pruning::BlockStats;
 use crate::error::Result;
 use crate::model::cuboid::TABLE_INDEX_ID;
 use crate::model::CuboidId;
-use crate::storage::block::{decode_block, read_manifest};
+use crate::storage::block::{decode_block_columns, read_manifest};
 use crate::storage::{BlockMeta, CuboidManifest, SegmentStore};
 
 /// Reads stored cuboids for queries. Blocking (a remote store is a network call): call it
@@ -29,17 +29,21 @@ pub(crate) trait SegmentReader: Send + Sync + std::fmt::Debug {
         cuboid: CuboidId,
         dims: &[Field],
     ) -> Result<Arc<BlockStats>>;
-    /// One decoded block, its checksum verified.
+    /// The stored columns `columns` of one block (every column when `None`), in that order,
+    /// decoded; its checksum verified whenever it is read from the store.
     fn block(
         &self,
         segment: &str,
         cuboid: CuboidId,
         block: u32,
         meta: &BlockMeta,
+        columns: Option<&[usize]>,
     ) -> Result<RecordBatch>;
 }
 
-type BlockKey = (String, CuboidId, u32);
+/// One decoded column of one block: queries reading different columns of the same block
+/// share what they have in common, and no query decodes a column it does not read.
+type ColumnKey = (String, CuboidId, u32, usize);
 
 /// Decoded blocks kept in memory.
 const BLOCK_CACHE_BYTES: u64 = 1 << 30;
@@ -50,7 +54,7 @@ pub(crate) struct CachedSegments {
     store: Arc<dyn SegmentStore>,
     manifests: Mutex<HashMap<(String, CuboidId), Arc<CuboidManifest>>>,
     stats: Mutex<HashMap<(String, CuboidId), Arc<BlockStats>>>,
-    blocks: LruCache<BlockKey, RecordBatch>,
+    columns: LruCache<ColumnKey, (FieldRef, ArrayRef)>,
 }
 
 impl std::fmt::Debug for CachedSegments {
@@ -65,7 +69,7 @@ impl CachedSegments {
             store,
             manifests: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
-            blocks: LruCache::new(BLOCK_CACHE_BYTES),
+            columns: LruCache::new(BLOCK_CACHE_BYTES),
         }
     }
 
@@ -121,22 +125,83 @@ impl SegmentReader for CachedSegments {
         cuboid: CuboidId,
         block: u32,
         meta: &BlockMeta,
+        columns: Option<&[usize]>,
     ) -> Result<RecordBatch> {
         // Table-index blocks stream through: a detail scan reads the whole fact table once,
         // and caching it would hold the table in memory and evict the cuboid blocks that
         // repeated queries reuse.
         if cuboid == TABLE_INDEX_ID {
             let bytes = self.store.get_block(segment, cuboid, block)?;
-            return decode_block(&bytes, meta, segment, cuboid, block);
+            return decode_block_columns(&bytes, meta, segment, cuboid, block, columns);
         }
-        let key = (segment.to_string(), cuboid, block);
-        if let Some(batch) = self.blocks.get(&key) {
-            return Ok(batch);
+        let Some(columns) = columns else {
+            return self.whole_block(segment, cuboid, block, meta);
+        };
+        let key = |c: usize| (segment.to_string(), cuboid, block, c);
+        let mut found: HashMap<usize, (FieldRef, ArrayRef)> = HashMap::new();
+        let mut missing: Vec<usize> = Vec::new();
+        for &c in columns {
+            if found.contains_key(&c) || missing.contains(&c) {
+                continue;
+            }
+            match self.columns.get(&key(c)) {
+                Some(v) => {
+                    found.insert(c, v);
+                }
+                None => missing.push(c),
+            }
         }
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            let bytes = self.store.get_block(segment, cuboid, block)?;
+            let batch = decode_block_columns(&bytes, meta, segment, cuboid, block, Some(&missing))?;
+            for (i, &c) in missing.iter().enumerate() {
+                let field = batch.schema().fields()[i].clone();
+                let array = batch.column(i).clone();
+                self.columns.insert(
+                    key(c),
+                    (field.clone(), array.clone()),
+                    array.get_array_memory_size() as u64,
+                );
+                found.insert(c, (field, array));
+            }
+        }
+        let (fields, arrays): (Vec<FieldRef>, Vec<ArrayRef>) =
+            columns.iter().map(|c| found[c].clone()).unzip();
+        // A projection of no columns (COUNT(*)) still has the block's rows.
+        Ok(RecordBatch::try_new_with_options(
+            Arc::new(Schema::new(fields)),
+            arrays,
+            &RecordBatchOptions::new().with_row_count(Some(meta.rows as usize)),
+        )?)
+    }
+}
+
+impl CachedSegments {
+    /// Every column of a block (how many there are is known once it is decoded), cached
+    /// column by column.
+    fn whole_block(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        block: u32,
+        meta: &BlockMeta,
+    ) -> Result<RecordBatch> {
         let bytes = self.store.get_block(segment, cuboid, block)?;
-        let batch = decode_block(&bytes, meta, segment, cuboid, block)?;
-        self.blocks
-            .insert(key, batch.clone(), batch.get_array_memory_size() as u64);
+        let batch = decode_block_columns(&bytes, meta, segment, cuboid, block, None)?;
+        for (c, (field, array)) in batch
+            .schema()
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .enumerate()
+        {
+            self.columns.insert(
+                (segment.to_string(), cuboid, block, c),
+                (field.clone(), array.clone()),
+                array.get_array_memory_size() as u64,
+            );
+        }
         Ok(batch)
     }
 }

@@ -34,6 +34,7 @@ mod models;
 mod nginx_harness;
 mod perf_history;
 mod perf_planner;
+mod perf_scan;
 mod protocol;
 mod query_engine;
 mod query_paths;

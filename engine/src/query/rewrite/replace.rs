@@ -11,7 +11,7 @@ use datafusion::datasource::provider_as_source;
 use datafusion::functions::core::expr_fn::coalesce;
 use datafusion::functions::math::expr_fn::trunc;
 use datafusion::functions_aggregate::expr_fn::{max, min, sum};
-use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::utils::{conjunction, split_conjunction};
 use datafusion::logical_expr::{
     cast, lit, Aggregate, Case, Expr, JoinType, LogicalPlan, LogicalPlanBuilder,
 };
@@ -21,7 +21,7 @@ use super::flatten::resolve_scan;
 use super::{detail, Realized, INTERNAL_PREFIX};
 use crate::error::Result;
 use crate::model::{JoinKind, StateKind};
-use crate::query::cuboid_scan::CuboidTable;
+use crate::query::cuboid_scan::{CuboidTable, DerivedFilter};
 use crate::query::segments::SegmentReader;
 use crate::query::{percentile, sketch};
 
@@ -91,23 +91,62 @@ pub(super) fn source(answer: &Answer, reader: &Arc<dyn SegmentReader>) -> Result
     // The cuboid over every READY segment; it prunes blocks by the filters pushed into it
     // when it runs, not here.
     let segment_ids = answer.real.segments.iter().map(|s| s.id.clone()).collect();
-    let table = Arc::new(CuboidTable::new(
-        layout,
-        answer.cuboid,
-        segment_ids,
-        reader.clone(),
-    ));
+    let mut table = CuboidTable::new(layout, answer.cuboid, segment_ids, reader.clone())
+        .with_rows(answer.cuboid_rows);
+
+    // Derived columns come from the lookup's snapshot in the newest READY segment, never
+    // from the source files.
+    let mut lookups = Vec::new();
+    let mut derived_filters = Vec::new();
+    for &d in &answer.derived {
+        let dd = &layout.derived[d];
+        let (snapshot, segment) = detail::snapshot_table(answer.real, &dd.lookup_table, reader)
+            .map_err(crate::error::Error::Refused)?;
+        let snapshot = match segment
+            .snapshots
+            .iter()
+            .find(|s| s.table.eq_ignore_ascii_case(&dd.lookup_table))
+        {
+            Some(s) => snapshot.with_rows(s.stats.rows),
+            None => snapshot,
+        };
+        let alias = lookup_alias(&dd.table);
+        // Residual filters on this lookup's columns alone also prune the cuboid's blocks
+        // through the foreign key (an inner join drops rows whose lookup row fails them).
+        if let ([fk], [pk], JoinKind::Inner) = (
+            dd.foreign_key.as_slice(),
+            dd.primary_key.as_slice(),
+            dd.kind,
+        ) {
+            let own: Vec<Expr> = residual
+                .iter()
+                .flat_map(|e| split_conjunction(e).into_iter().cloned())
+                .filter(|e| {
+                    let cols = e.column_refs();
+                    !cols.is_empty()
+                        && cols
+                            .iter()
+                            .all(|c| c.relation.as_ref().is_some_and(|r| r.table() == alias))
+                })
+                .collect();
+            if let Some(filter) = conjunction(own) {
+                derived_filters.push(DerivedFilter {
+                    lookup: snapshot.clone(),
+                    filter,
+                    primary_key: pk.clone(),
+                    foreign_key: fk.clone(),
+                });
+            }
+        }
+        lookups.push((dd, snapshot, segment, alias));
+    }
+    table = table.with_derived_filters(derived_filters);
+    let table = Arc::new(table);
 
     let mut builder =
         LogicalPlanBuilder::scan(CUBOID_ALIAS, provider_as_source(table.clone()), None)?;
     let mut derived_tables = Vec::new();
-    for &d in &answer.derived {
-        let dd = &layout.derived[d];
-        // Derived columns come from the lookup's snapshot in the newest READY segment,
-        // never from the source files.
-        let (snapshot, segment) = detail::snapshot_table(answer.real, &dd.lookup_table, reader)
-            .map_err(crate::error::Error::Refused)?;
-        let alias = lookup_alias(&dd.table);
+    for (dd, snapshot, segment, alias) in lookups {
         let right =
             LogicalPlanBuilder::scan(alias.as_str(), provider_as_source(Arc::new(snapshot)), None)?
                 .build()?;
