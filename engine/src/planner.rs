@@ -28,11 +28,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::row::{RowConverter, SortField};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::measure::hll::HyperLogLog;
-use crate::metadata::ResourceStore;
 use crate::model::{cuboid, CubeInstance, CubeLayout, CuboidId, Segment};
 use crate::storage::block::{decode_block_columns, read_manifest};
 use crate::storage::SegmentStore;
@@ -41,63 +40,11 @@ use crate::storage::SegmentStore;
 /// HyperLogLog (about 16 MiB of hashes).
 pub const EXACT_LIMIT: usize = 1 << 20;
 
-/// One history record (the format the query path writes, one JSON object per line).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueryRecord {
-    #[serde(default)]
-    pub time: String,
-    #[serde(default)]
-    pub project: String,
-    pub cube: String,
-    /// The exact dimension set the query needed (a cuboid id over the rowkey).
-    pub wanted: CuboidId,
-    /// Its dimension names: the record stays meaningful if the rowkey changes.
-    #[serde(default)]
-    pub wanted_dimensions: Vec<String>,
-    /// The cuboid the query read, and its rows then.
-    pub chosen: CuboidId,
-    #[serde(default)]
-    pub chosen_rows: u64,
-    #[serde(default)]
-    pub millis: f64,
-}
+pub use crate::query::history::{read_history_counted, QueryRecord, HISTORY_FOLDER};
 
-/// The history folder of one cube.
+/// The history folder of one cube (where the query path writes its records).
 pub fn history_folder(project: &str, cube: &str) -> String {
-    format!("/query_history/{project}/{cube}")
-}
-
-/// Parses JSON lines; lines that are not records are counted, not fatal (a torn last line
-/// of a file being appended to is normal).
-pub fn parse_records(text: &str) -> (Vec<QueryRecord>, usize) {
-    let mut out = Vec::new();
-    let mut bad = 0;
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-        match serde_json::from_str::<QueryRecord>(line) {
-            Ok(r) => out.push(r),
-            Err(_) => bad += 1,
-        }
-    }
-    (out, bad)
-}
-
-/// Every record stored for `cube` of `project` in the metadata store (every resource of its
-/// history folder), and the number of unreadable lines.
-pub fn read_records(
-    store: &dyn ResourceStore,
-    project: &str,
-    cube: &str,
-) -> Result<(Vec<QueryRecord>, usize)> {
-    let mut out = Vec::new();
-    let mut bad = 0;
-    for path in store.list(&history_folder(project, cube))? {
-        if let Some(r) = store.get(&path)? {
-            let (mut recs, b) = parse_records(&String::from_utf8_lossy(&r.data));
-            out.append(&mut recs);
-            bad += b;
-        }
-    }
-    Ok((out, bad))
+    format!("{HISTORY_FOLDER}/{project}/{cube}")
 }
 
 /// The dimension set of a record in `layout`'s cuboid ids: from the names when the record
@@ -649,15 +596,10 @@ mod tests {
     }
 
     #[test]
-    fn records_parse_and_resolve_by_name() {
-        let text = r#"{"time":"2026-12-03T01:00:00Z","project":"ssb","cube":"ssb_cube","wanted":3,"wanted_dimensions":["d_year","c_city"],"chosen":7,"chosen_rows":100,"millis":12.5}
-not json
-{"cube":"x","wanted":1,"chosen":1}
-"#;
-        let (recs, bad) = parse_records(text);
-        assert_eq!((recs.len(), bad), (2, 1));
-        assert_eq!(recs[0].wanted_dimensions, vec!["d_year", "c_city"]);
-        assert_eq!(recs[0].chosen_rows, 100);
-        assert_eq!(recs[1].millis, 0.0);
+    fn a_query_history_line_is_a_planner_record() {
+        let text = r#"{"time":"2026-12-03T01:00:00Z","project":"ssb","cube":"ssb_cube","wanted":3,"wanted_dimensions":["d_year","c_city"],"chosen":7,"chosen_rows":100,"millis":12.5}"#;
+        let r: QueryRecord = serde_json::from_str(text).unwrap();
+        assert_eq!(r.wanted_dimensions, vec!["d_year", "c_city"]);
+        assert_eq!(r.chosen_rows, 100);
     }
 }

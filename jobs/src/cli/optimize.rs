@@ -46,10 +46,14 @@ pub async fn run(engine: &JobEngine, config: &Config, args: OptimizeArgs) -> any
     }
     let layout = meta.cube_layout(&args.cube, max)?;
     let (inst, _) = meta.cube_instance(&args.cube)?;
-    let (records, bad) = planner::read_records(meta.store().as_ref(), &project, &args.cube)?;
-    if bad > 0 {
-        eprintln!("warning: {bad} unreadable history line(s) skipped");
+    let history = planner::read_history_counted(meta.store().as_ref(), &project, &args.cube)?;
+    if history.skipped > 0 {
+        eprintln!(
+            "warning: {} unreadable history line(s) skipped",
+            history.skipped
+        );
     }
+    let records = history.records;
     let store = engine.segment_store().clone();
     let (l, i, budget) = (layout.clone(), inst.clone(), args.budget_bytes);
     let plan = tokio::task::spawn_blocking(move || {
