@@ -167,6 +167,18 @@ pub const KEYS: &[KeySpec] = &[
         doc: "DataFusion memory pool shared by all executing queries, in MiB; sorts, aggregations and joins that pass it spill to the system temporary directory where DataFusion can, and a query that still needs more fails with `ResourceExhausted` naming this key; `0` = unbounded",
     },
     KeySpec {
+        key: "kylin.query.warm-up.enabled",
+        alias: None,
+        default: "true",
+        doc: "warm the query server in the background at start and whenever a segment turns READY: the catalog, one statement per cube, every manifest, and decoded blocks of the lookup snapshots and of the cuboids queries most likely read (most read in the query history, then the smallest); queries are answered meanwhile",
+    },
+    KeySpec {
+        key: "kylin.query.warm-up.max-bytes",
+        alias: None,
+        default: "268435456",
+        doc: "decoded block bytes one warm-up fills the block cache with at most (capped at half of the 1 GiB cache)",
+    },
+    KeySpec {
         key: "kylin.security.users",
         alias: None,
         default: "",
@@ -330,6 +342,10 @@ pub struct QueryConfig {
     pub max_concurrent: usize,
     /// Memory pool of query execution in MiB (0 = unbounded).
     pub max_memory_mb: u64,
+    /// Warm caches in the background at start and when segments turn READY.
+    pub warm_up_enabled: bool,
+    /// Decoded block bytes one warm-up decodes at most.
+    pub warm_up_max_bytes: u64,
 }
 
 /// The job engine (`kylin.job.*`).
@@ -588,6 +604,8 @@ impl Config {
                 cache_max_bytes: parse_key(&get, "kylin.query.cache-max-bytes")?,
                 max_concurrent: max_concurrent_queries,
                 max_memory_mb: parse_key(&get, "kylin.query.max-memory-mb")?,
+                warm_up_enabled: parse_bool(&get, "kylin.query.warm-up.enabled")?,
+                warm_up_max_bytes: parse_key(&get, "kylin.query.warm-up.max-bytes")?,
             },
             jobs: JobsConfig {
                 heartbeat_seconds: parse_key(&get, "kylin.job.heartbeat-seconds")?,
