@@ -185,6 +185,18 @@ pub const KEYS: &[KeySpec] = &[
         doc: "rotated query-history files kept per cube (older ones are deleted; at least 1)",
     },
     KeySpec {
+        key: "kylin.query.warm-up.enabled",
+        alias: None,
+        default: "true",
+        doc: "warm the query server in the background at start and whenever a segment turns READY: the catalog, one statement per cube, every manifest, and decoded blocks of the lookup snapshots and of the cuboids queries most likely read (most read in the query history, then the smallest); queries are answered meanwhile",
+    },
+    KeySpec {
+        key: "kylin.query.warm-up.max-bytes",
+        alias: None,
+        default: "268435456",
+        doc: "decoded block bytes one warm-up fills the block cache with at most (capped at half of the 1 GiB cache)",
+    },
+    KeySpec {
         key: "kylin.security.users",
         alias: None,
         default: "",
@@ -354,6 +366,10 @@ pub struct QueryConfig {
     pub history_max_bytes: u64,
     /// Rotated query-history files kept per cube.
     pub history_max_files: usize,
+    /// Warm caches in the background at start and when segments turn READY.
+    pub warm_up_enabled: bool,
+    /// Decoded block bytes one warm-up decodes at most.
+    pub warm_up_max_bytes: u64,
 }
 
 /// The job engine (`kylin.job.*`).
@@ -631,6 +647,8 @@ impl Config {
                 history_enabled: parse_bool(&get, "kylin.query.history.enabled")?,
                 history_max_bytes,
                 history_max_files,
+                warm_up_enabled: parse_bool(&get, "kylin.query.warm-up.enabled")?,
+                warm_up_max_bytes: parse_key(&get, "kylin.query.warm-up.max-bytes")?,
             },
             jobs: JobsConfig {
                 heartbeat_seconds: parse_key(&get, "kylin.job.heartbeat-seconds")?,

@@ -13,6 +13,7 @@ mod server;
 mod service;
 mod sql_info;
 mod status;
+mod warm;
 mod web;
 mod wire;
 

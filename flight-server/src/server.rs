@@ -23,6 +23,7 @@ use tonic::transport::Server;
 
 use crate::auth::{Authenticator, RequireAuth};
 use crate::service::QilinFlightSql;
+use crate::warm::Warmer;
 use crate::web;
 use crate::wire::MAX_MESSAGE_BYTES;
 
@@ -75,12 +76,15 @@ pub async fn serve(
     // How this instance appears in kylin.rest.servers (skipped when notifying).
     let own_addr = format!("{}:{}", config.cluster.host, local.port());
     metrics::global().set_instance(&config.cluster.mode.to_string(), &own_addr);
+    // Warming runs on a thread of its own: queries are answered from the first moment.
+    let warmer = Warmer::start(engine.clone(), config);
     let service = QilinFlightSql::new(
         engine.clone(),
         auth.clone(),
         jobs.clone(),
         config,
         &own_addr,
+        warmer.clone(),
     );
     let query_slots = service.query_slots();
     let flight = FlightServiceServer::new(service)
@@ -93,6 +97,7 @@ pub async fn serve(
             engine.clone(),
             Duration::from_secs(config.cluster.poll_seconds),
             healthy.clone(),
+            warmer.clone(),
         ));
     }
     if config.cluster.http_port != 0 {
@@ -108,14 +113,18 @@ pub async fn serve(
         );
         let health = Arc::new(move || {
             let ok = healthy.load(Ordering::Relaxed);
+            let planning = health_engine.planning();
             Health {
                 ok,
                 detail: format!(
-                    "{{\"status\":\"{}\",\"mode\":\"{mode}\",\"metadata_version\":{}}}",
+                    "{{\"status\":\"{}\",\"mode\":\"{mode}\",\"metadata_version\":{},\
+                     \"planning\":{{\"statements\":{},\"rewrites\":{}}}}}",
                     if ok { "ok" } else { "store unreachable" },
                     health_engine
                         .snapshot_version()
-                        .map_or("null".to_string(), |v| v.to_string())
+                        .map_or("null".to_string(), |v| v.to_string()),
+                    planning.statements,
+                    planning.rewrites
                 ),
             }
         });
@@ -140,11 +149,12 @@ pub async fn serve(
     }
     if config.cluster.mode == ServerMode::All {
         // The embedded job engine: it runs jobs only while it holds the cluster's lease.
-        let reload = engine.clone();
+        let (reload, warmer) = (engine.clone(), warmer.clone());
         let daemon = Daemon::new(jobs, config, Some(&own_addr)).on_change(Arc::new(move || {
             if let Err(e) = reload.refresh() {
                 log::warn!("reloading after a build: {e}");
             }
+            warmer.wake();
         }));
         tokio::spawn(daemon.run(shutdown_signal()));
     }
@@ -185,7 +195,12 @@ pub async fn serve(
 
 /// Follows a remote store: every `every`, reloads the catalog when the store-wide version
 /// moved on, so a server that missed a notification catches up by itself.
-async fn poll_store_version(engine: Arc<QueryEngine>, every: Duration, healthy: Arc<AtomicBool>) {
+async fn poll_store_version(
+    engine: Arc<QueryEngine>,
+    every: Duration,
+    healthy: Arc<AtomicBool>,
+    warmer: Warmer,
+) {
     loop {
         let e = engine.clone();
         match tokio::task::spawn_blocking(move || e.refresh()).await {
@@ -193,6 +208,7 @@ async fn poll_store_version(engine: Arc<QueryEngine>, every: Duration, healthy: 
                 healthy.store(true, Ordering::Relaxed);
                 if reloaded {
                     metrics::global().reload();
+                    warmer.wake();
                     log::info!(
                         "metadata version {}: reloaded",
                         engine.snapshot_version().unwrap_or(0)

@@ -52,6 +52,7 @@ use crate::handle::StatementHandle;
 use crate::metadata;
 use crate::sql_info::{SQL_INFO, XDBC_TYPE_INFO};
 use crate::status;
+use crate::warm::Warmer;
 use crate::wire::{self, client_schema};
 
 /// How long a query waits for one of the `kylin.query.max-concurrent` slots before the
@@ -73,6 +74,8 @@ pub struct QilinFlightSql {
     notify_needs_node_cert: bool,
     /// Catalog actions (`qilin.project.*`, `qilin.model.*`, `qilin.cube.*`, `qilin.table.*`).
     admin: Arc<Admin>,
+    /// Woken after a notification reloaded the catalog (new segments may be READY).
+    warmer: Warmer,
 }
 
 /// `DoAction` type that submits a build job: body `{"cube": C, "start": D, "end": D}`
@@ -96,6 +99,7 @@ impl QilinFlightSql {
         jobs: JobEngine,
         config: &Config,
         own_addr: &str,
+        warmer: Warmer,
     ) -> Self {
         let admin = Arc::new(Admin::new(
             config,
@@ -107,6 +111,7 @@ impl QilinFlightSql {
         ));
         QilinFlightSql {
             admin,
+            warmer,
             engine,
             auth,
             query_slots: Arc::new(Semaphore::new(config.query.max_concurrent)),
@@ -192,6 +197,7 @@ impl QilinFlightSql {
         .map_err(|e| status::from_engine(&e))?;
         if reloaded {
             metrics::global().reload();
+            self.warmer.wake();
         }
         // Counted once handled: whoever sees the count can rely on the reload having happened.
         metrics::global().notification_received(true);

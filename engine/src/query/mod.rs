@@ -24,14 +24,17 @@ mod pruning;
 mod rewrite;
 mod segments;
 mod sketch;
+mod warm;
 
 pub use crate::uncovered::Uncovered;
 pub use catalog::{version_text, CATALOG};
 pub use keys::{ForeignKey, PrimaryKey};
 pub use pruning::prune_blocks;
+pub use warm::{WarmReport, WarmUp};
 
 use std::borrow::Cow;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -192,6 +195,20 @@ pub struct QueryEngine {
     follow: bool,
     /// The query history (`kylin.query.history.enabled`).
     history: Option<Arc<QueryHistory>>,
+    /// Statements parsed and planned, and plans rewritten (see [`QueryEngine::planning`]).
+    parsed: AtomicU64,
+    rewritten_count: AtomicU64,
+}
+
+/// How much planning the engine has done since it started: a statement prepared, described
+/// and run (CreatePreparedStatement, GetFlightInfo, DoGet) must count one of each, and a
+/// repetition of it none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PlanningCounts {
+    /// Statements parsed and planned (plan-cache misses).
+    pub statements: u64,
+    /// Plans put through the cube rewrite and logical optimization.
+    pub rewrites: u64,
 }
 
 impl std::fmt::Debug for QueryEngine {
@@ -281,6 +298,16 @@ impl QueryEngine {
                 .history_enabled
                 .then(|| QueryHistory::new(meta.store().clone(), config)),
             meta,
+            parsed: AtomicU64::new(0),
+            rewritten_count: AtomicU64::new(0),
+        }
+    }
+
+    /// Planning done so far (for status pages and tests).
+    pub fn planning(&self) -> PlanningCounts {
+        PlanningCounts {
+            statements: self.parsed.load(Ordering::Relaxed),
+            rewrites: self.rewritten_count.load(Ordering::Relaxed),
         }
     }
 
@@ -381,6 +408,7 @@ impl QueryEngine {
         scope: Option<Scope<'_>>,
         sql: &str,
     ) -> Result<LogicalPlan> {
+        self.parsed.fetch_add(1, Ordering::Relaxed);
         let state = scope.map_or(&snap.state, |s| &s.view.state);
         let sql = positional_placeholders(sql);
         let statement = state
@@ -647,6 +675,7 @@ impl QueryEngine {
         let time_dependent = calls_non_immutable_functions(&plan);
         let rewrite_key = rewrite_key.filter(|_| !time_dependent);
         let mut answer = Answer::default();
+        self.rewritten_count.fetch_add(1, Ordering::Relaxed);
         let (schema, stream) = match rewrite::rewrite(plan.clone(), snap, &self.reader())? {
             Outcome::Answered { plan, realized } if explain => {
                 answer = Answer::cubes(&realized, snap);

@@ -35,6 +35,7 @@ mod nginx_harness;
 mod perf_history;
 mod perf_planner;
 mod perf_scan;
+mod perf_warm;
 mod protocol;
 mod query_engine;
 mod query_paths;
