@@ -7,15 +7,17 @@
 
 pub mod aggregate;
 pub mod extend;
+pub mod partitioned;
 pub mod progress;
 pub mod source;
 pub mod spill;
 pub mod stored;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use datafusion::arrow::array::ArrayRef;
+use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::Field;
 use futures::StreamExt;
 
@@ -84,20 +86,17 @@ fn write_aggregated(
     segment: &str,
     cuboid: CuboidId,
     dims: usize,
-    agg: SpillingAggregator,
+    aggs: Vec<SpillingAggregator>,
     block_rows: usize,
     written: &dyn Fn(u64) -> Result<()>,
 ) -> Result<CuboidStats> {
-    let mut w = CuboidWriter::new(
-        store,
-        segment,
-        cuboid,
-        agg.output_schema(),
-        dims,
-        block_rows,
-    );
+    let schema = aggs
+        .first()
+        .map(|a| a.output_schema())
+        .ok_or_else(|| Error::invalid("aggregation", "no aggregator"))?;
+    let mut w = CuboidWriter::new(store, segment, cuboid, schema, dims, block_rows);
     let mut rows = 0u64;
-    agg.finish_each(|b| {
+    partitioned::finish_interleaved(aggs, dims, |b| {
         rows += b.num_rows() as u64;
         w.write(b)?;
         written(rows)
@@ -204,43 +203,10 @@ pub async fn build_segment(
     snapshot_progress(1.0, "lookup snapshots written")?;
     let sql = source::flat_table_sql(&layout, range.as_ref());
     let dicts = global_dicts(&layout, &ctx, &store, &sql, &flat).await?;
-    let df = ctx.sql(&sql).await?;
-    let mut stream = df.execute_stream().await?;
-
     let base = layout.base_cuboid();
     let ndims = layout.rowkey.len();
-    let mut agg = opts.aggregator(Mode::Raw, dim_fields(&layout, base), &layout)?;
-    let mut inputs_of: Vec<Option<usize>> = Vec::new();
-    let mut next_input = ndims;
-    for m in &layout.measures {
-        inputs_of.push(m.input.as_ref().map(|_| {
-            next_input += 1;
-            next_input - 1
-        }));
-    }
-    let mut batches_seen = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let dims: Vec<ArrayRef> = batch.columns()[..ndims].to_vec();
-        let inputs: Vec<Option<ArrayRef>> = inputs_of
-            .iter()
-            .zip(&dicts)
-            .map(|(i, dict)| {
-                i.map(|i| match dict {
-                    // The bitmap's raw mode adds the ids as integers.
-                    Some(d) => d.map_ids(batch.column(i)),
-                    None => Ok(batch.column(i).clone()),
-                })
-                .transpose()
-            })
-            .collect::<Result<_>>()?;
-        agg.update(&dims, &inputs, batch.num_rows())?;
-        batches_seen += 1;
-        if batches_seen.is_multiple_of(64) {
-            flat(0.0, &format!("flat table: {} rows read", agg.input_rows()))?;
-        }
-    }
-    let source_rows = agg.input_rows();
+    let aggs = read_flat_table(&ctx, &sql, &layout, dicts, opts, &flat).await?;
+    let source_rows = aggs.iter().map(|a| a.input_rows()).sum();
     let segment_id = segment.to_string();
     let cuboid_opts = opts.clone();
     let cuboid_store = store.clone();
@@ -259,7 +225,7 @@ pub async fn build_segment(
             &segment,
             base,
             ndims,
-            agg,
+            aggs,
             opts.block_rows,
             &|rows| flat(0.0, &format!("base cuboid: {rows} rows written")),
         )?;
@@ -308,6 +274,103 @@ pub async fn build_segment(
         index_progress(1.0, "table index written")?;
     }
     Ok(out)
+}
+
+/// Reads the flat table into the base cuboid's aggregation on every core: each partition of
+/// the flat-table plan is read by its own task, which prepares the measure inputs and sends
+/// the rows, hash-partitioned by their dimension values, to `opts.threads` aggregators on
+/// their own threads, each with its share of the memory budget (see [`partitioned`]).
+/// Returns the aggregators (disjoint keys); `flat` hears the rows read and stops the read
+/// with its error.
+async fn read_flat_table(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    layout: &CubeLayout,
+    dicts: Vec<Option<Arc<GlobalDict>>>,
+    opts: &BuildOptions,
+    flat: &Progress,
+) -> Result<Vec<SpillingAggregator>> {
+    let parts = opts.threads.max(1);
+    let mut share = opts.clone();
+    share.spill.memory_bytes = opts.spill.memory_bytes / parts;
+    let base = layout.base_cuboid();
+    let ndims = layout.rowkey.len();
+    let aggs = (0..parts)
+        .map(|_| share.aggregator(Mode::Raw, dim_fields(layout, base), layout))
+        .collect::<Result<Vec<_>>>()?;
+    let mut inputs_of: Vec<Option<usize>> = Vec::new();
+    let mut next_input = ndims;
+    for m in &layout.measures {
+        inputs_of.push(m.input.as_ref().map(|_| {
+            next_input += 1;
+            next_input - 1
+        }));
+    }
+    let prepare = Arc::new(move |batch: RecordBatch| -> Result<partitioned::Chunk> {
+        let dims: Vec<ArrayRef> = batch.columns()[..ndims].to_vec();
+        let inputs: Vec<Option<ArrayRef>> = inputs_of
+            .iter()
+            .zip(&dicts)
+            .map(|(i, dict)| {
+                i.map(|i| match dict {
+                    // The bitmap's raw mode adds the ids as integers.
+                    Some(d) => d.map_ids(batch.column(i)),
+                    None => Ok(batch.column(i).clone()),
+                })
+                .transpose()
+            })
+            .collect::<Result<_>>()?;
+        Ok(partitioned::Chunk {
+            dims,
+            inputs,
+            rows: batch.num_rows(),
+        })
+    });
+    let plan = ctx.sql(sql).await?.create_physical_plan().await?;
+    let streams = datafusion::physical_plan::execute_stream_partitioned(plan, ctx.task_ctx())?;
+    let workers = partitioned::Workers::start(aggs)?;
+    let read = Arc::new(AtomicU64::new(0));
+    let batches = Arc::new(AtomicU64::new(0));
+    let mut readers = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        let (feeder, prepare, read, batches, flat) = (
+            workers.feeder(),
+            prepare.clone(),
+            read.clone(),
+            batches.clone(),
+            flat.clone(),
+        );
+        readers.spawn(async move {
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                let rows = batch.num_rows() as u64;
+                feeder.send(prepare(batch)?).await?;
+                let total = read.fetch_add(rows, Ordering::Relaxed) + rows;
+                if (batches.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(64) {
+                    flat(0.0, &format!("flat table: {total} rows read"))?;
+                }
+            }
+            Ok::<_, Error>(())
+        });
+    }
+    let mut failed = None;
+    while let Some(r) = readers.join_next().await {
+        let r = r
+            .map_err(|e| Error::Refused(format!("flat-table reader failed: {e}")))
+            .and_then(|r| r);
+        if let Err(e) = r {
+            failed.get_or_insert(e);
+            // Dropping the other readers drops their feeders, so the workers can finish.
+            readers.abort_all();
+        }
+    }
+    let finished = workers.finish().await;
+    match (failed, finished) {
+        // A worker's own error explains why a reader could not send.
+        (_, Err(e)) => Err(e),
+        (Some(e), Ok(_)) => Err(e),
+        (None, Ok(aggs)) => Ok(aggs),
+    }
 }
 
 /// The global dictionary of each measure that uses one (`None` for the others), grown by
@@ -511,8 +574,10 @@ fn next_cuboid(plan: &Mutex<Plan>, changed: &Condvar) -> Option<(CuboidId, Cuboi
     }
 }
 
-/// Aggregates `child` from the stored `parent` and writes it.
-fn build_one(
+/// Aggregates `child` from the stored `parent` (any built cuboid covering it) and writes it;
+/// `opts.spill` is this one aggregation's budget. Public: it also adds cuboids to a built
+/// segment.
+pub fn build_one(
     layout: &CubeLayout,
     store: &dyn SegmentStore,
     segment: &str,
@@ -546,7 +611,7 @@ fn build_one(
         segment,
         child,
         positions.len(),
-        agg,
+        vec![agg],
         opts.block_rows,
         written,
     )
@@ -638,5 +703,5 @@ fn merge_one(
             agg.update(&d, &inputs, b.num_rows())
         })?;
     }
-    write_aggregated(store, target, c, nd, agg, opts.block_rows, written)
+    write_aggregated(store, target, c, nd, vec![agg], opts.block_rows, written)
 }
