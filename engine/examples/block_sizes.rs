@@ -11,7 +11,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use qilin_engine::storage::block::{decode_block, decode_block_columns, encode_block, encode_block_ipc};
+use qilin_engine::storage::block::{
+    decode_block, decode_block_columns, encode_block, encode_block_ipc,
+};
 use qilin_engine::storage::{BlockMeta, CuboidManifest};
 
 struct Args {
@@ -24,7 +26,13 @@ struct Args {
 
 fn args() -> Args {
     let mut it = std::env::args().skip(1);
-    let mut a = Args { dir: PathBuf::new(), stride: 1, columns: false, cuboids: None, source_bytes: None };
+    let mut a = Args {
+        dir: PathBuf::new(),
+        stride: 1,
+        columns: false,
+        cuboids: None,
+        source_bytes: None,
+    };
     while let Some(s) = it.next() {
         match s.as_str() {
             "--stride" => a.stride = it.next().and_then(|v| v.parse().ok()).expect("--stride N"),
@@ -38,7 +46,14 @@ fn args() -> Args {
 }
 
 fn meta_of(bytes: &[u8], rows: u32) -> BlockMeta {
-    BlockMeta { rows, bytes: bytes.len() as u64, crc32: crc32fast::hash(bytes), min: vec![], max: vec![], nulls: vec![] }
+    BlockMeta {
+        rows,
+        bytes: bytes.len() as u64,
+        crc32: crc32fast::hash(bytes),
+        min: vec![],
+        max: vec![],
+        nulls: vec![],
+    }
 }
 
 #[derive(Default)]
@@ -62,7 +77,8 @@ fn main() {
         .map(|e| {
             let name = e.file_name().to_string_lossy().to_string();
             let m: CuboidManifest =
-                serde_json::from_slice(&std::fs::read(e.path().join("manifest.json")).unwrap()).unwrap();
+                serde_json::from_slice(&std::fs::read(e.path().join("manifest.json")).unwrap())
+                    .unwrap();
             (name, m)
         })
         .filter(|(n, _)| a.cuboids.as_ref().is_none_or(|c| c.contains(n)))
@@ -70,7 +86,18 @@ fn main() {
     cuboids.sort_by_key(|(_, m)| std::cmp::Reverse(m.bytes()));
     println!(
         "{:>22} {:>9} {:>4} {:>10} {:>10} {:>7} {:>7} {:>6} {:>9} {:>9} {:>9} {:>9}",
-        "cuboid", "rows", "dims", "old MB", "new MB", "old B/r", "new B/r", "ratio", "old dec", "new dec", "old proj", "new proj"
+        "cuboid",
+        "rows",
+        "dims",
+        "old MB",
+        "new MB",
+        "old B/r",
+        "new B/r",
+        "ratio",
+        "old dec",
+        "new dec",
+        "old proj",
+        "new proj"
     );
     let mut all = Totals::default();
     for (name, m) in &cuboids {
@@ -102,13 +129,19 @@ fn main() {
     if let Some(src) = a.source_bytes {
         println!(
             "cube / source: before {:.2}x, after {:.2}x ({} source bytes)",
-            all.old as f64 / src as f64, all.new as f64 / src as f64, src
+            all.old as f64 / src as f64,
+            all.new as f64 / src as f64,
+            src
         );
     }
 }
 
 fn cuboid(dir: &Path, m: &CuboidManifest, stride: usize, columns: bool) -> Totals {
-    let mut t = Totals { rows: m.rows, old: m.bytes(), ..Totals::default() };
+    let mut t = Totals {
+        rows: m.rows,
+        old: m.bytes(),
+        ..Totals::default()
+    };
     let mut per_col: Vec<(String, u64, u64)> = Vec::new();
     let mut sampled_rows = 0u64;
     for (i, meta) in m.blocks.iter().enumerate().step_by(stride.max(1)) {
@@ -126,7 +159,11 @@ fn cuboid(dir: &Path, m: &CuboidManifest, stride: usize, columns: bool) -> Total
         if again != batch {
             assert_eq!(again.num_columns(), batch.num_columns());
             for c in 0..batch.num_columns() {
-                assert!(again.column(c) == batch.column(c), "column {c} of block {i} of {}", dir.display());
+                assert!(
+                    again.column(c) == batch.column(c),
+                    "column {c} of block {i} of {}",
+                    dir.display()
+                );
             }
         }
         // A typical query's projection: the first dimension and the first measure.
@@ -140,7 +177,12 @@ fn cuboid(dir: &Path, m: &CuboidManifest, stride: usize, columns: bool) -> Total
         sampled_rows += batch.num_rows() as u64;
         if columns {
             if per_col.is_empty() {
-                per_col = batch.schema().fields().iter().map(|f| (f.name().clone(), 0, 0)).collect();
+                per_col = batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().clone(), 0, 0))
+                    .collect();
             }
             for (c, slot) in per_col.iter_mut().enumerate() {
                 let one = batch.project(&[c]).unwrap();
@@ -152,7 +194,11 @@ fn cuboid(dir: &Path, m: &CuboidManifest, stride: usize, columns: bool) -> Total
     if columns {
         let r = sampled_rows.max(1) as f64;
         for (name, ipc, pq) in per_col {
-            println!("    {name:>24} ipc {:>7.2} B/row  parquet {:>7.2} B/row", ipc as f64 / r, pq as f64 / r);
+            println!(
+                "    {name:>24} ipc {:>7.2} B/row  parquet {:>7.2} B/row",
+                ipc as f64 / r,
+                pq as f64 / r
+            );
         }
     }
     t

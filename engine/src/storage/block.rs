@@ -623,18 +623,26 @@ mod tests {
                     .with_precision_and_scale(15, 2)
                     .unwrap(),
             ),
-            Arc::new(Int64Array::from_iter_values((0..n).map(|i| 1 + (i % 9 == 0) as i64))),
-            Arc::new(Int64Array::from_iter_values((0..n).map(x))),
             Arc::new(Int64Array::from_iter_values(
-                (0..n).map(|i| if i % 9 == 0 { x(i) - 5 } else { x(i) }),
+                (0..n).map(|i| 1 + (i % 9 == 0) as i64),
             )),
-            Arc::new(Int64Array::from_iter((0..n).map(|i| (i % 50 != 0).then(|| x(i))))),
+            Arc::new(Int64Array::from_iter_values((0..n).map(x))),
+            Arc::new(Int64Array::from_iter_values((0..n).map(|i| {
+                if i % 9 == 0 {
+                    x(i) - 5
+                } else {
+                    x(i)
+                }
+            }))),
+            Arc::new(Int64Array::from_iter(
+                (0..n).map(|i| (i % 50 != 0).then(|| x(i))),
+            )),
             Arc::new(Float64Array::from_iter(
                 (0..n).map(|i| (i % 3 != 0).then_some(i as f64 / 7.0)),
             )),
-            Arc::new(BinaryArray::from_iter((0..n).map(|i| {
-                (i % 13 != 0).then(|| vec![(i % 7) as u8; 1 + i % 40])
-            }))),
+            Arc::new(BinaryArray::from_iter(
+                (0..n).map(|i| (i % 13 != 0).then(|| vec![(i % 7) as u8; 1 + i % 40])),
+            )),
         ];
         RecordBatch::try_new(schema, cols).unwrap()
     }
@@ -646,7 +654,11 @@ mod tests {
             let bytes = encode_block(&b).unwrap();
             assert!(bytes.starts_with(b"PAR1"));
             let meta = meta_of(&bytes, n as u32);
-            assert_eq!(decode_block(&bytes, &meta, "abc", 7, 0).unwrap(), b, "{n} rows");
+            assert_eq!(
+                decode_block(&bytes, &meta, "abc", 7, 0).unwrap(),
+                b,
+                "{n} rows"
+            );
             // Projections in any order, including a difference without its reference.
             for cols in [vec![6], vec![9, 0], vec![2, 6, 5, 3], vec![7, 1, 8, 4]] {
                 let got = decode_block_columns(&bytes, &meta, "abc", 7, 0, Some(&cols)).unwrap();

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::compute::kernels::numeric::{add_wrapping, sub_wrapping};
-use datafusion::arrow::datatypes::{DataType, Int64Type, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -209,9 +209,24 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
 /// a Parquet block. Columns not asked for (and not needed as a difference's reference) are
 /// neither read nor decompressed. Errors are plain strings: the caller names the block.
 pub fn decode(bytes: &[u8], columns: Option<&[usize]>) -> std::result::Result<RecordBatch, String> {
+    // The Parquet and Arrow readers check what they parse but are not proven panic-free on
+    // every damaged input (a block is CRC-checked before, so this takes bytes written
+    // corrupt): a panic becomes a corrupt-block error, never a crashed query.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_unchecked(bytes, columns)
+    }))
+    .unwrap_or_else(|_| Err("the Parquet reader failed on damaged bytes".to_string()))
+}
+
+fn decode_unchecked(
+    bytes: &[u8],
+    columns: Option<&[usize]>,
+) -> std::result::Result<RecordBatch, String> {
     let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(bytes))
         .map_err(|e| e.to_string())?;
-    let schema: SchemaRef = builder.schema().clone();
+    // The reader copies the file's key-value metadata into the schema: the stored schema had
+    // none (cuboid schemas carry no metadata), so none is given back.
+    let schema: SchemaRef = Arc::new(Schema::new(builder.schema().fields().clone()));
     let n = schema.fields().len();
     let pairs = parse_minus(
         builder
@@ -239,7 +254,12 @@ pub fn decode(bytes: &[u8], columns: Option<&[usize]>) -> std::result::Result<Re
     read.sort_unstable();
     read.dedup();
     let mask = ProjectionMask::roots(builder.parquet_schema(), read.iter().copied());
-    let rows = builder.metadata().file_metadata().num_rows().max(1) as usize;
+    // Bounded: a damaged footer must not make the reader reserve memory for its row count.
+    let rows = builder
+        .metadata()
+        .file_metadata()
+        .num_rows()
+        .clamp(1, 1 << 20) as usize;
     let reader = builder
         .with_projection(mask)
         .with_batch_size(rows)
@@ -294,7 +314,10 @@ fn parse_minus(
         }
         pairs.push((d, r));
     }
-    if pairs.iter().any(|&(_, r)| pairs.iter().any(|&(d, _)| d == r)) {
+    if pairs
+        .iter()
+        .any(|&(_, r)| pairs.iter().any(|&(d, _)| d == r))
+    {
         return Err(format!("bad {MINUS_KEY} {value:?}: a reference is derived"));
     }
     Ok(pairs)
