@@ -2,8 +2,9 @@
 //! `qilin-bench` binary; these time single functions on synthetic or tiny sample data).
 //!
 //! Groups:
-//! * `block`: [`encode_block`] and [`decode_block`] (checksum, Arrow IPC, zstd, dictionary
-//!   strings back to plain) of one realistic 8192-row cuboid block: five sorted dimensions
+//! * `block`: [`encode_block`] and [`decode_block`] (checksum, Parquet pages, strings and
+//!   differences back to plain), whole and projected to three columns, against the zstd IPC
+//!   blocks of store version 3 (`ipc_*`, the baseline) of one realistic 8192-row cuboid block: five sorted dimensions
 //!   (one Int32, four Utf8), nine Int64 measure states and a Binary HLL(12) state column.
 //!   Throughput in rows.
 //! * `prune`: [`prune_blocks`] (DataFusion's `PruningPredicate` over the typed per-block
@@ -86,7 +87,10 @@ use qilin_engine::metadata::open_store;
 use qilin_engine::model::StateKind;
 use qilin_engine::query::{prune_blocks, QueryEngine};
 use qilin_engine::sample::ssb;
-use qilin_engine::storage::block::{decode_block, encode_block, write_cuboid};
+use qilin_engine::storage::block::{
+    checksum, decode_block, decode_block_columns, encode_block, encode_block_ipc, write_cuboid,
+};
+use qilin_engine::storage::BlockMeta;
 use qilin_engine::storage::{
     open_segment_store, BlockMeta, CuboidManifest, LocalSegmentStore, SegmentStore,
 };
@@ -251,6 +255,35 @@ fn bench_block(c: &mut Criterion) {
     });
     g.bench_function("decode_8192_rows", |b| {
         b.iter(|| decode_block(black_box(&bytes), &meta, "0b1ec", 7, 0).expect("decode"))
+    });
+    // A query's projection (two dimensions and one measure) of the same block.
+    let projection = [0, 3, 6];
+    g.bench_function("decode_3_columns_8192_rows", |b| {
+        b.iter(|| {
+            decode_block_columns(black_box(&bytes), &meta, "0b1ec", 7, 0, Some(&projection))
+                .expect("decode")
+        })
+    });
+    // The same block in the IPC format of store versions <= 3, the baseline: decoding must
+    // not get slower with the format change.
+    let ipc = encode_block_ipc(&batch).expect("ipc block");
+    let ipc_meta = BlockMeta {
+        bytes: ipc.len() as u64,
+        crc32: checksum(&ipc),
+        ..meta.clone()
+    };
+    eprintln!("block: {} bytes as IPC (store version 3)", ipc.len());
+    g.bench_function("ipc_encode_8192_rows", |b| {
+        b.iter(|| encode_block_ipc(black_box(&batch)).expect("encode"))
+    });
+    g.bench_function("ipc_decode_8192_rows", |b| {
+        b.iter(|| decode_block(black_box(&ipc), &ipc_meta, "0b1ec", 7, 0).expect("decode"))
+    });
+    g.bench_function("ipc_decode_3_columns_8192_rows", |b| {
+        b.iter(|| {
+            decode_block_columns(black_box(&ipc), &ipc_meta, "0b1ec", 7, 0, Some(&projection))
+                .expect("decode")
+        })
     });
     g.finish();
 }

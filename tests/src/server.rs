@@ -303,7 +303,7 @@ pub async fn shared_ssb_source_dir(scale: f64) -> PathBuf {
 
 /// Bumped whenever what a build stores changes (v2: lookup snapshots and the table index), so
 /// a store built by an older checkout in the same target dir is not reused.
-const STORE_VERSION: u32 = 3;
+const STORE_VERSION: u32 = 4;
 
 /// A directory with `meta/` and `segments/` holding the SSB sample at `scale` registered and
 /// its cube built (block rows 1000), over [`shared_ssb_source_dir`]. Built once and reused by

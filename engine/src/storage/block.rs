@@ -1,4 +1,5 @@
-//! Block encoding (Arrow IPC stream, zstd-compressed buffers), checksums and per-block stats,
+//! Block encoding (Parquet since store version 4, zstd Arrow IPC before: both decode),
+//! checksums and per-block stats,
 //! and reading/writing whole cuboids through a [`SegmentStore`].
 
 use std::io::Cursor;
@@ -61,11 +62,16 @@ impl CuboidManifest {
     }
 }
 
-/// Encodes one batch as a self-contained IPC stream with zstd-compressed buffers. String
-/// columns are stored dictionary-encoded: dimension values repeat within a block, and Arrow's
-/// plain string layout (offsets + bytes) compresses several times worse than small integer
-/// keys. [`decode_block`] turns them back into plain strings.
+/// Encodes one batch as a block: a Parquet file of one row group (store version 4, see
+/// [`super::parquet_block`]). [`decode_block`] reads it and the IPC blocks of older stores.
 pub fn encode_block(batch: &RecordBatch) -> Result<Vec<u8>> {
+    super::parquet_block::encode(batch)
+}
+
+/// Encodes one batch in the block format of store versions ≤ 3: a self-contained IPC stream
+/// with zstd-compressed buffers, strings dictionary-encoded. Kept so tests and benchmarks can
+/// write old blocks; the build writes [`encode_block`].
+pub fn encode_block_ipc(batch: &RecordBatch) -> Result<Vec<u8>> {
     let batch = dictionary_encode_strings(batch)?;
     let options = IpcWriteOptions::default().try_with_compression(Some(CompressionType::ZSTD))?;
     let mut out = Vec::new();
@@ -126,6 +132,11 @@ fn recast_columns(
     )?)
 }
 
+/// The checksum a [`BlockMeta`] keeps of a block's stored bytes (CRC-32, IEEE).
+pub fn checksum(bytes: &[u8]) -> u32 {
+    crc32fast::hash(bytes)
+}
+
 /// Decodes a block after checking its checksum; errors name the segment, cuboid and block.
 pub fn decode_block(
     bytes: &[u8],
@@ -161,25 +172,11 @@ pub fn decode_block_columns(
             ),
         ));
     }
-    let reader = StreamReader::try_new(Cursor::new(bytes), columns.map(<[usize]>::to_vec))
-        .map_err(|e| Error::corrupt(what(), e.to_string()))?;
-    // The reader's schema is the stored one; its batches carry the projected one.
-    let schema = match columns {
-        Some(c) => Arc::new(
-            reader
-                .schema()
-                .project(c)
-                .map_err(|e| Error::corrupt(what(), e.to_string()))?,
-        ),
-        None => reader.schema(),
+    let batch = if super::parquet_block::is_parquet(bytes) {
+        super::parquet_block::decode(bytes, columns).map_err(|e| Error::corrupt(what(), e))?
+    } else {
+        decode_ipc(bytes, columns).map_err(|e| Error::corrupt(what(), e.to_string()))?
     };
-    let batches: Vec<RecordBatch> = reader
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::corrupt(what(), e.to_string()))?;
-    let batch = concat_batches(&schema, &batches)
-        .map_err(Error::from)
-        .and_then(|b| plain_columns(&b))
-        .map_err(|e| Error::corrupt(what(), e.to_string()))?;
     if batch.num_rows() as u32 != meta.rows {
         return Err(Error::corrupt(
             what(),
@@ -187,6 +184,19 @@ pub fn decode_block_columns(
         ));
     }
     Ok(batch)
+}
+
+/// Decodes an IPC block (store versions ≤ 3): the stream reader's projection skips the
+/// buffers of unread columns.
+fn decode_ipc(bytes: &[u8], columns: Option<&[usize]>) -> Result<RecordBatch> {
+    let reader = StreamReader::try_new(Cursor::new(bytes), columns.map(<[usize]>::to_vec))?;
+    // The reader's schema is the stored one; its batches carry the projected one.
+    let schema = match columns {
+        Some(c) => Arc::new(reader.schema().project(c)?),
+        None => reader.schema(),
+    };
+    let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
+    plain_columns(&concat_batches(&schema, &batches)?)
 }
 
 /// The smallest (`want_min`) or largest non-null value of a dimension column in its manifest
@@ -567,5 +577,145 @@ mod tests {
         };
         let err = decode_block(b"xyz", &meta, "abc", 7, 0).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
+    }
+
+    fn meta_of(bytes: &[u8], rows: u32) -> BlockMeta {
+        BlockMeta {
+            rows,
+            bytes: bytes.len() as u64,
+            crc32: crc32fast::hash(bytes),
+            min: vec![],
+            max: vec![],
+            nulls: vec![],
+        }
+    }
+
+    /// Every column type cuboids use, with nulls, runs and differences: dimensions (Int32,
+    /// Date32, Utf8, Decimal128), measures (Int64 SUM/MIN/MAX equal in most rows, Float64,
+    /// Binary sketch states).
+    fn cuboid_like(n: usize) -> RecordBatch {
+        use datafusion::arrow::array::{BinaryArray, Date32Array, Decimal128Array, Float64Array};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("d_year", DataType::Int32, false),
+            Field::new("d_date", DataType::Date32, true),
+            Field::new("c_city", DataType::Utf8, true),
+            Field::new("price", DataType::Decimal128(15, 2), true),
+            Field::new("row_count", DataType::Int64, false),
+            Field::new("x_sum", DataType::Int64, false),
+            Field::new("x_min", DataType::Int64, false),
+            Field::new("x_max", DataType::Int64, true),
+            Field::new("avg", DataType::Float64, true),
+            Field::new("hll", DataType::Binary, true),
+        ]));
+        let x = |i: usize| ((i as i64 * 7919) % 100_003) * 13;
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(Int32Array::from_iter_values(
+                (0..n).map(|i| 1992 + (i / 300) as i32),
+            )),
+            Arc::new(Date32Array::from_iter(
+                (0..n).map(|i| (i % 17 != 0).then_some(8000 + (i / 3) as i32)),
+            )),
+            Arc::new(StringArray::from_iter((0..n).map(|i| {
+                (i % 11 != 0).then(|| format!("CITY{:03}", (i / 40) % 250))
+            }))),
+            Arc::new(
+                Decimal128Array::from_iter((0..n).map(|i| (i % 5 != 0).then_some(i as i128 * 101)))
+                    .with_precision_and_scale(15, 2)
+                    .unwrap(),
+            ),
+            Arc::new(Int64Array::from_iter_values(
+                (0..n).map(|i| 1 + (i % 9 == 0) as i64),
+            )),
+            Arc::new(Int64Array::from_iter_values((0..n).map(x))),
+            Arc::new(Int64Array::from_iter_values((0..n).map(|i| {
+                if i % 9 == 0 {
+                    x(i) - 5
+                } else {
+                    x(i)
+                }
+            }))),
+            Arc::new(Int64Array::from_iter(
+                (0..n).map(|i| (i % 50 != 0).then(|| x(i))),
+            )),
+            Arc::new(Float64Array::from_iter(
+                (0..n).map(|i| (i % 3 != 0).then_some(i as f64 / 7.0)),
+            )),
+            Arc::new(BinaryArray::from_iter(
+                (0..n).map(|i| (i % 13 != 0).then(|| vec![(i % 7) as u8; 1 + i % 40])),
+            )),
+        ];
+        RecordBatch::try_new(schema, cols).unwrap()
+    }
+
+    #[test]
+    fn every_cuboid_column_type_round_trips_in_the_parquet_format() {
+        for n in [0, 1, 9, 5000] {
+            let b = cuboid_like(n);
+            let bytes = encode_block(&b).unwrap();
+            assert!(bytes.starts_with(b"PAR1"));
+            let meta = meta_of(&bytes, n as u32);
+            assert_eq!(
+                decode_block(&bytes, &meta, "abc", 7, 0).unwrap(),
+                b,
+                "{n} rows"
+            );
+            // Projections in any order, including a difference without its reference.
+            for cols in [vec![6], vec![9, 0], vec![2, 6, 5, 3], vec![7, 1, 8, 4]] {
+                let got = decode_block_columns(&bytes, &meta, "abc", 7, 0, Some(&cols)).unwrap();
+                assert_eq!(got, b.project(&cols).unwrap(), "{n} rows, {cols:?}");
+            }
+        }
+        // MIN equals SUM in 8 of 9 rows: stored as a difference, recorded in the file.
+        let b = cuboid_like(5000);
+        let bytes = encode_block(&b).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("qilin.minus"), "no difference column");
+        assert!(bytes.len() < encode_block_ipc(&b).unwrap().len());
+    }
+
+    #[test]
+    fn old_ipc_blocks_still_decode() {
+        let b = cuboid_like(3000);
+        let bytes = encode_block_ipc(&b).unwrap();
+        assert!(!bytes.starts_with(b"PAR1"));
+        let meta = meta_of(&bytes, 3000);
+        assert_eq!(decode_block(&bytes, &meta, "abc", 7, 0).unwrap(), b);
+        let got = decode_block_columns(&bytes, &meta, "abc", 7, 0, Some(&[6, 2])).unwrap();
+        assert_eq!(got, b.project(&[6, 2]).unwrap());
+    }
+
+    #[test]
+    fn corrupt_parquet_blocks_are_errors_never_panics() {
+        let b = cuboid_like(2000);
+        let bytes = encode_block(&b).unwrap();
+        // A wrong checksum is caught before decoding.
+        let mut meta = meta_of(&bytes, 2000);
+        meta.crc32 ^= 1;
+        let err = decode_block(&bytes, &meta, "abc", 7, 3).unwrap_err();
+        assert!(err.to_string().contains("checksum"), "{err}");
+        // Bytes that pass the checksum (as if written corrupt) but are damaged: every single
+        // flipped byte of a sample, truncations, and a wrong row count.
+        let step = (bytes.len() / 400).max(1);
+        for at in (0..bytes.len()).step_by(step) {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0xA5;
+            let meta = meta_of(&bad, 2000);
+            if let Err(e) = decode_block(&bad, &meta, "abc", 7, 3) {
+                assert!(matches!(e, Error::Corrupt { .. }), "byte {at}: {e}");
+                assert!(e.to_string().contains("block 3 of cuboid 7"), "{e}");
+            }
+        }
+        for len in [0, 3, 4, 12, bytes.len() / 2, bytes.len() - 1] {
+            let bad = &bytes[..len];
+            let err = decode_block(bad, &meta_of(bad, 2000), "abc", 7, 3).unwrap_err();
+            assert!(matches!(err, Error::Corrupt { .. }), "{len}: {err}");
+        }
+        let err = decode_block(&bytes, &meta_of(&bytes, 1999), "abc", 7, 3).unwrap_err();
+        assert!(err.to_string().contains("manifest says 1999"), "{err}");
+        // A forged difference list is refused, not trusted.
+        for forged in ["6:6", "6:9", "x", "5:4,6:5", "99:1"] {
+            let s = super::super::parquet_block::parse_minus_for_test(forged, &b.schema());
+            assert!(s.is_err(), "{forged}");
+        }
     }
 }

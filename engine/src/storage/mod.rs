@@ -17,6 +17,7 @@
 pub mod block;
 pub mod hbase;
 pub mod local;
+pub mod parquet_block;
 
 use std::sync::Arc;
 

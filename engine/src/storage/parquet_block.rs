@@ -1,0 +1,332 @@
+//! The Parquet block format (store version 4): one block = one Parquet file with one row
+//! group, zstd pages, no statistics (the manifest keeps min/max and null counts).
+//!
+//! Why Parquet rather than zstd Arrow IPC: cuboid blocks are sorted by rowkey, so dimension
+//! columns are long runs of few values that dictionary + RLE pages store in a fraction of a
+//! byte per row, and wide integer measures shrink with delta / bit packing where IPC stores
+//! every value at full width before zstd. Each integer column gets the encoding its values
+//! suit (see [`plan_column`]).
+//!
+//! One transform on top of Parquet: an `Int64` column that equals an earlier `Int64` column
+//! in most rows (SUM, MIN and MAX of the same source column over rows of one fact row each,
+//! as in the base and near-base cuboids) is stored as its difference to that column, which is
+//! mostly zeros and costs almost nothing. The file's key-value metadata [`MINUS_KEY`] lists
+//! these pairs; the reader adds the reference column back (reading it even when only the
+//! derived column was asked for).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::compute::kernels::numeric::{add_wrapping, sub_wrapping};
+use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::{ArrowWriter, ProjectionMask};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::schema::types::ColumnPath;
+
+use crate::error::{Error, Result};
+
+/// Every Parquet file starts (and ends) with these bytes; an Arrow IPC stream starts with
+/// `0xFFFFFFFF` (the continuation marker), so the first four bytes tell the formats apart.
+pub const MAGIC: &[u8; 4] = b"PAR1";
+
+/// Key-value metadata entry listing `derived:reference` column index pairs (comma separated)
+/// of columns stored as `derived - reference`.
+pub const MINUS_KEY: &str = "qilin.minus";
+
+/// zstd level of every page: levels above 3 gained under 3 % on SF 1 cuboids (mostly on
+/// sketch states) at several times the encoding cost; decoding speed does not depend on it.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Whether `bytes` are a Parquet block (else: an Arrow IPC block of store version ≤ 3).
+pub fn is_parquet(bytes: &[u8]) -> bool {
+    bytes.starts_with(MAGIC)
+}
+
+/// How one column is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnPlan {
+    pub dictionary: bool,
+    /// The data page encoding (after a dictionary fallback, when `dictionary`).
+    pub encoding: Encoding,
+    /// Dictionary page size limit in bytes: past it the writer falls back to `encoding`.
+    pub dictionary_limit: usize,
+}
+
+/// Chooses a column's encoding from two cheap counts over its values (measured on SF 1
+/// cuboids, README "Performance"): strings and binary states are dictionary-encoded (sorted
+/// dimensions become RLE runs of small ids; repeated sketch states are stored once);
+/// integers with few distinct values likewise; integers in runs (a key repeated by the
+/// rows of one order) compress best plain under zstd; other integers (measures, scattered
+/// keys) with delta bit packing.
+pub fn plan_column(array: &ArrayRef) -> ColumnPlan {
+    let rows = array.len().max(1);
+    let dict = |limit| ColumnPlan {
+        dictionary: true,
+        encoding: Encoding::PLAIN,
+        dictionary_limit: limit,
+    };
+    let ints: Option<(usize, usize, usize)> = match array.data_type() {
+        DataType::Int64 | DataType::Date64 | DataType::Timestamp(..) => {
+            let a = datafusion::arrow::compute::cast(array, &DataType::Int64).ok();
+            a.map(|a| int_shape(a.as_primitive::<Int64Type>().values(), rows, 8))
+        }
+        DataType::Int32 | DataType::Date32 | DataType::UInt32 => {
+            let a = datafusion::arrow::compute::cast(array, &DataType::Int64).ok();
+            a.map(|a| int_shape(a.as_primitive::<Int64Type>().values(), rows, 4))
+        }
+        DataType::Int8 | DataType::Int16 | DataType::UInt8 | DataType::UInt16 => {
+            return dict(1 << 20)
+        }
+        _ => None,
+    };
+    match ints {
+        None => dict(1 << 20),
+        Some((distinct, runs, width)) => {
+            let few = distinct <= rows / 8;
+            if few {
+                dict(distinct * width + 64)
+            } else if runs * 2 <= rows {
+                ColumnPlan {
+                    dictionary: false,
+                    encoding: Encoding::PLAIN,
+                    dictionary_limit: 0,
+                }
+            } else {
+                ColumnPlan {
+                    dictionary: false,
+                    encoding: Encoding::DELTA_BINARY_PACKED,
+                    dictionary_limit: 0,
+                }
+            }
+        }
+    }
+}
+
+/// (distinct values up to `rows / 8 + 1`, value changes + 1, byte width) of an integer column.
+fn int_shape(values: &[i64], rows: usize, width: usize) -> (usize, usize, usize) {
+    let cap = rows / 8 + 1;
+    let mut seen = HashSet::with_capacity(cap.min(4096));
+    let mut runs = 0;
+    let mut prev = None;
+    for &v in values {
+        if prev != Some(v) {
+            runs += 1;
+            prev = Some(v);
+            if seen.len() <= cap {
+                seen.insert(v);
+            }
+        }
+    }
+    (seen.len(), runs, width)
+}
+
+/// Columns stored as a difference: `(derived, reference)` index pairs. A non-null `Int64`
+/// column equal to an earlier non-null, not itself derived `Int64` column in at least half of
+/// its rows qualifies.
+fn minus_pairs(batch: &RecordBatch) -> Vec<(usize, usize)> {
+    let rows = batch.num_rows();
+    if rows == 0 {
+        return Vec::new();
+    }
+    let candidates: Vec<usize> = (0..batch.num_columns())
+        .filter(|&i| {
+            let c = batch.column(i);
+            c.data_type() == &DataType::Int64 && c.null_count() == 0
+        })
+        .collect();
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for (k, &d) in candidates.iter().enumerate() {
+        let dv = batch.column(d).as_primitive::<Int64Type>().values();
+        let best = candidates[..k]
+            .iter()
+            .filter(|r| !pairs.iter().any(|(x, _)| x == *r))
+            .map(|&r| {
+                let rv = batch.column(r).as_primitive::<Int64Type>().values();
+                (dv.iter().zip(rv.iter()).filter(|(a, b)| a == b).count(), r)
+            })
+            .max();
+        if let Some((equal, r)) = best {
+            if equal * 2 >= rows {
+                pairs.push((d, r));
+            }
+        }
+    }
+    pairs
+}
+
+/// Encodes one batch as a Parquet file of one row group.
+pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
+    let pairs = minus_pairs(batch);
+    let mut columns = batch.columns().to_vec();
+    for &(d, r) in &pairs {
+        columns[d] = sub_wrapping(&batch.column(d), &batch.column(r))?;
+    }
+    let stored = RecordBatch::try_new(batch.schema(), columns)?;
+    let mut props = WriterProperties::builder()
+        .set_writer_version(WriterVersion::PARQUET_2_0)
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(ZSTD_LEVEL).expect("valid zstd level"),
+        ))
+        .set_statistics_enabled(EnabledStatistics::None)
+        .set_offset_index_disabled(true)
+        .set_max_row_group_row_count(Some(stored.num_rows().max(1)))
+        .set_data_page_row_count_limit(usize::MAX)
+        .set_created_by(String::new());
+    if !pairs.is_empty() {
+        let list: Vec<String> = pairs.iter().map(|(d, r)| format!("{d}:{r}")).collect();
+        props = props.set_key_value_metadata(Some(vec![KeyValue::new(
+            MINUS_KEY.to_string(),
+            list.join(","),
+        )]));
+    }
+    for (field, column) in stored.schema().fields().iter().zip(stored.columns()) {
+        let plan = plan_column(column);
+        let path = ColumnPath::from(field.name().as_str());
+        props = props
+            .set_column_dictionary_enabled(path.clone(), plan.dictionary)
+            .set_column_encoding(path.clone(), plan.encoding);
+        if plan.dictionary {
+            props = props.set_column_dictionary_page_size_limit(path, plan.dictionary_limit);
+        }
+    }
+    let mut out = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut out, stored.schema(), Some(props.build()))
+        .map_err(|e| Error::invalid("block", e.to_string()))?;
+    w.write(&stored)
+        .map_err(|e| Error::invalid("block", e.to_string()))?;
+    w.close()
+        .map_err(|e| Error::invalid("block", e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes the columns `columns` (stored schema indexes, in the order wanted; `None` = all) of
+/// a Parquet block. Columns not asked for (and not needed as a difference's reference) are
+/// neither read nor decompressed. Errors are plain strings: the caller names the block.
+pub fn decode(bytes: &[u8], columns: Option<&[usize]>) -> std::result::Result<RecordBatch, String> {
+    // The Parquet and Arrow readers check what they parse but are not proven panic-free on
+    // every damaged input (a block is CRC-checked before, so this takes bytes written
+    // corrupt): a panic becomes a corrupt-block error, never a crashed query.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decode_unchecked(bytes, columns)
+    }))
+    .unwrap_or_else(|_| Err("the Parquet reader failed on damaged bytes".to_string()))
+}
+
+fn decode_unchecked(
+    bytes: &[u8],
+    columns: Option<&[usize]>,
+) -> std::result::Result<RecordBatch, String> {
+    let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(bytes))
+        .map_err(|e| e.to_string())?;
+    // The reader copies the file's key-value metadata into the schema: the stored schema had
+    // none (cuboid schemas carry no metadata), so none is given back.
+    let schema: SchemaRef = Arc::new(Schema::new(builder.schema().fields().clone()));
+    let n = schema.fields().len();
+    let pairs = parse_minus(
+        builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|kv| kv.key == MINUS_KEY))
+            .and_then(|kv| kv.value.as_deref()),
+        &schema,
+    )?;
+    let wanted: Vec<usize> = match columns {
+        Some(c) => c.to_vec(),
+        None => (0..n).collect(),
+    };
+    if let Some(bad) = wanted.iter().find(|&&i| i >= n) {
+        return Err(format!("column {bad} asked for, the block has {n}"));
+    }
+    // What to read: the wanted columns and the references of wanted differences, in file order.
+    let mut read: Vec<usize> = wanted.clone();
+    for &w in &wanted {
+        if let Some(&(_, r)) = pairs.iter().find(|(d, _)| *d == w) {
+            read.push(r);
+        }
+    }
+    read.sort_unstable();
+    read.dedup();
+    let mask = ProjectionMask::roots(builder.parquet_schema(), read.iter().copied());
+    // Bounded: a damaged footer must not make the reader reserve memory for its row count.
+    let rows = builder
+        .metadata()
+        .file_metadata()
+        .num_rows()
+        .clamp(1, 1 << 20) as usize;
+    let reader = builder
+        .with_projection(mask)
+        .with_batch_size(rows)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let projected = Arc::new(schema.project(&read).map_err(|e| e.to_string())?);
+    let batches: Vec<RecordBatch> = reader
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    let got = concat_batches(&projected, &batches).map_err(|e| e.to_string())?;
+    let at = |i: usize| -> &ArrayRef { got.column(read.binary_search(&i).expect("read column")) };
+    let mut out: Vec<ArrayRef> = Vec::with_capacity(wanted.len());
+    for &w in &wanted {
+        let column = match pairs.iter().find(|(d, _)| *d == w) {
+            Some(&(_, r)) => add_wrapping(at(w), at(r)).map_err(|e| e.to_string())?,
+            None => at(w).clone(),
+        };
+        out.push(column);
+    }
+    let out_schema = Arc::new(schema.project(&wanted).map_err(|e| e.to_string())?);
+    RecordBatch::try_new_with_options(
+        out_schema,
+        out,
+        &RecordBatchOptions::new().with_row_count(Some(got.num_rows())),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The `derived:reference` pairs of [`MINUS_KEY`], checked: both `Int64` columns of the
+/// file, the reference before the derived column and not itself derived.
+fn parse_minus(
+    value: Option<&str>,
+    schema: &SchemaRef,
+) -> std::result::Result<Vec<(usize, usize)>, String> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let mut pairs: Vec<(usize, usize)> = Vec::new();
+    for item in value.split(',').filter(|s| !s.is_empty()) {
+        let bad = || format!("bad {MINUS_KEY} entry {item:?}");
+        let (d, r) = item.split_once(':').ok_or_else(bad)?;
+        let d: usize = d.parse().map_err(|_| bad())?;
+        let r: usize = r.parse().map_err(|_| bad())?;
+        let int64 = |i: usize| {
+            schema
+                .fields()
+                .get(i)
+                .is_some_and(|f| f.data_type() == &DataType::Int64)
+        };
+        if r >= d || !int64(d) || !int64(r) || pairs.iter().any(|&(x, _)| x == d || x == r) {
+            return Err(bad());
+        }
+        pairs.push((d, r));
+    }
+    if pairs
+        .iter()
+        .any(|&(_, r)| pairs.iter().any(|&(d, _)| d == r))
+    {
+        return Err(format!("bad {MINUS_KEY} {value:?}: a reference is derived"));
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+pub(crate) fn parse_minus_for_test(
+    value: &str,
+    schema: &SchemaRef,
+) -> std::result::Result<Vec<(usize, usize)>, String> {
+    parse_minus(Some(value), schema)
+}
