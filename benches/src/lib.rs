@@ -1,7 +1,7 @@
 //! Benchmark harness for Qilin on the Star Schema Benchmark.
 //!
 //! `qilin-bench ssb --scale SF --runs N --json OUT --work DIR [--concurrency C]
-//! [--server PATH] [--jobs PATH]`:
+//! [--adhoc [N] [--seed S] [--adhoc-runs R]] [--server PATH] [--jobs PATH]`:
 //!
 //! 1. generates SSB at `SF` into `DIR/source/ssb` (in-process, skipped when its `SCALE` marker
 //!    already says `SF`), then registers the sample and builds the cube into `DIR/meta` and
@@ -19,8 +19,16 @@
 //!    the same statement on DuckDB over the raw Parquet file (see [`scan`]);
 //! 6. sizes every measure's state column in the built cube (see [`cube_size`]: what issue 18's
 //!    TOP_N, PERCENTILE, EXTENDED_COLUMN and global-dictionary COUNT DISTINCT cost);
-//! 7. prints a table and writes the same numbers as JSON.
+//! 7. runs the 13 through the Python ADBC driver on the warm server (the `adbc` column), and
+//!    times the first run of the 13 right after a server start, through the Rust client and
+//!    through ADBC, each on a new server (see [`adbc`]);
+//! 8. reads every cuboid's rows and stored bytes from the segment metadata (bytes per row);
+//! 9. with `--adhoc N`, runs N seeded random cube-shaped queries through ADBC and on DuckDB,
+//!    compares their answers and reports the latency percentiles of both (see [`adhoc`]);
+//! 10. prints a table and writes the same numbers as JSON.
 
+pub mod adbc;
+pub mod adhoc;
 pub mod cube_size;
 pub mod procs;
 pub mod report;
@@ -74,6 +82,17 @@ pub struct SsbArgs {
     /// rounds of the 13 queries (client i starts at query i, round-robin).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Also run the ad-hoc mode: N seeded random cube-shaped queries (100 when N is left out)
+    /// through the Python ADBC driver and on DuckDB over the raw Parquet files.
+    #[arg(long, num_args = 0..=1, default_missing_value = "100")]
+    pub adhoc: Option<usize>,
+    /// Seed of the ad-hoc queries (the same seed gives the same queries at every scale).
+    #[arg(long, default_value_t = adhoc::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Timed runs per ad-hoc query and engine, after one untimed run whose answers are
+    /// compared.
+    #[arg(long, default_value_t = 1)]
+    pub adhoc_runs: usize,
     /// The qilin-server executable (default: next to qilin-bench).
     #[arg(long)]
     pub server: Option<PathBuf>,
@@ -112,6 +131,13 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
     if args.concurrency == Some(0) {
         bail!("--concurrency must be at least 1");
     }
+    if args.adhoc == Some(0) || args.adhoc_runs == 0 {
+        bail!("--adhoc and --adhoc-runs must be at least 1");
+    }
+    let adhoc_queries = match args.adhoc {
+        Some(n) => Some(adhoc::generate(args.seed, n)?),
+        None => None,
+    };
     let server_exe = procs::locate("qilin-server", args.server.as_deref())?;
     let jobs_exe = procs::locate("qilin-jobs", args.jobs.as_deref())?;
     std::fs::create_dir_all(&args.work)
@@ -156,6 +182,11 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
     };
 
     let queries = workload::ssb_queries()?;
+    let cuboid_bytes = cube_size::cuboid_bytes(&conf)?;
+    let has_adbc = scan::python_has("adbc_driver_flightsql.dbapi, pyarrow");
+    if !has_adbc {
+        eprintln!("python3 cannot import adbc_driver_flightsql and pyarrow: no ADBC figures");
+    }
 
     // 2-3. Qilin through its server.
     let server = procs::Server::start(&server_exe, &conf)?;
@@ -178,6 +209,33 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
         None => None,
     };
     let server_peak_rss_bytes = server.peak_rss_bytes();
+
+    // 7. The 13 through ADBC on the warm server.
+    let adbc_hot = if has_adbc {
+        match adbc::hot(&server.addr, &queries, args.runs) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("ADBC run of the 13 failed: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    // 9. The ad-hoc mode, on the same server (result cache off).
+    let adhoc = match &adhoc_queries {
+        Some(list) => Some(adhoc::run(
+            &server.addr,
+            &source_dir,
+            list,
+            args.seed,
+            args.adhoc_runs,
+            cuboid_bytes.base_cuboid,
+            &work.join("duckdb-adhoc-tmp"),
+        )?),
+        None => None,
+    };
     drop(server);
 
     // 4. DataFusion baseline.
@@ -221,6 +279,21 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
         eprintln!("detail scan ({engine}) failed: {error}");
     }
 
+    // 7. The first run after a start, each client on a new server.
+    let rust_hot_ms: f64 = qilin.iter().map(|m| m.stats.median_ms).sum();
+    let cold = adbc::cold(
+        &server_exe,
+        &conf,
+        &queries,
+        rust_hot_ms,
+        adbc_hot.as_ref().map(|a| a.total_median_ms),
+        has_adbc,
+    )
+    .await?;
+    for (client, e) in &cold.errors {
+        eprintln!("cold first run ({client}) failed: {e}");
+    }
+
     // Correctness: same row counts.
     let mut reports = Vec::new();
     for (i, (name, sql)) in queries.iter().enumerate() {
@@ -238,6 +311,7 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
             qilin: qilin[i].stats.clone(),
             datafusion: datafusion[i].stats.clone(),
             duckdb: duckdb.as_ref().and_then(|d| d.queries.get(name).cloned()),
+            adbc: adbc_hot.as_ref().and_then(|a| a.queries.get(name).cloned()),
         });
     }
 
@@ -255,6 +329,10 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
         Some(detail_scan),
     );
     report.cube_size = Some(cube_size);
+    report.adbc = adbc_hot;
+    report.cold_first_run = Some(cold);
+    report.cuboid_bytes = Some(cuboid_bytes);
+    report.adhoc = adhoc;
     print!("{}", report.table());
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&args.json, json)

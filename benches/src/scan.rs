@@ -118,7 +118,7 @@ impl From<ScriptOut> for ScanTimes {
 }
 
 /// Whether `python3` imports `modules`.
-fn python_has(modules: &str) -> bool {
+pub(crate) fn python_has(modules: &str) -> bool {
     Command::new("python3")
         .args(["-c", &format!("import {modules}")])
         .output()
