@@ -96,11 +96,8 @@ fn run_script(
     runs: usize,
     cold: bool,
 ) -> anyhow::Result<ScriptOut> {
-    let tmp = std::env::temp_dir().join(format!(
-        "qilin-bench-adbc-{}-{}",
-        std::process::id(),
-        cold
-    ));
+    let tmp =
+        std::env::temp_dir().join(format!("qilin-bench-adbc-{}-{}", std::process::id(), cold));
     std::fs::create_dir_all(&tmp)?;
     let spec = tmp.join("spec.json");
     let script = tmp.join("adbc.py");

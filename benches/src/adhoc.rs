@@ -326,7 +326,11 @@ const MEASURES: &[(&str, u32, Option<Table>)] = &[
         3,
         None,
     ),
-    ("SUM(lineorder.lo_revenue - lineorder.lo_supplycost)", 3, None),
+    (
+        "SUM(lineorder.lo_revenue - lineorder.lo_supplycost)",
+        3,
+        None,
+    ),
     ("SUM(lineorder.lo_supplycost)", 1, None),
     ("SUM(lineorder.lo_quantity)", 2, None),
     ("SUM(lineorder.lo_extendedprice)", 1, None),
@@ -445,7 +449,12 @@ fn filter(rng: &mut Rng, a: &Attr) -> String {
 }
 
 /// Draws `n` distinct attributes of `pool` (no two of one hierarchy when `one_per_family`).
-fn draw(rng: &mut Rng, pool: &[&'static Attr], n: usize, one_per_family: bool) -> Vec<&'static Attr> {
+fn draw(
+    rng: &mut Rng,
+    pool: &[&'static Attr],
+    n: usize,
+    one_per_family: bool,
+) -> Vec<&'static Attr> {
     let mut out: Vec<&'static Attr> = Vec::new();
     for _ in 0..n * 8 {
         if out.len() == n {
@@ -557,7 +566,10 @@ pub fn generate(seed: u64, n: usize) -> anyhow::Result<Vec<AdhocQuery>> {
         }
     }
     if out.len() < n {
-        bail!("could only generate {} distinct ad-hoc queries of {n}", out.len());
+        bail!(
+            "could only generate {} distinct ad-hoc queries of {n}",
+            out.len()
+        );
     }
     Ok(out)
 }
@@ -990,7 +1002,11 @@ impl AdhocReport {
                 r.sql
             );
         }
-        for r in self.results.iter().filter(|r| r.error.is_some() || r.mismatch.is_some()) {
+        for r in self
+            .results
+            .iter()
+            .filter(|r| r.error.is_some() || r.mismatch.is_some())
+        {
             let _ = writeln!(
                 s,
                 "  FAILED {}: {}\n    {}",
@@ -1024,12 +1040,23 @@ mod tests {
     fn shapes_cover_the_cube() {
         let qs = generate(DEFAULT_SEED, 100).unwrap();
         let groups: BTreeSet<Option<usize>> = qs.iter().map(|q| q.group).collect();
-        assert_eq!(groups.len(), 6, "every group and the cross-group draw: {groups:?}");
+        assert_eq!(
+            groups.len(),
+            6,
+            "every group and the cross-group draw: {groups:?}"
+        );
         let derived = qs
             .iter()
-            .filter(|q| q.filters.iter().any(|f| DERIVED_DATES.contains(&f.as_str())))
+            .filter(|q| {
+                q.filters
+                    .iter()
+                    .any(|f| DERIVED_DATES.contains(&f.as_str()))
+            })
             .count();
-        assert!(derived >= 5, "{derived} queries filter a derived date column");
+        assert!(
+            derived >= 5,
+            "{derived} queries filter a derived date column"
+        );
         for needle in [" IN (", " BETWEEN ", " = ", "COUNT(DISTINCT", "COUNT(*)"] {
             assert!(
                 qs.iter().any(|q| q.sql.contains(needle)),
@@ -1048,7 +1075,9 @@ mod tests {
         qilin_engine::sample::ssbgen::generate_ssb(0.001, dir.path())
             .await
             .unwrap();
-        let ctx = crate::workload::datafusion_context(dir.path()).await.unwrap();
+        let ctx = crate::workload::datafusion_context(dir.path())
+            .await
+            .unwrap();
         for q in generate(DEFAULT_SEED, 100).unwrap() {
             let statements = datafusion::sql::parser::DFParser::parse_sql(&q.sql)
                 .unwrap_or_else(|e| panic!("{}: {e}\n{}", q.id, q.sql));
@@ -1058,7 +1087,11 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}\n{}", q.id, q.sql));
             let width = df.schema().fields().len();
-            assert!(width > q.dimensions.len(), "{}: measures after the dimensions", q.id);
+            assert!(
+                width > q.dimensions.len(),
+                "{}: measures after the dimensions",
+                q.id
+            );
             df.collect()
                 .await
                 .unwrap_or_else(|e| panic!("{}: {e}\n{}", q.id, q.sql));
@@ -1069,7 +1102,10 @@ mod tests {
     fn percentiles() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         let p = Percentiles::of(&v);
-        assert_eq!((p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms), (50.0, 95.0, 99.0, 100.0));
+        assert_eq!(
+            (p.p50_ms, p.p95_ms, p.p99_ms, p.max_ms),
+            (50.0, 95.0, 99.0, 100.0)
+        );
         assert_eq!(p.total_ms, 5050.0);
     }
 }

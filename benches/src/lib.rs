@@ -93,6 +93,12 @@ pub struct SsbArgs {
     /// compared.
     #[arg(long, default_value_t = 1)]
     pub adhoc_runs: usize,
+    /// Only the Qilin side and the ad-hoc mode: the 13 hot (Rust client and ADBC), the cold
+    /// first run, bytes per cuboid row and `--adhoc` (100 by default); no DataFusion, no DuckDB
+    /// run of the 13, no build baseline, no detail scan, no per-measure sizes. For quick
+    /// before/after figures; the JSON has `adbc`, `cold_first_run`, `cuboid_bytes`, `adhoc`.
+    #[arg(long)]
+    pub adhoc_only: bool,
     /// The qilin-server executable (default: next to qilin-bench).
     #[arg(long)]
     pub server: Option<PathBuf>,
@@ -134,7 +140,7 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
     if args.adhoc == Some(0) || args.adhoc_runs == 0 {
         bail!("--adhoc and --adhoc-runs must be at least 1");
     }
-    let adhoc_queries = match args.adhoc {
+    let adhoc_queries = match args.adhoc.or(args.adhoc_only.then_some(100)) {
         Some(n) => Some(adhoc::generate(args.seed, n)?),
         None => None,
     };
@@ -191,6 +197,22 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
     // 2-3. Qilin through its server.
     let server = procs::Server::start(&server_exe, &conf)?;
     eprintln!("qilin-server listening on {}", server.addr);
+    if args.adhoc_only {
+        let list = adhoc_queries.unwrap_or_default();
+        return adhoc_only(
+            &args,
+            server,
+            &server_exe,
+            &conf,
+            &source_dir,
+            &work,
+            &queries,
+            list,
+            cuboid_bytes,
+            has_adbc,
+        )
+        .await;
+    }
     let mut client = workload::connect(&server.addr).await?;
     let mut qilin = Vec::new();
     for (name, sql) in &queries {
@@ -336,6 +358,76 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
     print!("{}", report.table());
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&args.json, json)
+        .with_context(|| format!("writing --json {}", args.json.display()))?;
+    eprintln!("wrote {}", args.json.display());
+    Ok(())
+}
+
+/// `--adhoc-only`: the Qilin-side figures and the ad-hoc mode, nothing else.
+#[allow(clippy::too_many_arguments)]
+async fn adhoc_only(
+    args: &SsbArgs,
+    server: procs::Server,
+    server_exe: &Path,
+    conf: &Path,
+    source_dir: &Path,
+    work: &Path,
+    queries: &[(String, String)],
+    list: Vec<adhoc::AdhocQuery>,
+    cuboid_bytes: cube_size::CuboidBytesReport,
+    has_adbc: bool,
+) -> anyhow::Result<()> {
+    if !has_adbc {
+        bail!("--adhoc-only needs python3 with adbc_driver_flightsql, pyarrow and duckdb");
+    }
+    let mut client = workload::connect(&server.addr).await?;
+    let mut rust_hot_ms = 0.0;
+    for (name, sql) in queries {
+        let m = workload::measure(args.runs, async || {
+            workload::qilin_query(&mut client, sql).await
+        })
+        .await
+        .with_context(|| format!("qilin {name}"))?;
+        rust_hot_ms += m.stats.median_ms;
+    }
+    let adbc_hot = adbc::hot(&server.addr, queries, args.runs)?;
+    let adhoc = adhoc::run(
+        &server.addr,
+        source_dir,
+        &list,
+        args.seed,
+        args.adhoc_runs,
+        cuboid_bytes.base_cuboid,
+        &work.join("duckdb-adhoc-tmp"),
+    )?;
+    drop(server);
+    let cold = adbc::cold(
+        server_exe,
+        conf,
+        queries,
+        rust_hot_ms,
+        Some(adbc_hot.total_median_ms),
+        true,
+    )
+    .await?;
+    let machine = report::machine();
+    println!(
+        "\nSSB scale {} (--adhoc-only) - {} cores, {}\nthe 13 hot: rust client {:.2} ms, ADBC {:.2} ms (sums of medians of {} runs)",
+        args.scale, machine.cores, machine.model, rust_hot_ms, adbc_hot.total_median_ms, args.runs
+    );
+    print!("{}{}{}", cuboid_bytes.table(), cold.table(), adhoc.table());
+    let json = serde_json::json!({
+        "scale": args.scale,
+        "runs": args.runs,
+        "machine": machine,
+        "qilin_version": env!("CARGO_PKG_VERSION"),
+        "rust_client_hot_total_median_ms": rust_hot_ms,
+        "adbc": adbc_hot,
+        "cold_first_run": cold,
+        "cuboid_bytes": cuboid_bytes,
+        "adhoc": adhoc,
+    });
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing --json {}", args.json.display()))?;
     eprintln!("wrote {}", args.json.display());
     Ok(())
