@@ -162,3 +162,125 @@ impl CubeSize {
         s
     }
 }
+
+/// One cuboid's stored size over every READY segment, from the segment metadata (the
+/// manifests' row, block and byte counts: bytes as stored, compressed, block framing
+/// included).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CuboidBytes {
+    pub id: u64,
+    pub dimensions: Vec<String>,
+    pub rows: u64,
+    pub blocks: u64,
+    pub bytes: u64,
+    pub bytes_per_row: f64,
+}
+
+/// Bytes per cuboid row (`cuboid_bytes` in the JSON): every cuboid, largest first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CuboidBytesReport {
+    pub base_cuboid: u64,
+    pub total_rows: u64,
+    pub total_bytes: u64,
+    pub bytes_per_row: f64,
+    pub cuboids: Vec<CuboidBytes>,
+}
+
+fn per_row(bytes: u64, rows: u64) -> f64 {
+    if rows > 0 {
+        bytes as f64 / rows as f64
+    } else {
+        0.0
+    }
+}
+
+/// Sizes of every cuboid of the SSB cube the configuration `conf` names, from the segment
+/// metadata alone (no block is read).
+pub fn cuboid_bytes(conf: &Path) -> anyhow::Result<CuboidBytesReport> {
+    let config = qilin_engine::config::Config::load(Some(conf))
+        .map_err(|e| anyhow::anyhow!("loading {}: {e}", conf.display()))?;
+    let store = qilin_engine::metadata::open_store(&config.stores.metadata_url)
+        .map_err(|e| anyhow::anyhow!("opening the metadata store: {e}"))?;
+    let meta = qilin_engine::metadata::managers::Metadata::new(store);
+    let layout = meta
+        .cube_layout(ssb::CUBE, config.cube.max_cuboids_per_group)
+        .map_err(|e| anyhow::anyhow!("cube {}: {e}", ssb::CUBE))?;
+    let (inst, _) = meta
+        .cube_instance(ssb::CUBE)
+        .map_err(|e| anyhow::anyhow!("cube {}: {e}", ssb::CUBE))?;
+    let mut by_id: std::collections::BTreeMap<u64, (u64, u64, u64)> = Default::default();
+    for seg in inst.ready_segments() {
+        for c in &seg.cuboids {
+            let e = by_id.entry(c.id).or_default();
+            e.0 += c.rows;
+            e.1 += u64::from(c.blocks);
+            e.2 += c.bytes;
+        }
+    }
+    let mut cuboids: Vec<CuboidBytes> = by_id
+        .into_iter()
+        .map(|(id, (rows, blocks, bytes))| CuboidBytes {
+            id,
+            dimensions: layout.cuboid_names(id),
+            rows,
+            blocks,
+            bytes,
+            bytes_per_row: per_row(bytes, rows),
+        })
+        .collect();
+    cuboids.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(a.id.cmp(&b.id)));
+    let total_rows = cuboids.iter().map(|c| c.rows).sum();
+    let total_bytes = cuboids.iter().map(|c| c.bytes).sum();
+    Ok(CuboidBytesReport {
+        base_cuboid: layout.base_cuboid(),
+        total_rows,
+        total_bytes,
+        bytes_per_row: per_row(total_bytes, total_rows),
+        cuboids,
+    })
+}
+
+impl CuboidBytesReport {
+    /// The printed lines: the 10 largest cuboids, the base cuboid, the total.
+    pub fn table(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "bytes per cuboid row (stored, from the manifests), {} cuboids, largest first:",
+            self.cuboids.len()
+        );
+        let _ = writeln!(
+            s,
+            "  {:>6} {:>11} {:>7} {:>12} {:>9}  dimensions",
+            "cuboid", "rows", "blocks", "bytes", "bytes/row"
+        );
+        let line = |s: &mut String, label: &str, c: &CuboidBytes| {
+            let _ = writeln!(
+                s,
+                "  {label:>6} {:>11} {:>7} {:>12} {:>9.1}  {}",
+                c.rows,
+                c.blocks,
+                c.bytes,
+                c.bytes_per_row,
+                c.dimensions.join(",")
+            );
+        };
+        for c in self.cuboids.iter().take(10) {
+            line(&mut s, &c.id.to_string(), c);
+        }
+        if let Some(base) = self.cuboids.iter().find(|c| c.id == self.base_cuboid) {
+            line(&mut s, "base", base);
+        }
+        let _ = writeln!(
+            s,
+            "  {:>6} {:>11} {:>7} {:>12} {:>9.1}",
+            "total",
+            self.total_rows,
+            self.cuboids.iter().map(|c| c.blocks).sum::<u64>(),
+            self.total_bytes,
+            self.bytes_per_row
+        );
+        s
+    }
+}

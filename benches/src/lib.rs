@@ -1,7 +1,7 @@
 //! Benchmark harness for Qilin on the Star Schema Benchmark.
 //!
 //! `qilin-bench ssb --scale SF --runs N --json OUT --work DIR [--concurrency C]
-//! [--server PATH] [--jobs PATH]`:
+//! [--adhoc [N] [--seed S] [--adhoc-runs R]] [--server PATH] [--jobs PATH]`:
 //!
 //! 1. generates SSB at `SF` into `DIR/source/ssb` (in-process, skipped when its `SCALE` marker
 //!    already says `SF`), then registers the sample and builds the cube into `DIR/meta` and
@@ -19,8 +19,16 @@
 //!    the same statement on DuckDB over the raw Parquet file (see [`scan`]);
 //! 6. sizes every measure's state column in the built cube (see [`cube_size`]: what issue 18's
 //!    TOP_N, PERCENTILE, EXTENDED_COLUMN and global-dictionary COUNT DISTINCT cost);
-//! 7. prints a table and writes the same numbers as JSON.
+//! 7. runs the 13 through the Python ADBC driver on the warm server (the `adbc` column), and
+//!    times the first run of the 13 right after a server start, through the Rust client and
+//!    through ADBC, each on a new server (see [`adbc`]);
+//! 8. reads every cuboid's rows and stored bytes from the segment metadata (bytes per row);
+//! 9. with `--adhoc N`, runs N seeded random cube-shaped queries through ADBC and on DuckDB,
+//!    compares their answers and reports the latency percentiles of both (see [`adhoc`]);
+//! 10. prints a table and writes the same numbers as JSON.
 
+pub mod adbc;
+pub mod adhoc;
 pub mod cube_size;
 pub mod procs;
 pub mod report;
@@ -74,6 +82,23 @@ pub struct SsbArgs {
     /// rounds of the 13 queries (client i starts at query i, round-robin).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Also run the ad-hoc mode: N seeded random cube-shaped queries (100 when N is left out)
+    /// through the Python ADBC driver and on DuckDB over the raw Parquet files.
+    #[arg(long, num_args = 0..=1, default_missing_value = "100")]
+    pub adhoc: Option<usize>,
+    /// Seed of the ad-hoc queries (the same seed gives the same queries at every scale).
+    #[arg(long, default_value_t = adhoc::DEFAULT_SEED)]
+    pub seed: u64,
+    /// Timed runs per ad-hoc query and engine, after one untimed run whose answers are
+    /// compared.
+    #[arg(long, default_value_t = 1)]
+    pub adhoc_runs: usize,
+    /// Only the Qilin side and the ad-hoc mode: the 13 hot (Rust client and ADBC), the cold
+    /// first run, bytes per cuboid row and `--adhoc` (100 by default); no DataFusion, no DuckDB
+    /// run of the 13, no build baseline, no detail scan, no per-measure sizes. For quick
+    /// before/after figures; the JSON has `adbc`, `cold_first_run`, `cuboid_bytes`, `adhoc`.
+    #[arg(long)]
+    pub adhoc_only: bool,
     /// The qilin-server executable (default: next to qilin-bench).
     #[arg(long)]
     pub server: Option<PathBuf>,
@@ -112,6 +137,13 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
     if args.concurrency == Some(0) {
         bail!("--concurrency must be at least 1");
     }
+    if args.adhoc == Some(0) || args.adhoc_runs == 0 {
+        bail!("--adhoc and --adhoc-runs must be at least 1");
+    }
+    let adhoc_queries = match args.adhoc.or(args.adhoc_only.then_some(100)) {
+        Some(n) => Some(adhoc::generate(args.seed, n)?),
+        None => None,
+    };
     let server_exe = procs::locate("qilin-server", args.server.as_deref())?;
     let jobs_exe = procs::locate("qilin-jobs", args.jobs.as_deref())?;
     std::fs::create_dir_all(&args.work)
@@ -156,10 +188,31 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
     };
 
     let queries = workload::ssb_queries()?;
+    let cuboid_bytes = cube_size::cuboid_bytes(&conf)?;
+    let has_adbc = scan::python_has("adbc_driver_flightsql.dbapi, pyarrow");
+    if !has_adbc {
+        eprintln!("python3 cannot import adbc_driver_flightsql and pyarrow: no ADBC figures");
+    }
 
     // 2-3. Qilin through its server.
     let server = procs::Server::start(&server_exe, &conf)?;
     eprintln!("qilin-server listening on {}", server.addr);
+    if args.adhoc_only {
+        let list = adhoc_queries.unwrap_or_default();
+        return adhoc_only(
+            &args,
+            server,
+            &server_exe,
+            &conf,
+            &source_dir,
+            &work,
+            &queries,
+            list,
+            cuboid_bytes,
+            has_adbc,
+        )
+        .await;
+    }
     let mut client = workload::connect(&server.addr).await?;
     let mut qilin = Vec::new();
     for (name, sql) in &queries {
@@ -178,6 +231,33 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
         None => None,
     };
     let server_peak_rss_bytes = server.peak_rss_bytes();
+
+    // 7. The 13 through ADBC on the warm server.
+    let adbc_hot = if has_adbc {
+        match adbc::hot(&server.addr, &queries, args.runs) {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("ADBC run of the 13 failed: {e:#}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    // 9. The ad-hoc mode, on the same server (result cache off).
+    let adhoc = match &adhoc_queries {
+        Some(list) => Some(adhoc::run(
+            &server.addr,
+            &source_dir,
+            list,
+            args.seed,
+            args.adhoc_runs,
+            cuboid_bytes.base_cuboid,
+            &work.join("duckdb-adhoc-tmp"),
+        )?),
+        None => None,
+    };
     drop(server);
 
     // 4. DataFusion baseline.
@@ -221,6 +301,21 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
         eprintln!("detail scan ({engine}) failed: {error}");
     }
 
+    // 7. The first run after a start, each client on a new server.
+    let rust_hot_ms: f64 = qilin.iter().map(|m| m.stats.median_ms).sum();
+    let cold = adbc::cold(
+        &server_exe,
+        &conf,
+        &queries,
+        rust_hot_ms,
+        adbc_hot.as_ref().map(|a| a.total_median_ms),
+        has_adbc,
+    )
+    .await?;
+    for (client, e) in &cold.errors {
+        eprintln!("cold first run ({client}) failed: {e}");
+    }
+
     // Correctness: same row counts.
     let mut reports = Vec::new();
     for (i, (name, sql)) in queries.iter().enumerate() {
@@ -238,6 +333,7 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
             qilin: qilin[i].stats.clone(),
             datafusion: datafusion[i].stats.clone(),
             duckdb: duckdb.as_ref().and_then(|d| d.queries.get(name).cloned()),
+            adbc: adbc_hot.as_ref().and_then(|a| a.queries.get(name).cloned()),
         });
     }
 
@@ -255,9 +351,83 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
         Some(detail_scan),
     );
     report.cube_size = Some(cube_size);
+    report.adbc = adbc_hot;
+    report.cold_first_run = Some(cold);
+    report.cuboid_bytes = Some(cuboid_bytes);
+    report.adhoc = adhoc;
     print!("{}", report.table());
     let json = serde_json::to_string_pretty(&report)?;
     std::fs::write(&args.json, json)
+        .with_context(|| format!("writing --json {}", args.json.display()))?;
+    eprintln!("wrote {}", args.json.display());
+    Ok(())
+}
+
+/// `--adhoc-only`: the Qilin-side figures and the ad-hoc mode, nothing else.
+#[allow(clippy::too_many_arguments)]
+async fn adhoc_only(
+    args: &SsbArgs,
+    server: procs::Server,
+    server_exe: &Path,
+    conf: &Path,
+    source_dir: &Path,
+    work: &Path,
+    queries: &[(String, String)],
+    list: Vec<adhoc::AdhocQuery>,
+    cuboid_bytes: cube_size::CuboidBytesReport,
+    has_adbc: bool,
+) -> anyhow::Result<()> {
+    if !has_adbc {
+        bail!("--adhoc-only needs python3 with adbc_driver_flightsql, pyarrow and duckdb");
+    }
+    let mut client = workload::connect(&server.addr).await?;
+    let mut rust_hot_ms = 0.0;
+    for (name, sql) in queries {
+        let m = workload::measure(args.runs, async || {
+            workload::qilin_query(&mut client, sql).await
+        })
+        .await
+        .with_context(|| format!("qilin {name}"))?;
+        rust_hot_ms += m.stats.median_ms;
+    }
+    let adbc_hot = adbc::hot(&server.addr, queries, args.runs)?;
+    let adhoc = adhoc::run(
+        &server.addr,
+        source_dir,
+        &list,
+        args.seed,
+        args.adhoc_runs,
+        cuboid_bytes.base_cuboid,
+        &work.join("duckdb-adhoc-tmp"),
+    )?;
+    drop(server);
+    let cold = adbc::cold(
+        server_exe,
+        conf,
+        queries,
+        rust_hot_ms,
+        Some(adbc_hot.total_median_ms),
+        true,
+    )
+    .await?;
+    let machine = report::machine();
+    println!(
+        "\nSSB scale {} (--adhoc-only) - {} cores, {}\nthe 13 hot: rust client {:.2} ms, ADBC {:.2} ms (sums of medians of {} runs)",
+        args.scale, machine.cores, machine.model, rust_hot_ms, adbc_hot.total_median_ms, args.runs
+    );
+    print!("{}{}{}", cuboid_bytes.table(), cold.table(), adhoc.table());
+    let json = serde_json::json!({
+        "scale": args.scale,
+        "runs": args.runs,
+        "machine": machine,
+        "qilin_version": env!("CARGO_PKG_VERSION"),
+        "rust_client_hot_total_median_ms": rust_hot_ms,
+        "adbc": adbc_hot,
+        "cold_first_run": cold,
+        "cuboid_bytes": cuboid_bytes,
+        "adhoc": adhoc,
+    });
+    std::fs::write(&args.json, serde_json::to_string_pretty(&json)?)
         .with_context(|| format!("writing --json {}", args.json.display()))?;
     eprintln!("wrote {}", args.json.display());
     Ok(())

@@ -27,6 +27,18 @@ pub struct Report {
     /// Bytes of each measure's state column in the cube (absent in older reports).
     #[serde(default)]
     pub cube_size: Option<crate::cube_size::CubeSize>,
+    /// The 13 through the Python ADBC driver, hot (absent in older reports).
+    #[serde(default)]
+    pub adbc: Option<crate::adbc::AdbcHot>,
+    /// The first run of the 13 after a server start, by client, against hot.
+    #[serde(default)]
+    pub cold_first_run: Option<crate::adbc::ColdReport>,
+    /// Stored bytes per row of every cuboid.
+    #[serde(default)]
+    pub cuboid_bytes: Option<crate::cube_size::CuboidBytesReport>,
+    /// The ad-hoc mode (`--adhoc N`).
+    #[serde(default)]
+    pub adhoc: Option<crate::adhoc::AdhocReport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,6 +80,9 @@ pub struct QueryReport {
     pub qilin: Stats,
     pub datafusion: Stats,
     pub duckdb: Option<Stats>,
+    /// Through the Python ADBC driver (absent in older reports).
+    #[serde(default)]
+    pub adbc: Option<Stats>,
 }
 
 /// Sums of the per-query medians, and their ratios (baseline / qilin).
@@ -78,6 +93,9 @@ pub struct Totals {
     pub duckdb_median_ms: Option<f64>,
     pub datafusion_ratio: f64,
     pub duckdb_ratio: Option<f64>,
+    /// Sum of the ADBC medians (absent in older reports).
+    #[serde(default)]
+    pub adbc_median_ms: Option<f64>,
 }
 
 fn ratio(base: f64, qilin: f64) -> f64 {
@@ -104,6 +122,10 @@ impl Report {
     ) -> Report {
         let q: f64 = queries.iter().map(|r| r.qilin.median_ms).sum();
         let d: f64 = queries.iter().map(|r| r.datafusion.median_ms).sum();
+        let adbc_total: Option<f64> = queries
+            .iter()
+            .map(|r| r.adbc.as_ref().map(|s| s.median_ms))
+            .sum();
         let k: Option<f64> = queries
             .iter()
             .map(|r| r.duckdb.as_ref().map(|s| s.median_ms))
@@ -128,16 +150,22 @@ impl Report {
                 duckdb_median_ms: k,
                 datafusion_ratio: ratio(d, q),
                 duckdb_ratio: k.map(|k| ratio(k, q)),
+                adbc_median_ms: adbc_total,
             },
             concurrency,
             detail_scan,
             cube_size: None,
+            adbc: None,
+            cold_first_run: None,
+            cuboid_bytes: None,
+            adhoc: None,
         }
     }
 
     /// The human-readable table.
     pub fn table(&self) -> String {
         let duck = self.versions.duckdb.is_some();
+        let adbc = self.queries.iter().any(|r| r.adbc.is_some());
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -151,6 +179,9 @@ impl Report {
         );
         if duck {
             let _ = write!(s, " {:>10} {:>8}", "duck med", "duck/q");
+        }
+        if adbc {
+            let _ = write!(s, " {:>10}", "adbc med");
         }
         s.push('\n');
         for r in &self.queries {
@@ -180,6 +211,16 @@ impl Report {
                     }
                 }
             }
+            if adbc {
+                match &r.adbc {
+                    Some(a) => {
+                        let _ = write!(s, " {:>10.2}", a.median_ms);
+                    }
+                    None => {
+                        let _ = write!(s, " {:>10}", "-");
+                    }
+                }
+            }
             s.push('\n');
         }
         let t = &self.totals;
@@ -190,6 +231,11 @@ impl Report {
         );
         if let (Some(k), Some(r)) = (t.duckdb_median_ms, t.duckdb_ratio) {
             let _ = write!(s, " {k:>10.2} {r:>8.2}");
+        } else if duck && adbc {
+            let _ = write!(s, " {:>10} {:>8}", "", "");
+        }
+        if let Some(a) = t.adbc_median_ms {
+            let _ = write!(s, " {a:>10.2}");
         }
         s.push('\n');
         if !duck {
@@ -260,6 +306,12 @@ impl Report {
         if let Some(c) = &self.cube_size {
             s.push_str(&c.table());
         }
+        if let Some(c) = &self.cuboid_bytes {
+            s.push_str(&c.table());
+        }
+        if let Some(c) = &self.cold_first_run {
+            s.push_str(&c.table());
+        }
         if let Some(d) = &self.detail_scan {
             let times = |t: &Option<crate::scan::ScanTimes>| match t {
                 Some(t) => format!(
@@ -292,6 +344,9 @@ impl Report {
                 "concurrency {}: {} queries in {:.2}s = {:.1} QPS, p50 {:.2} ms, p99 {:.2} ms",
                 c.clients, c.queries, c.seconds, c.qps, c.p50_ms, c.p99_ms
             );
+        }
+        if let Some(a) = &self.adhoc {
+            s.push_str(&a.table());
         }
         s
     }

@@ -81,6 +81,8 @@ import json, sys, time
 import duckdb
 path, sql, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 con = duckdb.connect()
+# DuckDB 2 draws a progress bar on stdout for long statements, which is where the JSON goes.
+con.execute("set enable_progress_bar = false")
 con.execute("create view lineorder as select * from read_parquet('%s')" % path.replace("'", "''"))
 first_ms, total_ms, rows = [], [], 0
 for _ in range(runs):
@@ -118,7 +120,7 @@ impl From<ScriptOut> for ScanTimes {
 }
 
 /// Whether `python3` imports `modules`.
-fn python_has(modules: &str) -> bool {
+pub(crate) fn python_has(modules: &str) -> bool {
     Command::new("python3")
         .args(["-c", &format!("import {modules}")])
         .output()

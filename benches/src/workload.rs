@@ -220,6 +220,7 @@ def connect():
     con = duckdb.connect()
     con.execute("set temp_directory = '%s'" % spec["temp"].replace("'", "''"))
     con.execute("set preserve_insertion_order = false")
+    con.execute("set enable_progress_bar = false")
     for t in spec["tables"]:
         path = spec["dir"] + "/" + t + ".parquet"
         con.execute("create view %s as select * from read_parquet('%s')" % (t, path.replace("'", "''")))

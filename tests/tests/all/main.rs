@@ -32,6 +32,7 @@ mod measure_top_n;
 mod metadata_backup;
 mod models;
 mod nginx_harness;
+mod perf_bench;
 mod perf_build;
 mod perf_history;
 mod perf_planner;
