@@ -90,7 +90,6 @@ use qilin_engine::sample::ssb;
 use qilin_engine::storage::block::{
     checksum, decode_block, decode_block_columns, encode_block, encode_block_ipc, write_cuboid,
 };
-use qilin_engine::storage::BlockMeta;
 use qilin_engine::storage::{
     open_segment_store, BlockMeta, CuboidManifest, LocalSegmentStore, SegmentStore,
 };

@@ -206,7 +206,8 @@ mod tests {
         )
         .unwrap();
         let base =
-            super::super::write_aggregated(&store, "5e6", 0b111, 3, agg, 2, &|_| Ok(())).unwrap();
+            super::super::write_aggregated(&store, "5e6", 0b111, 3, vec![agg], 2, &|_| Ok(()))
+                .unwrap();
         let missing = missing_cuboids(&layout, std::slice::from_ref(&base));
         assert!(missing.contains(&0b101), "{missing:?}");
         let progress: Progress = Arc::new(|_, _| Ok(()));
