@@ -815,10 +815,6 @@ fn integer_literal(e: Option<&Expr>) -> Option<i64> {
     }
 }
 
-/// Step 6: the stored cuboid cheapest to read ([`read_cost`]: rows and stored bytes of the
-/// columns read; ties to fewer rows, then fewer dimensions) holding every needed rowkey column (derived
-/// columns need their foreign keys), present in every READY segment. Returns it, its rows
-/// over all segments, and the derived dimensions to join back.
 /// The cuboid a query reads, and what it needed.
 #[derive(Debug, Clone)]
 pub(super) struct CuboidChoice {
@@ -831,6 +827,9 @@ pub(super) struct CuboidChoice {
     pub required: CuboidId,
 }
 
+/// Step 6: the stored cuboid cheapest to read ([`read_cost`]: rows and stored bytes of the
+/// columns read; ties to fewer rows, then fewer dimensions) holding every needed rowkey
+/// column (derived columns need their foreign keys), present in every READY segment.
 pub(super) fn choose_cuboid(
     real: &Realization,
     targets: &Targets,
