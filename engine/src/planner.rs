@@ -40,12 +40,7 @@ use crate::storage::SegmentStore;
 /// HyperLogLog (about 16 MiB of hashes).
 pub const EXACT_LIMIT: usize = 1 << 20;
 
-pub use crate::query::history::{read_history_counted, QueryRecord, HISTORY_FOLDER};
-
-/// The history folder of one cube (where the query path writes its records).
-pub fn history_folder(project: &str, cube: &str) -> String {
-    format!("{HISTORY_FOLDER}/{project}/{cube}")
-}
+pub use crate::query::history::{folder as history_folder, read_history_counted, QueryRecord};
 
 /// The dimension set of a record in `layout`'s cuboid ids: from the names when the record
 /// has them (so records survive a rowkey change), else the id. `None` when a name is no

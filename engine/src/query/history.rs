@@ -221,8 +221,8 @@ impl std::fmt::Debug for QueryHistory {
     }
 }
 
-/// The folder of one cube's history.
-fn folder(project: &str, cube: &str) -> String {
+/// The folder of one cube's history in the metadata store.
+pub fn folder(project: &str, cube: &str) -> String {
     format!("{HISTORY_FOLDER}/{project}/{cube}")
 }
 
