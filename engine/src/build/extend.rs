@@ -101,7 +101,7 @@ pub fn split_for_merge(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::sync::Arc;
 
@@ -117,6 +117,15 @@ mod tests {
     use crate::storage::LocalSegmentStore;
 
     fn layout() -> CubeLayout {
+        layout_with(vec![
+            MeasureDesc::simple("n", MeasureFunction::Count, None, None),
+            MeasureDesc::simple("s", MeasureFunction::Sum, Some("v"), None),
+        ])
+    }
+
+    /// A fact table `f(a, b, c, v)` of bigints; a cube on dimensions a, b, c with `measures`,
+    /// groups (a, b) and (c), and the mandatory set (a, c) that crosses them.
+    pub(crate) fn layout_with(measures: Vec<MeasureDesc>) -> CubeLayout {
         let col = |n: &str| ColumnDesc {
             name: n.into(),
             data_type: "bigint".into(),
@@ -156,10 +165,7 @@ mod tests {
             name: "c".into(),
             model: "m".into(),
             dimensions: vec![dim("a"), dim("b"), dim("c")],
-            measures: vec![
-                MeasureDesc::simple("n", MeasureFunction::Count, None, None),
-                MeasureDesc::simple("s", MeasureFunction::Sum, Some("v"), None),
-            ],
+            measures,
             aggregation_groups: vec![group(&["a", "b"]), group(&["c"])],
             rowkey: vec![],
             retention_range_days: None,

@@ -8,6 +8,7 @@
 pub mod aggregate;
 pub mod extend;
 pub mod partitioned;
+pub mod plan;
 pub mod progress;
 pub mod source;
 pub mod spill;
