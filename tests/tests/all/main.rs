@@ -2,13 +2,14 @@
 //! names read `cluster::...`, `query_paths::...`). Run one module with
 //! `cargo test -p qilin-tests --test all cluster::`.
 //!
-//! The binaries the tests start (`qilin-server`, `qilin-jobs`, `qilin-bench`,
+//! The binaries the tests start (`qilin-server`, `qilin-jobs`, `qilin-bench`, `qilin-ballista`,
 //! `hbase-thrift-emulator`) are found next to this executable (see
 //! `qilin_tests::workspace_exe`); `scripts/test` builds them first.
 
 mod access_flight;
 mod access_query;
 mod auto_merge;
+mod ballista;
 mod bench_duckdb_baseline;
 mod bench_smoke;
 mod bi_corpus;

@@ -1,0 +1,227 @@
+//! Cuboid plans on a DataFusion Ballista cluster of Qilin's own scheduler and two executor
+//! processes on loopback (`qilin-ballista`), with every shuffle read over the network: the
+//! SSB sample's base cuboid aggregated on the cluster from the source files, and every other
+//! cuboid aggregated there from the stored base cuboid, each written into the segment store
+//! by the plan's sink. The blocks and manifest written on the cluster equal byte for byte
+//! those the same plan writes in this process, and their rows equal the cuboid the local
+//! build stored (t-digests there by their values: the local build merged them in another
+//! order). On both segment stores: the executors read and write blocks and dictionaries in
+//! the store their `--conf` names.
+
+use std::path::Path;
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::UInt64Type;
+use qilin_ballista::client::{run_plan, RunOptions};
+use qilin_ballista::codec::QilinCodec;
+use qilin_ballista::parse_host_port;
+use qilin_engine::build::plan::{base_cuboid_plan, child_cuboid_plan, CuboidSinkExec, PlanOptions};
+use qilin_engine::build::source::flat_table_sql;
+use qilin_engine::measure::tdigest::TDigest;
+use qilin_engine::model::SegmentRange;
+use qilin_engine::sample::ssb;
+use qilin_engine::source::source_context;
+use qilin_engine::storage::block::{read_cuboid, read_manifest};
+use qilin_tests::process::{ChildProcess, Spec};
+use qilin_tests::{on_both_backends, shared_ssb_source, workspace_exe, Backend, TestEnv};
+
+on_both_backends!(cuboid_plans_on_a_cluster_equal_the_local_build);
+
+async fn cuboid_plans_on_a_cluster_equal_the_local_build(backend: Backend) {
+    let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
+    let env = TestEnv::on(backend, &source);
+    env.install_sample(0.01).await;
+    let job = env.build("1992-01-01..1999-01-01").await.expect("build");
+    assert_eq!(job.status, qilin_jobs::JobStatus::Succeed);
+    let segments = env.segment_ids();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    let layout = env.meta().cube_layout(ssb::CUBE, 4096).unwrap();
+
+    // The cluster reads the same stores as this installation.
+    let conf = env.dir.path().join("kylin.properties");
+    std::fs::write(
+        &conf,
+        format!(
+            "kylin.metadata.url={}\nkylin.storage.url={}\nkylin.source.url={}\n",
+            env.config.stores.metadata_url,
+            env.config.stores.storage_url,
+            env.config.stores.source_url
+        ),
+    )
+    .unwrap();
+    let exe = workspace_exe("qilin-ballista");
+    let timeout = Duration::from_secs(60);
+    let scheduler = ChildProcess::start(
+        "scheduler",
+        Spec::new(&exe)
+            .arg("--conf")
+            .arg(&conf)
+            .args(["scheduler", "--port", "0"]),
+        "qilin-ballista scheduler on ",
+        timeout,
+    );
+    let scheduler_addr = scheduler.ready_rest().to_string();
+    let (host, port) = parse_host_port("scheduler", &scheduler_addr).unwrap();
+    let executors: Vec<ChildProcess> = (0..2)
+        .map(|i| {
+            ChildProcess::start(
+                &format!("executor{i}"),
+                Spec::new(&exe)
+                    .arg("--conf")
+                    .arg(&conf)
+                    .args(["executor", "--scheduler", &scheduler_addr, "--port", "0"])
+                    .arg("--work-dir")
+                    .arg(env.dir.path().join(format!("executor{i}"))),
+                "qilin-ballista executor on ",
+                timeout,
+            )
+        })
+        .collect();
+    let ports: Vec<&str> = executors.iter().map(|e| e.ready_rest()).collect();
+    assert_ne!(ports[0], ports[1]);
+
+    let store = env.engine.segment_store();
+    let codec = QilinCodec::from_config(&env.config, None).unwrap();
+    let run = RunOptions {
+        force_remote_read: true,
+    };
+    let plan_opts = PlanOptions {
+        partitions: 4,
+        memory_bytes_per_partition: 64 << 20,
+        spill_dir: env.dir.path().into(),
+        batch_rows: 1000,
+    };
+    let base = layout.base_cuboid();
+    // The base cuboid from the flat table (source Parquet files read by the executors, joins,
+    // global-dictionary ids), then every other cuboid from the stored base.
+    let ctx = source_context(&layout.tables, Path::new(&env.config.stores.source_url))
+        .await
+        .unwrap();
+    let range = SegmentRange::parse("1992-01-01", "1999-01-01").unwrap();
+    let flat = ctx
+        .sql(&flat_table_sql(&layout, Some(&range)))
+        .await
+        .unwrap()
+        .create_physical_plan()
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for &cuboid in &layout.cuboids {
+        let plan = if cuboid == base {
+            base_cuboid_plan(&layout, store.clone(), flat.clone(), &plan_opts).unwrap()
+        } else {
+            child_cuboid_plan(
+                &layout,
+                store.clone(),
+                segments.clone(),
+                cuboid,
+                base,
+                &plan_opts,
+            )
+            .unwrap()
+        };
+        // The cuboid written by the plan on the cluster and by the same plan in this process.
+        let dims = layout.cuboid_columns(cuboid).len();
+        let sink = |segment: &str| {
+            Arc::new(
+                CuboidSinkExec::try_new(plan.clone(), store.clone(), segment, cuboid, dims, 1000)
+                    .unwrap(),
+            )
+        };
+        let stream = run_plan((&host, port), sink(ON_CLUSTER), &codec, &run)
+            .await
+            .unwrap_or_else(|e| panic!("cuboid {cuboid} on the cluster: {e}"));
+        let written = datafusion::physical_plan::common::collect(stream)
+            .await
+            .unwrap_or_else(|e| panic!("cuboid {cuboid} on the cluster: {e}"));
+        datafusion::physical_plan::collect(sink(HERE), ctx.task_ctx())
+            .await
+            .unwrap();
+        let manifest = read_manifest(store.as_ref(), ON_CLUSTER, cuboid).unwrap();
+        assert_eq!(
+            manifest,
+            read_manifest(store.as_ref(), HERE, cuboid).unwrap(),
+            "cuboid {cuboid}: manifests"
+        );
+        let rows = written[0].column(1).as_primitive::<UInt64Type>().value(0);
+        assert_eq!(rows, manifest.rows, "cuboid {cuboid}: rows reported");
+        for b in 0..manifest.blocks.len() as u32 {
+            assert_eq!(
+                store.get_block(ON_CLUSTER, cuboid, b).unwrap(),
+                store.get_block(HERE, cuboid, b).unwrap(),
+                "cuboid {cuboid}: block {b} differs between the cluster and a local run"
+            );
+        }
+        // Against the cuboid the local build stored, which it aggregated from its smallest
+        // parent rather than the base: a t-digest's bytes depend on the order its inputs were
+        // merged in, every other state's do not.
+        let read = |segment: &str| {
+            let (_, batches) = read_cuboid(store.as_ref(), segment, cuboid).unwrap();
+            concat_batches(&batches[0].schema(), &batches).unwrap()
+        };
+        let (stored, on_cluster) = (read(&segments[0]), read(ON_CLUSTER));
+        assert!(stored.num_rows() > 0, "cuboid {cuboid} is empty");
+        assert_eq!(
+            on_cluster.num_rows(),
+            stored.num_rows(),
+            "cuboid {cuboid}: rows"
+        );
+        for (i, field) in stored.schema().fields().iter().enumerate() {
+            let name = field.name();
+            if name == PERCENTILE {
+                assert_same_digests(cuboid, on_cluster.column(i), stored.column(i));
+            } else {
+                assert_eq!(
+                    on_cluster.column(i).to_data(),
+                    stored.column(i).to_data(),
+                    "cuboid {cuboid}: column {name} differs from the stored cuboid"
+                );
+            }
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, layout.cuboids.len());
+    drop(executors);
+    drop(scheduler);
+}
+
+const PERCENTILE: &str = "lo_revenue_percentile";
+/// Segments the plans write into (never committed: only their blocks are compared).
+const ON_CLUSTER: &str = "ba11157a";
+const HERE: &str = "10ca1";
+
+/// Two columns of t-digests summarise the same values: equal counts, minimums and maximums,
+/// medians within 2 % of the value range.
+fn assert_same_digests(cuboid: u64, got: &dyn Array, want: &dyn Array) {
+    let (got, want) = (got.as_binary::<i32>(), want.as_binary::<i32>());
+    assert_eq!(got.len(), want.len());
+    for r in 0..got.len() {
+        let g = TDigest::from_bytes(got.value(r)).unwrap();
+        let w = TDigest::from_bytes(want.value(r)).unwrap();
+        assert_eq!(
+            g.count(),
+            w.count(),
+            "cuboid {cuboid} row {r}: digest count"
+        );
+        let (lo, hi) = (w.quantile(0.0).unwrap(), w.quantile(1.0).unwrap());
+        assert_eq!(
+            g.quantile(0.0),
+            Some(lo),
+            "cuboid {cuboid} row {r}: minimum"
+        );
+        assert_eq!(
+            g.quantile(1.0),
+            Some(hi),
+            "cuboid {cuboid} row {r}: maximum"
+        );
+        let (gm, wm) = (g.quantile(0.5).unwrap(), w.quantile(0.5).unwrap());
+        assert!(
+            (gm - wm).abs() <= 0.02 * (hi - lo),
+            "cuboid {cuboid} row {r}: median {gm} against {wm}"
+        );
+    }
+}
