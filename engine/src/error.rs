@@ -116,6 +116,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// This error as DataFusion's, for plan nodes: ours travel as external errors and come
+    /// back as themselves (see `kind`); a wrapped DataFusion error is unwrapped.
+    pub fn into_datafusion(self) -> DataFusionError {
+        match self {
+            Error::DataFusion(e) => e,
+            e => DataFusionError::External(Box::new(e)),
+        }
+    }
+
     /// Whose fault this error is. Every variant is listed (no catch-all), so a new variant
     /// must be classified where it is added; DataFusion errors by their root cause.
     pub fn kind(&self) -> ErrorKind {

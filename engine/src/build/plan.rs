@@ -1,14 +1,18 @@
 //! Cuboid builds as DataFusion physical plans, so that the same plan runs on the job engine's
 //! own DataFusion runtime or, serialised with [`BuildPlanCodec`], on a Ballista cluster.
 //!
-//! A child cuboid (or a cuboid of merged segments) is
-//! `StoredCuboidExec → RepartitionExec(hash of the child's dimensions) → CuboidAggregateExec →
-//! SortPreservingMergeExec`: the parent's stored blocks are read, each group's rows go to one
-//! partition, each partition aggregates its groups with the build's own
-//! [`SpillingAggregator`] (the state bytes are those of a local build, spilling under its
-//! share of the budget) and emits them in rowkey order, and the merge yields the cuboid in
-//! rowkey order. Ballista cuts stages at the repartition and the merge, so the shuffle
-//! between them crosses executors.
+//! - Base cuboid ([`base_cuboid_plan`]): the flat table's plan → [`GlobalDictIdsExec`] (when a
+//!   measure counts distinct values through a global dictionary) → `RepartitionExec` (hash of
+//!   the dimensions) → [`CuboidAggregateExec`] on raw values → `SortPreservingMergeExec`.
+//! - Any other cuboid, or a cuboid of merged segments ([`child_cuboid_plan`]):
+//!   [`StoredCuboidExec`] (the parent's blocks) → `RepartitionExec` → [`CuboidAggregateExec`]
+//!   on states → `SortPreservingMergeExec`.
+//! - [`CuboidSinkExec`] on top writes the rows as blocks and the manifest.
+//!
+//! Each partition aggregates its groups with the build's own [`SpillingAggregator`] (the
+//! state bytes of a local build, spilling under its share of the budget) and emits them in
+//! rowkey order; the merge yields the cuboid in rowkey order. Ballista cuts stages at the
+//! repartition and the merge, so the shuffle between them crosses executors.
 //!
 //! The aggregation is the build's aggregator behind a plan node rather than DataFusion
 //! aggregates with user-defined accumulators: it already produces the stored state format for
@@ -49,14 +53,6 @@ use crate::storage::block::for_each_block;
 use crate::storage::SegmentStore;
 
 type DfResult<T> = datafusion::common::Result<T>;
-
-/// Errors of ours travel through DataFusion (and Ballista) as external errors.
-fn to_datafusion(e: Error) -> DataFusionError {
-    match e {
-        Error::DataFusion(e) => e,
-        e => DataFusionError::External(Box::new(e)),
-    }
-}
 
 /// Reads one cuboid of one or more segments from the segment store, in one partition (a
 /// Ballista task runs every partition of a leaf it does not know, so more than one would be
@@ -198,7 +194,7 @@ impl ExecutionPlan for StoredCuboidExec {
             };
             if let Err(e) = read() {
                 // The consumer may be gone: then nobody needs the error.
-                let _ = tx.blocking_send(Err(to_datafusion(e)));
+                let _ = tx.blocking_send(Err(e.into_datafusion()));
             }
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -375,7 +371,7 @@ impl ExecutionPlan for CuboidAggregateExec {
                 self.spec.clone(),
                 self.spill_dir.clone(),
             )
-            .map_err(to_datafusion)?,
+            .map_err(Error::into_datafusion)?,
         ))
     }
 
@@ -388,7 +384,7 @@ impl ExecutionPlan for CuboidAggregateExec {
         let mut agg = self
             .spec
             .aggregator(&self.input.schema(), self.spill_dir.clone())
-            .map_err(to_datafusion)?;
+            .map_err(Error::into_datafusion)?;
         let spec = self.spec.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
         tokio::spawn(async move {
@@ -402,7 +398,7 @@ impl ExecutionPlan for CuboidAggregateExec {
                         .map(|i| i.map(|i| batch.column(i).clone()))
                         .collect();
                     agg.update(&dims, &inputs, batch.num_rows())
-                        .map_err(to_datafusion)?;
+                        .map_err(Error::into_datafusion)?;
                 }
                 Ok::<_, DataFusionError>(())
             }
@@ -416,7 +412,7 @@ impl ExecutionPlan for CuboidAggregateExec {
                             Error::Refused("the cuboid aggregation's consumer stopped".into())
                         })
                     })
-                    .map_err(to_datafusion)
+                    .map_err(Error::into_datafusion)
                 })
                 .await
                 .unwrap_or_else(|e| {
@@ -534,7 +530,7 @@ impl ExecutionPlan for GlobalDictIdsExec {
                 self.columns.clone(),
                 self.store.clone(),
             )
-            .map_err(to_datafusion)?,
+            .map_err(Error::into_datafusion)?,
         ))
     }
 
@@ -580,7 +576,7 @@ impl ExecutionPlan for GlobalDictIdsExec {
                 })
                 .await
                 .map_err(|e| DataFusionError::Execution(format!("dictionary task failed: {e}")))?
-                .map_err(to_datafusion)
+                .map_err(Error::into_datafusion)
             }
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(out_schema, stream)))
@@ -710,7 +706,7 @@ impl ExecutionPlan for CuboidSinkExec {
         }
         Ok(Arc::new(
             CuboidSinkExec::from_spec(children.remove(0), self.spec.clone(), self.store.clone())
-                .map_err(to_datafusion)?,
+                .map_err(Error::into_datafusion)?,
         ))
     }
 
@@ -767,7 +763,7 @@ impl ExecutionPlan for CuboidSinkExec {
             let (cuboid, m) = writer
                 .await
                 .map_err(|e| DataFusionError::Execution(format!("cuboid writer failed: {e}")))?
-                .map_err(to_datafusion)?;
+                .map_err(Error::into_datafusion)?;
             use datafusion::arrow::array::UInt64Array;
             let col = |v: u64| Arc::new(UInt64Array::from(vec![v])) as ArrayRef;
             Ok(RecordBatch::try_new(
@@ -1059,7 +1055,7 @@ impl PhysicalExtensionCodec for BuildPlanCodec {
                 };
                 Ok(Arc::new(
                     CuboidAggregateExec::try_new(input.clone(), spec, self.spill_dir.clone())
-                        .map_err(to_datafusion)?,
+                        .map_err(Error::into_datafusion)?,
                 ))
             }
             GLOBAL_DICT_IDS => {
@@ -1072,7 +1068,7 @@ impl PhysicalExtensionCodec for BuildPlanCodec {
                 };
                 Ok(Arc::new(
                     GlobalDictIdsExec::try_new(input.clone(), columns, self.store.clone())
-                        .map_err(to_datafusion)?,
+                        .map_err(Error::into_datafusion)?,
                 ))
             }
             CUBOID_SINK => {
@@ -1084,7 +1080,7 @@ impl PhysicalExtensionCodec for BuildPlanCodec {
                 };
                 Ok(Arc::new(
                     CuboidSinkExec::from_spec(input.clone(), spec, self.store.clone())
-                        .map_err(to_datafusion)?,
+                        .map_err(Error::into_datafusion)?,
                 ))
             }
             k => Err(DataFusionError::Internal(format!(

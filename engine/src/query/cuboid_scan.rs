@@ -560,7 +560,7 @@ impl PartitionBlocks {
                 Ok(blocks) => self.pending = Some(blocks),
                 Err(e) => {
                     self.pending = Some(VecDeque::new());
-                    return Some(Err(to_datafusion(e)));
+                    return Some(Err(e.into_datafusion()));
                 }
             }
         }
@@ -580,7 +580,7 @@ impl PartitionBlocks {
             }
         };
         self.read_ahead();
-        let batch = batch.map_err(to_datafusion);
+        let batch = batch.map_err(Error::into_datafusion);
         if let (Some(r), Ok(batch)) = (self.remaining.as_mut(), &batch) {
             *r = r.saturating_sub(batch.num_rows());
         }
@@ -743,15 +743,6 @@ impl DerivedKeys {
                 None => KeyRanges::Any,
             },
         )
-    }
-}
-
-/// Errors of ours travel through DataFusion as external errors and come back as themselves
-/// (see `errors::classify`).
-fn to_datafusion(e: Error) -> DataFusionError {
-    match e {
-        Error::DataFusion(e) => e,
-        e => DataFusionError::External(Box::new(e)),
     }
 }
 
