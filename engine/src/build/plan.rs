@@ -817,13 +817,7 @@ pub fn child_cuboid_plan(
         })?);
     }
     columns.extend((0..layout.measures.len()).map(|m| parent_cols.len() + m));
-    let mut fields: Vec<Field> = child_cols
-        .iter()
-        .map(|&i| {
-            let rk = &layout.rowkey[i];
-            Field::new(&rk.name, rk.source.data_type.clone(), true)
-        })
-        .collect();
+    let mut fields = super::dim_fields(layout, child);
     fields.extend(
         layout
             .measures
@@ -839,34 +833,8 @@ pub fn child_cuboid_plan(
         columns,
         schema.clone(),
     ));
-    let partitions = if dims == 0 { 1 } else { opts.partitions.max(1) };
-    let input: Arc<dyn ExecutionPlan> = if partitions > 1 {
-        let keys = (0..dims)
-            .map(|i| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
-            .collect();
-        Arc::new(RepartitionExec::try_new(
-            scan,
-            Partitioning::Hash(keys, partitions),
-        )?)
-    } else {
-        scan
-    };
-    let spec = AggregateSpec {
-        merge: true,
-        dims,
-        measures: layout
-            .measures
-            .iter()
-            .map(|m| (m.name.clone(), state_kind_name(m.state)))
-            .collect(),
-        inputs: (0..layout.measures.len()).map(|m| Some(dims + m)).collect(),
-        memory_bytes: opts.memory_bytes_per_partition,
-        batch_rows: opts.batch_rows.max(1),
-    };
-    sorted(
-        CuboidAggregateExec::try_new(input, spec, opts.spill_dir.clone())?,
-        dims,
-    )
+    let inputs = (0..layout.measures.len()).map(|m| Some(dims + m)).collect();
+    aggregated(layout, scan, dims, true, inputs, opts)
 }
 
 /// The plan that aggregates the base cuboid from the flat table: `flat` is the physical plan
@@ -905,15 +873,28 @@ pub fn base_cuboid_plan(
             ),
         ));
     }
-    let mut input = flat;
-    if !dict_columns.is_empty() {
-        input = Arc::new(GlobalDictIdsExec::try_new(input, dict_columns, store)?);
-    }
-    let schema = input.schema();
-    let partitions = if dims == 0 { 1 } else { opts.partitions.max(1) };
-    input = if dims == 0 {
-        Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(input))
+    let input: Arc<dyn ExecutionPlan> = if dict_columns.is_empty() {
+        flat
     } else {
+        Arc::new(GlobalDictIdsExec::try_new(flat, dict_columns, store)?)
+    };
+    aggregated(layout, input, dims, false, inputs, opts)
+}
+
+/// `input` (its first `dims` columns the dimensions) hash-partitioned by the dimensions over
+/// `opts.partitions` (one partition without dimensions), each partition aggregated, merged in
+/// rowkey order. `merge`: the inputs are stored states; `inputs[m]`: measure `m`'s column.
+fn aggregated(
+    layout: &CubeLayout,
+    input: Arc<dyn ExecutionPlan>,
+    dims: usize,
+    merge: bool,
+    inputs: Vec<Option<usize>>,
+    opts: &PlanOptions,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let partitions = opts.partitions.max(1);
+    let input: Arc<dyn ExecutionPlan> = if dims > 0 && partitions > 1 {
+        let schema = input.schema();
         let keys = (0..dims)
             .map(|i| Arc::new(Column::new(schema.field(i).name(), i)) as Arc<dyn PhysicalExpr>)
             .collect();
@@ -921,14 +902,17 @@ pub fn base_cuboid_plan(
             input,
             Partitioning::Hash(keys, partitions),
         )?)
+    } else if input.output_partitioning().partition_count() > 1 {
+        Arc::new(datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec::new(input))
+    } else {
+        input
     };
     let spec = AggregateSpec {
-        merge: false,
+        merge,
         dims,
-        measures: layout
-            .measures
-            .iter()
-            .map(|m| (m.name.clone(), state_kind_name(m.state)))
+        measures: super::measure_specs(layout)
+            .into_iter()
+            .map(|(name, kind)| (name, state_kind_name(kind)))
             .collect(),
         inputs,
         memory_bytes: opts.memory_bytes_per_partition,
