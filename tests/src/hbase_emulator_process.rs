@@ -72,6 +72,11 @@ impl EmulatorProcess {
     pub fn output(&self) -> String {
         self.process.output()
     }
+
+    /// See [`ChildProcess::wait_for_output`].
+    pub fn wait_for_output(&self, needle: &str, timeout: std::time::Duration) -> String {
+        self.process.wait_for_output(needle, timeout)
+    }
 }
 
 fn spec(exe: &Path, snapshot: Option<&Path>, port: u16) -> Spec {

@@ -192,6 +192,26 @@ impl ChildProcess {
     pub fn output(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// Polls the output until it contains `needle` and returns it; panics with the output
+    /// after `timeout`. For stderr lines (log records): another thread drains stderr than
+    /// the readiness line's stdout, so a line logged before the readiness line may arrive
+    /// after it.
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = self.output();
+            if output.contains(needle) {
+                return output;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not print {needle:?} within {timeout:?}; output:\n{output}",
+                self.label
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for ChildProcess {

@@ -134,6 +134,11 @@ impl ServerProcess {
         self.process.output()
     }
 
+    /// See [`ChildProcess::wait_for_output`].
+    pub fn wait_for_output(&self, needle: &str, timeout: Duration) -> String {
+        self.process.wait_for_output(needle, timeout)
+    }
+
     /// `host:port` of the HTTP server (console, REST, health, metrics) as the last start
     /// printed it (`qilin-server http on …` / `qilin-jobs http on …`), or `None` when
     /// `kylin.server.http-port` is 0 (the harness default: see [`write_conf`]).

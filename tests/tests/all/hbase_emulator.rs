@@ -886,13 +886,5 @@ fn a_torn_snapshot_tail_is_dropped() {
     assert_eq!(value(&mut c, "t", b"r1", "f:a"), Some(b"kept".to_vec()));
     assert_eq!(value(&mut c, "t", b"r2", "f:a"), None);
     // The warning goes to stderr, drained by another thread than the listening line.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !emu.output().contains("torn") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no warning about the torn record:\n{}",
-            emu.output()
-        );
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    emu.wait_for_output("torn", std::time::Duration::from_secs(10));
 }

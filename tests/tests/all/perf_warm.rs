@@ -76,9 +76,9 @@ async fn warm_up_decodes_blocks_in_the_background_and_queries_match_meanwhile() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warm_up_can_be_turned_off() {
     let ssb = SsbServer::start("kylin.query.warm-up.enabled=false\n").await;
-    // Logged before the listening line, so it is there once the server is up.
-    let output = ssb.process.output();
-    assert!(output.contains("warm-up off"), "{output}");
+    // Logged (stderr) before the listening line (stdout); the two are drained apart.
+    ssb.process
+        .wait_for_output("warm-up off", Duration::from_secs(10));
     let ctx = qilin_tests::oracle(&ssb.source).await;
     check_ssb_queries("warm-up off", &mut ssb.client().await, &ctx).await;
     assert!(warm_lines(&ssb.process.output()).is_empty());
