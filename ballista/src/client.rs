@@ -9,8 +9,16 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream};
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::protobuf::PhysicalPlanNode;
 
+use datafusion::arrow::array::RecordBatch;
+use futures::future::BoxFuture;
+use futures::TryStreamExt;
+use qilin_engine::build::plan::BuildPlanCodec;
+use qilin_engine::build::remote::PlanRunner;
+use qilin_engine::config::{BuildEngine, Config};
+use qilin_engine::storage::SegmentStore;
+
 use crate::codec::QilinCodec;
-use crate::Result;
+use crate::{parse_host_port, Error, Result};
 
 /// How a plan runs on the cluster.
 #[derive(Debug, Clone, Default)]
@@ -39,4 +47,66 @@ pub async fn run_plan(
         session,
     )
     .await?)
+}
+
+/// The cluster a job engine builds on (`kylin.job.engine=ballista`): runs the engine's
+/// cuboid plans through the scheduler at `kylin.job.ballista.scheduler`.
+#[derive(Debug)]
+pub struct Cluster {
+    scheduler: (String, u16),
+    codec: QilinCodec,
+    opts: RunOptions,
+}
+
+impl Cluster {
+    /// The cluster `config` names, with plans bound to `store` (the job engine's segment
+    /// store, the same one the executors open); `None` when builds run locally.
+    pub fn from_config(
+        config: &Config,
+        store: Arc<dyn SegmentStore>,
+    ) -> Result<Option<Arc<Cluster>>> {
+        if config.jobs.engine != BuildEngine::Ballista {
+            return Ok(None);
+        }
+        let scheduler = parse_host_port(
+            "kylin.job.ballista.scheduler",
+            &config.jobs.ballista_scheduler,
+        )?;
+        // Decoding on this side happens only for plans the scheduler sends back (none):
+        // the spill directory is the executors' business.
+        let codec = QilinCodec::new(BuildPlanCodec::new(store, std::env::temp_dir()));
+        Ok(Some(Arc::new(Cluster {
+            scheduler,
+            codec,
+            opts: RunOptions {
+                force_remote_read: config.jobs.ballista_force_remote_read,
+            },
+        })))
+    }
+
+    async fn collect(&self, plan: Arc<dyn ExecutionPlan>) -> Result<Vec<RecordBatch>> {
+        let (host, port) = (&self.scheduler.0, self.scheduler.1);
+        let stream = run_plan((host, port), plan, &self.codec, &self.opts).await?;
+        Ok(stream.try_collect().await?)
+    }
+}
+
+impl PlanRunner for Cluster {
+    fn run(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+    ) -> BoxFuture<'_, qilin_engine::Result<Vec<RecordBatch>>> {
+        Box::pin(async move {
+            self.collect(plan).await.map_err(|e| match e {
+                Error::Engine(e) => e,
+                e => qilin_engine::Error::Unavailable {
+                    what: format!(
+                        "Ballista scheduler {}:{}",
+                        self.scheduler.0, self.scheduler.1
+                    ),
+                    detail: e.to_string(),
+                },
+            })
+        })
+    }
 }

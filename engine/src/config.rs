@@ -269,6 +269,24 @@ pub const KEYS: &[KeySpec] = &[
         doc: "where build aggregations spill (a temporary directory per aggregation, removed after it); empty = the system temporary directory",
     },
     KeySpec {
+        key: "kylin.job.engine",
+        alias: None,
+        default: "local",
+        doc: "where builds aggregate and write cuboids: `local` (the job engine's own threads) or `ballista` (a Qilin Ballista cluster at `kylin.job.ballista.scheduler`; see [Distributed builds](#distributed-builds-on-datafusion-ballista))",
+    },
+    KeySpec {
+        key: "kylin.job.ballista.scheduler",
+        alias: None,
+        default: "",
+        doc: "`HOST:PORT` of the `qilin-ballista scheduler` that builds run on when `kylin.job.engine=ballista` (required then)",
+    },
+    KeySpec {
+        key: "kylin.job.ballista.force-remote-read",
+        alias: None,
+        default: "false",
+        doc: "Ballista executors read every shuffle partition over the network, even one on their own disk (`ballista.shuffle.force_remote_read`; for one-host tests)",
+    },
+    KeySpec {
         key: "kylin.server.poll-seconds",
         alias: None,
         default: "5",
@@ -309,6 +327,26 @@ impl fmt::Display for ServerMode {
             ServerMode::Query => "query",
             ServerMode::Job => "job",
         })
+    }
+}
+
+/// Where builds aggregate and write cuboids (`kylin.job.engine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BuildEngine {
+    /// The job engine's own threads.
+    Local,
+    /// A Qilin Ballista cluster (`kylin.job.ballista.scheduler`).
+    Ballista,
+}
+
+impl FromStr for BuildEngine {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "local" => Ok(BuildEngine::Local),
+            "ballista" => Ok(BuildEngine::Ballista),
+            _ => Err("expected local or ballista".into()),
+        }
     }
 }
 
@@ -385,6 +423,12 @@ pub struct JobsConfig {
     pub aggregation_memory_mb: u64,
     /// Where build aggregations spill (empty = the system temporary directory).
     pub spill_dir: String,
+    /// Where builds aggregate and write cuboids.
+    pub engine: BuildEngine,
+    /// `HOST:PORT` of the Ballista scheduler (non-empty when `engine` is Ballista).
+    pub ballista_scheduler: String,
+    /// `ballista.shuffle.force_remote_read` of the builds submitted to Ballista.
+    pub ballista_force_remote_read: bool,
 }
 
 /// Users and tokens (`kylin.security.*`).
@@ -609,6 +653,15 @@ impl Config {
                 "must be from 16 to 1048576",
             ));
         }
+        let build_engine: BuildEngine = parse_key(&get, "kylin.job.engine")?;
+        let ballista_scheduler = get("kylin.job.ballista.scheduler").trim().to_string();
+        if build_engine == BuildEngine::Ballista && ballista_scheduler.is_empty() {
+            return Err(invalid(
+                "kylin.job.ballista.scheduler",
+                "",
+                "required when kylin.job.engine=ballista (HOST:PORT of `qilin-ballista scheduler`)",
+            ));
+        }
         let poll_seconds: u64 = parse_key(&get, "kylin.server.poll-seconds")?;
         if poll_seconds == 0 {
             return Err(invalid(
@@ -657,6 +710,12 @@ impl Config {
                 build_threads: parse_key(&get, "kylin.job.build-threads")?,
                 aggregation_memory_mb,
                 spill_dir: get("kylin.job.spill-dir"),
+                engine: build_engine,
+                ballista_scheduler,
+                ballista_force_remote_read: parse_bool(
+                    &get,
+                    "kylin.job.ballista.force-remote-read",
+                )?,
             },
             security: SecurityConfig {
                 users,
@@ -937,6 +996,8 @@ mod tests {
             ("kylin.rest.servers=host-without-port", "kylin.rest.servers"),
             ("kylin.metadata.url=", "kylin.metadata.url"),
             ("kylin.storage.block-rows=0", "kylin.storage.block-rows"),
+            ("kylin.job.engine=spark", "kylin.job.engine"),
+            ("kylin.job.engine=ballista", "kylin.job.ballista.scheduler"),
         ] {
             let err = load(text, &[]).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");

@@ -831,7 +831,8 @@ impl JobEngine {
         self.set_step(job, me, 0, &observer)?;
 
         let progress = self.progress_reporter(job, me, observer.clone());
-        let opts = build_options(&self.config);
+        let mut opts = build_options(&self.config);
+        opts.cluster = self.build_cluster()?;
         let (cuboids, source_rows, snapshots, table_index): (
             Vec<CuboidStats>,
             u64,
@@ -1156,6 +1157,20 @@ fn validate_job_id(id: &str) -> Result<()> {
     Ok(())
 }
 
+impl JobEngine {
+    /// The Ballista cluster builds run on (`kylin.job.engine=ballista`), `None` for local
+    /// builds. Merges and cuboids added by `cube optimize` run locally for now.
+    fn build_cluster(&self) -> Result<Option<Arc<dyn build::remote::PlanRunner>>> {
+        let cluster =
+            qilin_ballista::client::Cluster::from_config(&self.config, self.store.clone())
+                .map_err(|e| match e {
+                    qilin_ballista::Error::Engine(e) => e,
+                    e => Error::Refused(e.to_string()),
+                })?;
+        Ok(cluster.map(|c| c as Arc<dyn build::remote::PlanRunner>))
+    }
+}
+
 /// How builds and merges read sources, cut blocks and bound their memory.
 fn build_options(config: &Config) -> BuildOptions {
     BuildOptions {
@@ -1173,5 +1188,6 @@ fn build_options(config: &Config) -> BuildOptions {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         },
+        cluster: None,
     }
 }

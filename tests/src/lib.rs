@@ -144,6 +144,8 @@ pub enum Backend {
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub config: Config,
+    /// The `kylin.properties` text `config` was read from.
+    pub properties: String,
     pub engine: JobEngine,
     pub backend: Backend,
     /// The emulator behind the HBase backend.
@@ -193,10 +195,25 @@ impl TestEnv {
         TestEnv {
             dir,
             config,
+            properties: props,
             engine,
             backend,
             hbase,
         }
+    }
+
+    /// Another job engine over this installation's stores, configured with `extra`
+    /// `kylin.properties` lines on top of this installation's (a later line wins).
+    pub fn engine_with(&self, extra: &str) -> (Config, JobEngine) {
+        let config = Config::from_parts(&format!("{}\n{extra}", self.properties), "test", |_| None)
+            .expect("test config");
+        let store = open_store(&config.stores.metadata_url).expect("meta store");
+        let engine = JobEngine::new(
+            Metadata::new(store),
+            self.engine.segment_store().clone(),
+            config.clone(),
+        );
+        (config, engine)
     }
 
     /// Ids of the segments that have stored data, sorted.

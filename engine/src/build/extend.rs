@@ -187,6 +187,7 @@ pub(crate) mod tests {
                 dir: dir.into(),
             },
             threads: 1,
+            cluster: None,
         }
     }
 

@@ -10,6 +10,7 @@ pub mod extend;
 pub mod partitioned;
 pub mod plan;
 pub mod progress;
+pub mod remote;
 pub mod source;
 pub mod spill;
 pub mod stored;
@@ -60,6 +61,9 @@ pub struct BuildOptions {
     pub spill: SpillOptions,
     /// Cuboids built at the same time.
     pub threads: usize,
+    /// Where the cuboids are aggregated and written: `None` here, or on a cluster
+    /// (`kylin.job.engine=ballista`) that shares the segment store and the source files.
+    pub cluster: Option<Arc<dyn remote::PlanRunner>>,
 }
 
 impl BuildOptions {
@@ -204,52 +208,36 @@ pub async fn build_segment(
     snapshot_progress(1.0, "lookup snapshots written")?;
     let sql = source::flat_table_sql(&layout, range.as_ref());
     let dicts = global_dicts(&layout, &ctx, &store, &sql, &flat).await?;
-    let base = layout.base_cuboid();
-    let ndims = layout.rowkey.len();
-    let aggs = read_flat_table(&ctx, &sql, &layout, dicts, opts, &flat).await?;
-    let source_rows = aggs.iter().map(|a| a.input_rows()).sum();
-    let segment_id = segment.to_string();
-    let cuboid_opts = opts.clone();
-    let cuboid_store = store.clone();
-    let cuboid_layout = layout.clone();
-    let cuboid_progress = tracker.phase(Phase::Cuboids);
-    let mut out = tokio::task::spawn_blocking(move || {
-        let (layout, store, opts, progress, segment) = (
-            cuboid_layout,
-            cuboid_store,
-            cuboid_opts,
-            cuboid_progress,
-            segment_id,
-        );
-        let base_stats = write_aggregated(
-            store.as_ref(),
-            &segment,
-            base,
-            ndims,
-            aggs,
-            opts.block_rows,
-            &|rows| flat(0.0, &format!("base cuboid: {rows} rows written")),
-        )?;
-        flat(
-            1.0,
-            &format!(
-                "cuboid 1/{} (base, {} rows)",
-                layout.cuboids.len(),
-                base_stats.rows
-            ),
-        )?;
-        build_cuboids(
-            &layout,
-            store.as_ref(),
-            &segment,
-            base_stats,
-            &opts,
-            &progress,
-            source_rows,
-        )
-    })
-    .await
-    .map_err(|e| Error::Refused(format!("build task failed: {e}")))??;
+    let mut out = match opts.cluster.clone() {
+        None => {
+            build_here(
+                &ctx,
+                &sql,
+                layout.clone(),
+                dicts,
+                opts,
+                &store,
+                segment,
+                tracker.phase(Phase::Cuboids),
+                flat,
+            )
+            .await?
+        }
+        Some(cluster) => {
+            build_on_cluster(
+                &ctx,
+                &sql,
+                layout.clone(),
+                opts,
+                &store,
+                segment,
+                &tracker,
+                flat,
+                cluster,
+            )
+            .await?
+        }
+    };
     out.snapshots = snapshots;
     if layout.table_index.is_some() {
         let index_progress = tracker.phase(Phase::TableIndex);
@@ -276,6 +264,165 @@ pub async fn build_segment(
     }
     Ok(out)
 }
+
+/// The cuboids of a build aggregated and written by this process: the flat table read into
+/// the base cuboid's aggregators on every core, then each other cuboid from its smallest
+/// built parent.
+#[allow(clippy::too_many_arguments)]
+async fn build_here(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    layout: Arc<CubeLayout>,
+    dicts: Vec<Option<Arc<GlobalDict>>>,
+    opts: &BuildOptions,
+    store: &Arc<dyn SegmentStore>,
+    segment: &str,
+    cuboid_progress: Progress,
+    flat: Progress,
+) -> Result<BuildOutput> {
+    let base = layout.base_cuboid();
+    let ndims = layout.rowkey.len();
+    let aggs = read_flat_table(ctx, sql, &layout, dicts, opts, &flat).await?;
+    let source_rows = aggs.iter().map(|a| a.input_rows()).sum();
+    let (opts, store, segment) = (opts.clone(), store.clone(), segment.to_string());
+    tokio::task::spawn_blocking(move || {
+        let base_stats = write_aggregated(
+            store.as_ref(),
+            &segment,
+            base,
+            ndims,
+            aggs,
+            opts.block_rows,
+            &|rows| flat(0.0, &format!("base cuboid: {rows} rows written")),
+        )?;
+        flat(
+            1.0,
+            &format!(
+                "cuboid 1/{} (base, {} rows)",
+                layout.cuboids.len(),
+                base_stats.rows
+            ),
+        )?;
+        build_cuboids(
+            &layout,
+            base_stats,
+            &opts,
+            &cuboid_progress,
+            source_rows,
+            &|child, parent, share, written| {
+                build_one(
+                    &layout,
+                    store.as_ref(),
+                    &segment,
+                    share,
+                    child,
+                    parent,
+                    written,
+                )
+            },
+        )
+    })
+    .await
+    .map_err(|e| Error::Refused(format!("build task failed: {e}")))?
+}
+
+/// The cuboids of a build aggregated and written on `cluster`: the base cuboid from the
+/// flat-table plan (the executors read the source files), then each other cuboid from its
+/// smallest built parent, as [`build_here`] chooses them, `opts.threads` plans at a time.
+/// The source rows are counted here (one read of the flat table's key columns).
+#[allow(clippy::too_many_arguments)]
+async fn build_on_cluster(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    layout: Arc<CubeLayout>,
+    opts: &BuildOptions,
+    store: &Arc<dyn SegmentStore>,
+    segment: &str,
+    tracker: &Arc<Tracker>,
+    flat: Progress,
+    cluster: Arc<dyn remote::PlanRunner>,
+) -> Result<BuildOutput> {
+    let threads = opts.threads.max(1);
+    let (spill_dir, batch_rows) = (opts.spill.dir.clone(), opts.block_rows.max(1024));
+    let plan_opts = move |partitions: usize, memory: usize| plan::PlanOptions {
+        partitions,
+        memory_bytes_per_partition: memory,
+        spill_dir: spill_dir.clone(),
+        batch_rows,
+    };
+    flat(0.0, "counting the flat table's rows")?;
+    let counted = ctx
+        .sql(&format!("SELECT COUNT(*) FROM ({sql}) AS flat"))
+        .await?
+        .collect()
+        .await?;
+    let source_rows = counted
+        .first()
+        .filter(|b| b.num_rows() == 1)
+        .and_then(|b| {
+            datafusion::arrow::array::cast::as_primitive_array::<
+                datafusion::arrow::datatypes::Int64Type,
+            >(b.column(0))
+            .values()
+            .first()
+            .copied()
+        })
+        .ok_or_else(|| Error::invalid("flat table", "COUNT(*) returned no row"))?
+        as u64;
+    flat(0.0, "base cuboid: aggregating on the cluster")?;
+    let flat_plan = ctx.sql(sql).await?.create_physical_plan().await?;
+    let base_stats = remote::build_base(
+        cluster.as_ref(),
+        &layout,
+        store.clone(),
+        segment,
+        flat_plan,
+        &plan_opts(threads, opts.spill.memory_bytes / threads),
+        opts.block_rows,
+    )
+    .await?;
+    flat(
+        1.0,
+        &format!(
+            "cuboid 1/{} (base, {} rows, on the cluster)",
+            layout.cuboids.len(),
+            base_stats.rows
+        ),
+    )?;
+    let cuboid_progress = tracker.phase(Phase::Cuboids);
+    let runtime = tokio::runtime::Handle::current();
+    let (opts, store, segment) = (opts.clone(), store.clone(), segment.to_string());
+    tokio::task::spawn_blocking(move || {
+        build_cuboids(
+            &layout,
+            base_stats,
+            &opts,
+            &cuboid_progress,
+            source_rows,
+            &|child, parent, share, written| {
+                written(0)?;
+                runtime.block_on(remote::build_child(
+                    cluster.as_ref(),
+                    &layout,
+                    store.clone(),
+                    &segment,
+                    child,
+                    parent,
+                    &plan_opts(1, share.spill.memory_bytes),
+                    share.block_rows,
+                ))
+            },
+        )
+    })
+    .await
+    .map_err(|e| Error::Refused(format!("build task failed: {e}")))?
+}
+
+/// Builds cuboid `child` from its stored `parent` with `opts` (this builder's share of the
+/// budget); `written` hears the rows written so far and stops the build with its error.
+type ChildBuilder<'a> = dyn Fn(CuboidId, CuboidId, &BuildOptions, &dyn Fn(u64) -> Result<()>) -> Result<CuboidStats>
+    + Sync
+    + 'a;
 
 /// Reads the flat table into the base cuboid's aggregation on every core: each partition of
 /// the flat-table plan is read by its own task, which prepares the measure inputs and sends
@@ -439,12 +586,11 @@ async fn global_dicts(
 /// whole cube.
 fn build_cuboids(
     layout: &CubeLayout,
-    store: &dyn SegmentStore,
-    segment: &str,
     base_stats: CuboidStats,
     opts: &BuildOptions,
     progress: &Progress,
     source_rows: u64,
+    build_child: &ChildBuilder,
 ) -> Result<BuildOutput> {
     let total = layout.cuboids.len();
     let base = layout.base_cuboid();
@@ -474,19 +620,18 @@ fn build_cuboids(
                     let fraction = built_share(plan.lock().expect("build plan").stats.len());
                     let written =
                         |rows| progress(fraction, &format!("cuboid {child}: {rows} rows written"));
-                    let result = build_one(layout, store, segment, &share, child, parent, &written)
-                        .and_then(|st| {
-                            let done = plan.lock().expect("build plan").stats.len() + 1;
-                            progress(
-                                built_share(done),
-                                &format!(
-                                    "cuboid {done}/{total} ({} rows, from {parent_rows} rows of \
+                    let result = build_child(child, parent, &share, &written).and_then(|st| {
+                        let done = plan.lock().expect("build plan").stats.len() + 1;
+                        progress(
+                            built_share(done),
+                            &format!(
+                                "cuboid {done}/{total} ({} rows, from {parent_rows} rows of \
                                      its parent)",
-                                    st.rows
-                                ),
-                            )?;
-                            Ok(st)
-                        });
+                                st.rows
+                            ),
+                        )?;
+                        Ok(st)
+                    });
                     let mut p = plan.lock().expect("build plan");
                     p.running.retain(|&c| c != child);
                     match result {

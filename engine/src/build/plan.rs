@@ -1178,6 +1178,7 @@ mod tests {
                 dir: dir.path().into(),
             },
             threads: 1,
+            cluster: None,
         };
         // The base cuboid (a, b, c) of 5,000 flat rows, some with NULL dimensions.
         let rows = 5_000i64;

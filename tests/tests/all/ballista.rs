@@ -5,8 +5,11 @@
 //! by the plan's sink. The blocks and manifest written on the cluster equal byte for byte
 //! those the same plan writes in this process, and their rows equal the cuboid the local
 //! build stored (t-digests there by their values: the local build merged them in another
-//! order). On both segment stores: the executors read and write blocks and dictionaries in
-//! the store their `--conf` names.
+//! order). Then the job engine with `kylin.job.engine=ballista` refreshes the segment on the
+//! cluster: every cuboid's manifest and blocks equal the local build's byte for byte (one
+//! build thread on both sides, so each cuboid comes from the same parent), and the 13 SSB
+//! queries answered from it equal the oracle. On both segment stores: the executors read and
+//! write blocks and dictionaries in the store their `--conf` names.
 
 use std::path::Path;
 use std::time::Duration;
@@ -33,7 +36,9 @@ on_both_backends!(cuboid_plans_on_a_cluster_equal_the_local_build);
 
 async fn cuboid_plans_on_a_cluster_equal_the_local_build(backend: Backend) {
     let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
-    let env = TestEnv::on(backend, &source);
+    // One build thread: each cuboid from the same parent in every run (the parent of a
+    // cuboid is the smallest one built when it starts).
+    let env = TestEnv::with_properties(backend, &source, "kylin.job.build-threads=1\n");
     env.install_sample(0.01).await;
     let job = env.build("1992-01-01..1999-01-01").await.expect("build");
     assert_eq!(job.status, qilin_jobs::JobStatus::Succeed);
@@ -60,7 +65,12 @@ async fn cuboid_plans_on_a_cluster_equal_the_local_build(backend: Backend) {
         Spec::new(&exe)
             .arg("--conf")
             .arg(&conf)
-            .args(["scheduler", "--port", "0"]),
+            .args(["scheduler", "--port", "0"])
+            // Ballista logs each job's plan when it is submitted.
+            .env(
+                "RUST_LOG",
+                "warn,qilin_ballista=info,ballista_scheduler::state::task_manager=info",
+            ),
         "qilin-ballista scheduler on ",
         timeout,
     );
@@ -185,6 +195,67 @@ async fn cuboid_plans_on_a_cluster_equal_the_local_build(backend: Backend) {
         checked += 1;
     }
     assert_eq!(checked, layout.cuboids.len());
+
+    // The job engine with `kylin.job.engine=ballista` refreshes the segment on the cluster:
+    // every cuboid of the new segment equals the local build's byte for byte, and the 13 SSB
+    // queries answered from it equal the oracle.
+    let local = &segments[0];
+    let stored_bytes = |segment: &str| {
+        layout
+            .cuboids
+            .iter()
+            .map(|&c| {
+                let manifest = read_manifest(store.as_ref(), segment, c).unwrap();
+                let blocks: Vec<_> = (0..manifest.blocks.len() as u32)
+                    .map(|b| store.get_block(segment, c, b).unwrap())
+                    .collect();
+                (c, manifest, blocks)
+            })
+            .collect::<Vec<_>>()
+    };
+    let want = stored_bytes(local);
+    let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
+    let old = inst.segments[0].clone();
+    let (cluster_config, cluster_engine) = env.engine_with(&format!(
+        "kylin.job.engine=ballista\nkylin.job.ballista.scheduler={scheduler_addr}\n\
+         kylin.job.ballista.force-remote-read=true\n"
+    ));
+    let refresh = cluster_engine.submit_refresh(ssb::CUBE, &old.name).unwrap();
+    let done = cluster_engine
+        .run(&refresh.id, qilin_tests::quiet())
+        .await
+        .expect("refresh on the cluster");
+    assert_eq!(done.status, qilin_jobs::JobStatus::Succeed);
+    // The scheduler planned a sink of the new segment for every cuboid.
+    let submitted = scheduler
+        .output()
+        .matches(&format!("CuboidSinkExec: segment={},", refresh.segment_id))
+        .count();
+    assert_eq!(
+        submitted,
+        layout.cuboids.len(),
+        "cuboid plans of the refresh the scheduler logged"
+    );
+    let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
+    let new = inst.segment(&old.name).expect("refreshed segment");
+    assert_eq!(new.id, refresh.segment_id);
+    assert_ne!(new.id, old.id);
+    assert_eq!(new.source_rows, old.source_rows);
+    assert_eq!(new.cuboids, old.cuboids);
+    let got = stored_bytes(&new.id);
+    for ((c, want_manifest, want_blocks), (_, got_manifest, got_blocks)) in want.iter().zip(&got) {
+        assert_eq!(got_manifest, want_manifest, "cuboid {c}: manifest");
+        for (b, (g, w)) in got_blocks.iter().zip(want_blocks).enumerate() {
+            assert!(
+                g == w,
+                "cuboid {c}: block {b} built on the cluster differs from the local build"
+            );
+        }
+    }
+    let mut engine =
+        qilin_engine::query::QueryEngine::new(&cluster_config, env.meta().clone(), store.clone());
+    let oracle = qilin_tests::oracle(&source).await;
+    qilin_tests::corpus::check_ssb_queries("built on Ballista", &mut engine, &oracle).await;
     drop(executors);
     drop(scheduler);
 }

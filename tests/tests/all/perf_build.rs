@@ -32,6 +32,7 @@ async fn build(env: &TestEnv, segment: &str, threads: usize, memory_bytes: usize
             dir: env.dir.path().join("spill"),
         },
         threads,
+        cluster: None,
     };
     let out = build_segment(
         layout.clone(),

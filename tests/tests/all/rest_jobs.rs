@@ -52,6 +52,7 @@ async fn build_progress_never_decreases_with_parallel_cuboids() {
             dir: env.dir.path().join("spill"),
         },
         threads: 4,
+        cluster: None,
     };
     let out = build_segment(
         layout.clone(),
