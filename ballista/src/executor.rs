@@ -9,6 +9,10 @@ use qilin_engine::config::Config;
 use crate::codec::QilinCodec;
 use crate::Result;
 
+/// How often an executor tells the scheduler it is alive (well within
+/// [`crate::scheduler::EXECUTOR_TIMEOUT_SECONDS`]).
+pub const EXECUTOR_HEARTBEAT_SECONDS: u64 = 5;
+
 /// Where an executor listens and which scheduler it joins.
 #[derive(Debug, Clone)]
 pub struct ExecutorOptions {
@@ -46,6 +50,7 @@ pub fn process_config(config: &Config, opts: &ExecutorOptions) -> Result<Executo
         scheduler_connect_timeout_seconds: 30,
         work_dir: Some(work_dir.display().to_string()),
         override_physical_codec: Some(Arc::new(codec)),
+        executor_heartbeat_interval_seconds: EXECUTOR_HEARTBEAT_SECONDS,
         ..Default::default()
     })
 }

@@ -12,6 +12,9 @@ use qilin_engine::config::Config;
 use crate::codec::QilinCodec;
 use crate::Result;
 
+/// Seconds without a heartbeat after which the scheduler gives up on an executor.
+pub const EXECUTOR_TIMEOUT_SECONDS: u64 = 20;
+
 /// A scheduler listening on its socket.
 pub struct Scheduler {
     pub addr: SocketAddr,
@@ -31,6 +34,12 @@ impl Scheduler {
             // Executors report task status to external_host:bind_port: the port bound.
             bind_port: addr.port(),
             override_physical_codec: Some(codec),
+            // A killed executor is noticed within about half a minute (Ballista's defaults,
+            // 180 s checked every 15 s, are for clusters of hundreds): its tasks run again
+            // elsewhere. Executors heartbeat every EXECUTOR_HEARTBEAT_SECONDS.
+            executor_timeout_seconds: EXECUTOR_TIMEOUT_SECONDS,
+            expire_dead_executor_interval_seconds: 5,
+            no_executors_grace_period_seconds: EXECUTOR_TIMEOUT_SECONDS,
             ..Default::default()
         });
         scheduler_config.validate()?;

@@ -12,7 +12,7 @@
 //! write blocks and dictionaries in the store their `--conf` names.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use std::sync::Arc;
 
@@ -25,10 +25,10 @@ use qilin_ballista::parse_host_port;
 use qilin_engine::build::plan::{base_cuboid_plan, child_cuboid_plan, CuboidSinkExec, PlanOptions};
 use qilin_engine::build::source::flat_table_sql;
 use qilin_engine::measure::tdigest::TDigest;
-use qilin_engine::model::SegmentRange;
+use qilin_engine::model::{CubeLayout, SegmentRange};
 use qilin_engine::sample::ssb;
 use qilin_engine::source::source_context;
-use qilin_engine::storage::block::{read_cuboid, read_manifest};
+use qilin_engine::storage::block::{read_cuboid, read_manifest, CuboidManifest};
 use qilin_tests::process::{ChildProcess, Spec};
 use qilin_tests::{on_both_backends, shared_ssb_source, workspace_exe, Backend, TestEnv};
 
@@ -46,53 +46,9 @@ async fn cuboid_plans_on_a_cluster_equal_the_local_build(backend: Backend) {
     assert_eq!(segments.len(), 1, "{segments:?}");
     let layout = env.meta().cube_layout(ssb::CUBE, 4096).unwrap();
 
-    // The cluster reads the same stores as this installation.
-    let conf = env.dir.path().join("kylin.properties");
-    std::fs::write(
-        &conf,
-        format!(
-            "kylin.metadata.url={}\nkylin.storage.url={}\nkylin.source.url={}\n",
-            env.config.stores.metadata_url,
-            env.config.stores.storage_url,
-            env.config.stores.source_url
-        ),
-    )
-    .unwrap();
-    let exe = workspace_exe("qilin-ballista");
-    let timeout = Duration::from_secs(60);
-    let scheduler = ChildProcess::start(
-        "scheduler",
-        Spec::new(&exe)
-            .arg("--conf")
-            .arg(&conf)
-            .args(["scheduler", "--port", "0"])
-            // Ballista logs each job's plan when it is submitted.
-            .env(
-                "RUST_LOG",
-                "warn,qilin_ballista=info,ballista_scheduler::state::task_manager=info",
-            ),
-        "qilin-ballista scheduler on ",
-        timeout,
-    );
-    let scheduler_addr = scheduler.ready_rest().to_string();
+    let cluster = Cluster::start(&env);
+    let scheduler_addr = cluster.addr.clone();
     let (host, port) = parse_host_port("scheduler", &scheduler_addr).unwrap();
-    let executors: Vec<ChildProcess> = (0..2)
-        .map(|i| {
-            ChildProcess::start(
-                &format!("executor{i}"),
-                Spec::new(&exe)
-                    .arg("--conf")
-                    .arg(&conf)
-                    .args(["executor", "--scheduler", &scheduler_addr, "--port", "0"])
-                    .arg("--work-dir")
-                    .arg(env.dir.path().join(format!("executor{i}"))),
-                "qilin-ballista executor on ",
-                timeout,
-            )
-        })
-        .collect();
-    let ports: Vec<&str> = executors.iter().map(|e| e.ready_rest()).collect();
-    assert_ne!(ports[0], ports[1]);
 
     let store = env.engine.segment_store();
     let codec = QilinCodec::from_config(&env.config, None).unwrap();
@@ -200,26 +156,10 @@ async fn cuboid_plans_on_a_cluster_equal_the_local_build(backend: Backend) {
     // every cuboid of the new segment equals the local build's byte for byte, and the 13 SSB
     // queries answered from it equal the oracle.
     let local = &segments[0];
-    let stored_bytes = |segment: &str| {
-        layout
-            .cuboids
-            .iter()
-            .map(|&c| {
-                let manifest = read_manifest(store.as_ref(), segment, c).unwrap();
-                let blocks: Vec<_> = (0..manifest.blocks.len() as u32)
-                    .map(|b| store.get_block(segment, c, b).unwrap())
-                    .collect();
-                (c, manifest, blocks)
-            })
-            .collect::<Vec<_>>()
-    };
-    let want = stored_bytes(local);
+    let want = stored_bytes(&env, &layout, local);
     let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
     let old = inst.segments[0].clone();
-    let (cluster_config, cluster_engine) = env.engine_with(&format!(
-        "kylin.job.engine=ballista\nkylin.job.ballista.scheduler={scheduler_addr}\n\
-         kylin.job.ballista.force-remote-read=true\n"
-    ));
+    let (cluster_config, cluster_engine) = env.engine_with(&on_cluster(&scheduler_addr));
     let refresh = cluster_engine.submit_refresh(ssb::CUBE, &old.name).unwrap();
     let done = cluster_engine
         .run(&refresh.id, qilin_tests::quiet())
@@ -227,12 +167,8 @@ async fn cuboid_plans_on_a_cluster_equal_the_local_build(backend: Backend) {
         .expect("refresh on the cluster");
     assert_eq!(done.status, qilin_jobs::JobStatus::Succeed);
     // The scheduler planned a sink of the new segment for every cuboid.
-    let submitted = scheduler
-        .output()
-        .matches(&format!("CuboidSinkExec: segment={},", refresh.segment_id))
-        .count();
     assert_eq!(
-        submitted,
+        cluster.sinks_submitted(&refresh.segment_id),
         layout.cuboids.len(),
         "cuboid plans of the refresh the scheduler logged"
     );
@@ -242,8 +178,117 @@ async fn cuboid_plans_on_a_cluster_equal_the_local_build(backend: Backend) {
     assert_ne!(new.id, old.id);
     assert_eq!(new.source_rows, old.source_rows);
     assert_eq!(new.cuboids, old.cuboids);
-    let got = stored_bytes(&new.id);
-    for ((c, want_manifest, want_blocks), (_, got_manifest, got_blocks)) in want.iter().zip(&got) {
+    assert_same_bytes(&stored_bytes(&env, &layout, &new.id), &want);
+    let mut engine =
+        qilin_engine::query::QueryEngine::new(&cluster_config, env.meta().clone(), store.clone());
+    let oracle = qilin_tests::oracle(&source).await;
+    qilin_tests::corpus::check_ssb_queries("built on Ballista", &mut engine, &oracle).await;
+    drop(cluster);
+}
+
+/// A `qilin-ballista` scheduler and two executors on loopback over the stores of `env`.
+struct Cluster {
+    // Executors first: dropped (killed) before the scheduler.
+    executors: Vec<ChildProcess>,
+    scheduler: ChildProcess,
+    /// The scheduler's `HOST:PORT`.
+    addr: String,
+}
+
+impl Cluster {
+    fn start(env: &TestEnv) -> Cluster {
+        // The cluster reads the same stores as this installation.
+        let conf = env.dir.path().join("kylin.properties");
+        std::fs::write(
+            &conf,
+            format!(
+                "kylin.metadata.url={}\nkylin.storage.url={}\nkylin.source.url={}\n",
+                env.config.stores.metadata_url,
+                env.config.stores.storage_url,
+                env.config.stores.source_url
+            ),
+        )
+        .unwrap();
+        let exe = workspace_exe("qilin-ballista");
+        let timeout = Duration::from_secs(60);
+        let scheduler = ChildProcess::start(
+            "scheduler",
+            Spec::new(&exe)
+                .arg("--conf")
+                .arg(&conf)
+                .args(["scheduler", "--port", "0"])
+                // Ballista logs each job's plan when it is submitted.
+                .env(
+                    "RUST_LOG",
+                    "warn,qilin_ballista=info,ballista_scheduler::state::task_manager=info",
+                ),
+            "qilin-ballista scheduler on ",
+            timeout,
+        );
+        let addr = scheduler.ready_rest().to_string();
+        let executors: Vec<ChildProcess> = (0..2)
+            .map(|i| {
+                ChildProcess::start(
+                    &format!("executor{i}"),
+                    Spec::new(&exe)
+                        .arg("--conf")
+                        .arg(&conf)
+                        .args(["executor", "--scheduler", &addr, "--port", "0"])
+                        .arg("--work-dir")
+                        .arg(env.dir.path().join(format!("executor{i}"))),
+                    "qilin-ballista executor on ",
+                    timeout,
+                )
+            })
+            .collect();
+        let ports: Vec<&str> = executors.iter().map(|e| e.ready_rest()).collect();
+        assert_ne!(ports[0], ports[1]);
+        Cluster {
+            executors,
+            scheduler,
+            addr,
+        }
+    }
+
+    /// Sink plans of `segment` the scheduler has logged as submitted.
+    fn sinks_submitted(&self, segment: &str) -> usize {
+        self.scheduler
+            .output()
+            .matches(&format!("CuboidSinkExec: segment={segment},"))
+            .count()
+    }
+}
+
+/// Properties of a job engine that builds on the cluster at `addr`.
+fn on_cluster(addr: &str) -> String {
+    format!(
+        "kylin.job.engine=ballista\nkylin.job.ballista.scheduler={addr}\n\
+         kylin.job.ballista.force-remote-read=true\n"
+    )
+}
+
+/// Every cuboid of `segment`: its manifest and its blocks' bytes.
+type SegmentBytes = Vec<(u64, CuboidManifest, Vec<Vec<u8>>)>;
+
+fn stored_bytes(env: &TestEnv, layout: &CubeLayout, segment: &str) -> SegmentBytes {
+    let store = env.engine.segment_store();
+    layout
+        .cuboids
+        .iter()
+        .map(|&c| {
+            let manifest = read_manifest(store.as_ref(), segment, c).unwrap();
+            let blocks: Vec<_> = (0..manifest.blocks.len() as u32)
+                .map(|b| store.get_block(segment, c, b).unwrap())
+                .collect();
+            (c, manifest, blocks)
+        })
+        .collect()
+}
+
+/// Two segments' cuboids are equal byte for byte.
+fn assert_same_bytes(got: &SegmentBytes, want: &SegmentBytes) {
+    assert_eq!(got.len(), want.len());
+    for ((c, want_manifest, want_blocks), (_, got_manifest, got_blocks)) in want.iter().zip(got) {
         assert_eq!(got_manifest, want_manifest, "cuboid {c}: manifest");
         for (b, (g, w)) in got_blocks.iter().zip(want_blocks).enumerate() {
             assert!(
@@ -252,12 +297,6 @@ async fn cuboid_plans_on_a_cluster_equal_the_local_build(backend: Backend) {
             );
         }
     }
-    let mut engine =
-        qilin_engine::query::QueryEngine::new(&cluster_config, env.meta().clone(), store.clone());
-    let oracle = qilin_tests::oracle(&source).await;
-    qilin_tests::corpus::check_ssb_queries("built on Ballista", &mut engine, &oracle).await;
-    drop(executors);
-    drop(scheduler);
 }
 
 const PERCENTILE: &str = "lo_revenue_percentile";
@@ -295,4 +334,77 @@ fn assert_same_digests(cuboid: u64, got: &dyn Array, want: &dyn Array) {
             "cuboid {cuboid} row {r}: median {gm} against {wm}"
         );
     }
+}
+
+/// `kill -9` of one of the two executors while the job engine refreshes the segment on the
+/// cluster: the refresh completes (Ballista runs the lost tasks again on the other executor)
+/// or fails cleanly, leaving nothing behind, and `resume` completes it. Either way the
+/// committed segment equals the local build byte for byte (no missing or duplicate block)
+/// and answers the 13 SSB queries as the oracle does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_executor_loses_no_block() {
+    let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
+    let env = TestEnv::with_properties(Backend::Local, &source, "kylin.job.build-threads=1\n");
+    env.install_sample(0.01).await;
+    let built = env.build("1992-01-01..1999-01-01").await.expect("build");
+    assert_eq!(built.status, qilin_jobs::JobStatus::Succeed);
+    let layout = env.meta().cube_layout(ssb::CUBE, 4096).unwrap();
+    let want = stored_bytes(&env, &layout, &built.segment_id);
+
+    let mut cluster = Cluster::start(&env);
+    let (config, engine) = env.engine_with(&on_cluster(&cluster.addr));
+    let refresh = engine
+        .submit_refresh(ssb::CUBE, &built.segment_name)
+        .unwrap();
+    let run = {
+        let (engine, id) = (engine.clone(), refresh.id.clone());
+        tokio::spawn(async move { engine.run(&id, qilin_tests::quiet()).await })
+    };
+    // Mid-build: once the scheduler has planned 20 of the 148 cuboids.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while cluster.sinks_submitted(&refresh.segment_id) < 20 {
+        assert!(
+            Instant::now() < deadline && !run.is_finished(),
+            "the refresh did not reach its 20th cuboid plan"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cluster.executors[1].kill();
+    let first = tokio::time::timeout(Duration::from_secs(300), run)
+        .await
+        .expect("the refresh neither finished nor failed within 300 s of the kill")
+        .unwrap();
+    let job = match first {
+        Ok(job) if job.status == qilin_jobs::JobStatus::Succeed => {
+            println!("the refresh completed despite the killed executor");
+            job
+        }
+        failed => {
+            println!("the refresh failed: {failed:?}; resuming it");
+            // A failed attempt leaves no blocks of its segment behind.
+            assert!(
+                !env.segment_ids().contains(&refresh.segment_id),
+                "the failed refresh left its segment's data"
+            );
+            engine.resume(&refresh.id).expect("resume");
+            engine
+                .run(&refresh.id, qilin_tests::quiet())
+                .await
+                .expect("the resumed refresh")
+        }
+    };
+    assert_eq!(job.status, qilin_jobs::JobStatus::Succeed);
+    let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
+    let new = inst
+        .segment(&built.segment_name)
+        .expect("refreshed segment");
+    assert_eq!(new.id, refresh.segment_id);
+    assert_same_bytes(&stored_bytes(&env, &layout, &new.id), &want);
+    let mut query = qilin_engine::query::QueryEngine::new(
+        &config,
+        env.meta().clone(),
+        env.engine.segment_store().clone(),
+    );
+    let oracle = qilin_tests::oracle(&source).await;
+    qilin_tests::corpus::check_ssb_queries("after a killed executor", &mut query, &oracle).await;
 }
