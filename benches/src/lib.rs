@@ -29,6 +29,7 @@
 
 pub mod adbc;
 pub mod adhoc;
+pub mod cluster_build;
 pub mod cube_size;
 pub mod procs;
 pub mod report;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Star Schema Benchmark: build the cube, run the 13 queries on qilin-server, DataFusion
     /// and DuckDB, report latencies, build cost and sizes.
     Ssb(SsbArgs),
+    /// The SSB cube build locally and on a Qilin Ballista cluster of 1, 2, … executors on
+    /// this machine: build times against the local build, same cuboids checked.
+    Ballista(cluster_build::BallistaArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -111,6 +115,7 @@ pub struct SsbArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ssb(args) => ssb_bench(args).await,
+        Command::Ballista(args) => cluster_build::run(args).await,
     }
 }
 
@@ -435,7 +440,7 @@ async fn adhoc_only(
 
 /// Generates the SSB tables unless `SCALE` already says `scale`; returns the seconds spent
 /// (0 when skipped). Refuses a directory holding another scale.
-async fn generate(source_dir: &Path, scale: f64) -> anyhow::Result<f64> {
+pub(crate) async fn generate(source_dir: &Path, scale: f64) -> anyhow::Result<f64> {
     let marker = source_dir.join("SCALE");
     match std::fs::read_to_string(&marker) {
         Ok(have) if have.trim() == scale.to_string() => {

@@ -151,10 +151,25 @@ pub struct Server {
 impl Server {
     /// Starts `exe --conf CONF --port 0` and waits for its listening line.
     pub fn start(exe: &Path, conf: &Path) -> anyhow::Result<Server> {
+        let conf = conf.as_os_str();
+        Server::spawn(
+            exe,
+            &[conf, "--port".as_ref(), "0".as_ref()],
+            LISTENING_PREFIX,
+        )
+    }
+
+    /// Starts `exe --conf ARGS…` (a Qilin process) and waits for the stdout line starting
+    /// with `ready_prefix`; `addr` is the rest of that line.
+    pub fn spawn(
+        exe: &Path,
+        args: &[&std::ffi::OsStr],
+        ready_prefix: &str,
+    ) -> anyhow::Result<Server> {
+        let name = exe.file_name().unwrap_or_default().to_string_lossy();
         let mut child = command(exe)
             .arg("--conf")
-            .arg(conf)
-            .args(["--port", "0"])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -176,7 +191,7 @@ impl Server {
         let addr = loop {
             match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
                 Ok(line) => {
-                    if let Some(a) = line.strip_prefix(LISTENING_PREFIX) {
+                    if let Some(a) = line.strip_prefix(ready_prefix) {
                         break a.trim().to_string();
                     }
                 }
@@ -187,7 +202,7 @@ impl Server {
                     let tail = tail.lock().unwrap_or_else(|p| p.into_inner());
                     let text: Vec<&str> = tail.iter().map(String::as_str).collect();
                     bail!(
-                        "qilin-server did not report listening ({e}; exit status {status:?}); last output:\n{}",
+                        "{name} did not print {ready_prefix:?} ({e}; exit status {status:?}); last output:\n{}",
                         text.join("\n")
                     );
                 }

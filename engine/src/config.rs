@@ -254,7 +254,7 @@ pub const KEYS: &[KeySpec] = &[
         key: "kylin.job.build-threads",
         alias: None,
         default: "0",
-        doc: "cuboids a build or a segment merge aggregates at the same time, and the base cuboid's hash-partitioned aggregators; `0` = one per CPU core",
+        doc: "cuboids a build or a segment merge aggregates at the same time, and the base cuboid's hash-partitioned aggregators; `0` = one per CPU core of the job engine; with `kylin.job.engine=ballista`, cuboid plans at a time and the base cuboid's scan and aggregation tasks: set it to the cluster's cores",
     },
     KeySpec {
         key: "kylin.job.aggregation-memory-mb",

@@ -196,7 +196,20 @@ pub fn no_files_error(t: &TableDesc, source_url: &Path) -> Error {
 /// its declared schema through [`table_provider`] (the same providers queries use). Strings
 /// are read as plain `Utf8` so that stored dimension columns have one string type.
 pub async fn source_context(tables: &[TableDesc], source_url: &Path) -> Result<SessionContext> {
+    source_context_with(tables, source_url, None).await
+}
+
+/// [`source_context`] whose scans split into `partitions` (default: one per core here). A
+/// plan for a cluster is split for the cluster's cores, not the planning machine's.
+pub async fn source_context_with(
+    tables: &[TableDesc],
+    source_url: &Path,
+    partitions: Option<usize>,
+) -> Result<SessionContext> {
     let mut config = SessionConfig::new();
+    if let Some(n) = partitions {
+        config = config.with_target_partitions(n.max(1));
+    }
     config
         .options_mut()
         .execution

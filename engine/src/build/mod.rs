@@ -370,7 +370,10 @@ async fn build_on_cluster(
         .ok_or_else(|| Error::invalid("flat table", "COUNT(*) returned no row"))?
         as u64;
     flat(0.0, "base cuboid: aggregating on the cluster")?;
-    let flat_plan = ctx.sql(sql).await?.create_physical_plan().await?;
+    // The scan splits into one task per build thread (the cluster's cores, configured).
+    let cluster_ctx =
+        crate::source::source_context_with(&layout.tables, &opts.source_url, Some(threads)).await?;
+    let flat_plan = cluster_ctx.sql(sql).await?.create_physical_plan().await?;
     let base_stats = remote::build_base(
         cluster.as_ref(),
         &layout,

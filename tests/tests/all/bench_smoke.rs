@@ -136,3 +136,44 @@ fn ssb_smoke() {
         "the table shows the scan:\n{stdout}"
     );
 }
+
+/// `qilin-bench ballista` at scale 0.01 with a one-executor cluster: both builds reported,
+/// with the same cuboids (the bench itself fails when a cluster build wrote other rows or
+/// blocks than the local one).
+#[test]
+fn ballista_smoke() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("ballista.json");
+    let output = Command::new(qilin_tests::workspace_exe("qilin-bench"))
+        .args(["ballista", "--scale", "0.01", "--executors", "1", "--json"])
+        .arg(&out)
+        .arg("--work")
+        .arg(dir.path().join("work"))
+        .output()
+        .expect("run qilin-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "qilin-bench ballista failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("JSON report")).unwrap();
+    let builds = report["builds"].as_array().expect("builds");
+    let setups: Vec<&str> = builds
+        .iter()
+        .map(|b| b["setup"].as_str().unwrap())
+        .collect();
+    assert_eq!(setups, ["local", "ballista-1"], "{report}");
+    for b in builds {
+        assert!(b["seconds"].as_f64().unwrap() > 0.0, "{b}");
+        assert_eq!(b["cuboids"], builds[0]["cuboids"], "{b}");
+        assert!(b["cuboids"].as_u64().unwrap() > 100, "{b}");
+    }
+    assert_eq!(builds[0]["ratio_to_local"].as_f64(), Some(1.0));
+    assert!(
+        stdout.contains("every setup wrote the same cuboids"),
+        "{stdout}"
+    );
+}
