@@ -369,11 +369,12 @@ async fn build_on_cluster(
         })
         .ok_or_else(|| Error::invalid("flat table", "COUNT(*) returned no row"))?
         as u64;
-    flat(0.0, "base cuboid: aggregating on the cluster")?;
+    flat(0.0, "base cuboid: planning")?;
     // The scan splits into one task per build thread (the cluster's cores, configured).
     let cluster_ctx =
         crate::source::source_context_with(&layout.tables, &opts.source_url, Some(threads)).await?;
     let flat_plan = cluster_ctx.sql(sql).await?.create_physical_plan().await?;
+    let base_message = "base cuboid: aggregating on the cluster";
     let base_stats = remote::build_base(
         cluster.as_ref(),
         &layout,
@@ -382,6 +383,7 @@ async fn build_on_cluster(
         flat_plan,
         &plan_opts(threads, opts.spill.memory_bytes / threads),
         opts.block_rows,
+        &|| flat(0.0, base_message),
     )
     .await?;
     flat(
@@ -413,6 +415,7 @@ async fn build_on_cluster(
                     parent,
                     &plan_opts(1, share.spill.memory_bytes),
                     share.block_rows,
+                    &|| written(0),
                 ))
             },
         )
@@ -423,7 +426,12 @@ async fn build_on_cluster(
 
 /// Builds cuboid `child` from its stored `parent` with `opts` (this builder's share of the
 /// budget); `written` hears the rows written so far and stops the build with its error.
-type ChildBuilder<'a> = dyn Fn(CuboidId, CuboidId, &BuildOptions, &dyn Fn(u64) -> Result<()>) -> Result<CuboidStats>
+type ChildBuilder<'a> = dyn Fn(
+        CuboidId,
+        CuboidId,
+        &BuildOptions,
+        &(dyn Fn(u64) -> Result<()> + Send + Sync),
+    ) -> Result<CuboidStats>
     + Sync
     + 'a;
 

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::UInt64Type;
@@ -19,7 +20,37 @@ use crate::storage::SegmentStore;
 
 /// Runs a cuboid plan to completion somewhere (a Ballista cluster) and returns its output.
 pub trait PlanRunner: Send + Sync + fmt::Debug {
+    /// The plan's output. Dropping the future before it is ready must stop the plan where it
+    /// runs (cancel the cluster's job): that is how a discarded job or a lost lease stops a
+    /// build on the cluster while a plan runs.
     fn run(&self, plan: Arc<dyn ExecutionPlan>) -> BoxFuture<'_, Result<Vec<RecordBatch>>>;
+}
+
+/// Asked while a plan runs whether the build goes on: an error (a discarded job, a lost
+/// lease) stops it. The build's progress callback, with a message.
+pub type KeepGoing<'a> = &'a (dyn Fn() -> Result<()> + Send + Sync);
+
+/// How often a plan running on the cluster asks [`KeepGoing`].
+const CHECK_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs `plan` on `runner`, asking `keep_going` every [`CHECK_EVERY`] while it runs. Its
+/// error drops the running plan (which cancels it on the cluster) and is returned: a base
+/// cuboid plan runs for minutes on a large table, too long to wait for before a discarded
+/// job stops.
+async fn run_checked(
+    runner: &dyn PlanRunner,
+    plan: Arc<dyn ExecutionPlan>,
+    keep_going: KeepGoing<'_>,
+) -> Result<Vec<RecordBatch>> {
+    let mut run = runner.run(plan);
+    let mut ticks = tokio::time::interval(CHECK_EVERY);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            out = &mut run => return out,
+            _ = ticks.tick() => keep_going()?,
+        }
+    }
 }
 
 /// The stats of the one cuboid a [`CuboidSinkExec`] wrote (its one output row).
@@ -56,6 +87,7 @@ pub fn sink_stats(batches: &[RecordBatch]) -> Result<CuboidStats> {
 
 /// Aggregates the base cuboid of `segment` from `flat` (the physical plan of the flat table)
 /// on the cluster.
+#[allow(clippy::too_many_arguments)]
 pub async fn build_base(
     runner: &dyn PlanRunner,
     layout: &CubeLayout,
@@ -64,12 +96,14 @@ pub async fn build_base(
     flat: Arc<dyn ExecutionPlan>,
     opts: &PlanOptions,
     block_rows: usize,
+    keep_going: KeepGoing<'_>,
 ) -> Result<CuboidStats> {
     let base = layout.base_cuboid();
     let plan = base_cuboid_plan(layout, store.clone(), flat, opts)?;
     let sink =
         CuboidSinkExec::try_new(plan, store, segment, base, layout.rowkey.len(), block_rows)?;
-    expect_cuboid(base, sink_stats(&runner.run(Arc::new(sink)).await?)?)
+    let out = run_checked(runner, Arc::new(sink), keep_going).await?;
+    expect_cuboid(base, sink_stats(&out)?)
 }
 
 /// Aggregates cuboid `child` of `segment` from its stored cuboid `parent` on the cluster.
@@ -83,6 +117,7 @@ pub async fn build_child(
     parent: CuboidId,
     opts: &PlanOptions,
     block_rows: usize,
+    keep_going: KeepGoing<'_>,
 ) -> Result<CuboidStats> {
     let plan = child_cuboid_plan(
         layout,
@@ -94,7 +129,8 @@ pub async fn build_child(
     )?;
     let dims = layout.cuboid_columns(child).len();
     let sink = CuboidSinkExec::try_new(plan, store, segment, child, dims, block_rows)?;
-    expect_cuboid(child, sink_stats(&runner.run(Arc::new(sink)).await?)?)
+    let out = run_checked(runner, Arc::new(sink), keep_going).await?;
+    expect_cuboid(child, sink_stats(&out)?)
 }
 
 fn expect_cuboid(want: CuboidId, got: CuboidStats) -> Result<CuboidStats> {
@@ -149,5 +185,49 @@ mod tests {
             assert!(e.contains("one stats row"), "{e}");
         }
         assert!(expect_cuboid(3, st).is_err());
+    }
+
+    /// A runner whose plans never finish; it records when a running plan is dropped.
+    #[derive(Debug, Default)]
+    struct Stuck {
+        dropped: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    impl PlanRunner for Stuck {
+        fn run(&self, _: Arc<dyn ExecutionPlan>) -> BoxFuture<'_, Result<Vec<RecordBatch>>> {
+            let flag = DropFlag(self.dropped.clone());
+            Box::pin(async move {
+                let _flag = flag;
+                futures::future::pending::<()>().await;
+                unreachable!()
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stopped_build_drops_its_running_plan() {
+        let runner = Stuck::default();
+        let plan: Arc<dyn ExecutionPlan> = Arc::new(
+            datafusion::physical_plan::empty::EmptyExec::new(sink_schema()),
+        );
+        let asked = std::sync::atomic::AtomicUsize::new(0);
+        let keep_going = || {
+            if asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                Ok(())
+            } else {
+                Err(Error::Refused("job discarded".into()))
+            }
+        };
+        let e = run_checked(&runner, plan, &keep_going).await.unwrap_err();
+        assert!(e.to_string().contains("job discarded"), "{e}");
+        assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert!(runner.dropped.load(std::sync::atomic::Ordering::SeqCst));
     }
 }

@@ -217,10 +217,11 @@ impl Cluster {
                 .arg("--conf")
                 .arg(&conf)
                 .args(["scheduler", "--port", "0"])
-                // Ballista logs each job's plan when it is submitted.
+                // Ballista logs each job's plan when it is submitted, and a cancelled job.
                 .env(
                     "RUST_LOG",
-                    "warn,qilin_ballista=info,ballista_scheduler::state::task_manager=info",
+                    "warn,qilin_ballista=info,ballista_scheduler::state::task_manager=info,\
+                     ballista_scheduler::scheduler_server::query_stage_scheduler=info",
                 ),
             "qilin-ballista scheduler on ",
             timeout,
@@ -248,6 +249,17 @@ impl Cluster {
             scheduler,
             addr,
         }
+    }
+
+    /// The plan the scheduler logged when job `id` was submitted.
+    fn job_plan(&self, id: &str) -> String {
+        let log = self.scheduler.output();
+        let marker = "Submitting execution graph for job_id [";
+        let Some(start) = log.find(&format!("{marker}{id}]")) else {
+            return String::new();
+        };
+        let rest = &log[start + marker.len()..];
+        rest[..rest.find(marker).unwrap_or(rest.len())].to_string()
     }
 
     /// Sink plans of `segment` the scheduler has logged as submitted.
@@ -407,4 +419,81 @@ async fn a_killed_executor_loses_no_block() {
     );
     let oracle = qilin_tests::oracle(&source).await;
     qilin_tests::corpus::check_ssb_queries("after a killed executor", &mut query, &oracle).await;
+}
+
+/// A build discarded while its plan runs on the cluster stops at once: the job engine
+/// cancels the Ballista job. Both executors are frozen (SIGSTOP), so the plan cannot end by
+/// itself and the scheduler would not give up on them for 20 s; the run must return well
+/// before that, the scheduler must have cancelled a job of the build's segment, and the
+/// discarded build leaves no segment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discarded_build_cancels_its_ballista_job() {
+    let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
+    let env = TestEnv::with_properties(Backend::Local, &source, "kylin.job.build-threads=1\n");
+    env.install_sample(0.01).await;
+    let cluster = Cluster::start(&env);
+    let (_, engine) = env.engine_with(&on_cluster(&cluster.addr));
+    let range = SegmentRange::parse("1992-01-01", "1999-01-01").unwrap();
+    let build = engine
+        .submit_build(ssb::CUBE, Some(range))
+        .unwrap()
+        .job()
+        .clone();
+    let run = {
+        let (engine, id) = (engine.clone(), build.id.clone());
+        tokio::spawn(async move { engine.run(&id, qilin_tests::quiet()).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while cluster.sinks_submitted(&build.segment_id) < 2 {
+        assert!(
+            Instant::now() < deadline && !run.is_finished(),
+            "the build did not reach its second cuboid plan"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let signal = |sig: &str| {
+        for e in &cluster.executors {
+            let pid = e.pid().expect("executor pid").to_string();
+            let status = std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap();
+            assert!(status.success(), "kill {sig} {pid}");
+        }
+    };
+    signal("-STOP");
+    engine.discard(&build.id).expect("discard");
+    let stopped = tokio::time::timeout(Duration::from_secs(12), run)
+        .await
+        .expect("the discarded build still waits for its frozen plan 12 s later")
+        .unwrap();
+    signal("-CONT");
+    assert!(
+        !matches!(&stopped, Ok(j) if j.status == qilin_jobs::JobStatus::Succeed),
+        "a discarded build succeeded: {stopped:?}"
+    );
+    let log = cluster
+        .scheduler
+        .wait_for_output("Job cancelled: [", Duration::from_secs(10));
+    let cancelled = log
+        .split("Job cancelled: [")
+        .skip(1)
+        .map(|rest| rest[..rest.find(']').unwrap_or(0)].to_string())
+        .collect::<Vec<_>>();
+    assert_eq!(cancelled.len(), 1, "cancelled jobs: {cancelled:?}");
+    let sink = format!("CuboidSinkExec: segment={},", build.segment_id);
+    assert!(
+        cluster.job_plan(&cancelled[0]).contains(&sink),
+        "the cancelled job {} is not a cuboid plan of the discarded build",
+        cancelled[0]
+    );
+    assert_eq!(
+        engine.get(&build.id).unwrap().status,
+        qilin_jobs::JobStatus::Discarded
+    );
+    let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
+    assert!(
+        inst.segments.iter().all(|s| s.id != build.segment_id),
+        "the discarded build left its segment in the cube"
+    );
 }
