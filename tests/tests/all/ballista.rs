@@ -262,6 +262,19 @@ impl Cluster {
         rest[..rest.find(marker).unwrap_or(rest.len())].to_string()
     }
 
+    /// Waits until the scheduler has logged `n` sink plans of `segment`, while `run` (the job
+    /// building it) goes on.
+    async fn wait_for_sinks<T>(&self, segment: &str, n: usize, run: &tokio::task::JoinHandle<T>) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.sinks_submitted(segment) < n {
+            assert!(
+                Instant::now() < deadline && !run.is_finished(),
+                "the job did not reach its cuboid plan number {n}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Sink plans of `segment` the scheduler has logged as submitted.
     fn sinks_submitted(&self, segment: &str) -> usize {
         self.scheduler
@@ -269,6 +282,15 @@ impl Cluster {
             .matches(&format!("CuboidSinkExec: segment={segment},"))
             .count()
     }
+}
+
+/// Runs job `id` on `engine` in the background.
+fn spawn_run(
+    engine: &qilin_jobs::JobEngine,
+    id: &str,
+) -> tokio::task::JoinHandle<qilin_engine::Result<qilin_jobs::Job>> {
+    let (engine, id) = (engine.clone(), id.to_string());
+    tokio::spawn(async move { engine.run(&id, qilin_tests::quiet()).await })
 }
 
 /// Properties of a job engine that builds on the cluster at `addr`.
@@ -368,19 +390,9 @@ async fn a_killed_executor_loses_no_block() {
     let refresh = engine
         .submit_refresh(ssb::CUBE, &built.segment_name)
         .unwrap();
-    let run = {
-        let (engine, id) = (engine.clone(), refresh.id.clone());
-        tokio::spawn(async move { engine.run(&id, qilin_tests::quiet()).await })
-    };
+    let run = spawn_run(&engine, &refresh.id);
     // Mid-build: once the scheduler has planned 20 of the 148 cuboids.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while cluster.sinks_submitted(&refresh.segment_id) < 20 {
-        assert!(
-            Instant::now() < deadline && !run.is_finished(),
-            "the refresh did not reach its 20th cuboid plan"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    cluster.wait_for_sinks(&refresh.segment_id, 20, &run).await;
     cluster.executors[1].kill();
     let first = tokio::time::timeout(Duration::from_secs(300), run)
         .await
@@ -439,18 +451,8 @@ async fn a_discarded_build_cancels_its_ballista_job() {
         .unwrap()
         .job()
         .clone();
-    let run = {
-        let (engine, id) = (engine.clone(), build.id.clone());
-        tokio::spawn(async move { engine.run(&id, qilin_tests::quiet()).await })
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while cluster.sinks_submitted(&build.segment_id) < 2 {
-        assert!(
-            Instant::now() < deadline && !run.is_finished(),
-            "the build did not reach its second cuboid plan"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let run = spawn_run(&engine, &build.id);
+    cluster.wait_for_sinks(&build.segment_id, 2, &run).await;
     let signal = |sig: &str| {
         for e in &cluster.executors {
             let pid = e.pid().expect("executor pid").to_string();
