@@ -29,7 +29,7 @@ use datafusion::arrow::array::RecordBatch;
 use futures::future::BoxFuture;
 use futures::{StreamExt, TryStreamExt};
 use qilin_engine::build::plan::BuildPlanCodec;
-use qilin_engine::build::remote::PlanRunner;
+use qilin_engine::build::runner::PlanRunner;
 use qilin_engine::config::{BuildEngine, Config};
 use qilin_engine::storage::SegmentStore;
 

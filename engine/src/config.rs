@@ -254,7 +254,7 @@ pub const KEYS: &[KeySpec] = &[
         key: "kylin.job.build-threads",
         alias: None,
         default: "0",
-        doc: "cuboids a build or a segment merge aggregates at the same time, and the base cuboid's hash-partitioned aggregators; `0` = one per CPU core of the job engine; with `kylin.job.engine=ballista`, cuboid plans at a time and the base cuboid's scan and aggregation tasks: set it to the cluster's cores",
+        doc: "cuboid plans a build or a segment merge runs at the same time, and the base cuboid's scan and aggregation partitions; `0` = one per CPU core of the job engine; with `kylin.job.engine=ballista`, set it to the cluster's cores",
     },
     KeySpec {
         key: "kylin.job.aggregation-memory-mb",
@@ -272,13 +272,13 @@ pub const KEYS: &[KeySpec] = &[
         key: "kylin.job.engine",
         alias: None,
         default: "local",
-        doc: "where builds aggregate and write cuboids: `local` (the job engine's own threads) or `ballista` (a Qilin Ballista cluster at `kylin.job.ballista.scheduler`; see [Distributed builds](#distributed-builds-on-datafusion-ballista))",
+        doc: "where the cuboid plans of builds, merges and `cube optimize` run: `local` (the job engine's own DataFusion runtime) or `ballista` (a Qilin Ballista cluster at `kylin.job.ballista.scheduler`; see [Distributed builds](#distributed-builds-on-datafusion-ballista))",
     },
     KeySpec {
         key: "kylin.job.ballista.scheduler",
         alias: None,
         default: "",
-        doc: "`HOST:PORT` of the `qilin-ballista scheduler` that builds run on when `kylin.job.engine=ballista` (required then)",
+        doc: "`HOST:PORT` of the `qilin-ballista scheduler` that builds and merges run on when `kylin.job.engine=ballista` (required then)",
     },
     KeySpec {
         key: "kylin.job.ballista.force-remote-read",

@@ -897,7 +897,8 @@ impl JobEngine {
                     .find(|s| layout.table_index.is_some() && s.table_index.is_none())
                 {
                     return Err(Error::Refused(format!(
-                        "segment {} of cube {} has no table index (built before the cube had                          one); refresh it before merging",
+                        "segment {} of cube {} has no table index (built before the cube had \
+                         one); refresh it before merging",
                         s.name, job.cube
                     )));
                 }
@@ -917,28 +918,30 @@ impl JobEngine {
                     phases.push(Phase::TableIndex);
                 }
                 let tracker = Tracker::new(progress, &phases);
-                let (stats, snapshots, table_index) = tokio::task::spawn_blocking(move || {
-                    let mut stats = build::merge_segments(
-                        &merge_layout,
-                        store.as_ref(),
-                        &sources,
+                let mut stats = build::merge_segments(
+                    &merge_layout,
+                    &store,
+                    &sources,
+                    &target,
+                    &opts,
+                    &tracker.phase(Phase::Cuboids),
+                )
+                .await?;
+                if !extra.is_empty() {
+                    let added = build::extend::extend_segment(
+                        &layout,
+                        &store,
                         &target,
+                        &stats,
+                        &extra,
                         &opts,
                         &tracker.phase(Phase::Cuboids),
-                    )?;
-                    if !extra.is_empty() {
-                        let added = build::extend::extend_segment(
-                            &layout,
-                            store.as_ref(),
-                            &target,
-                            &stats,
-                            &extra,
-                            &opts,
-                            &tracker.phase(Phase::Cuboids),
-                        )?;
-                        stats.extend(added);
-                        stats.sort_by_key(|st| layout.cuboids.iter().position(|&c| c == st.id));
-                    }
+                    )
+                    .await?;
+                    stats.extend(added);
+                    stats.sort_by_key(|st| layout.cuboids.iter().position(|&c| c == st.id));
+                }
+                let (snapshots, table_index) = tokio::task::spawn_blocking(move || {
                     let snapshots = match &newest {
                         Some((id, snaps)) => {
                             build::stored::copy_snapshots(store.as_ref(), id, snaps, &target)?
@@ -954,7 +957,7 @@ impl JobEngine {
                         &tracker.phase(Phase::TableIndex),
                     )?;
                     tracker.report(Phase::TableIndex, 1.0, "merged")?;
-                    Ok::<_, Error>((stats, snapshots, table_index))
+                    Ok::<_, Error>((snapshots, table_index))
                 })
                 .await
                 .map_err(|e| Error::Refused(format!("merge task failed: {e}")))??;
@@ -1158,16 +1161,16 @@ fn validate_job_id(id: &str) -> Result<()> {
 }
 
 impl JobEngine {
-    /// The Ballista cluster builds run on (`kylin.job.engine=ballista`), `None` for local
-    /// builds. Merges and cuboids added by `cube optimize` run locally for now.
-    fn build_cluster(&self) -> Result<Option<Arc<dyn build::remote::PlanRunner>>> {
+    /// The Ballista cluster the plans of builds, merges and `cube optimize` run on
+    /// (`kylin.job.engine=ballista`), `None` to run them in this process.
+    fn build_cluster(&self) -> Result<Option<Arc<dyn build::runner::PlanRunner>>> {
         let cluster =
             qilin_ballista::client::Cluster::from_config(&self.config, self.store.clone())
                 .map_err(|e| match e {
                     qilin_ballista::Error::Engine(e) => e,
                     e => Error::Refused(e.to_string()),
                 })?;
-        Ok(cluster.map(|c| c as Arc<dyn build::remote::PlanRunner>))
+        Ok(cluster.map(|c| c as Arc<dyn build::runner::PlanRunner>))
     }
 }
 

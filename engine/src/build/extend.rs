@@ -8,11 +8,13 @@
 //! reads them until the caller lists them in the segment's metadata (a check-and-put), so a
 //! failed extension leaves only unreferenced blocks, overwritten by the next attempt.
 
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
 use crate::model::{cuboid, CubeLayout, CuboidId, CuboidStats};
 use crate::storage::SegmentStore;
 
-use super::{build_one, BuildOptions, Progress};
+use super::{runner, BuildOptions, Progress};
 
 /// The cuboids of `layout` that `stored` (a segment's cuboids) lacks, largest first (so a
 /// new cuboid can be the parent of a smaller new one).
@@ -28,9 +30,10 @@ pub fn missing_cuboids(layout: &CubeLayout, stored: &[CuboidStats]) -> Vec<Cuboi
 /// Builds `cuboids` into `segment`, whose stored cuboids are `stored` (the base among them),
 /// each from the stored or just-built cuboid covering it with the fewest rows. Returns the
 /// new cuboids' stats in the order of `cuboids`; the caller syncs the segment and commits.
-pub fn extend_segment(
+/// Each cuboid is a plan on `opts.runner()`, with the whole memory budget.
+pub async fn extend_segment(
     layout: &CubeLayout,
-    store: &dyn SegmentStore,
+    store: &Arc<dyn SegmentStore>,
     segment: &str,
     stored: &[CuboidStats],
     cuboids: &[CuboidId],
@@ -44,6 +47,8 @@ pub fn extend_segment(
              rereading the source (refresh it)"
         )));
     }
+    let runner = opts.runner();
+    let plan_opts = opts.plan_options(1, opts.spill.memory_bytes);
     let mut have: Vec<(CuboidId, u64)> = stored.iter().map(|s| (s.id, s.rows)).collect();
     let mut out = Vec::with_capacity(cuboids.len());
     // Largest first, whatever order the caller gave.
@@ -63,13 +68,24 @@ pub fn extend_segment(
                 layout.cuboid_names(child).join(", ")
             ),
         )?;
-        let written = |rows| {
+        let running = || {
             progress(
                 i as f64 / order.len() as f64,
-                &format!("cuboid {child}: {rows} rows written"),
+                &format!("cuboid {child}: aggregating"),
             )
         };
-        let st = build_one(layout, store, segment, opts, child, parent, &written)?;
+        let st = runner::build_child(
+            runner.as_ref(),
+            layout,
+            store.clone(),
+            segment,
+            child,
+            parent,
+            &plan_opts,
+            opts.block_rows,
+            &running,
+        )
+        .await?;
         have.push((child, st.rows));
         out.push(st);
     }
@@ -103,11 +119,9 @@ pub fn split_for_merge(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use std::sync::Arc;
 
     use datafusion::arrow::array::Int64Array;
 
-    use crate::build::aggregate::Mode;
     use crate::model::desc::{
         AggregationGroupDesc, ColumnDesc, CubeDesc, DimensionDesc, MeasureDesc, MeasureFunction,
         ModelDesc, SourceFormat, TableDesc,
@@ -191,30 +205,29 @@ pub(crate) mod tests {
         }
     }
 
-    #[test]
-    fn new_cuboids_are_aggregated_from_the_stored_base() {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn new_cuboids_are_aggregated_from_the_stored_base() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalSegmentStore::open(dir.path().join("store")).unwrap();
+        let store: Arc<dyn SegmentStore> =
+            Arc::new(LocalSegmentStore::open(dir.path().join("store")).unwrap());
         let layout = layout();
         let o = opts(dir.path());
-        // The base cuboid (a, b, c; n, s) of a segment, as a build writes it.
-        let mut agg = o
-            .aggregator(Mode::Raw, super::super::dim_fields(&layout, 0b111), &layout)
-            .unwrap();
+        // The base cuboid (a, b, c; n, s) of a segment, from flat rows (a, b, c, v).
         let i = |v: &[i64]| Arc::new(Int64Array::from(v.to_vec())) as _;
-        agg.update(
-            &[
+        let base = crate::build::runner::tests::write_base(
+            &layout,
+            &store,
+            "5e6",
+            vec![
                 i(&[1, 1, 2, 2, 1]),
                 i(&[1, 2, 1, 2, 1]),
                 i(&[7, 7, 8, 7, 8]),
+                i(&[10, 20, 30, 40, 50]),
             ],
-            &[None, Some(i(&[10, 20, 30, 40, 50]))],
-            5,
+            2,
         )
-        .unwrap();
-        let base =
-            super::super::write_aggregated(&store, "5e6", 0b111, 3, vec![agg], 2, &|_| Ok(()))
-                .unwrap();
+        .await;
+        assert_eq!((base.id, base.rows), (0b111, 5));
         let missing = missing_cuboids(&layout, std::slice::from_ref(&base));
         assert!(missing.contains(&0b101), "{missing:?}");
         let progress: Progress = Arc::new(|_, _| Ok(()));
@@ -227,10 +240,11 @@ pub(crate) mod tests {
             &o,
             &progress,
         )
+        .await
         .unwrap();
         assert_eq!(added.len(), 1);
         assert_eq!((added[0].id, added[0].rows), (0b101, 4));
-        let (_, batches) = read_cuboid(&store, "5e6", 0b101).unwrap();
+        let (_, batches) = read_cuboid(store.as_ref(), "5e6", 0b101).unwrap();
         let b = datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
         let col = |k: usize| {
             b.column(k)
@@ -246,6 +260,7 @@ pub(crate) mod tests {
         assert_eq!(col(3), vec![30, 50, 40, 30]);
         // Without a base cuboid the segment cannot be extended.
         let e = extend_segment(&layout, &store, "5e6", &[], &[0b101], &o, &progress)
+            .await
             .unwrap_err()
             .to_string();
         assert!(e.contains("no base cuboid"), "{e}");

@@ -7,19 +7,17 @@
 
 pub mod aggregate;
 pub mod extend;
-pub mod partitioned;
 pub mod plan;
 pub mod progress;
-pub mod remote;
+pub mod runner;
 pub mod source;
 pub mod spill;
 pub mod stored;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-use datafusion::arrow::array::{ArrayRef, RecordBatch};
 use datafusion::arrow::datatypes::Field;
 use futures::StreamExt;
 
@@ -28,11 +26,9 @@ use crate::error::{Error, Result};
 use crate::model::{
     cuboid, CubeLayout, CuboidId, CuboidStats, LookupSnapshot, SegmentRange, StateKind,
 };
-use crate::storage::block::{for_each_block, CuboidWriter};
 use crate::storage::SegmentStore;
-use aggregate::Mode;
 use progress::{Phase, Tracker};
-use spill::{SpillOptions, SpillingAggregator};
+use spill::SpillOptions;
 
 /// Reports progress (fraction done, what is happening). Returning an error aborts the build:
 /// that is how a discarded job or a lost lease stops a running build. What
@@ -61,58 +57,30 @@ pub struct BuildOptions {
     pub spill: SpillOptions,
     /// Cuboids built at the same time.
     pub threads: usize,
-    /// Where the cuboids are aggregated and written: `None` here, or on a cluster
-    /// (`kylin.job.engine=ballista`) that shares the segment store and the source files.
-    pub cluster: Option<Arc<dyn remote::PlanRunner>>,
+    /// Where the cuboid plans run: `None` in this process ([`runner::LocalRunner`]), or on
+    /// a cluster (`kylin.job.engine=ballista`) that shares the segment store and the source
+    /// files.
+    pub cluster: Option<Arc<dyn runner::PlanRunner>>,
 }
 
 impl BuildOptions {
-    fn aggregator(
-        &self,
-        mode: Mode,
-        dims: Vec<Field>,
-        layout: &CubeLayout,
-    ) -> Result<SpillingAggregator> {
-        SpillingAggregator::new(
-            mode,
-            dims,
-            &measure_specs(layout),
-            self.spill.clone(),
-            self.block_rows.max(1024),
-        )
+    /// Where this build's plans run: the cluster, or this process.
+    pub fn runner(&self) -> Arc<dyn runner::PlanRunner> {
+        self.cluster
+            .clone()
+            .unwrap_or_else(|| Arc::new(runner::LocalRunner))
     }
-}
 
-/// Streams an aggregator's sorted output into a new cuboid; returns its stats. `written` hears
-/// the rows written so far after each batch: merging spilled runs of a large cuboid takes
-/// minutes, and a progress report is where a lost lease or a discarded job stops the build.
-fn write_aggregated(
-    store: &dyn SegmentStore,
-    segment: &str,
-    cuboid: CuboidId,
-    dims: usize,
-    aggs: Vec<SpillingAggregator>,
-    block_rows: usize,
-    written: &dyn Fn(u64) -> Result<()>,
-) -> Result<CuboidStats> {
-    let schema = aggs
-        .first()
-        .map(|a| a.output_schema())
-        .ok_or_else(|| Error::invalid("aggregation", "no aggregator"))?;
-    let mut w = CuboidWriter::new(store, segment, cuboid, schema, dims, block_rows);
-    let mut rows = 0u64;
-    partitioned::finish_interleaved(aggs, dims, |b| {
-        rows += b.num_rows() as u64;
-        w.write(b)?;
-        written(rows)
-    })?;
-    let m = w.finish()?;
-    Ok(CuboidStats {
-        id: cuboid,
-        rows: m.rows,
-        blocks: m.blocks.len() as u32,
-        bytes: m.bytes(),
-    })
+    /// Plans of `partitions` partitions with `memory` bytes each, spilling where this build
+    /// spills.
+    fn plan_options(&self, partitions: usize, memory: usize) -> plan::PlanOptions {
+        plan::PlanOptions {
+            partitions,
+            memory_bytes_per_partition: memory,
+            spill_dir: self.spill.dir.clone(),
+            batch_rows: self.block_rows.max(1024),
+        }
+    }
 }
 
 fn dim_fields(layout: &CubeLayout, cuboid: CuboidId) -> Vec<Field> {
@@ -207,37 +175,18 @@ pub async fn build_segment(
     .await?;
     snapshot_progress(1.0, "lookup snapshots written")?;
     let sql = source::flat_table_sql(&layout, range.as_ref());
-    let dicts = global_dicts(&layout, &ctx, &store, &sql, &flat).await?;
-    let mut out = match opts.cluster.clone() {
-        None => {
-            build_here(
-                &ctx,
-                &sql,
-                layout.clone(),
-                dicts,
-                opts,
-                &store,
-                segment,
-                tracker.phase(Phase::Cuboids),
-                flat,
-            )
-            .await?
-        }
-        Some(cluster) => {
-            build_on_cluster(
-                &ctx,
-                &sql,
-                layout.clone(),
-                opts,
-                &store,
-                segment,
-                &tracker,
-                flat,
-                cluster,
-            )
-            .await?
-        }
-    };
+    global_dicts(&layout, &ctx, &store, &sql, &flat).await?;
+    let mut out = build_cuboids_with_plans(
+        &ctx,
+        &sql,
+        layout.clone(),
+        opts,
+        &store,
+        segment,
+        &tracker,
+        flat,
+    )
+    .await?;
     out.snapshots = snapshots;
     if layout.table_index.is_some() {
         let index_progress = tracker.phase(Phase::TableIndex);
@@ -265,73 +214,12 @@ pub async fn build_segment(
     Ok(out)
 }
 
-/// The cuboids of a build aggregated and written by this process: the flat table read into
-/// the base cuboid's aggregators on every core, then each other cuboid from its smallest
-/// built parent.
+/// The cuboids of a build, aggregated and written by plans on `opts.runner()`: the base
+/// cuboid from the flat-table plan (which reads the source files), then each other cuboid
+/// from its smallest built parent ([`build_cuboids`]), `opts.threads` plans at a time. The
+/// source rows are counted here (one read of the flat table's key columns).
 #[allow(clippy::too_many_arguments)]
-async fn build_here(
-    ctx: &datafusion::prelude::SessionContext,
-    sql: &str,
-    layout: Arc<CubeLayout>,
-    dicts: Vec<Option<Arc<GlobalDict>>>,
-    opts: &BuildOptions,
-    store: &Arc<dyn SegmentStore>,
-    segment: &str,
-    cuboid_progress: Progress,
-    flat: Progress,
-) -> Result<BuildOutput> {
-    let base = layout.base_cuboid();
-    let ndims = layout.rowkey.len();
-    let aggs = read_flat_table(ctx, sql, &layout, dicts, opts, &flat).await?;
-    let source_rows = aggs.iter().map(|a| a.input_rows()).sum();
-    let (opts, store, segment) = (opts.clone(), store.clone(), segment.to_string());
-    tokio::task::spawn_blocking(move || {
-        let base_stats = write_aggregated(
-            store.as_ref(),
-            &segment,
-            base,
-            ndims,
-            aggs,
-            opts.block_rows,
-            &|rows| flat(0.0, &format!("base cuboid: {rows} rows written")),
-        )?;
-        flat(
-            1.0,
-            &format!(
-                "cuboid 1/{} (base, {} rows)",
-                layout.cuboids.len(),
-                base_stats.rows
-            ),
-        )?;
-        build_cuboids(
-            &layout,
-            base_stats,
-            &opts,
-            &cuboid_progress,
-            source_rows,
-            &|child, parent, share, written| {
-                build_one(
-                    &layout,
-                    store.as_ref(),
-                    &segment,
-                    share,
-                    child,
-                    parent,
-                    written,
-                )
-            },
-        )
-    })
-    .await
-    .map_err(|e| Error::Refused(format!("build task failed: {e}")))?
-}
-
-/// The cuboids of a build aggregated and written on `cluster`: the base cuboid from the
-/// flat-table plan (the executors read the source files), then each other cuboid from its
-/// smallest built parent, as [`build_here`] chooses them, `opts.threads` plans at a time.
-/// The source rows are counted here (one read of the flat table's key columns).
-#[allow(clippy::too_many_arguments)]
-async fn build_on_cluster(
+async fn build_cuboids_with_plans(
     ctx: &datafusion::prelude::SessionContext,
     sql: &str,
     layout: Arc<CubeLayout>,
@@ -340,15 +228,13 @@ async fn build_on_cluster(
     segment: &str,
     tracker: &Arc<Tracker>,
     flat: Progress,
-    cluster: Arc<dyn remote::PlanRunner>,
 ) -> Result<BuildOutput> {
+    let runner = opts.runner();
     let threads = opts.threads.max(1);
-    let (spill_dir, batch_rows) = (opts.spill.dir.clone(), opts.block_rows.max(1024));
-    let plan_opts = move |partitions: usize, memory: usize| plan::PlanOptions {
-        partitions,
-        memory_bytes_per_partition: memory,
-        spill_dir: spill_dir.clone(),
-        batch_rows,
+    let place = if opts.cluster.is_some() {
+        " on the cluster"
+    } else {
+        ""
     };
     flat(0.0, "counting the flat table's rows")?;
     let counted = ctx
@@ -370,26 +256,26 @@ async fn build_on_cluster(
         .ok_or_else(|| Error::invalid("flat table", "COUNT(*) returned no row"))?
         as u64;
     flat(0.0, "base cuboid: planning")?;
-    // The scan splits into one task per build thread (the cluster's cores, configured).
+    // The scan splits into one task per build thread (the cores, configured).
     let cluster_ctx =
         crate::source::source_context_with(&layout.tables, &opts.source_url, Some(threads)).await?;
     let flat_plan = cluster_ctx.sql(sql).await?.create_physical_plan().await?;
-    let base_message = "base cuboid: aggregating on the cluster";
-    let base_stats = remote::build_base(
-        cluster.as_ref(),
+    let base_message = format!("base cuboid: aggregating{place}");
+    let base_stats = runner::build_base(
+        runner.as_ref(),
         &layout,
         store.clone(),
         segment,
         flat_plan,
-        &plan_opts(threads, opts.spill.memory_bytes / threads),
+        &opts.plan_options(threads, opts.spill.memory_bytes / threads),
         opts.block_rows,
-        &|| flat(0.0, base_message),
+        &|| flat(0.0, &base_message),
     )
     .await?;
     flat(
         1.0,
         &format!(
-            "cuboid 1/{} (base, {} rows, on the cluster)",
+            "cuboid 1/{} (base, {} rows{place})",
             layout.cuboids.len(),
             base_stats.rows
         ),
@@ -406,14 +292,14 @@ async fn build_on_cluster(
             source_rows,
             &|child, parent, share, written| {
                 written(0)?;
-                runtime.block_on(remote::build_child(
-                    cluster.as_ref(),
+                runtime.block_on(runner::build_child(
+                    runner.as_ref(),
                     &layout,
                     store.clone(),
                     &segment,
                     child,
                     parent,
-                    &plan_opts(1, share.spill.memory_bytes),
+                    &share.plan_options(1, share.spill.memory_bytes),
                     share.block_rows,
                     &|| written(0),
                 ))
@@ -435,123 +321,23 @@ type ChildBuilder<'a> = dyn Fn(
     + Sync
     + 'a;
 
-/// Reads the flat table into the base cuboid's aggregation on every core: each partition of
-/// the flat-table plan is read by its own task, which prepares the measure inputs and sends
-/// the rows, hash-partitioned by their dimension values, to `opts.threads` aggregators on
-/// their own threads, each with its share of the memory budget (see [`partitioned`]).
-/// Returns the aggregators (disjoint keys); `flat` hears the rows read and stops the read
-/// with its error.
-async fn read_flat_table(
-    ctx: &datafusion::prelude::SessionContext,
-    sql: &str,
-    layout: &CubeLayout,
-    dicts: Vec<Option<Arc<GlobalDict>>>,
-    opts: &BuildOptions,
-    flat: &Progress,
-) -> Result<Vec<SpillingAggregator>> {
-    let parts = opts.threads.max(1);
-    let mut share = opts.clone();
-    share.spill.memory_bytes = opts.spill.memory_bytes / parts;
-    let base = layout.base_cuboid();
-    let ndims = layout.rowkey.len();
-    let aggs = (0..parts)
-        .map(|_| share.aggregator(Mode::Raw, dim_fields(layout, base), layout))
-        .collect::<Result<Vec<_>>>()?;
-    let mut inputs_of: Vec<Option<usize>> = Vec::new();
-    let mut next_input = ndims;
-    for m in &layout.measures {
-        inputs_of.push(m.input.as_ref().map(|_| {
-            next_input += 1;
-            next_input - 1
-        }));
-    }
-    let prepare = Arc::new(move |batch: RecordBatch| -> Result<partitioned::Chunk> {
-        let dims: Vec<ArrayRef> = batch.columns()[..ndims].to_vec();
-        let inputs: Vec<Option<ArrayRef>> = inputs_of
-            .iter()
-            .zip(&dicts)
-            .map(|(i, dict)| {
-                i.map(|i| match dict {
-                    // The bitmap's raw mode adds the ids as integers.
-                    Some(d) => d.map_ids(batch.column(i)),
-                    None => Ok(batch.column(i).clone()),
-                })
-                .transpose()
-            })
-            .collect::<Result<_>>()?;
-        Ok(partitioned::Chunk {
-            dims,
-            inputs,
-            rows: batch.num_rows(),
-        })
-    });
-    let plan = ctx.sql(sql).await?.create_physical_plan().await?;
-    let streams = datafusion::physical_plan::execute_stream_partitioned(plan, ctx.task_ctx())?;
-    let workers = partitioned::Workers::start(aggs)?;
-    let read = Arc::new(AtomicU64::new(0));
-    let batches = Arc::new(AtomicU64::new(0));
-    let mut readers = tokio::task::JoinSet::new();
-    for mut stream in streams {
-        let (feeder, prepare, read, batches, flat) = (
-            workers.feeder(),
-            prepare.clone(),
-            read.clone(),
-            batches.clone(),
-            flat.clone(),
-        );
-        readers.spawn(async move {
-            while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                let rows = batch.num_rows() as u64;
-                feeder.send(prepare(batch)?).await?;
-                let total = read.fetch_add(rows, Ordering::Relaxed) + rows;
-                if (batches.fetch_add(1, Ordering::Relaxed) + 1).is_multiple_of(64) {
-                    flat(0.0, &format!("flat table: {total} rows read"))?;
-                }
-            }
-            Ok::<_, Error>(())
-        });
-    }
-    let mut failed = None;
-    while let Some(r) = readers.join_next().await {
-        let r = r
-            .map_err(|e| Error::Refused(format!("flat-table reader failed: {e}")))
-            .and_then(|r| r);
-        if let Err(e) = r {
-            failed.get_or_insert(e);
-            // Dropping the other readers drops their feeders, so the workers can finish.
-            readers.abort_all();
-        }
-    }
-    let finished = workers.finish().await;
-    match (failed, finished) {
-        // A worker's own error explains why a reader could not send.
-        (_, Err(e)) => Err(e),
-        (Some(e), Ok(_)) => Err(e),
-        (None, Ok(aggs)) => Ok(aggs),
-    }
-}
-
-/// The global dictionary of each measure that uses one (`None` for the others), grown by
-/// the values of this build: one `SELECT DISTINCT` of the column over the flat table, the
-/// new values committed before any cuboid is written (see [`crate::dict`]). Measures on the
-/// same column share one dictionary, loaded once.
+/// Grows the global dictionary of each measure that uses one by the values of this build:
+/// one `SELECT DISTINCT` of the column over the flat table, the new values committed before
+/// any cuboid is written (see [`crate::dict`]); the base cuboid's plan then maps values to
+/// ids ([`plan::GlobalDictIdsExec`]). Measures on the same column share one dictionary.
 async fn global_dicts(
     layout: &CubeLayout,
     ctx: &datafusion::prelude::SessionContext,
     store: &Arc<dyn SegmentStore>,
     flat_sql: &str,
     progress: &Progress,
-) -> Result<Vec<Option<Arc<GlobalDict>>>> {
-    let mut loaded: HashMap<String, Arc<GlobalDict>> = HashMap::new();
-    let mut out = Vec::with_capacity(layout.measures.len());
+) -> Result<()> {
+    let mut grown: std::collections::HashSet<String> = std::collections::HashSet::new();
     for (i, m) in layout.measures.iter().enumerate() {
         let Some(name) = measure_dict_name(layout, m) else {
-            out.push(None);
             continue;
         };
-        if let Some(d) = loaded.get(&name) {
-            out.push(Some(d.clone()));
+        if !grown.insert(name.clone()) {
             continue;
         }
         progress(0.0, &format!("global dictionary {name}: loading"))?;
@@ -578,17 +364,11 @@ async fn global_dicts(
             &format!("global dictionary {name}: {} new values", new.len()),
         )?;
         let s = store.clone();
-        let dict = tokio::task::spawn_blocking(move || {
-            dict.grow(s.as_ref(), new.iter().map(|v| &**v))?;
-            Ok::<_, Error>(dict)
-        })
-        .await
-        .map_err(|e| Error::Refused(format!("dictionary task failed: {e}")))??;
-        let dict = Arc::new(dict);
-        loaded.insert(name, dict.clone());
-        out.push(Some(dict));
+        tokio::task::spawn_blocking(move || dict.grow(s.as_ref(), new.iter().map(|v| &**v)))
+            .await
+            .map_err(|e| Error::Refused(format!("dictionary task failed: {e}")))??;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Builds each cuboid but the (already written) base from its smallest built parent, on
@@ -731,58 +511,14 @@ fn next_cuboid(plan: &Mutex<Plan>, changed: &Condvar) -> Option<(CuboidId, Cuboi
     }
 }
 
-/// Aggregates `child` from the stored `parent` (any built cuboid covering it) and writes it;
-/// `opts.spill` is this one aggregation's budget. Public: it also adds cuboids to a built
-/// segment.
-pub fn build_one(
-    layout: &CubeLayout,
-    store: &dyn SegmentStore,
-    segment: &str,
-    opts: &BuildOptions,
-    child: CuboidId,
-    parent: CuboidId,
-    written: &dyn Fn(u64) -> Result<()>,
-) -> Result<CuboidStats> {
-    let nm = layout.measures.len();
-    let parent_cols = layout.cuboid_columns(parent);
-    let positions: Vec<usize> = layout
-        .cuboid_columns(child)
-        .iter()
-        .map(|c| {
-            parent_cols
-                .iter()
-                .position(|p| p == c)
-                .expect("parent covers child")
-        })
-        .collect();
-    let mut agg = opts.aggregator(Mode::Merge, dim_fields(layout, child), layout)?;
-    for_each_block(store, segment, parent, |b| {
-        let dims: Vec<ArrayRef> = positions.iter().map(|&i| b.column(i).clone()).collect();
-        let inputs: Vec<Option<ArrayRef>> = (0..nm)
-            .map(|m| Some(b.column(parent_cols.len() + m).clone()))
-            .collect();
-        agg.update(&dims, &inputs, b.num_rows())
-    })?;
-    write_aggregated(
-        store,
-        segment,
-        child,
-        positions.len(),
-        vec![agg],
-        opts.block_rows,
-        written,
-    )
-}
-
 /// Merges the stored cuboids of `sources` (adjacent READY segments) into `target`,
-/// re-aggregating each cuboid; reads verify block checksums. Cuboids are merged
-/// `opts.threads` at a time (they are independent), largest first, sharing the memory budget.
-/// `progress` hears the fraction of cuboids merged; a worker may repeat an older one while
-/// it writes, so report through a [`progress::Tracker`] phase. Synchronous: run it off the
-/// async runtime.
-pub fn merge_segments(
+/// re-aggregating each cuboid by a plan on `opts.runner()`; reads verify block checksums.
+/// Cuboids are merged `opts.threads` at a time (they are independent), largest first,
+/// sharing the memory budget. `progress` hears the fraction of cuboids merged; a running
+/// merge may repeat an older one, so report through a [`progress::Tracker`] phase.
+pub async fn merge_segments(
     layout: &CubeLayout,
-    store: &dyn SegmentStore,
+    store: &Arc<dyn SegmentStore>,
     sources: &[String],
     target: &str,
     opts: &BuildOptions,
@@ -790,75 +526,44 @@ pub fn merge_segments(
 ) -> Result<Vec<CuboidStats>> {
     let total = layout.cuboids.len();
     let threads = opts.threads.clamp(1, total.max(1));
-    let mut share = opts.clone();
-    share.spill.memory_bytes = opts.spill.memory_bytes / threads;
+    let runner = opts.runner();
+    let plan_opts = opts.plan_options(1, opts.spill.memory_bytes / threads);
+    let merged = AtomicUsize::new(0);
     // The layout lists cuboids by descending dimension count: the big ones start first.
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let done: Mutex<(Vec<CuboidStats>, Option<Error>)> = Mutex::new((Vec::new(), None));
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                if done.lock().expect("merge results").1.is_some() {
-                    return;
-                }
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&c) = layout.cuboids.get(i) else {
-                    return;
-                };
-                let fraction = done.lock().expect("merge results").0.len() as f64 / total as f64;
-                let result = merge_one(layout, store, sources, target, &share, c, &|rows| {
-                    progress(
-                        fraction,
-                        &format!("merging cuboid {c}: {rows} rows written"),
-                    )
-                })
-                .and_then(|st| {
-                    let merged = done.lock().expect("merge results").0.len() + 1;
-                    progress(
-                        merged as f64 / total as f64,
-                        &format!("merged cuboid {merged}/{total} ({} rows)", st.rows),
-                    )?;
-                    Ok(st)
-                });
-                let mut d = done.lock().expect("merge results");
-                match result {
-                    Ok(st) => d.0.push(st),
-                    Err(e) => {
-                        d.1.get_or_insert(e);
-                    }
-                }
-            });
-        }
-    });
-    let (mut stats, failed) = done.into_inner().expect("merge results");
-    if let Some(e) = failed {
-        return Err(e);
+    let merges: Vec<futures::future::BoxFuture<'_, Result<CuboidStats>>> = layout
+        .cuboids
+        .iter()
+        .map(|&c| {
+            let (runner, plan_opts, merged) = (runner.clone(), &plan_opts, &merged);
+            Box::pin(async move {
+                let fraction = || merged.load(Ordering::Relaxed) as f64 / total as f64;
+                let st = runner::merge_cuboid(
+                    runner.as_ref(),
+                    layout,
+                    store.clone(),
+                    sources,
+                    target,
+                    c,
+                    plan_opts,
+                    opts.block_rows,
+                    &|| progress(fraction(), &format!("merging cuboid {c}")),
+                )
+                .await?;
+                let done = merged.fetch_add(1, Ordering::Relaxed) + 1;
+                progress(
+                    done as f64 / total as f64,
+                    &format!("merged cuboid {done}/{total} ({} rows)", st.rows),
+                )?;
+                Ok::<_, Error>(st)
+            }) as _
+        })
+        .collect();
+    let mut merges = futures::stream::iter(merges).buffer_unordered(threads);
+    let mut stats = Vec::with_capacity(total);
+    // The first error ends the merge; dropping the stream stops the other running plans.
+    while let Some(st) = merges.next().await {
+        stats.push(st?);
     }
     stats.sort_by_key(|st| layout.cuboids.iter().position(|&c| c == st.id));
     Ok(stats)
-}
-
-/// Re-aggregates cuboid `c` of every segment of `sources` into `target`.
-fn merge_one(
-    layout: &CubeLayout,
-    store: &dyn SegmentStore,
-    sources: &[String],
-    target: &str,
-    opts: &BuildOptions,
-    c: CuboidId,
-    written: &dyn Fn(u64) -> Result<()>,
-) -> Result<CuboidStats> {
-    let nm = layout.measures.len();
-    let dims = dim_fields(layout, c);
-    let nd = dims.len();
-    let mut agg = opts.aggregator(Mode::Merge, dims, layout)?;
-    for s in sources {
-        for_each_block(store, s, c, |b| {
-            let d: Vec<ArrayRef> = b.columns()[..nd].to_vec();
-            let inputs: Vec<Option<ArrayRef>> =
-                (0..nm).map(|m| Some(b.column(nd + m).clone())).collect();
-            agg.update(&d, &inputs, b.num_rows())
-        })?;
-    }
-    write_aggregated(store, target, c, nd, vec![agg], opts.block_rows, written)
 }

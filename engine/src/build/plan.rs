@@ -10,7 +10,7 @@
 //! - [`CuboidSinkExec`] on top writes the rows as blocks and the manifest.
 //!
 //! Each partition aggregates its groups with the build's own [`SpillingAggregator`] (the
-//! state bytes of a local build, spilling under its share of the budget) and emits them in
+//! stored state bytes, spilling under its share of the budget) and emits them in
 //! rowkey order; the merge yields the cuboid in rowkey order. Ballista cuts stages at the
 //! repartition and the merge, so the shuffle between them crosses executors.
 //!
@@ -584,8 +584,8 @@ impl ExecutionPlan for GlobalDictIdsExec {
 }
 
 /// Writes its input (one partition, a cuboid's rows in rowkey order) into the segment store
-/// as blocks of `block_rows` rows and then the manifest, exactly as a local build's writer
-/// does, and returns one row: `cuboid`, `rows`, `blocks`, `bytes`. Block numbers follow from
+/// as blocks of `block_rows` rows and then the manifest with [`crate::storage::block::CuboidWriter`],
+/// and returns one row: `cuboid`, `rows`, `blocks`, `bytes`. Block numbers follow from
 /// the rows (0, 1, … in rowkey order), so a retried task rewrites the same blocks with the
 /// same bytes. The segment becomes visible only when the job engine commits it.
 #[derive(Debug)]
@@ -795,7 +795,7 @@ pub struct PlanOptions {
 
 /// The plan that aggregates cuboid `child` from the stored cuboid `parent` of `segments`
 /// (one segment: a child cuboid of a build; several: a merge, with `parent == child`). Its
-/// output is the child's rows in rowkey order, dimensions then states, as a local build
+/// output is the child's rows in rowkey order, dimensions then states, as they are stored
 /// writes them.
 pub fn child_cuboid_plan(
     layout: &CubeLayout,
@@ -841,7 +841,7 @@ pub fn child_cuboid_plan(
 /// of [`super::source::flat_table_sql`] (dimensions in rowkey order, then one input column
 /// per measure that has one). Values of measures on a global dictionary become their ids
 /// (the dictionaries must already hold every value). The output is the base cuboid's rows in
-/// rowkey order, as a local build writes them.
+/// rowkey order, as they are stored.
 pub fn base_cuboid_plan(
     layout: &CubeLayout,
     store: Arc<dyn SegmentStore>,
@@ -1131,30 +1131,24 @@ fn decode_with_schema<T: for<'a> Deserialize<'a>>(buf: &[u8]) -> DfResult<(T, Sc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::array::{Array, AsArray, Int64Array};
     use datafusion::arrow::compute::concat_batches;
+    use datafusion::arrow::datatypes::{Int64Type, UInt64Type};
     use datafusion::prelude::SessionContext;
     use datafusion_proto::bytes::{
         physical_plan_from_bytes_with_extension_codec, physical_plan_to_bytes_with_extension_codec,
     };
 
     use crate::build::extend::tests::layout_with;
-    use crate::build::{build_one, dim_fields, write_aggregated, BuildOptions};
     use crate::model::desc::{MeasureDesc, MeasureFunction};
-    use crate::storage::block::read_cuboid;
     use crate::storage::LocalSegmentStore;
 
-    /// Every row of a cuboid as stored, in one batch.
-    fn stored(store: &dyn SegmentStore, segment: &str, cuboid: CuboidId) -> RecordBatch {
-        let (_, batches) = read_cuboid(store, segment, cuboid).unwrap();
-        concat_batches(&batches[0].schema(), &batches).unwrap()
-    }
-
-    /// A child cuboid aggregated by its plan (locally, and after a trip through DataFusion's
-    /// plan protobuf with the codec, with and without spilling) has the same rows and the
-    /// same state bytes as the one `build_one` writes.
+    /// A child cuboid aggregated by its plan has the same rows and state bytes whatever the
+    /// partitions and the budget (spilling or not), locally and after a trip through
+    /// DataFusion's plan protobuf with the codec; its counts and sums are those of the flat
+    /// rows; its sink writes the same blocks and manifest.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn child_cuboid_plan_equals_the_local_build() {
+    async fn child_cuboid_plans_agree_whatever_their_partitions_and_budget() {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn SegmentStore> =
             Arc::new(LocalSegmentStore::open(dir.path().join("store")).unwrap());
@@ -1170,95 +1164,99 @@ mod tests {
                 Some("bitmap"),
             ),
         ]);
-        let opts = BuildOptions {
-            source_url: dir.path().into(),
-            block_rows: 64,
-            spill: SpillOptions {
-                memory_bytes: 64 << 20,
-                dir: dir.path().into(),
-            },
-            threads: 1,
-            cluster: None,
-        };
         // The base cuboid (a, b, c) of 5,000 flat rows, some with NULL dimensions.
         let rows = 5_000i64;
         let col = |f: &dyn Fn(i64) -> Option<i64>| {
             Arc::new((0..rows).map(f).collect::<Int64Array>()) as ArrayRef
         };
-        let mut agg = opts
-            .aggregator(Mode::Raw, dim_fields(&layout, 0b111), &layout)
-            .unwrap();
-        let v = col(&|i| Some((i * 7919) % 1000));
-        agg.update(
-            &[
+        let v = |i: i64| (i * 7919) % 1000;
+        let vs = col(&|i| Some(v(i)));
+        let segment = "5e6";
+        crate::build::runner::tests::write_base(
+            &layout,
+            &store,
+            segment,
+            vec![
                 col(&|i| (i % 13 != 0).then_some(i % 17)),
                 col(&|i| Some(i % 29)),
                 col(&|i| (i % 11 != 0).then_some(i % 5)),
+                vs.clone(),
+                vs.clone(),
+                vs.clone(),
+                vs,
             ],
-            &[
-                None,
-                Some(v.clone()),
-                Some(v.clone()),
-                Some(v.clone()),
-                Some(v),
-            ],
-            rows as usize,
-        )
-        .unwrap();
-        let segment = "5e6";
-        write_aggregated(
-            store.as_ref(),
-            segment,
-            0b111,
-            3,
-            vec![agg],
             64,
-            &|_| Ok(()),
         )
-        .unwrap();
+        .await;
+        let plan_opts = |partitions, memory| PlanOptions {
+            partitions,
+            memory_bytes_per_partition: memory,
+            spill_dir: dir.path().into(),
+            batch_rows: 100,
+        };
+        let ctx = SessionContext::new();
+        let run = |plan: Arc<dyn ExecutionPlan>| {
+            let task = ctx.task_ctx();
+            async move {
+                let batches = datafusion::physical_plan::collect(plan, task)
+                    .await
+                    .unwrap();
+                concat_batches(&batches[0].schema(), &batches).unwrap()
+            }
+        };
         for child in [0b101, 0b001, 0] {
-            build_one(
+            // The reference: one partition, no spilling.
+            let want = run(child_cuboid_plan(
                 &layout,
-                store.as_ref(),
-                segment,
-                &opts,
+                store.clone(),
+                vec![segment.into()],
                 child,
                 0b111,
-                &|_| Ok(()),
+                &plan_opts(1, 64 << 20),
             )
-            .unwrap();
-            let want = stored(store.as_ref(), segment, child);
+            .unwrap())
+            .await;
             assert!(want.num_rows() > 0);
+            let ints = |c: usize| want.column(c).as_primitive::<Int64Type>().values().to_vec();
+            let ndims = child.count_ones() as usize;
+            // Counts and sums against the flat rows.
+            assert_eq!(ints(ndims).iter().sum::<i64>(), rows, "cuboid {child}");
+            assert_eq!(
+                ints(ndims + 1).iter().sum::<i64>(),
+                (0..rows).map(v).sum::<i64>(),
+                "cuboid {child}"
+            );
+            if child == 0b001 {
+                // Cuboid (c): c = i % 5, NULL when i % 11 == 0, rowkey order (NULL last).
+                let c = want.column(0).as_primitive::<Int64Type>();
+                for (r, n) in ints(1).iter().enumerate() {
+                    let key = c.is_valid(r).then(|| c.value(r));
+                    let expected = (0..rows)
+                        .filter(|i| (i % 11 != 0).then_some(i % 5) == key)
+                        .count() as i64;
+                    assert_eq!(*n, expected, "cuboid (c) row {r}");
+                }
+            }
             // 4 KiB per partition spills runs; 64 MiB does not.
             for memory in [4 << 10, 64 << 20] {
                 let runs_before = crate::build::spill::runs_written();
-                let plan_opts = PlanOptions {
-                    partitions: 3,
-                    memory_bytes_per_partition: memory,
-                    spill_dir: dir.path().into(),
-                    batch_rows: 100,
-                };
                 let plan = child_cuboid_plan(
                     &layout,
                     store.clone(),
                     vec![segment.into()],
                     child,
                     0b111,
-                    &plan_opts,
+                    &plan_opts(3, memory),
                 )
                 .unwrap();
                 let codec = BuildPlanCodec::new(store.clone(), dir.path().into());
                 let bytes =
                     physical_plan_to_bytes_with_extension_codec(plan.clone(), &codec).unwrap();
-                let ctx = SessionContext::new();
                 let decoded =
                     physical_plan_from_bytes_with_extension_codec(&bytes, &ctx.task_ctx(), &codec)
                         .unwrap();
                 for p in [plan, decoded] {
-                    let batches = datafusion::physical_plan::collect(p, ctx.task_ctx())
-                        .await
-                        .unwrap();
-                    let got = concat_batches(&batches[0].schema(), &batches).unwrap();
+                    let got = run(p).await;
                     assert_eq!(got.num_rows(), want.num_rows(), "cuboid {child}");
                     assert_eq!(
                         got.columns(),
@@ -1276,55 +1274,49 @@ mod tests {
                 }
             }
         }
-        // The sink writes the blocks and manifest `build_one` wrote, byte for byte.
-        let plan_opts = PlanOptions {
-            partitions: 3,
-            memory_bytes_per_partition: 64 << 20,
-            spill_dir: dir.path().into(),
-            batch_rows: 100,
-        };
-        let ctx = SessionContext::new();
+        // The sink writes the same blocks and manifest from one partition or three.
         for child in [0b101, 0b001, 0] {
-            let plan = child_cuboid_plan(
-                &layout,
-                store.clone(),
-                vec![segment.into()],
-                child,
-                0b111,
-                &plan_opts,
-            )
-            .unwrap();
-            let sink = Arc::new(
-                CuboidSinkExec::try_new(
-                    plan,
+            let mut manifests = Vec::new();
+            for (target, partitions) in [("7e7", 1), ("7e9", 3)] {
+                let plan = child_cuboid_plan(
+                    &layout,
                     store.clone(),
-                    "7e7",
+                    vec![segment.into()],
                     child,
-                    child.count_ones() as usize,
-                    64,
+                    0b111,
+                    &plan_opts(partitions, 64 << 20),
                 )
-                .unwrap(),
-            );
-            let out = datafusion::physical_plan::collect(sink, ctx.task_ctx())
-                .await
                 .unwrap();
-            let want =
-                crate::storage::block::read_manifest(store.as_ref(), segment, child).unwrap();
-            let got = crate::storage::block::read_manifest(store.as_ref(), "7e7", child).unwrap();
-            assert_eq!(got, want);
-            for b in 0..want.blocks.len() as u32 {
+                let sink = Arc::new(
+                    CuboidSinkExec::try_new(
+                        plan,
+                        store.clone(),
+                        target,
+                        child,
+                        child.count_ones() as usize,
+                        64,
+                    )
+                    .unwrap(),
+                );
+                let out = run(sink).await;
+                let m =
+                    crate::storage::block::read_manifest(store.as_ref(), target, child).unwrap();
+                let rows = out.column(1).as_primitive::<UInt64Type>();
+                assert_eq!(rows.value(0), m.rows);
+                manifests.push(m);
+            }
+            assert_eq!(manifests[0], manifests[1]);
+            if child == 0b101 {
+                assert!(manifests[0].blocks.len() > 1, "several blocks compared");
+            }
+            for b in 0..manifests[0].blocks.len() as u32 {
                 assert_eq!(
                     store.get_block("7e7", child, b).unwrap(),
-                    store.get_block(segment, child, b).unwrap()
+                    store.get_block("7e9", child, b).unwrap()
                 );
             }
-            let rows = out[0]
-                .column(1)
-                .as_any()
-                .downcast_ref::<datafusion::arrow::array::UInt64Array>()
-                .unwrap();
-            assert_eq!(rows.value(0), want.rows);
         }
+        let plan_opts = plan_opts(3, 64 << 20);
         // A failed input leaves no manifest: the cuboid was not written.
         let plan = child_cuboid_plan(
             &layout,

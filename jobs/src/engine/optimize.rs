@@ -64,7 +64,8 @@ impl JobEngine {
             .filter(|s| s.built_under(&signature))
             .cloned()
             .collect();
-        let opts = build_options(&self.config);
+        let mut opts = build_options(&self.config);
+        opts.cluster = self.build_cluster()?;
         let total = segments.len().max(1) as f64;
         let mut built: Vec<(String, Vec<CuboidStats>)> = Vec::new();
         for (i, seg) in segments.into_iter().enumerate() {
@@ -74,21 +75,16 @@ impl JobEngine {
             }
             let outer = progress.clone();
             let sub: Progress = Arc::new(move |f, m| outer((i as f64 + f) / total, m));
-            let (layout, store, opts) = (layout.clone(), self.store.clone(), opts.clone());
-            let id = seg.id.clone();
-            let stats = tokio::task::spawn_blocking(move || {
-                extend_segment(
-                    &layout,
-                    store.as_ref(),
-                    &id,
-                    &seg.cuboids,
-                    &missing,
-                    &opts,
-                    &sub,
-                )
-            })
-            .await
-            .map_err(|e| Error::Refused(format!("optimize task failed: {e}")))??;
+            let stats = extend_segment(
+                &layout,
+                &self.store,
+                &seg.id,
+                &seg.cuboids,
+                &missing,
+                &opts,
+                &sub,
+            )
+            .await?;
             self.store.sync_segment(&seg.id)?;
             built.push((seg.id.clone(), stats));
         }

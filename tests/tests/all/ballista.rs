@@ -499,3 +499,72 @@ async fn a_discarded_build_cancels_its_ballista_job() {
         "the discarded build left its segment in the cube"
     );
 }
+
+/// A merge with `kylin.job.engine=ballista` re-aggregates every cuboid of the two segments
+/// on the cluster: the scheduler runs one sink plan of the merged segment per cuboid, whose
+/// blocks and manifests equal byte for byte the same merge run in this process, and the
+/// merged segment answers the 13 SSB queries as the oracle does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_runs_on_the_cluster() {
+    let source = shared_ssb_source(Path::new(env!("CARGO_TARGET_TMPDIR")), 0.01).await;
+    let env = TestEnv::with_properties(Backend::Local, &source, "kylin.job.build-threads=1\n");
+    env.install_sample(0.01).await;
+    for range in ["1992-01-01..1995-01-01", "1995-01-01..1999-01-01"] {
+        let job = env.build(range).await.expect("build");
+        assert_eq!(job.status, qilin_jobs::JobStatus::Succeed);
+    }
+    let sources = env.segment_ids();
+    assert_eq!(sources.len(), 2, "{sources:?}");
+    let layout = env.meta().cube_layout(ssb::CUBE, 4096).unwrap();
+    let store = env.engine.segment_store().clone();
+
+    // The same merge in this process, into a segment never committed.
+    let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
+    let mut in_range: Vec<_> = inst.segments.iter().collect();
+    in_range.sort_by_key(|s| s.range);
+    let ordered: Vec<String> = in_range.iter().map(|s| s.id.clone()).collect();
+    let opts = qilin_engine::build::BuildOptions {
+        source_url: env.config.stores.source_url.clone().into(),
+        block_rows: env.config.stores.block_rows,
+        spill: qilin_engine::build::spill::SpillOptions {
+            memory_bytes: 1 << 30,
+            dir: env.dir.path().join("spill"),
+        },
+        threads: 2,
+        cluster: None,
+    };
+    let progress: qilin_engine::build::Progress = Arc::new(|_, _| Ok(()));
+    qilin_engine::build::merge_segments(&layout, &store, &ordered, HERE, &opts, &progress)
+        .await
+        .expect("merge in this process");
+    let want = stored_bytes(&env, &layout, HERE);
+
+    let cluster = Cluster::start(&env);
+    let (cluster_config, cluster_engine) = env.engine_with(&on_cluster(&cluster.addr));
+    let range = SegmentRange::parse("1992-01-01", "1999-01-01").unwrap();
+    let merge = cluster_engine.submit_merge(ssb::CUBE, range).unwrap();
+    let done = cluster_engine
+        .run(&merge.id, qilin_tests::quiet())
+        .await
+        .expect("merge on the cluster");
+    assert_eq!(done.status, qilin_jobs::JobStatus::Succeed);
+    assert_eq!(
+        cluster.sinks_submitted(&merge.segment_id),
+        layout.cuboids.len(),
+        "cuboid plans of the merge the scheduler logged"
+    );
+    let (inst, _) = env.meta().cube_instance(ssb::CUBE).unwrap();
+    assert_eq!(inst.segments.len(), 1);
+    let merged = &inst.segments[0];
+    assert_eq!(merged.id, merge.segment_id);
+    assert_eq!(
+        merged.source_rows,
+        in_range.iter().map(|s| s.source_rows).sum::<u64>()
+    );
+    assert_same_bytes(&stored_bytes(&env, &layout, &merged.id), &want);
+    let mut engine =
+        qilin_engine::query::QueryEngine::new(&cluster_config, env.meta().clone(), store.clone());
+    let oracle = qilin_tests::oracle(&source).await;
+    qilin_tests::corpus::check_ssb_queries("merged on Ballista", &mut engine, &oracle).await;
+    drop(cluster);
+}

@@ -1,5 +1,6 @@
-//! The parallel build (the flat table hash-partitioned over several base-cuboid aggregators,
-//! their sorted outputs interleaved) writes the same cuboids as a single-threaded build:
+//! The parallel build (the flat table hash-partitioned over several aggregating partitions of
+//! the base cuboid's plan, their sorted outputs merged) writes the same cuboids as a
+//! single-threaded build:
 //! every cuboid of the SSB sample, compared row by row after decoding, with and without
 //! spilling.
 
@@ -93,7 +94,7 @@ async fn parallel_build_writes_the_same_cuboids_as_a_single_threaded_one() {
         "rows per cuboid"
     );
     let spills = qilin_engine::build::spill::runs_written();
-    // A budget far below the base cuboid: every partitioned aggregator spills.
+    // A budget far below the base cuboid: every aggregating partition spills.
     assert_eq!(build(&env, spilling, 3, 1 << 20).await, rows);
     assert!(
         qilin_engine::build::spill::runs_written() > spills + 3,

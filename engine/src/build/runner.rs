@@ -1,8 +1,10 @@
-//! Building cuboids on a cluster (`kylin.job.engine=ballista`): the job engine plans each
-//! cuboid ([`super::plan`]) and hands the plan, ending in a [`CuboidSinkExec`], to a
-//! [`PlanRunner`]; the cluster's executors aggregate and write the blocks and the manifest
-//! into the shared segment store, and the job engine commits the segment as after a local
-//! build. The engine knows nothing of Ballista: the runner comes from the caller.
+//! Where cuboid plans run. Every build, merge and cube extension plans each cuboid
+//! ([`super::plan`]) and hands the plan, ending in a [`CuboidSinkExec`], to a [`PlanRunner`]:
+//! [`LocalRunner`] runs it on this process's DataFusion runtime (`kylin.job.engine=local`),
+//! a cluster runner on Ballista's executors (`kylin.job.engine=ballista`), which aggregate
+//! and write the blocks and the manifest into the shared segment store. Either way the job
+//! engine then commits the segment. One code path: the engine knows nothing of Ballista,
+//! the cluster runner comes from the caller.
 
 use std::fmt;
 use std::sync::Arc;
@@ -18,23 +20,38 @@ use crate::error::{Error, Result};
 use crate::model::{CubeLayout, CuboidId, CuboidStats};
 use crate::storage::SegmentStore;
 
-/// Runs a cuboid plan to completion somewhere (a Ballista cluster) and returns its output.
+/// Runs a cuboid plan to completion somewhere (here, a Ballista cluster) and returns its
+/// output.
 pub trait PlanRunner: Send + Sync + fmt::Debug {
     /// The plan's output. Dropping the future before it is ready must stop the plan where it
     /// runs (cancel the cluster's job): that is how a discarded job or a lost lease stops a
-    /// build on the cluster while a plan runs.
+    /// build while a plan runs.
     fn run(&self, plan: Arc<dyn ExecutionPlan>) -> BoxFuture<'_, Result<Vec<RecordBatch>>>;
+}
+
+/// Runs plans on this process's DataFusion runtime: the default engine. Dropping the run
+/// drops the plan's streams, which stops its tasks.
+#[derive(Debug, Default)]
+pub struct LocalRunner;
+
+impl PlanRunner for LocalRunner {
+    fn run(&self, plan: Arc<dyn ExecutionPlan>) -> BoxFuture<'_, Result<Vec<RecordBatch>>> {
+        Box::pin(async move {
+            let ctx = Arc::new(datafusion::execution::TaskContext::default());
+            Ok(datafusion::physical_plan::collect(plan, ctx).await?)
+        })
+    }
 }
 
 /// Asked while a plan runs whether the build goes on: an error (a discarded job, a lost
 /// lease) stops it. The build's progress callback, with a message.
 pub type KeepGoing<'a> = &'a (dyn Fn() -> Result<()> + Send + Sync);
 
-/// How often a plan running on the cluster asks [`KeepGoing`].
+/// How often a running plan asks [`KeepGoing`].
 const CHECK_EVERY: Duration = Duration::from_millis(250);
 
 /// Runs `plan` on `runner`, asking `keep_going` every [`CHECK_EVERY`] while it runs. Its
-/// error drops the running plan (which cancels it on the cluster) and is returned: a base
+/// error drops the running plan (which stops it, on the cluster too) and is returned: a base
 /// cuboid plan runs for minutes on a large table, too long to wait for before a discarded
 /// job stops.
 async fn run_checked(
@@ -86,7 +103,7 @@ pub fn sink_stats(batches: &[RecordBatch]) -> Result<CuboidStats> {
 }
 
 /// Aggregates the base cuboid of `segment` from `flat` (the physical plan of the flat table)
-/// on the cluster.
+/// on `runner`.
 #[allow(clippy::too_many_arguments)]
 pub async fn build_base(
     runner: &dyn PlanRunner,
@@ -106,7 +123,7 @@ pub async fn build_base(
     expect_cuboid(base, sink_stats(&out)?)
 }
 
-/// Aggregates cuboid `child` of `segment` from its stored cuboid `parent` on the cluster.
+/// Aggregates cuboid `child` of `segment` from its stored cuboid `parent` on `runner`.
 #[allow(clippy::too_many_arguments)]
 pub async fn build_child(
     runner: &dyn PlanRunner,
@@ -133,6 +150,33 @@ pub async fn build_child(
     expect_cuboid(child, sink_stats(&out)?)
 }
 
+/// Re-aggregates cuboid `cuboid` of every segment of `sources` into `target` on `runner`.
+#[allow(clippy::too_many_arguments)]
+pub async fn merge_cuboid(
+    runner: &dyn PlanRunner,
+    layout: &CubeLayout,
+    store: Arc<dyn SegmentStore>,
+    sources: &[String],
+    target: &str,
+    cuboid: CuboidId,
+    opts: &PlanOptions,
+    block_rows: usize,
+    keep_going: KeepGoing<'_>,
+) -> Result<CuboidStats> {
+    let plan = child_cuboid_plan(
+        layout,
+        store.clone(),
+        sources.to_vec(),
+        cuboid,
+        cuboid,
+        opts,
+    )?;
+    let dims = layout.cuboid_columns(cuboid).len();
+    let sink = CuboidSinkExec::try_new(plan, store, target, cuboid, dims, block_rows)?;
+    let out = run_checked(runner, Arc::new(sink), keep_going).await?;
+    expect_cuboid(cuboid, sink_stats(&out)?)
+}
+
 fn expect_cuboid(want: CuboidId, got: CuboidStats) -> Result<CuboidStats> {
     if got.id != want {
         return Err(Error::invalid(
@@ -144,9 +188,56 @@ fn expect_cuboid(want: CuboidId, got: CuboidStats) -> Result<CuboidStats> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use datafusion::arrow::array::UInt64Array;
+    use datafusion::arrow::array::{ArrayRef, UInt64Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::datasource::memory::MemorySourceConfig;
+
+    /// Writes the base cuboid of `segment` from flat-table `columns` (the dimensions in
+    /// rowkey order, then one input per measure that has one), as a build does, in blocks of
+    /// `block_rows` rows.
+    pub(crate) async fn write_base(
+        layout: &CubeLayout,
+        store: &Arc<dyn SegmentStore>,
+        segment: &str,
+        columns: Vec<ArrayRef>,
+        block_rows: usize,
+    ) -> CuboidStats {
+        let fields: Vec<Field> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let name = layout
+                    .rowkey
+                    .get(i)
+                    .map_or_else(|| format!("__m{i}"), |rk| rk.name.clone());
+                Field::new(name, c.data_type().clone(), true)
+            })
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        let batch = RecordBatch::try_new(schema.clone(), columns).unwrap();
+        let flat = MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = PlanOptions {
+            partitions: 2,
+            memory_bytes_per_partition: 16 << 20,
+            spill_dir: dir.path().into(),
+            batch_rows: 1024,
+        };
+        build_base(
+            &LocalRunner,
+            layout,
+            store.clone(),
+            segment,
+            flat,
+            &opts,
+            block_rows,
+            &|| Ok(()),
+        )
+        .await
+        .unwrap()
+    }
 
     fn row(values: [u64; 4]) -> RecordBatch {
         RecordBatch::try_new(
