@@ -30,7 +30,8 @@ pub fn missing_cuboids(layout: &CubeLayout, stored: &[CuboidStats]) -> Vec<Cuboi
 /// Builds `cuboids` into `segment`, whose stored cuboids are `stored` (the base among them),
 /// each from the stored or just-built cuboid covering it with the fewest rows. Returns the
 /// new cuboids' stats in the order of `cuboids`; the caller syncs the segment and commits.
-/// Each cuboid is a plan on `opts.runner()`, with the whole memory budget.
+/// Each cuboid is a plan on `opts.runner()` that aggregates in `opts.threads` partitions
+/// (one cuboid at a time: a larger one may be the parent of the next), sharing the budget.
 pub async fn extend_segment(
     layout: &CubeLayout,
     store: &Arc<dyn SegmentStore>,
@@ -48,7 +49,8 @@ pub async fn extend_segment(
         )));
     }
     let runner = opts.runner();
-    let plan_opts = opts.plan_options(1, opts.spill.memory_bytes);
+    let threads = opts.threads.max(1);
+    let plan_opts = opts.plan_options(threads, opts.spill.memory_bytes / threads);
     let mut have: Vec<(CuboidId, u64)> = stored.iter().map(|s| (s.id, s.rows)).collect();
     let mut out = Vec::with_capacity(cuboids.len());
     // Largest first, whatever order the caller gave.

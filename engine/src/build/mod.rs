@@ -257,9 +257,9 @@ async fn build_cuboids_with_plans(
         as u64;
     flat(0.0, "base cuboid: planning")?;
     // The scan splits into one task per build thread (the cores, configured).
-    let cluster_ctx =
+    let plan_ctx =
         crate::source::source_context_with(&layout.tables, &opts.source_url, Some(threads)).await?;
-    let flat_plan = cluster_ctx.sql(sql).await?.create_physical_plan().await?;
+    let flat_plan = plan_ctx.sql(sql).await?.create_physical_plan().await?;
     let base_message = format!("base cuboid: aggregating{place}");
     let base_stats = runner::build_base(
         runner.as_ref(),

@@ -387,41 +387,64 @@ impl ExecutionPlan for CuboidAggregateExec {
             .map_err(Error::into_datafusion)?;
         let spec = self.spec.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
-        tokio::spawn(async move {
-            let mut fed = async {
-                while let Some(batch) = input.next().await {
-                    let batch = batch?;
-                    let dims: Vec<ArrayRef> = batch.columns()[..spec.dims].to_vec();
-                    let inputs: Vec<Option<ArrayRef>> = spec
-                        .inputs
-                        .iter()
-                        .map(|i| i.map(|i| batch.column(i).clone()))
-                        .collect();
-                    agg.update(&dims, &inputs, batch.num_rows())
-                        .map_err(Error::into_datafusion)?;
+        // Merging states is CPU work of seconds per batch for heavy measures (TOP_N): it runs
+        // on the blocking pool, never on the async workers, which must stay free for the
+        // rest of the process (in a job engine: renewing its lease). The async task only
+        // forwards the input; `None` marks its end, so an input that fails or is dropped
+        // never emits a partial aggregation.
+        let (feed, mut fed_rx) = tokio::sync::mpsc::channel::<Option<RecordBatch>>(2);
+        let emit = tx.clone();
+        let aggregating = tokio::task::spawn_blocking(move || -> Result<()> {
+            loop {
+                match fed_rx.blocking_recv() {
+                    Some(Some(batch)) => {
+                        let dims: Vec<ArrayRef> = batch.columns()[..spec.dims].to_vec();
+                        let inputs: Vec<Option<ArrayRef>> = spec
+                            .inputs
+                            .iter()
+                            .map(|i| i.map(|i| batch.column(i).clone()))
+                            .collect();
+                        agg.update(&dims, &inputs, batch.num_rows())?;
+                    }
+                    Some(None) => break,
+                    None => {
+                        return Err(Error::Refused(
+                            "the cuboid aggregation's input stopped before its end".into(),
+                        ))
+                    }
                 }
+            }
+            agg.finish_each(|b| {
+                emit.blocking_send(Ok(b))
+                    .map_err(|_| Error::Refused("the cuboid aggregation's consumer stopped".into()))
+            })
+        });
+        tokio::spawn(async move {
+            let forwarded = async {
+                while let Some(batch) = input.next().await {
+                    // The consumer is gone, or the aggregation failed (its error follows).
+                    if tx.is_closed() || feed.send(Some(batch?)).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                let _ = feed.send(None).await;
                 Ok::<_, DataFusionError>(())
             }
             .await;
-            if fed.is_ok() {
-                // Merging spilled runs reads files: off the async workers.
-                let emit = tx.clone();
-                fed = tokio::task::spawn_blocking(move || {
-                    agg.finish_each(|b| {
-                        emit.blocking_send(Ok(b)).map_err(|_| {
-                            Error::Refused("the cuboid aggregation's consumer stopped".into())
-                        })
+            drop(feed);
+            let result = match forwarded {
+                // The aggregation ends on its own: its input is gone.
+                Err(e) => Err(e),
+                Ok(()) => aggregating
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(Error::Refused(format!(
+                            "cuboid aggregation task failed: {e}"
+                        )))
                     })
-                    .map_err(Error::into_datafusion)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    Err(DataFusionError::Execution(format!(
-                        "cuboid aggregation task failed: {e}"
-                    )))
-                });
-            }
-            if let Err(e) = fed {
+                    .map_err(Error::into_datafusion),
+            };
+            if let Err(e) = result {
                 let _ = tx.send(Err(e)).await;
             }
         });
