@@ -65,6 +65,10 @@ pub struct QueryRecord {
     pub chosen_rows: u64,
     /// The query's time from planning to its last batch, in milliseconds.
     pub millis: f64,
+    /// The statement's text, for the warm start to replay the most frequent statements
+    /// (absent for statements run with bound parameters, and in lines written before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
 }
 
 /// What one cuboid-answered aggregate of a query needed and what it read (see
@@ -110,7 +114,7 @@ impl CuboidUse {
         )
     }
 
-    fn record(&self, time: DateTime<Utc>, millis: f64) -> QueryRecord {
+    fn record(&self, time: DateTime<Utc>, millis: f64, sql: Option<&str>) -> QueryRecord {
         QueryRecord {
             time,
             project: self.project.clone(),
@@ -120,6 +124,7 @@ impl CuboidUse {
             chosen: self.chosen,
             chosen_rows: self.chosen_rows,
             millis,
+            sql: sql.map(str::to_string),
         }
     }
 }
@@ -241,8 +246,9 @@ impl QueryHistory {
         history
     }
 
-    /// Records one query's cuboid-answered aggregates; never fails or blocks on the store.
-    pub fn record(&self, uses: &[CuboidUse], elapsed: Duration) {
+    /// Records one query's cuboid-answered aggregates (with its text when it is given: see
+    /// [`QueryRecord::sql`]); never fails or blocks on the store.
+    pub fn record(&self, uses: &[CuboidUse], elapsed: Duration, sql: Option<&str>) {
         if uses.is_empty() {
             return;
         }
@@ -254,7 +260,7 @@ impl QueryHistory {
                 buf.pop_front();
                 log::warn!("query history: buffer full (store not writable?), dropping a record");
             }
-            buf.push_back(u.record(time, millis));
+            buf.push_back(u.record(time, millis, sql));
         }
     }
 
@@ -392,19 +398,21 @@ pub fn read_history_counted(
     Ok(out)
 }
 
-/// A query's batch stream that records its cuboid uses once it ends (last batch, error, or
-/// dropped early), with the time since `started`.
+/// A query's batch stream that records its cuboid uses (and `sql`, its text) once it ends
+/// (last batch, error, or dropped early), with the time since `started`.
 pub(crate) fn recorded(
     inner: BatchStream,
     history: Arc<QueryHistory>,
     uses: Vec<CuboidUse>,
     started: Instant,
+    sql: Option<String>,
 ) -> BatchStream {
     Box::pin(Recorded {
         inner,
         history,
         uses,
         started,
+        sql,
         done: false,
     })
 }
@@ -414,6 +422,7 @@ struct Recorded {
     history: Arc<QueryHistory>,
     uses: Vec<CuboidUse>,
     started: Instant,
+    sql: Option<String>,
     done: bool,
 }
 
@@ -421,7 +430,8 @@ impl Recorded {
     fn finish(&mut self) {
         if !self.done {
             self.done = true;
-            self.history.record(&self.uses, self.started.elapsed());
+            self.history
+                .record(&self.uses, self.started.elapsed(), self.sql.as_deref());
         }
     }
 }
@@ -485,10 +495,12 @@ mod tests {
                 use_of("c2", 0b0001, &["d"]),
             ],
             Duration::from_micros(2500),
+            None,
         );
         h.record(
             &[use_of("c1", 0b0011, &["c", "d"])],
             Duration::from_millis(7),
+            Some("SELECT 1"),
         );
         h.flush().unwrap();
         assert_eq!(store.store_version().unwrap(), v0);
@@ -500,12 +512,14 @@ mod tests {
         assert_eq!(c1[0].chosen_rows, 60_000);
         assert!((c1[0].millis - 2.5).abs() < 1e-9, "{}", c1[0].millis);
         assert_eq!(c1[1].wanted_dimensions, vec!["c", "d"]);
+        assert_eq!(c1[0].sql, None);
+        assert_eq!(c1[1].sql.as_deref(), Some("SELECT 1"));
         let c2 = read_history(store.as_ref(), "ssb", "c2").unwrap();
         assert_eq!(c2.len(), 1);
         assert!(read_history(store.as_ref(), "ssb", "none")
             .unwrap()
             .is_empty());
-        // The line has exactly the contract's fields.
+        // The line has exactly the contract's fields (`sql` only when the text was given).
         let raw = store
             .get("/query_history/ssb/c2/current.jsonl")
             .unwrap()
@@ -533,7 +547,7 @@ mod tests {
     #[test]
     fn the_background_thread_writes_within_seconds() {
         let (h, store, _dir) = history_with("");
-        h.record(&[use_of("c", 1, &["d"])], Duration::from_millis(1));
+        h.record(&[use_of("c", 1, &["d"])], Duration::from_millis(1), None);
         let deadline = Instant::now() + Duration::from_secs(10);
         while read_history(store.as_ref(), "ssb", "c").unwrap().is_empty() {
             assert!(Instant::now() < deadline, "not written");
@@ -546,7 +560,7 @@ mod tests {
         let (h, store, _dir) =
             history_with("kylin.query.history.max-bytes=1024\nkylin.query.history.max-files=2\n");
         for i in 0..60u64 {
-            h.record(&[use_of("c", i, &["d"])], Duration::from_millis(1));
+            h.record(&[use_of("c", i, &["d"])], Duration::from_millis(1), None);
             h.flush().unwrap();
         }
         let files = store.list("/query_history/ssb/c").unwrap();
@@ -571,7 +585,11 @@ mod tests {
                 b"not json\n{\"time\":\"2026-01-01T00:00:00Z\",\"project\":\"ssb\"}\n\n",
             )
             .unwrap();
-        h.record(&[use_of("c", 3, &["c", "d"])], Duration::from_millis(1));
+        h.record(
+            &[use_of("c", 3, &["c", "d"])],
+            Duration::from_millis(1),
+            None,
+        );
         h.flush().unwrap();
         let mut current = store
             .get("/query_history/ssb/c/current.jsonl")
@@ -601,7 +619,7 @@ mod tests {
             .map(|h| {
                 std::thread::spawn(move || {
                     for i in 0..20 {
-                        h.record(&[use_of("c", i, &["d"])], Duration::from_millis(1));
+                        h.record(&[use_of("c", i, &["d"])], Duration::from_millis(1), None);
                         h.flush().unwrap();
                     }
                 })

@@ -220,6 +220,14 @@ impl std::fmt::Debug for QueryEngine {
     }
 }
 
+/// Whether a run goes into the query history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recording {
+    On,
+    /// The warm start's replays of recorded statements.
+    Off,
+}
+
 /// Plans by (snapshot version, [`Access::fingerprint`] of a restricted caller or empty for
 /// the unrestricted path, SQL text).
 type PlanKey = (u64, String, String);
@@ -574,7 +582,8 @@ impl QueryEngine {
         params: Option<&RecordBatch>,
     ) -> Result<QueryStream> {
         let snap = self.current()?;
-        self.execute_stream_in(&snap, None, sql, params).await
+        self.execute_stream_in(&snap, None, sql, params, Recording::On)
+            .await
     }
 
     /// [`QueryEngine::execute`] as `access` sees the data (see
@@ -615,7 +624,7 @@ impl QueryEngine {
             access,
             view: &view,
         };
-        self.execute_stream_in(&snap, Some(scope), sql, params)
+        self.execute_stream_in(&snap, Some(scope), sql, params, Recording::On)
             .await
     }
 
@@ -625,9 +634,16 @@ impl QueryEngine {
         scope: Option<Scope<'_>>,
         sql: &str,
         params: Option<&RecordBatch>,
+        recording: Recording,
     ) -> Result<QueryStream> {
         let started = Instant::now();
         let values = param_values(params)?;
+        // What the history keeps of this run: nothing for the warm start's own replays (they
+        // would count themselves), the text only of statements that can run again as written.
+        let record = match recording {
+            Recording::On => Some(values.is_empty().then_some(sql)),
+            Recording::Off => None,
+        };
         let cache_key = self.config.query.cache_enabled.then(|| match scope {
             None => format!(
                 "{}\u{0}{}\u{0}{:?}",
@@ -660,7 +676,8 @@ impl QueryEngine {
         {
             let (schema, stream) = start_optimized(&snap.cube_state, &optimized).await?;
             let stream = conform(announced, schema, stream);
-            return Ok(self.remember(cache_key, stream, answer, Some(started)));
+            let run = record.map(|sql| (started, sql));
+            return Ok(self.remember(cache_key, stream, answer, run));
         }
         let plan = self.plan(snap, scope, sql).await?;
         let announced = announced_schema(&plan);
@@ -725,24 +742,28 @@ impl QueryEngine {
         };
         let stream = conform(announced, schema, stream);
         // EXPLAIN runs nothing: no history.
-        let started = (!explain).then_some(started);
-        Ok(self.remember(cache_key, stream, answer, started))
+        let run = record.filter(|_| !explain).map(|sql| (started, sql));
+        Ok(self.remember(cache_key, stream, answer, run))
     }
 
     /// A fresh result's stream, copied into the result cache as it passes when the cache is
     /// on (see [`Remember`]), and recorded in the query history when it ends if the query
-    /// ran (`started`) on cuboids.
+    /// ran on cuboids and is to be recorded (`run`: when it started, and its replayable text).
     fn remember(
         &self,
         cache_key: Option<String>,
         (schema, stream): (SchemaRef, BatchStream),
         answer: Answer,
-        started: Option<Instant>,
+        run: Option<(Instant, Option<&str>)>,
     ) -> QueryStream {
-        let stream = match (&self.history, started) {
-            (Some(h), Some(started)) if !answer.cuboids.is_empty() => {
-                history::recorded(stream, h.clone(), answer.cuboids.clone(), started)
-            }
+        let stream = match (&self.history, run) {
+            (Some(h), Some((started, sql))) if !answer.cuboids.is_empty() => history::recorded(
+                stream,
+                h.clone(),
+                answer.cuboids.clone(),
+                started,
+                sql.map(str::to_string),
+            ),
             _ => stream,
         };
         let batches: BatchStream = match cache_key {

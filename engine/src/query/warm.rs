@@ -5,9 +5,14 @@
 //! 2. once per process, one statement per cube through the whole query path (parser,
 //!    planner, cube rewrite, optimizer, physical planner, execution), so the first client's
 //!    query does not pay DataFusion's first-use costs;
-//! 3. the manifests (and block statistics) of every cuboid, lookup snapshot and table index of
+//! 3. the statements the query history recorded most often (a dashboard's queries: at most
+//!    64, each with a median recorded time of at most a second, within 30 s), run and their
+//!    results dropped: their plans enter the plan caches and the blocks they read the block
+//!    cache, so a repeated query after a start is as fast as before it. Replays are not
+//!    recorded in the history;
+//! 4. the manifests (and block statistics) of every cuboid, lookup snapshot and table index of
 //!    the segments not warmed yet;
-//! 4. decoded blocks of the cuboids queries most likely read: the lookup snapshots derived
+//! 5. decoded blocks of the cuboids queries most likely read: the lookup snapshots derived
 //!    columns join, then the cuboids the query history says were read most (when a history
 //!    is stored), then the smallest cuboids first (the rewrite picks the smallest cuboid that
 //!    covers a query, so a small cuboid answers more queries than a large one), until
@@ -26,9 +31,11 @@ use datafusion::arrow::datatypes::{DataType, Field};
 use futures::TryStreamExt;
 
 use super::catalog::{Realization, Snapshot};
+use super::history::{read_history_counted, QueryRecord};
 use super::rewrite::{self, Outcome};
 use super::segments::{CachedSegments, SegmentReader};
 use super::QueryEngine;
+use super::Recording;
 use crate::config::Config;
 use crate::error::Result;
 use crate::metadata::ResourceStore;
@@ -68,6 +75,8 @@ pub struct WarmReport {
     pub segments: usize,
     /// Warm-up statements run through the query path.
     pub statements: usize,
+    /// Statements of the query history replayed (see [`replay_statements`]).
+    pub replayed: usize,
     /// Manifests read (cuboids, lookup snapshots, table indexes).
     pub manifests: usize,
     /// Cuboids (and lookup snapshots) whose blocks were decoded, all or some.
@@ -86,12 +95,13 @@ impl fmt::Display for WarmReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "metadata version {}: {} segment(s), {} statement(s), {} manifest(s), {} blocks \
+            "metadata version {}: {} segment(s), {} statement(s), {} replayed, {} manifest(s), {} blocks \
              ({:.1} MiB decoded) of {} cuboid(s) ({} ranked by the query history) in {} ms \
              (catalog {} ms)",
             self.version,
             self.segments,
             self.statements,
+            self.replayed,
             self.manifests,
             self.blocks,
             self.bytes as f64 / (1 << 20) as f64,
@@ -156,16 +166,20 @@ impl QueryEngine {
             report.statements = self.warm_statements(&snap).await;
             state.statements_done = true;
         }
+        let histories = histories(self.meta.store().as_ref(), &snap);
+        // The statements first: they read exactly the blocks their queries will, and leave
+        // their plans in the plan caches (emptied by every reload).
+        report.replayed = self
+            .replay(&snap, &replay_statements(&histories), REPLAY_BUDGET)
+            .await;
         let mut candidates = Vec::new();
         for project in &snap.projects {
             for real in &project.realizations {
                 report.manifests += self.warm_manifests(real, &fresh)?;
-                candidates.extend(candidates_of(
-                    self.meta.store().as_ref(),
-                    &project.name,
-                    real,
-                    &fresh,
-                ));
+                let history = histories
+                    .get(&(project.name.clone(), real.layout.cube.name.clone()))
+                    .map_or(&[][..], Vec::as_slice);
+                candidates.extend(candidates_of(history, real, &fresh));
             }
         }
         // Snapshots first (every derived-column query joins them; small), then by history,
@@ -199,14 +213,40 @@ impl QueryEngine {
         ran
     }
 
+    /// Runs `sql` (results dropped, nothing recorded in the history) if a cube answers it;
+    /// whether it ran.
     async fn warm_statement(&self, snap: &Snapshot, sql: &str) -> Result<bool> {
         let plan = self.plan(snap, None, sql).await?;
         if let Outcome::Uncovered(_) = rewrite::rewrite(plan, snap, &self.reader())? {
             return Ok(false);
         }
-        let out = self.execute_stream(sql, None).await?;
+        let out = self
+            .execute_stream_in(snap, None, sql, None, Recording::Off)
+            .await?;
         let _: Vec<_> = out.batches.try_collect().await?;
         Ok(true)
+    }
+
+    /// Runs `statements` in order as the unrestricted caller until `budget` is spent; how many
+    /// ran. A statement that fails or that no cube answers any more is skipped (logged).
+    async fn replay(&self, snap: &Snapshot, statements: &[String], budget: Duration) -> usize {
+        let started = Instant::now();
+        let mut ran = 0;
+        for sql in statements {
+            if started.elapsed() >= budget {
+                log::info!(
+                    "warm-up: replay stopped after {ran} statement(s): {} s spent",
+                    budget.as_secs()
+                );
+                break;
+            }
+            match self.warm_statement(snap, sql).await {
+                Ok(true) => ran += 1,
+                Ok(false) => log::debug!("warm-up: no cube answers the recorded {sql}"),
+                Err(e) => log::debug!("warm-up: recorded statement {sql}: {e}"),
+            }
+        }
+        ran
     }
 
     /// Reads the manifests (and the block statistics pruning uses) of every stored id of
@@ -374,12 +414,10 @@ fn quote(name: &str) -> String {
 /// snapshots of its newest READY segment (what derived columns join), and every cuboid that
 /// all its READY segments hold (what a query can read).
 fn candidates_of(
-    store: &dyn ResourceStore,
-    project: &str,
+    history: &[QueryRecord],
     real: &Realization,
     fresh: &HashSet<String>,
 ) -> Vec<Candidate> {
-    let layout = &real.layout;
     let mut out = Vec::new();
     // The segment queries read snapshots from (as `rewrite::detail` picks it).
     let newest = real.segments.iter().max_by_key(|s| (s.range, s.ready_ms));
@@ -393,7 +431,7 @@ fn candidates_of(
             columns: None,
         }));
     }
-    let hits = history_hits(store, project, &layout.cube.name);
+    let hits = history_hits(history);
     let mut cuboids: HashMap<CuboidId, Candidate> = HashMap::new();
     let mut held: HashMap<CuboidId, usize> = HashMap::new();
     for seg in &real.segments {
@@ -441,19 +479,94 @@ fn warm_columns(real: &Realization, cuboid: CuboidId) -> Vec<usize> {
         .collect()
 }
 
-/// How often the query history of `cube` names each cuboid as the one read. Anything
-/// unreadable counts nothing (warming is an optimization; the history may not exist).
-fn history_hits(store: &dyn ResourceStore, project: &str, cube: &str) -> HashMap<CuboidId, u64> {
-    let mut hits = HashMap::new();
-    match crate::query::history::read_history_counted(store, project, cube) {
-        Ok(read) => {
-            for r in read.records {
-                *hits.entry(r.chosen).or_default() += 1;
+/// Statements of the history replayed at most per warm-up (a dashboard's worth and more).
+const REPLAYED_STATEMENTS: usize = 64;
+/// The most recent records of each cube's history that choose what to replay.
+const REPLAY_RECENT_RECORDS: usize = 20_000;
+/// A statement whose median recorded time is above this is not replayed: warming must stay
+/// cheap next to the queries it serves.
+const REPLAY_MAX_MILLIS: f64 = 1_000.0;
+/// The time one warm-up spends replaying at most.
+const REPLAY_BUDGET: Duration = Duration::from_secs(30);
+
+/// The query history of every cube with READY segments, by (project, cube). Anything
+/// unreadable is left out (warming is an optimization; the history may not exist).
+fn histories(
+    store: &dyn ResourceStore,
+    snap: &Snapshot,
+) -> HashMap<(String, String), Vec<QueryRecord>> {
+    let mut out = HashMap::new();
+    for project in &snap.projects {
+        for real in project
+            .realizations
+            .iter()
+            .filter(|r| !r.segments.is_empty())
+        {
+            let cube = &real.layout.cube.name;
+            match read_history_counted(store, &project.name, cube) {
+                Ok(read) => {
+                    out.insert((project.name.clone(), cube.clone()), read.records);
+                }
+                Err(e) => log::debug!("warm-up: no query history of {}.{cube}: {e}", project.name),
             }
         }
-        Err(e) => log::debug!("warm-up: no query history of {project}.{cube}: {e}"),
+    }
+    out
+}
+
+/// How often `history` names each cuboid as the one read.
+fn history_hits(history: &[QueryRecord]) -> HashMap<CuboidId, u64> {
+    let mut hits = HashMap::new();
+    for r in history {
+        *hits.entry(r.chosen).or_default() += 1;
     }
     hits
+}
+
+/// The statements to replay at a warm start: the texts recorded most often in the recent
+/// history of every cube (at most [`REPLAYED_STATEMENTS`], most frequent first, ties to the
+/// most recent), leaving out those whose median recorded time exceeds
+/// [`REPLAY_MAX_MILLIS`]. A statement recorded for several aggregates of one query counts
+/// once per query.
+fn replay_statements(histories: &HashMap<(String, String), Vec<QueryRecord>>) -> Vec<String> {
+    struct Seen {
+        runs: HashSet<chrono::DateTime<chrono::Utc>>,
+        millis: Vec<f64>,
+        last: chrono::DateTime<chrono::Utc>,
+    }
+    let mut by_text: HashMap<&str, Seen> = HashMap::new();
+    for records in histories.values() {
+        let recent = &records[records.len().saturating_sub(REPLAY_RECENT_RECORDS)..];
+        for r in recent {
+            let Some(sql) = r.sql.as_deref() else {
+                continue;
+            };
+            let seen = by_text.entry(sql).or_insert_with(|| Seen {
+                runs: HashSet::new(),
+                millis: Vec::new(),
+                last: r.time,
+            });
+            // One query's aggregates share its end time.
+            if seen.runs.insert(r.time) {
+                seen.millis.push(r.millis);
+            }
+            seen.last = seen.last.max(r.time);
+        }
+    }
+    let mut ranked: Vec<(&str, usize, chrono::DateTime<chrono::Utc>)> = by_text
+        .into_iter()
+        .filter_map(|(sql, mut seen)| {
+            seen.millis.sort_by(f64::total_cmp);
+            let median = seen.millis[seen.millis.len() / 2];
+            (median <= REPLAY_MAX_MILLIS).then_some((sql, seen.runs.len(), seen.last))
+        })
+        .collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then(b.2.cmp(&a.2)).then(a.0.cmp(b.0)));
+    ranked
+        .into_iter()
+        .take(REPLAYED_STATEMENTS)
+        .map(|(sql, ..)| sql.to_string())
+        .collect()
 }
 
 #[cfg(test)]
@@ -482,10 +595,52 @@ mod tests {
         store
             .put("/query_history/ssb/other/0001.jsonl", line(99).as_bytes())
             .unwrap();
-        let hits = history_hits(&store, "ssb", "c");
+        let records = read_history_counted(&store, "ssb", "c").unwrap().records;
+        let hits = history_hits(&records);
         assert_eq!(hits.get(&7), Some(&2));
         assert_eq!(hits.get(&12), Some(&2));
         assert_eq!(hits.len(), 2);
-        assert!(history_hits(&store, "ssb", "none").is_empty());
+        assert!(history_hits(&[]).is_empty());
+    }
+
+    fn record(second: u32, sql: Option<&str>, millis: f64) -> QueryRecord {
+        QueryRecord {
+            time: chrono::DateTime::from_timestamp(1_800_000_000 + i64::from(second), 0).unwrap(),
+            project: "ssb".into(),
+            cube: "c".into(),
+            wanted: 1,
+            wanted_dimensions: vec!["d_year".into()],
+            chosen: 3,
+            chosen_rows: 10,
+            millis,
+            sql: sql.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn replays_the_most_frequent_cheap_statements_counting_queries_not_aggregates() {
+        let mut c = Vec::new();
+        // "a": three queries, each with two aggregates (two records of one end time).
+        for t in [1, 2, 3] {
+            c.push(record(t, Some("a"), 2.0));
+            c.push(record(t, Some("a"), 2.0));
+        }
+        // "b": four queries; "slow": five, too slow to replay; parameterized runs: no text.
+        for t in [4, 5, 6, 7] {
+            c.push(record(t, Some("b"), 3.0));
+        }
+        for t in [8, 9, 10, 11, 12] {
+            c.push(record(t, Some("slow"), 5_000.0));
+        }
+        c.push(record(13, None, 1.0));
+        // "d" and "e" once each: the more recent first.
+        let mut other = vec![record(14, Some("d"), 1.0)];
+        other.push(record(15, Some("e"), 1.0));
+        let histories = HashMap::from([
+            (("ssb".to_string(), "c".to_string()), c),
+            (("ssb".to_string(), "o".to_string()), other),
+        ]);
+        assert_eq!(replay_statements(&histories), ["b", "a", "e", "d"]);
+        assert!(replay_statements(&HashMap::new()).is_empty());
     }
 }

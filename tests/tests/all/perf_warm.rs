@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use qilin_engine::sample::ssb;
 use qilin_tests::compare::{compare, oracle_query, Client, Expect};
 use qilin_tests::corpus::{check_ssb_queries, ssb_queries};
 use qilin_tests::server::{ServerProcess, SsbServer};
@@ -153,6 +154,19 @@ async fn run_prepared(
     batches
 }
 
+/// `queries` with a comment unique to this test run in front of each text (plans and the
+/// query history are keyed by the text).
+fn marked(queries: Vec<(String, String)>, what: &str) -> Vec<(String, String)> {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    queries
+        .into_iter()
+        .map(|(name, sql)| (name, format!("/* {what} {nonce} */ {sql}")))
+        .collect()
+}
+
 /// (statements parsed, plans rewritten) so far, from `/health`.
 fn planning(ssb: &SsbServer) -> (u64, u64) {
     let body = ssb.http().get("/health").json();
@@ -172,7 +186,9 @@ async fn the_adbc_statement_path_plans_each_statement_once() {
     tokio::task::block_in_place(|| wait_for_warm_ups(process, 1));
     let ctx = qilin_tests::oracle(&ssb.source).await;
     let mut client = ssb.client().await;
-    let queries = ssb_queries();
+    // Texts of this run only: the warm-up replays what other tests' servers recorded in the
+    // shared store's history, and a replayed statement is planned before the test starts.
+    let queries = marked(ssb_queries(), "adbc path");
     let n = queries.len() as u64;
     let before = planning(&ssb);
     for round in 0..2 {
@@ -193,4 +209,106 @@ async fn the_adbc_statement_path_plans_each_statement_once() {
              (prepare, describe and run share the plan; a repetition reuses it)"
         );
     }
+}
+
+/// Runs `queries` through the ADBC call sequence and checks each against the oracle.
+async fn run_checked(
+    client: &mut Client,
+    ctx: &datafusion::prelude::SessionContext,
+    queries: &[(String, String)],
+    label: &str,
+) {
+    for (name, sql) in queries {
+        let got = run_prepared(client, sql).await;
+        let want = oracle_query(ctx, sql).await;
+        let expect = Expect {
+            ordered: sql.to_lowercase().contains("order by"),
+            approx: vec![],
+        };
+        compare(&got, &want, &expect).unwrap_or_else(|e| panic!("{label} {name}: {e}"));
+    }
+}
+
+/// A server with `props` and the HTTP server on a free port.
+async fn start_with_http(props: &str, source: &Path) -> SsbServer {
+    let port = qilin_tests::cluster::free_port();
+    let props = format!("{props}kylin.server.http-port={port}\n");
+    let exe = qilin_tests::server_exe();
+    let process = tokio::task::spawn_blocking(move || ServerProcess::start(&exe, &props))
+        .await
+        .unwrap();
+    SsbServer {
+        process,
+        source: source.to_path_buf(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_replays_the_recorded_statements_into_the_plan_caches() {
+    let (props, _dir, meta) =
+        SsbServer::private_meta_properties("kylin.query.cache-enabled=false\n").await;
+    let source = qilin_tests::server::shared_ssb_source_dir(qilin_tests::server::SCALE).await;
+    let ctx = qilin_tests::oracle(&source).await;
+    let queries = marked(ssb_queries(), "replay");
+    // The copy carries the shared store's history (other tests' statements, which could
+    // outrank these): start from none.
+    let store = qilin_engine::metadata::open_store(meta.to_str().unwrap()).unwrap();
+    let folder = qilin_engine::query::history::folder(ssb::PROJECT, ssb::CUBE);
+    for path in store.list(&folder).unwrap() {
+        store.check_and_delete(&path, None).unwrap();
+    }
+    assert!(store.list(&folder).unwrap().is_empty());
+
+    // A first server runs the statements; its history reaches the store (flushed in the
+    // background: poll for this run's texts).
+    let first = start_with_http(&props, &source).await;
+    run_checked(&mut first.client().await, &ctx, &queries, "first server").await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let records =
+            qilin_engine::query::history::read_history(store.as_ref(), ssb::PROJECT, ssb::CUBE)
+                .unwrap();
+        let recorded = queries
+            .iter()
+            .filter(|(_, sql)| {
+                records
+                    .iter()
+                    .any(|r| r.sql.as_deref() == Some(sql.as_str()))
+            })
+            .count();
+        if recorded == queries.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{recorded} of {} statements in the history after 60 s",
+            queries.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(first);
+
+    // A new server replays them while it warms: afterwards the same statements are neither
+    // parsed nor rewritten again, and still equal the oracle.
+    let second = start_with_http(&props, &source).await;
+    let process = &second.process;
+    let lines = tokio::task::block_in_place(|| wait_for_warm_ups(process, 1));
+    assert!(
+        count_before(&lines[0], "replayed") >= queries.len() as u64,
+        "{}",
+        lines[0]
+    );
+    let before = planning(&second);
+    run_checked(
+        &mut second.client().await,
+        &ctx,
+        &queries,
+        "after the restart",
+    )
+    .await;
+    assert_eq!(
+        planning(&second),
+        before,
+        "the replayed statements come from the plan caches"
+    );
 }
