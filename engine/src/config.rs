@@ -188,7 +188,7 @@ pub const KEYS: &[KeySpec] = &[
         key: "kylin.query.warm-up.enabled",
         alias: None,
         default: "true",
-        doc: "warm the query server in the background at start and whenever a segment turns READY: the catalog, one statement per cube, every manifest, and decoded blocks of the lookup snapshots and of the cuboids queries most likely read (most read in the query history, then the smallest); queries are answered meanwhile",
+        doc: "warm the query server in the background at start and whenever a segment turns READY: the catalog, one statement per cube, the statements the query history recorded most often (replayed, results dropped), every manifest, and decoded blocks of the lookup snapshots and of the cuboids queries most likely read (most read in the query history, then the smallest); queries are answered meanwhile",
     },
     KeySpec {
         key: "kylin.query.warm-up.max-bytes",
