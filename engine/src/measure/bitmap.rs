@@ -53,6 +53,13 @@ const RUN_FORMAT_OFFSET_THRESHOLD: usize = 4;
 /// for each of them.
 const FEW_MAX: usize = 64;
 
+/// Sorted lists at least this long are unioned into a treemap as a treemap, shorter ones
+/// value by value.
+const BULK_MIN: usize = 16;
+
+/// Values a [`BitmapMerge`] buffers before it inserts them into its treemap in one union.
+const PENDING_MAX: usize = 256;
+
 /// Exact set of distinct `i64` values. See the module docs for the mapping and byte format.
 ///
 /// The byte format does not depend on the in-memory form: a small set writes exactly the
@@ -97,7 +104,10 @@ impl DistinctBitmap {
 
     /// Adds a value (stored with its sign bit flipped, see the module docs).
     pub fn add_i64(&mut self, v: i64) {
-        let v = to_stored(v);
+        self.add_stored(to_stored(v));
+    }
+
+    fn add_stored(&mut self, v: u64) {
         match &mut self.values {
             Values::Few(few) => {
                 if let Err(pos) = few.binary_search(&v) {
@@ -119,20 +129,7 @@ impl DistinctBitmap {
     /// Unions `other` into `self`.
     pub fn merge(&mut self, other: &Self) {
         match (&mut self.values, &other.values) {
-            (_, Values::Few(theirs)) if theirs.is_empty() => {}
-            (Values::Few(mine), Values::Few(theirs)) => {
-                let merged = union_sorted(mine, theirs);
-                self.values = if merged.len() <= FEW_MAX {
-                    Values::Few(merged)
-                } else {
-                    Values::Many(merged.into_iter().collect())
-                };
-            }
-            (Values::Many(mine), Values::Few(theirs)) => {
-                for &v in theirs {
-                    mine.insert(v);
-                }
-            }
+            (_, Values::Few(theirs)) => self.merge_sorted(theirs),
             (Values::Few(mine), Values::Many(theirs)) => {
                 let mut many = theirs.clone();
                 for &v in mine.iter() {
@@ -144,14 +141,43 @@ impl DistinctBitmap {
         }
     }
 
+    /// Unions a strictly increasing list of stored values into `self`.
+    fn merge_sorted(&mut self, theirs: &[u64]) {
+        match (&mut self.values, theirs) {
+            (_, []) => {}
+            // One value (a near-base cuboid row): an insert, no new vector.
+            (Values::Few(_), &[v]) => self.add_stored(v),
+            (Values::Few(mine), theirs) => {
+                let merged = union_sorted(mine, theirs);
+                self.values = if merged.len() <= FEW_MAX {
+                    Values::Few(merged)
+                } else {
+                    Values::Many(merged.into_iter().collect())
+                };
+            }
+            // Inserting one by one shifts a roaring array container each time; a union of
+            // sorted containers does not.
+            (Values::Many(mine), theirs) if theirs.len() >= BULK_MIN => {
+                *mine |= RoaringTreemap::from_sorted_iter(theirs.iter().copied())
+                    .expect("a strictly increasing list");
+            }
+            (Values::Many(mine), theirs) => {
+                for &v in theirs {
+                    mine.insert(v);
+                }
+            }
+        }
+    }
+
     /// Unions a serialized set into `self` (the step of re-aggregating stored cuboids):
-    /// small sets are read straight into the sorted form, without building a treemap.
+    /// small sets are read value by value straight into `self`, without building a treemap or
+    /// allocating.
     pub fn merge_from_bytes(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
-        match read_few(bytes) {
-            Some(theirs) => self.merge(&Self {
-                values: Values::Few(theirs),
-            }),
-            None => self.merge(&Self::from_bytes(bytes)?),
+        // Values `read_few` visits before it gives up are members of the set whenever the
+        // general reader accepts it (and merging them twice is harmless); when it does not,
+        // the error discards `self` anyway.
+        if !read_few(bytes, |v| self.add_stored(v)) {
+            self.merge(&Self::from_bytes(bytes)?);
         }
         Ok(())
     }
@@ -214,7 +240,8 @@ impl DistinctBitmap {
     /// Parses bytes written by [`to_bytes`](Self::to_bytes). Never panics: any malformed input
     /// gives a [`SketchError`].
     pub fn from_bytes(b: &[u8]) -> Result<Self, SketchError> {
-        if let Some(few) = read_few(b) {
+        let mut few = Vec::new();
+        if read_few(b, |v| few.push(v)) {
             return Ok(Self {
                 values: Values::Few(few),
             });
@@ -254,6 +281,54 @@ impl DistinctBitmap {
             Values::Many(many)
         };
         Ok(Self { values })
+    }
+}
+
+/// A set being merged from many serialized states, most of them small (a near-base
+/// cuboid's rows): once the set is large, small states' values are buffered and unioned into
+/// it [`PENDING_MAX`] at a time, sorted, instead of inserted one by one.
+#[derive(Clone, Debug, Default)]
+pub struct BitmapMerge {
+    set: DistinctBitmap,
+    /// Stored values not yet in `set`: unsorted, possibly repeated.
+    pending: Vec<u64>,
+}
+
+impl BitmapMerge {
+    /// Unions a serialized set (as [`DistinctBitmap::merge_from_bytes`]).
+    pub fn merge_from_bytes(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
+        if matches!(self.set.values, Values::Few(_)) {
+            return self.set.merge_from_bytes(bytes);
+        }
+        // As in `DistinctBitmap::merge_from_bytes`, values visited before `read_few` gives
+        // up are members whenever the general reader accepts the set.
+        if !read_few(bytes, |v| self.pending.push(v)) {
+            self.set.merge(&DistinctBitmap::from_bytes(bytes)?);
+        }
+        if self.pending.len() >= PENDING_MAX {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            self.pending.sort_unstable();
+            self.pending.dedup();
+            self.set.merge_sorted(&self.pending);
+            self.pending.clear();
+        }
+    }
+
+    /// The merged set.
+    pub fn finish(mut self) -> DistinctBitmap {
+        self.flush();
+        self.set
+    }
+
+    /// Approximate bytes of memory held (see [`DistinctBitmap::memory_size`]).
+    pub fn memory_size(&self) -> usize {
+        self.set.memory_size() + self.pending.capacity() * std::mem::size_of::<u64>()
     }
 }
 
@@ -318,62 +393,104 @@ fn write_few(values: &[u64]) -> Vec<u8> {
     out
 }
 
-/// Reads a set of at most [`FEW_MAX`] values written without run containers, checking all
-/// that [`DistinctBitmap::from_bytes`] checks. `None` for anything else (larger sets, run
-/// containers, malformed input): the general reader handles those and names what is wrong.
-fn read_few(bytes: &[u8]) -> Option<Vec<u64>> {
-    let (&version, payload) = bytes.split_first()?;
-    if version != FORMAT_VERSION {
+/// Bytes of a one-value set: version, bucket count, bucket key, cookie, container count, one
+/// container description (key, cardinality - 1), its offset, its value.
+const ONE_VALUE_LEN: usize = 1 + 8 + 4 + 4 + 4 + 4 + 4 + 2;
+
+/// Reads a one-value set, by far the most common state in a near-base cuboid, whose layout
+/// is fixed but for the value's three parts. `None` for anything else.
+fn read_one(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() != ONE_VALUE_LEN
+        || bytes[0] != FORMAT_VERSION
+        || bytes[1..9] != 1u64.to_le_bytes()
+        || le_u32(bytes, 13) != COOKIE_NO_RUNS
+        || le_u32(bytes, 17) != 1
+        || le_u16(bytes, 23) != 0
+        || le_u32(bytes, 25) != 16
+    {
         return None;
+    }
+    let (bucket, key, low) = (le_u32(bytes, 9), le_u16(bytes, 21), le_u16(bytes, 29));
+    Some((u64::from(bucket) << 32) | (u64::from(key) << 16) | u64::from(low))
+}
+
+/// Reads a set of at most [`FEW_MAX`] values written without run containers, handing each
+/// value to `visit` in increasing order, and checks all that [`DistinctBitmap::from_bytes`]
+/// checks. `false` for anything else (larger sets, run containers, malformed input), possibly
+/// after visiting some values: the general reader handles those and names what is wrong.
+fn read_few(bytes: &[u8], mut visit: impl FnMut(u64)) -> bool {
+    if let Some(v) = read_one(bytes) {
+        visit(v);
+        return true;
+    }
+    let mut count = 0;
+    let Some((&version, payload)) = bytes.split_first() else {
+        return false;
+    };
+    if version != FORMAT_VERSION {
+        return false;
     }
     let mut input = Cursor {
         bytes: payload,
         pos: 0,
     };
-    let buckets = input.u64("").ok()?;
-    let mut values: Vec<u64> = Vec::new();
+    let Ok(buckets) = input.u64("") else {
+        return false;
+    };
     let mut previous_bucket: Option<u32> = None;
     for _ in 0..buckets {
-        let bucket = input.u32("").ok()?;
+        let Ok(bucket) = input.u32("") else {
+            return false;
+        };
         if previous_bucket.is_some_and(|prev| prev >= bucket) {
-            return None;
+            return false;
         }
         previous_bucket = Some(bucket);
         let start = input.pos;
-        if input.u32("").ok()? != COOKIE_NO_RUNS {
-            return None;
+        if input.u32("") != Ok(COOKIE_NO_RUNS) {
+            return false;
         }
-        let containers = input.u32("").ok()? as usize;
-        if containers == 0 || containers > FEW_MAX - values.len() {
-            return None;
+        let Ok(containers) = input.u32("") else {
+            return false;
+        };
+        let containers = containers as usize;
+        if containers == 0 || containers > FEW_MAX - count {
+            return false;
         }
-        let descriptions = input.take(containers * 4, "").ok()?;
-        let offsets = input.take(containers * 4, "").ok()?;
+        let (Ok(descriptions), Ok(offsets)) = (
+            input.take(containers * 4, ""),
+            input.take(containers * 4, ""),
+        ) else {
+            return false;
+        };
         let mut previous_key: Option<u16> = None;
         for i in 0..containers {
             let key = le_u16(descriptions, 4 * i);
             let cardinality = usize::from(le_u16(descriptions, 4 * i + 2)) + 1;
             if previous_key.is_some_and(|prev| prev >= key)
-                || cardinality > FEW_MAX - values.len()
+                || cardinality > FEW_MAX - count
                 || le_u32(offsets, 4 * i) as usize != input.pos - start
             {
-                return None;
+                return false;
             }
             previous_key = Some(key);
             let base = (u64::from(bucket) << 32) | (u64::from(key) << 16);
-            let raw = input.take(cardinality * 2, "").ok()?;
+            let Ok(raw) = input.take(cardinality * 2, "") else {
+                return false;
+            };
             let mut previous_value: Option<u16> = None;
             for v in raw.chunks_exact(2) {
                 let v = u16::from_le_bytes([v[0], v[1]]);
                 if previous_value.is_some_and(|prev| prev >= v) {
-                    return None;
+                    return false;
                 }
                 previous_value = Some(v);
-                values.push(base | u64::from(v));
+                visit(base | u64::from(v));
+                count += 1;
             }
         }
     }
-    (input.pos == payload.len()).then_some(values)
+    input.pos == payload.len()
 }
 
 /// Flips the sign bit: an order-preserving bijection from `i64` onto `u64`.
@@ -645,6 +762,29 @@ mod tests {
     /// read back into the same set, and merge like sets, across buckets and containers and
     /// past the small-set limit.
     #[test]
+    fn merging_serialized_states_equals_adding_their_values() {
+        let mut rng = Rng(7);
+        for sizes in [[1, 1, 1], [3, 70, 1], [64, 1, 1], [1, 200, 5], [1, 1, 40]] {
+            let mut merged = DistinctBitmap::new();
+            let mut buffered = BitmapMerge::default();
+            let mut added = DistinctBitmap::new();
+            for size in sizes {
+                for _ in 0..50 {
+                    let values: Vec<i64> =
+                        (0..size).map(|_| rng.below(5000) as i64 - 2500).collect();
+                    values.iter().for_each(|&v| added.add_i64(v));
+                    let bytes = bitmap_of(values).to_bytes();
+                    merged.merge_from_bytes(&bytes).unwrap();
+                    buffered.merge_from_bytes(&bytes).unwrap();
+                }
+            }
+            assert_eq!(merged, added);
+            assert_eq!(merged.to_bytes(), added.to_bytes());
+            assert_eq!(buffered.finish().to_bytes(), added.to_bytes());
+        }
+    }
+
+    #[test]
     fn small_sets_match_the_roaring_form() {
         let mut rng = Rng(7);
         for round in 0..2_000 {
@@ -710,6 +850,15 @@ mod tests {
             DistinctBitmap::from_bytes(&expected).unwrap(),
             bitmap_of([0])
         );
+        // The one-value shortcut reads exactly this layout, and nothing else.
+        assert_eq!(read_one(&expected), Some(to_stored(0)));
+        for v in [i64::MIN, -70_000, -1, 65_537, i64::MAX] {
+            assert_eq!(read_one(&bitmap_of([v]).to_bytes()), Some(to_stored(v)));
+        }
+        assert_eq!(read_one(&bitmap_of([1, 2]).to_bytes()), None);
+        let mut two_containers = bitmap_of([1, 70_000]).to_bytes();
+        two_containers.truncate(ONE_VALUE_LEN);
+        assert_eq!(read_one(&two_containers), None);
     }
 
     #[test]
