@@ -758,9 +758,8 @@ mod tests {
         assert_eq!(ab.cardinality(), 25_002);
     }
 
-    /// Small sets (the sorted-vector form) write exactly the bytes of their roaring form,
-    /// read back into the same set, and merge like sets, across buckets and containers and
-    /// past the small-set limit.
+    /// Merging serialized states of every size, directly or buffered, gives exactly the set of
+    /// all their values, in the same bytes.
     #[test]
     fn merging_serialized_states_equals_adding_their_values() {
         let mut rng = Rng(7);
@@ -784,6 +783,9 @@ mod tests {
         }
     }
 
+    /// Small sets (the sorted-vector form) write exactly the bytes of their roaring form,
+    /// read back into the same set, and merge like sets, across buckets and containers and
+    /// past the small-set limit.
     #[test]
     fn small_sets_match_the_roaring_form() {
         let mut rng = Rng(7);
