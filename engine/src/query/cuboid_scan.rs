@@ -1,7 +1,9 @@
 //! The cuboid as a DataFusion table: [`CuboidTable`] is the `TableProvider` a rewritten query
 //! scans, over one cuboid of a cube's READY segments. Planning does no I/O: the provider
-//! accepts every filter as `Inexact` (the `Filter` above it stays, so results never depend on
-//! pruning) and turns the pushed filters into a [`PruningPredicate`]. [`CuboidScanExec`] reads
+//! turns the pushed filters into a [`PruningPredicate`] and accepts them as `Inexact` (the
+//! `Filter` above it stays, so results never depend on pruning), except filters on one string
+//! dimension, which the scan applies to every block's rows itself through the block's
+//! dictionary ([`super::string_filter`]). [`CuboidScanExec`] reads
 //! the manifests when it executes, keeps the blocks the predicate cannot rule out, spreads
 //! them over its partitions, and decodes only the projected columns of each, a few blocks
 //! ahead of the consumer on tokio's blocking pool. A cached plan therefore holds segment ids
@@ -12,7 +14,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
+use datafusion::arrow::buffer::BooleanBuffer;
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -31,6 +35,7 @@ use datafusion::physical_plan::{
 };
 
 use super::segments::SegmentReader;
+use super::string_filter::{string_filter_column, StringFilter};
 use crate::error::{Error, Result};
 use crate::model::{CubeLayout, CuboidId};
 use crate::storage::BlockMeta;
@@ -169,12 +174,21 @@ impl TableProvider for CuboidTable {
         TableType::Base
     }
 
-    /// Every filter helps pruning, none is applied exactly: the `Filter` stays above the scan.
+    /// Every filter helps pruning. Filters on one string dimension the scan applies itself
+    /// (see [`super::string_filter`]) are exact; for the others the `Filter` stays above.
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
     ) -> datafusion::common::Result<Vec<TableProviderFilterPushDown>> {
-        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+        Ok(filters
+            .iter()
+            .map(
+                |f| match string_filter_column(&self.schema, self.dims, &unqualified(f)) {
+                    Some(_) => TableProviderFilterPushDown::Exact,
+                    None => TableProviderFilterPushDown::Inexact,
+                },
+            )
+            .collect())
     }
 
     async fn scan(
@@ -201,9 +215,19 @@ impl TableProvider for CuboidTable {
                 derived.push(keys);
             }
         }
+        // The filters reported exact must be applied here, every one of them.
+        let mut string_filters = Vec::new();
+        for f in filters.iter().map(unqualified) {
+            if let Some(column) = string_filter_column(&self.schema, self.dims, &f) {
+                let planned = StringFilter::plan(&self.schema, column, &f, state)
+                    .map_err(Error::into_datafusion)?;
+                string_filters.push(planned);
+            }
+        }
         let partitions = state.config().target_partitions().max(1);
         let mut scan = CuboidScanExec::new(self.clone(), projection.cloned(), pruning, partitions);
         scan.derived = derived.into();
+        scan.string_filters = string_filters.into();
         // DataFusion passes a limit only when no filter stays above the scan: any `limit`
         // rows will do, so a partition stops reading blocks once it has them.
         scan.limit = limit;
@@ -249,6 +273,8 @@ pub(crate) struct CuboidScanExec {
     pruning: Option<Arc<PruningPredicate>>,
     /// Pruning through foreign keys, resolved against the lookup snapshots when it runs.
     derived: Arc<[DerivedKeys]>,
+    /// Filters applied to every block's rows (exact: no `Filter` above repeats them).
+    string_filters: Arc<[StringFilter]>,
     partitions: usize,
     /// Rows after which each partition stops reading blocks.
     limit: Option<usize>,
@@ -283,6 +309,7 @@ impl CuboidScanExec {
             projection,
             pruning,
             derived: Arc::new([]),
+            string_filters: Arc::new([]),
             partitions,
             limit: None,
             output_schema,
@@ -367,6 +394,9 @@ impl DisplayAs for CuboidScanExec {
                         d.display, d.foreign_key
                     )?;
                 }
+                for s in self.string_filters.iter() {
+                    write!(f, ", filter={}", s.display())?;
+                }
                 if let Some(l) = self.limit {
                     write!(f, ", limit={l}")?;
                 }
@@ -446,6 +476,7 @@ impl ExecutionPlan for CuboidScanExec {
             scan: ScanPlan {
                 pruning: self.pruning.clone(),
                 derived: self.derived.clone(),
+                string_filters: self.string_filters.clone(),
                 partition,
                 partitions: self.partitions,
             },
@@ -465,6 +496,7 @@ impl ExecutionPlan for CuboidScanExec {
 struct ScanPlan {
     pruning: Option<Arc<PruningPredicate>>,
     derived: Arc<[DerivedKeys]>,
+    string_filters: Arc<[StringFilter]>,
     partition: usize,
     partitions: usize,
 }
@@ -489,13 +521,36 @@ struct PartitionBlocks {
     scan: ScanPlan,
 }
 
-/// Reads and decodes block `b`'s `columns` as a batch of `schema`.
+/// Reads and decodes block `b`'s `columns` as a batch of `schema`, only its rows passing
+/// every one of `filters`. The filters' columns are read first, as dictionaries: a block none
+/// of whose rows pass is not decoded.
 fn read_block(
     table: &CuboidTable,
     columns: &[usize],
     schema: &SchemaRef,
     b: &BlockRef,
+    filters: &[StringFilter],
 ) -> Result<RecordBatch> {
+    let mut passing: Option<(BooleanBuffer, usize)> = None;
+    for f in filters {
+        let column = table.reader.string_dictionary(
+            &table.segments[b.segment],
+            table.cuboid,
+            b.block,
+            &b.meta,
+            f.column,
+        )?;
+        let rows = f.rows(&column)?;
+        let rows = match passing {
+            Some((before, _)) => &before & &rows,
+            None => rows,
+        };
+        let count = rows.count_set_bits();
+        if count == 0 {
+            return Ok(RecordBatch::new_empty(schema.clone()));
+        }
+        passing = Some((rows, count));
+    }
     let batch = table.reader.block(
         &table.segments[b.segment],
         table.cuboid,
@@ -504,11 +559,17 @@ fn read_block(
         Some(columns),
     )?;
     // Stored blocks may differ from the table's schema in field nullability only.
-    Ok(RecordBatch::try_new_with_options(
+    let batch = RecordBatch::try_new_with_options(
         schema.clone(),
         batch.columns().to_vec(),
         &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
-    )?)
+    )?;
+    match passing {
+        Some((rows, count)) if count < batch.num_rows() || rows.len() != batch.num_rows() => {
+            Ok(filter_record_batch(&batch, &BooleanArray::new(rows, None))?)
+        }
+        _ => Ok(batch),
+    }
 }
 
 impl PartitionBlocks {
@@ -543,13 +604,14 @@ impl PartitionBlocks {
             let Some(b) = pending.pop_front() else {
                 break;
             };
-            let (table, columns, schema) = (
+            let (table, columns, schema, filters) = (
                 self.table.clone(),
                 self.columns.clone(),
                 self.schema.clone(),
+                self.scan.string_filters.clone(),
             );
             self.in_flight.push_back(
-                runtime.spawn_blocking(move || read_block(&table, &columns, &schema, &b)),
+                runtime.spawn_blocking(move || read_block(&table, &columns, &schema, &b, &filters)),
             );
         }
     }
@@ -576,7 +638,13 @@ impl PartitionBlocks {
             },
             None => {
                 let b = self.pending.as_mut()?.pop_front()?;
-                read_block(&self.table, &self.columns, &self.schema, &b)
+                read_block(
+                    &self.table,
+                    &self.columns,
+                    &self.schema,
+                    &b,
+                    &self.scan.string_filters,
+                )
             }
         };
         self.read_ahead();
@@ -660,7 +728,7 @@ impl DerivedKeys {
         let all: Vec<usize> = (0..lookup.schema.fields().len()).collect();
         let (blocks, _) = select(lookup, None, &[])?;
         for b in &blocks {
-            let batch = read_block(lookup, &all, &lookup.schema, b)?;
+            let batch = read_block(lookup, &all, &lookup.schema, b, &[])?;
             let passes = self.filter.evaluate(&batch)?.into_array(batch.num_rows())?;
             let Some(passes) = passes
                 .as_any()
@@ -863,6 +931,16 @@ mod tests {
             self.blocks.fetch_add(1, Ordering::Relaxed);
             self.inner.block(s, c, b, meta, columns)
         }
+        fn string_dictionary(
+            &self,
+            s: &str,
+            c: CuboidId,
+            b: u32,
+            meta: &BlockMeta,
+            column: usize,
+        ) -> Result<datafusion::arrow::array::ArrayRef> {
+            self.inner.string_dictionary(s, c, b, meta, column)
+        }
     }
 
     #[tokio::test]
@@ -958,6 +1036,85 @@ mod tests {
         // A filter on a measure column cannot prune (no stats) and stays correct.
         let measure = format!("{sum} WHERE revenue < 10");
         assert_eq!(read(&measure, &segments, &data).await, all);
+    }
+
+    #[tokio::test]
+    async fn string_dimension_filters_are_applied_by_the_scan_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalSegmentStore::open(dir.path()).unwrap());
+        let data = rows();
+        for segment in ["aa", "bb"] {
+            write_cuboid(
+                store.as_ref(),
+                segment,
+                7,
+                &data.schema(),
+                std::slice::from_ref(&data),
+                3,
+                BLOCK_ROWS,
+            )
+            .unwrap();
+        }
+        let segments = Arc::new(CachedSegments::new(store));
+        let sum = "SELECT name, sum(revenue), count(*) FROM t";
+        // (filter, whether a Filter stays above the scan)
+        for (filter, filter_above) in [
+            ("name IN ('b-0051', 'g-0399', 'x')", false),
+            ("name NOT IN ('b-0051', 'g-0399')", false),
+            ("name <> 'c-0100' OR name IS NULL", false),
+            ("upper(name) LIKE 'E-02%'", false),
+            ("name > 'h'", false),
+            ("name IS NULL", false),
+            ("name = 'nothing'", false),
+            ("name IN ('b-0051', 'c-0100') AND revenue > 60", true),
+            ("name = 'b-0051' OR revenue < 3", true),
+        ] {
+            let sql = format!("{sum} WHERE {filter} GROUP BY name ORDER BY name");
+            read(&sql, &segments, &data).await;
+            let table = CuboidTable::with_schema(
+                data.schema(),
+                3,
+                7,
+                vec!["aa".into(), "bb".into()],
+                segments.clone(),
+            );
+            let ctx = SessionContext::new();
+            ctx.register_table("t", Arc::new(table)).unwrap();
+            let plan = ctx
+                .sql(&format!("EXPLAIN {sql}"))
+                .await
+                .unwrap()
+                .collect()
+                .await
+                .unwrap();
+            let plan = datafusion::arrow::util::pretty::pretty_format_batches(&plan)
+                .unwrap()
+                .to_string();
+            assert_eq!(plan.contains("FilterExec"), filter_above, "{plan}");
+        }
+        // With every filter exact, DataFusion hands the limit to the scan: it counts the rows
+        // that pass, not the rows read.
+        let ctx = SessionContext::new();
+        let table =
+            CuboidTable::with_schema(data.schema(), 3, 7, vec!["aa".into()], segments.clone());
+        ctx.register_table("t", Arc::new(table)).unwrap();
+        let got = ctx
+            .sql("SELECT name FROM t WHERE name LIKE '%7' LIMIT 30")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let names: Vec<String> = got
+            .iter()
+            .flat_map(|b| {
+                let c = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8).unwrap();
+                let c = c.as_any().downcast_ref::<StringArray>().unwrap().clone();
+                (0..c.len()).map(move |i| c.value(i).to_string())
+            })
+            .collect();
+        assert_eq!(names.len(), 30);
+        assert!(names.iter().all(|n| n.ends_with('7')), "{names:?}");
     }
 
     /// Writes `data` as cuboid 7 of segment "aa" in a fresh store.

@@ -24,6 +24,7 @@ mod pruning;
 mod rewrite;
 mod segments;
 mod sketch;
+mod string_filter;
 mod warm;
 
 pub use crate::uncovered::Uncovered;

@@ -13,7 +13,9 @@ use super::pruning::BlockStats;
 use crate::error::Result;
 use crate::model::cuboid::TABLE_INDEX_ID;
 use crate::model::CuboidId;
-use crate::storage::block::{decode_block_columns, read_manifest};
+use crate::storage::block::{
+    decode_block_columns, decode_block_columns_as, read_manifest, StringForm,
+};
 use crate::storage::{BlockMeta, CuboidManifest, SegmentStore};
 
 /// Reads stored cuboids for queries. Blocking (a remote store is a network call): call it
@@ -39,11 +41,21 @@ pub(crate) trait SegmentReader: Send + Sync + std::fmt::Debug {
         meta: &BlockMeta,
         columns: Option<&[usize]>,
     ) -> Result<RecordBatch>;
+    /// The stored string column `column` of one block as `Dictionary(Int32, Utf8)`: ids into
+    /// the block's distinct values, so a filter on it costs one evaluation per value.
+    fn string_dictionary(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        block: u32,
+        meta: &BlockMeta,
+        column: usize,
+    ) -> Result<ArrayRef>;
 }
 
-/// One decoded column of one block: queries reading different columns of the same block
-/// share what they have in common, and no query decodes a column it does not read.
-type ColumnKey = (String, CuboidId, u32, usize);
+/// One decoded column of one block, in one form: queries reading different columns of the
+/// same block share what they have in common, and no query decodes a column it does not read.
+type ColumnKey = (String, CuboidId, u32, usize, StringForm);
 
 /// Decoded blocks kept in memory.
 const BLOCK_CACHE_BYTES: u64 = 1 << 30;
@@ -137,7 +149,7 @@ impl SegmentReader for CachedSegments {
         let Some(columns) = columns else {
             return self.whole_block(segment, cuboid, block, meta);
         };
-        let key = |c: usize| (segment.to_string(), cuboid, block, c);
+        let key = |c: usize| (segment.to_string(), cuboid, block, c, StringForm::Plain);
         let mut found: HashMap<usize, (FieldRef, ArrayRef)> = HashMap::new();
         let mut missing: Vec<usize> = Vec::new();
         for &c in columns {
@@ -175,6 +187,43 @@ impl SegmentReader for CachedSegments {
             &RecordBatchOptions::new().with_row_count(Some(meta.rows as usize)),
         )?)
     }
+
+    fn string_dictionary(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        block: u32,
+        meta: &BlockMeta,
+        column: usize,
+    ) -> Result<ArrayRef> {
+        let key = (
+            segment.to_string(),
+            cuboid,
+            block,
+            column,
+            StringForm::Dictionary,
+        );
+        if let Some((_, array)) = self.columns.get(&key) {
+            return Ok(array);
+        }
+        let bytes = self.store.get_block(segment, cuboid, block)?;
+        let batch = decode_block_columns_as(
+            &bytes,
+            meta,
+            segment,
+            cuboid,
+            block,
+            Some(&[column]),
+            StringForm::Dictionary,
+        )?;
+        let (field, array) = (batch.schema().fields()[0].clone(), batch.column(0).clone());
+        // Table-index blocks stream through uncached, as in `block`.
+        if cuboid != TABLE_INDEX_ID {
+            let bytes = array.get_array_memory_size() as u64;
+            self.columns.insert(key, (field, array.clone()), bytes);
+        }
+        Ok(array)
+    }
 }
 
 impl CachedSegments {
@@ -197,7 +246,7 @@ impl CachedSegments {
             .enumerate()
         {
             self.columns.insert(
-                (segment.to_string(), cuboid, block, c),
+                (segment.to_string(), cuboid, block, c, StringForm::Plain),
                 (field.clone(), array.clone()),
                 array.get_array_memory_size() as u64,
             );

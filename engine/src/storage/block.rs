@@ -159,6 +159,38 @@ pub fn decode_block_columns(
     block: u32,
     columns: Option<&[usize]>,
 ) -> Result<RecordBatch> {
+    decode_block_columns_as(
+        bytes,
+        meta,
+        segment,
+        cuboid,
+        block,
+        columns,
+        StringForm::Plain,
+    )
+}
+
+/// How a decoded block's string columns are typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StringForm {
+    /// `Utf8`, the type the cuboid's schema declares.
+    Plain,
+    /// `Dictionary(Int32, Utf8)` as stored: a filter on the column is evaluated once per
+    /// distinct value of the block instead of once per row.
+    Dictionary,
+}
+
+/// [`decode_block_columns`] with string columns in the form `strings`.
+pub fn decode_block_columns_as(
+    bytes: &[u8],
+    meta: &BlockMeta,
+    segment: &str,
+    cuboid: CuboidId,
+    block: u32,
+    columns: Option<&[usize]>,
+    strings: StringForm,
+) -> Result<RecordBatch> {
+    let dictionary = strings == StringForm::Dictionary;
     let what = || format!("block {block} of cuboid {cuboid} in segment {segment}");
     if bytes.len() as u64 != meta.bytes || crc32fast::hash(bytes) != meta.crc32 {
         return Err(Error::corrupt(
@@ -173,9 +205,10 @@ pub fn decode_block_columns(
         ));
     }
     let batch = if super::parquet_block::is_parquet(bytes) {
-        super::parquet_block::decode(bytes, columns).map_err(|e| Error::corrupt(what(), e))?
+        super::parquet_block::decode(bytes, columns, dictionary)
+            .map_err(|e| Error::corrupt(what(), e))?
     } else {
-        decode_ipc(bytes, columns).map_err(|e| Error::corrupt(what(), e.to_string()))?
+        decode_ipc(bytes, columns, dictionary).map_err(|e| Error::corrupt(what(), e.to_string()))?
     };
     if batch.num_rows() as u32 != meta.rows {
         return Err(Error::corrupt(
@@ -187,8 +220,8 @@ pub fn decode_block_columns(
 }
 
 /// Decodes an IPC block (store versions ≤ 3): the stream reader's projection skips the
-/// buffers of unread columns.
-fn decode_ipc(bytes: &[u8], columns: Option<&[usize]>) -> Result<RecordBatch> {
+/// buffers of unread columns. Strings are stored dictionary-encoded: `dictionary` keeps them so.
+fn decode_ipc(bytes: &[u8], columns: Option<&[usize]>, dictionary: bool) -> Result<RecordBatch> {
     let reader = StreamReader::try_new(Cursor::new(bytes), columns.map(<[usize]>::to_vec))?;
     // The reader's schema is the stored one; its batches carry the projected one.
     let schema = match columns {
@@ -196,7 +229,13 @@ fn decode_ipc(bytes: &[u8], columns: Option<&[usize]>) -> Result<RecordBatch> {
         None => reader.schema(),
     };
     let batches: Vec<RecordBatch> = reader.collect::<std::result::Result<_, _>>()?;
-    plain_columns(&concat_batches(&schema, &batches)?)
+    let batch = concat_batches(&schema, &batches)?;
+    if dictionary {
+        // Blocks written before strings were dictionary-encoded hold plain `Utf8`.
+        dictionary_encode_strings(&batch)
+    } else {
+        plain_columns(&batch)
+    }
 }
 
 /// The smallest (`want_min`) or largest non-null value of a dimension column in its manifest

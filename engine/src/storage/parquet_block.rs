@@ -22,7 +22,9 @@ use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatc
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::compute::kernels::numeric::{add_wrapping, sub_wrapping};
 use datafusion::arrow::datatypes::{DataType, Int64Type, Schema, SchemaRef};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{
+    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -208,12 +210,18 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
 /// Decodes the columns `columns` (stored schema indexes, in the order wanted; `None` = all) of
 /// a Parquet block. Columns not asked for (and not needed as a difference's reference) are
 /// neither read nor decompressed. Errors are plain strings: the caller names the block.
-pub fn decode(bytes: &[u8], columns: Option<&[usize]>) -> std::result::Result<RecordBatch, String> {
+/// With `strings_as_dictionary`, string columns come back as `Dictionary(Int32, Utf8)`: the
+/// page's dictionary and its ids as stored, no string copied per row.
+pub fn decode(
+    bytes: &[u8],
+    columns: Option<&[usize]>,
+    strings_as_dictionary: bool,
+) -> std::result::Result<RecordBatch, String> {
     // The Parquet and Arrow readers check what they parse but are not proven panic-free on
     // every damaged input (a block is CRC-checked before, so this takes bytes written
     // corrupt): a panic becomes a corrupt-block error, never a crashed query.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_unchecked(bytes, columns)
+        decode_unchecked(bytes, columns, strings_as_dictionary)
     }))
     .unwrap_or_else(|_| Err("the Parquet reader failed on damaged bytes".to_string()))
 }
@@ -221,9 +229,30 @@ pub fn decode(bytes: &[u8], columns: Option<&[usize]>) -> std::result::Result<Re
 fn decode_unchecked(
     bytes: &[u8],
     columns: Option<&[usize]>,
+    strings_as_dictionary: bool,
 ) -> std::result::Result<RecordBatch, String> {
-    let builder = ParquetRecordBatchReaderBuilder::try_new(Bytes::copy_from_slice(bytes))
-        .map_err(|e| e.to_string())?;
+    let bytes = Bytes::copy_from_slice(bytes);
+    let mut builder =
+        ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| e.to_string())?;
+    if strings_as_dictionary {
+        let hint = Schema::new(
+            builder
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(
+                        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
+                    )),
+                    _ => f.clone(),
+                })
+                .collect::<Vec<_>>(),
+        );
+        let options = ArrowReaderOptions::new().with_schema(Arc::new(hint));
+        let metadata = ArrowReaderMetadata::try_new(builder.metadata().clone(), options)
+            .map_err(|e| e.to_string())?;
+        builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata);
+    }
     // The reader copies the file's key-value metadata into the schema: the stored schema had
     // none (cuboid schemas carry no metadata), so none is given back.
     let schema: SchemaRef = Arc::new(Schema::new(builder.schema().fields().clone()));
