@@ -15,9 +15,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, BooleanBufferBuilder, RecordBatch, StringArray,
-};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::Session;
@@ -164,40 +162,40 @@ impl StringFilter {
         let values = datafusion::arrow::compute::cast(dictionary.values(), &DataType::Utf8)?;
         let pass = self.passes(&values)?;
         let keys = dictionary.keys();
-        let mut rows = BooleanBufferBuilder::new(keys.len());
         let ids = keys.values();
-        match keys.nulls() {
-            None => {
-                for &id in ids.iter() {
-                    rows.append(pass.value(checked(id, pass.len())?));
-                }
-            }
-            Some(nulls) => {
-                for (i, &id) in ids.iter().enumerate() {
-                    rows.append(if nulls.is_valid(i) {
-                        pass.value(checked(id, pass.len())?)
-                    } else {
-                        self.null_passes
-                    });
-                }
-            }
+        let rows = ids.len();
+        // Every id of a row is checked once, so that the lookups below stay in range (a null
+        // row's id slot may hold anything).
+        let out_of_range = |i: usize| ids[i] < 0 || ids[i] as usize >= pass.len();
+        let bad = match keys.nulls() {
+            None => (0..rows).find(|&i| out_of_range(i)),
+            Some(nulls) => (0..rows).find(|&i| nulls.is_valid(i) && out_of_range(i)),
+        };
+        if let Some(i) = bad {
+            return Err(Error::Corrupt {
+                what: "a block's string column".into(),
+                detail: format!("dictionary id {} out of {} values", ids[i], pass.len()),
+            });
         }
-        Ok(rows.finish())
+        let passing = pass.count_set_bits();
+        let pass: Vec<bool> = pass.iter().collect();
+        let value = |i: usize| pass[ids[i] as usize];
+        Ok(match keys.nulls() {
+            None if passing == 0 => BooleanBuffer::new_unset(rows),
+            None if passing == pass.len() => BooleanBuffer::new_set(rows),
+            None => BooleanBuffer::collect_bool(rows, value),
+            Some(nulls) => BooleanBuffer::collect_bool(rows, |i| {
+                if nulls.is_valid(i) {
+                    value(i)
+                } else {
+                    self.null_passes
+                }
+            }),
+        })
     }
 
     pub fn display(&self) -> &str {
         &self.display
-    }
-}
-
-/// A dictionary id as an index into its `len` values.
-fn checked(id: i32, len: usize) -> Result<usize> {
-    match usize::try_from(id) {
-        Ok(i) if i < len => Ok(i),
-        _ => Err(Error::Corrupt {
-            what: "a block's string column".into(),
-            detail: format!("dictionary id {id} out of {len} values"),
-        }),
     }
 }
 
@@ -287,5 +285,13 @@ mod tests {
             let got: Vec<bool> = f.rows(&plain).unwrap().iter().collect();
             assert_eq!(got, want, "{expr} over plain strings");
         }
+        // An id past the values (damaged data) is an error, never a wrong answer or a panic.
+        let keys = datafusion::arrow::array::Int32Array::from(vec![0, 7]);
+        let values = Arc::new(StringArray::from(vec!["a", "b"]));
+        // SAFETY: the array is only read by `rows`, which checks every id before using it.
+        let bad: ArrayRef = Arc::new(unsafe { DictionaryArray::new_unchecked(keys, values) });
+        let f = StringFilter::plan(&s, 0, &col("city").eq(lit("a")), &state).unwrap();
+        let err = f.rows(&bad).unwrap_err().to_string();
+        assert!(err.contains("dictionary id 7 out of 2 values"), "{err}");
     }
 }

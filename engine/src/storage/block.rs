@@ -724,6 +724,31 @@ mod tests {
     }
 
     #[test]
+    fn string_columns_decode_as_dictionaries_in_both_formats() {
+        let b = cuboid_like(3000);
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
+        for bytes in [encode_block(&b).unwrap(), encode_block_ipc(&b).unwrap()] {
+            let meta = meta_of(&bytes, 3000);
+            let got = decode_block_columns_as(
+                &bytes,
+                &meta,
+                "abc",
+                7,
+                0,
+                Some(&[2, 0]),
+                StringForm::Dictionary,
+            )
+            .unwrap();
+            assert_eq!(got.column(0).data_type(), &dictionary);
+            // The stored page dictionary, not one value per row.
+            let values = got.column(0).as_any_dictionary().values().len();
+            assert!(values <= 250, "{values} dictionary values");
+            assert_eq!(&cast(got.column(0), &DataType::Utf8).unwrap(), b.column(2));
+            assert_eq!(got.column(1), b.column(0));
+        }
+    }
+
+    #[test]
     fn corrupt_parquet_blocks_are_errors_never_panics() {
         let b = cuboid_like(2000);
         let bytes = encode_block(&b).unwrap();
