@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DataFusionError};
-use datafusion::logical_expr::Expr;
+use datafusion::logical_expr::{Expr, Operator};
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{Error, Result};
@@ -67,9 +67,28 @@ pub(crate) fn string_filter_column(schema: &Schema, dims: usize, filter: &Expr) 
 /// Whether `e` is a node a qualifying filter may contain.
 fn allowed(e: &Expr) -> bool {
     match e {
+        // Arithmetic can fail (division by zero) on a value whose rows another conjunct
+        // would have ruled out first: only operators that cannot fail.
+        Expr::BinaryExpr(b) => matches!(
+            b.op,
+            Operator::Eq
+                | Operator::NotEq
+                | Operator::Lt
+                | Operator::LtEq
+                | Operator::Gt
+                | Operator::GtEq
+                | Operator::And
+                | Operator::Or
+                | Operator::IsDistinctFrom
+                | Operator::IsNotDistinctFrom
+                | Operator::LikeMatch
+                | Operator::ILikeMatch
+                | Operator::NotLikeMatch
+                | Operator::NotILikeMatch
+                | Operator::StringConcat
+        ),
         Expr::Column(_)
         | Expr::Literal(..)
-        | Expr::BinaryExpr(_)
         | Expr::Not(_)
         | Expr::IsNull(_)
         | Expr::IsNotNull(_)
@@ -235,7 +254,14 @@ mod tests {
         assert_eq!(q(col("city").eq(lit("x")).or(col("n").eq(lit(1)))), None);
         assert_eq!(q(col("n").eq(lit(1))), None);
         assert_eq!(q(col("measure").eq(lit("x"))), None);
-        // A cast that can fail per value, and a volatile function.
+        // Arithmetic that can fail per value, a cast that can, and a volatile function.
+        assert_eq!(
+            q(
+                (datafusion::functions::unicode::expr_fn::character_length(col("city")) / lit(0))
+                    .eq(lit(1))
+            ),
+            None
+        );
         assert_eq!(
             q(datafusion::logical_expr::cast(col("city"), DataType::Int64).eq(lit(3i64))),
             None
