@@ -14,10 +14,10 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::filter_record_batch;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchema, DataFusionError};
@@ -36,6 +36,7 @@ use datafusion::physical_plan::{
 
 use super::segments::SegmentReader;
 use super::string_filter::{string_filter_column, StringFilter};
+use super::string_ids::StringIds;
 use crate::error::{Error, Result};
 use crate::model::{CubeLayout, CuboidId};
 use crate::storage::BlockMeta;
@@ -45,8 +46,13 @@ use crate::storage::BlockMeta;
 pub(crate) struct CuboidTable {
     /// Unique per table made (EXPLAIN finds a table's scan in the physical plan by it).
     id: u64,
-    /// Dimension columns first (rowkey order), then one column per measure state.
+    /// Dimension columns first (rowkey order), then one column per measure state; string
+    /// dimensions read as ids (`string_ids`) are `UInt32` here.
     schema: SchemaRef,
+    /// The columns as stored (what block statistics describe).
+    stored: SchemaRef,
+    /// String dimension columns the scan returns as ids of these numberings.
+    string_ids: Arc<[(usize, Arc<StringIds>)]>,
     dims: usize,
     cuboid: CuboidId,
     segments: Arc<[String]>,
@@ -116,7 +122,9 @@ impl CuboidTable {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         CuboidTable {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            stored: schema.clone(),
             schema,
+            string_ids: Arc::new([]),
             dims,
             cuboid,
             segments: segments.into(),
@@ -138,6 +146,25 @@ impl CuboidTable {
         self
     }
 
+    /// The table returning string dimension columns `ids` (column index, numbering) as ids
+    /// of their values, `UInt32`, for grouping (see [`super::string_ids`]). Filters on them
+    /// are not applied by the scan, so no caller may filter on them.
+    pub fn with_string_ids(mut self, ids: Vec<(usize, Arc<StringIds>)>) -> Self {
+        let fields: Vec<Field> = self
+            .stored
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(i, f)| match ids.iter().any(|(c, _)| *c == i) {
+                true => Field::new(f.name(), DataType::UInt32, true),
+                false => f.as_ref().clone(),
+            })
+            .collect();
+        self.schema = Arc::new(Schema::new(fields));
+        self.string_ids = ids.into();
+        self
+    }
+
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -152,7 +179,7 @@ impl CuboidTable {
     }
 
     fn dimension_fields(&self) -> Vec<Field> {
-        self.schema.fields()[..self.dims]
+        self.stored.fields()[..self.dims]
             .iter()
             .map(|f| f.as_ref().clone())
             .collect()
@@ -551,18 +578,51 @@ fn read_block(
         }
         passing = Some((rows, count));
     }
+    let numbering = |c: usize| {
+        table
+            .string_ids
+            .iter()
+            .find(|(i, _)| *i == c)
+            .map(|(_, ids)| ids)
+    };
+    let plain: Vec<usize> = columns
+        .iter()
+        .copied()
+        .filter(|&c| numbering(c).is_none())
+        .collect();
     let batch = table.reader.block(
         &table.segments[b.segment],
         table.cuboid,
         b.block,
         &b.meta,
-        Some(columns),
+        Some(&plain),
     )?;
+    let rows = batch.num_rows();
+    let mut plain_columns = batch.columns().iter();
+    let mut arrays = Vec::with_capacity(columns.len());
+    for &c in columns {
+        arrays.push(match numbering(c) {
+            Some(ids) => {
+                let strings = table.reader.string_dictionary(
+                    &table.segments[b.segment],
+                    table.cuboid,
+                    b.block,
+                    &b.meta,
+                    c,
+                )?;
+                Arc::new(ids.ids_of(&strings)?) as ArrayRef
+            }
+            None => plain_columns
+                .next()
+                .expect("one decoded column per plain column")
+                .clone(),
+        });
+    }
     // Stored blocks may differ from the table's schema in field nullability only.
     let batch = RecordBatch::try_new_with_options(
         schema.clone(),
-        batch.columns().to_vec(),
-        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+        arrays,
+        &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
     )?;
     match passing {
         Some((rows, count)) if count < batch.num_rows() || rows.len() != batch.num_rows() => {

@@ -25,6 +25,7 @@ mod rewrite;
 mod segments;
 mod sketch;
 mod string_filter;
+mod string_ids;
 mod warm;
 
 pub use crate::uncovered::Uncovered;

@@ -10,6 +10,7 @@ use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 
 use super::cache::LruCache;
 use super::pruning::BlockStats;
+use super::string_ids::{Numberings, StringIds};
 use crate::error::Result;
 use crate::model::cuboid::TABLE_INDEX_ID;
 use crate::model::CuboidId;
@@ -51,6 +52,12 @@ pub(crate) trait SegmentReader: Send + Sync + std::fmt::Debug {
         meta: &BlockMeta,
         column: usize,
     ) -> Result<ArrayRef>;
+    /// The numbering of string dimension `dimension`'s values (see [`super::string_ids`]),
+    /// shared by every query this reader serves; a reader without one numbers per call.
+    fn string_ids(&self, dimension: &str) -> Arc<StringIds> {
+        let _ = dimension;
+        Arc::new(StringIds::default())
+    }
 }
 
 /// One decoded column of one block, in one form: queries reading different columns of the
@@ -67,6 +74,7 @@ pub(crate) struct CachedSegments {
     manifests: Mutex<HashMap<(String, CuboidId), Arc<CuboidManifest>>>,
     stats: Mutex<HashMap<(String, CuboidId), Arc<BlockStats>>>,
     columns: LruCache<ColumnKey, (FieldRef, ArrayRef)>,
+    numberings: Numberings,
 }
 
 impl std::fmt::Debug for CachedSegments {
@@ -82,6 +90,7 @@ impl CachedSegments {
             manifests: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
             columns: LruCache::new(BLOCK_CACHE_BYTES),
+            numberings: Numberings::default(),
         }
     }
 
@@ -223,6 +232,10 @@ impl SegmentReader for CachedSegments {
             self.columns.insert(key, (field, array.clone()), bytes);
         }
         Ok(array)
+    }
+
+    fn string_ids(&self, dimension: &str) -> Arc<StringIds> {
+        self.numberings.of(dimension)
     }
 }
 

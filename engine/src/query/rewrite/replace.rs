@@ -2,6 +2,7 @@
 //! cuboid, joins to lookup tables for derived dimensions, the residual filters, the
 //! re-aggregation of measure states, and a projection restoring the original names and types.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
@@ -23,6 +24,7 @@ use crate::error::Result;
 use crate::model::{JoinKind, StateKind};
 use crate::query::cuboid_scan::{CuboidTable, DerivedFilter};
 use crate::query::segments::SegmentReader;
+use crate::query::string_ids::{string_of, StringIds, MAX_NUMBERED_VALUES};
 use crate::query::{percentile, sketch};
 
 const CUBOID_ALIAS: &str = "__qilin_cuboid";
@@ -70,6 +72,8 @@ pub(super) struct Source {
     pub builder: LogicalPlanBuilder,
     pub table: Arc<CuboidTable>,
     pub derived_tables: Vec<String>,
+    /// Rowkey columns the scan returns as ids, and their numberings.
+    pub numbered: HashMap<usize, Arc<StringIds>>,
 }
 
 /// A measure's state column in the cuboid scan.
@@ -80,7 +84,56 @@ pub(super) fn state_column(answer: &Answer, m: usize) -> Expr {
     ))
 }
 
-pub(super) fn source(answer: &Answer, reader: &Arc<dyn SegmentReader>) -> Result<Source> {
+/// Rowkey columns worth grouping by id (see [`crate::query::string_ids`]): string
+/// dimensions that are plain group keys and that nothing else reads — no filter, no
+/// aggregate, no other group key, no join — so no expression ever sees the ids.
+fn grouped_by_id(answer: &Answer) -> Result<BTreeSet<usize>> {
+    let layout = &answer.real.layout;
+    let mut candidates = BTreeSet::new();
+    let mut elsewhere: Vec<Expr> = Vec::new();
+    for g in &answer.group {
+        let target = match g {
+            Expr::Column(c) => resolve_scan(&answer.scans, c)
+                .and_then(|scan| answer.targets.get(&key(&answer.aliases[scan], &c.name))),
+            _ => None,
+        };
+        match target {
+            Some(Target::Rowkey(i)) if layout.rowkey[*i].source.data_type == DataType::Utf8 => {
+                candidates.insert(*i);
+            }
+            _ => elsewhere.push(g.clone()),
+        }
+    }
+    elsewhere.extend(answer.residual.iter().cloned());
+    let mut read: HashSet<String> = HashSet::new();
+    for a in &answer.aggs {
+        match a {
+            AggPlan::Case { arms, .. } => elsewhere.extend(arms.iter().map(|(c, _)| c.clone())),
+            AggPlan::DimMin(Target::Rowkey(i)) | AggPlan::DimMax(Target::Rowkey(i)) => {
+                read.insert(layout.rowkey[*i].name.clone());
+            }
+            _ => {}
+        }
+    }
+    for e in &elsewhere {
+        for c in map_expr(answer, e)?.column_refs() {
+            read.insert(c.name.clone());
+        }
+    }
+    for &d in &answer.derived {
+        read.extend(layout.derived[d].foreign_key.iter().cloned());
+    }
+    candidates.retain(|&i| !read.contains(&layout.rowkey[i].name));
+    Ok(candidates)
+}
+
+/// The rows to aggregate; rowkey columns `by_id` (see [`grouped_by_id`]) come as ids of
+/// their values where their numbering is not too large.
+pub(super) fn source(
+    answer: &Answer,
+    reader: &Arc<dyn SegmentReader>,
+    by_id: &BTreeSet<usize>,
+) -> Result<Source> {
     let layout = &answer.real.layout;
     let residual: Vec<Expr> = answer
         .residual
@@ -93,6 +146,24 @@ pub(super) fn source(answer: &Answer, reader: &Arc<dyn SegmentReader>) -> Result
     let segment_ids = answer.real.segments.iter().map(|s| s.id.clone()).collect();
     let mut table = CuboidTable::new(layout, answer.cuboid, segment_ids, reader.clone())
         .with_rows(answer.cuboid_rows);
+    let mut numbered = HashMap::new();
+    let mut id_columns = Vec::new();
+    for (position, i) in layout.cuboid_columns(answer.cuboid).into_iter().enumerate() {
+        if !by_id.contains(&i) {
+            continue;
+        }
+        let ids = reader.string_ids(&format!(
+            "{}/{}/{}",
+            answer.project, layout.cube.name, layout.rowkey[i].name
+        ));
+        if ids.len() <= MAX_NUMBERED_VALUES {
+            id_columns.push((position, ids.clone()));
+            numbered.insert(i, ids);
+        }
+    }
+    if !id_columns.is_empty() {
+        table = table.with_string_ids(id_columns);
+    }
 
     // Derived columns come from the lookup's snapshot in the newest READY segment, never
     // from the source files.
@@ -177,6 +248,7 @@ pub(super) fn source(answer: &Answer, reader: &Arc<dyn SegmentReader>) -> Result
         builder,
         table,
         derived_tables,
+        numbered,
     })
 }
 
@@ -225,7 +297,8 @@ pub(super) fn replacement(
         mut builder,
         table,
         derived_tables,
-    } = source(answer, reader)?;
+        numbered,
+    } = source(answer, reader, &grouped_by_id(answer)?)?;
 
     // Re-aggregation: group keys, then partial aggregates over the states.
     let state = |m: usize| {
@@ -259,7 +332,14 @@ pub(super) fn replacement(
             ));
         } else {
             group.push(map(g)?.alias(format!("__g{i}")));
-            group_out.push(Expr::Column(Column::from_name(format!("__g{i}"))));
+            let key = Expr::Column(Column::from_name(format!("__g{i}")));
+            group_out.push(match target {
+                // Grouped by the ids of its values: back to strings after the aggregate.
+                Some(Target::Rowkey(r)) if numbered.contains_key(r) => {
+                    string_of(numbered[r].clone()).call(vec![key])
+                }
+                _ => key,
+            });
         }
     }
     let target_col = |t: &Target| match t {

@@ -316,7 +316,8 @@ fn replacement(
         builder,
         table,
         derived_tables,
-    } = replace::source(answer, reader)?;
+        ..
+    } = replace::source(answer, reader, &Default::default())?;
     let group: Vec<Expr> = answer
         .group
         .iter()
