@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -602,16 +602,14 @@ fn read_block(
     let mut arrays = Vec::with_capacity(columns.len());
     for &c in columns {
         arrays.push(match numbering(c) {
-            Some(ids) => {
-                let strings = table.reader.string_dictionary(
-                    &table.segments[b.segment],
-                    table.cuboid,
-                    b.block,
-                    &b.meta,
-                    c,
-                )?;
-                Arc::new(ids.ids_of(&strings)?) as ArrayRef
-            }
+            Some(ids) => table.reader.string_ids_of(
+                &table.segments[b.segment],
+                table.cuboid,
+                b.block,
+                &b.meta,
+                c,
+                ids,
+            )?,
             None => plain_columns
                 .next()
                 .expect("one decoded column per plain column")

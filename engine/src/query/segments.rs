@@ -52,6 +52,20 @@ pub(crate) trait SegmentReader: Send + Sync + std::fmt::Debug {
         meta: &BlockMeta,
         column: usize,
     ) -> Result<ArrayRef>;
+    /// The stored string column `column` of one block as `UInt32` ids of `ids`, the numbering
+    /// of its dimension's values (see [`super::string_ids`]).
+    fn string_ids_of(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        block: u32,
+        meta: &BlockMeta,
+        column: usize,
+        ids: &StringIds,
+    ) -> Result<ArrayRef> {
+        let strings = self.string_dictionary(segment, cuboid, block, meta, column)?;
+        Ok(Arc::new(ids.ids_of(&strings)?))
+    }
     /// The numbering of string dimension `dimension`'s values (see [`super::string_ids`]),
     /// shared by every query this reader serves; a reader without one numbers per call.
     fn string_ids(&self, dimension: &str) -> Arc<StringIds> {
@@ -62,7 +76,15 @@ pub(crate) trait SegmentReader: Send + Sync + std::fmt::Debug {
 
 /// One decoded column of one block, in one form: queries reading different columns of the
 /// same block share what they have in common, and no query decodes a column it does not read.
-type ColumnKey = (String, CuboidId, u32, usize, StringForm);
+type ColumnKey = (String, CuboidId, u32, usize, CachedForm);
+
+/// The form a cached column is in: as decoded, or a string column as ids of its dimension's
+/// numbering (segment ids are unique, so a block's column belongs to one dimension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum CachedForm {
+    Decoded(StringForm),
+    Ids,
+}
 
 /// Decoded blocks kept in memory.
 const BLOCK_CACHE_BYTES: u64 = 1 << 30;
@@ -158,7 +180,15 @@ impl SegmentReader for CachedSegments {
         let Some(columns) = columns else {
             return self.whole_block(segment, cuboid, block, meta);
         };
-        let key = |c: usize| (segment.to_string(), cuboid, block, c, StringForm::Plain);
+        let key = |c: usize| {
+            (
+                segment.to_string(),
+                cuboid,
+                block,
+                c,
+                CachedForm::Decoded(StringForm::Plain),
+            )
+        };
         let mut found: HashMap<usize, (FieldRef, ArrayRef)> = HashMap::new();
         let mut missing: Vec<usize> = Vec::new();
         for &c in columns {
@@ -210,7 +240,7 @@ impl SegmentReader for CachedSegments {
             cuboid,
             block,
             column,
-            StringForm::Dictionary,
+            CachedForm::Decoded(StringForm::Dictionary),
         );
         if let Some((_, array)) = self.columns.get(&key) {
             return Ok(array);
@@ -228,6 +258,30 @@ impl SegmentReader for CachedSegments {
         let (field, array) = (batch.schema().fields()[0].clone(), batch.column(0).clone());
         // Table-index blocks stream through uncached, as in `block`.
         if cuboid != TABLE_INDEX_ID {
+            let bytes = array.get_array_memory_size() as u64;
+            self.columns.insert(key, (field, array.clone()), bytes);
+        }
+        Ok(array)
+    }
+
+    /// Cached: a block's ids never change, as its dimension's numbering never renumbers.
+    fn string_ids_of(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        block: u32,
+        meta: &BlockMeta,
+        column: usize,
+        ids: &StringIds,
+    ) -> Result<ArrayRef> {
+        let key = (segment.to_string(), cuboid, block, column, CachedForm::Ids);
+        if let Some((_, array)) = self.columns.get(&key) {
+            return Ok(array);
+        }
+        let strings = self.string_dictionary(segment, cuboid, block, meta, column)?;
+        let array: ArrayRef = Arc::new(ids.ids_of(&strings)?);
+        if cuboid != TABLE_INDEX_ID {
+            let field = Arc::new(Field::new("ids", array.data_type().clone(), true));
             let bytes = array.get_array_memory_size() as u64;
             self.columns.insert(key, (field, array.clone()), bytes);
         }
@@ -259,7 +313,13 @@ impl CachedSegments {
             .enumerate()
         {
             self.columns.insert(
-                (segment.to_string(), cuboid, block, c, StringForm::Plain),
+                (
+                    segment.to_string(),
+                    cuboid,
+                    block,
+                    c,
+                    CachedForm::Decoded(StringForm::Plain),
+                ),
                 (field.clone(), array.clone()),
                 array.get_array_memory_size() as u64,
             );

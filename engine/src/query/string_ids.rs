@@ -105,20 +105,28 @@ impl StringIds {
         let values = values.as_string::<i32>();
         let remap = self.ids_of_values(values)?;
         let keys = dictionary.keys();
-        let mut ids = Vec::with_capacity(keys.len());
-        for (row, &key) in keys.values().iter().enumerate() {
-            // A negative key becomes a huge index: out of range like any other bad one.
-            match remap.get(key as usize) {
-                Some(&id) => ids.push(id),
-                // A null row's key slot may hold anything.
-                None if keys.is_null(row) => ids.push(NULL_VALUE),
-                None => {
-                    return Err(Error::Corrupt {
-                        what: "a block's string column".into(),
-                        detail: format!("dictionary id {key} out of {} values", remap.len()),
-                    })
-                }
+        // A negative key becomes a huge index: out of range like any other bad one. A null
+        // row's key slot may hold anything and maps to `NULL_VALUE`.
+        let ids: Vec<u32> = keys
+            .values()
+            .iter()
+            .map(|&key| remap.get(key as usize).copied().unwrap_or(NULL_VALUE))
+            .collect();
+        let bad = ids.iter().enumerate().find(|&(row, &id)| {
+            id == NULL_VALUE && keys.is_valid(row) && {
+                let key = keys.values()[row];
+                remap.get(key as usize).is_none()
             }
+        });
+        if let Some((row, _)) = bad {
+            return Err(Error::Corrupt {
+                what: "a block's string column".into(),
+                detail: format!(
+                    "dictionary id {} out of {} values",
+                    keys.values()[row],
+                    remap.len()
+                ),
+            });
         }
         let nulls = if values.null_count() > 0 {
             dictionary.logical_nulls()
