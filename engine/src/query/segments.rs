@@ -78,12 +78,12 @@ pub(crate) trait SegmentReader: Send + Sync + std::fmt::Debug {
 /// same block share what they have in common, and no query decodes a column it does not read.
 type ColumnKey = (String, CuboidId, u32, usize, CachedForm);
 
-/// The form a cached column is in: as decoded, or a string column as ids of its dimension's
-/// numbering (segment ids are unique, so a block's column belongs to one dimension).
+/// The form a cached column is in: as decoded, or a string column as ids of the numbering
+/// with this [`StringIds::id`] (ids of different numberings never mix).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum CachedForm {
     Decoded(StringForm),
-    Ids,
+    Ids(u64),
 }
 
 /// Decoded blocks kept in memory.
@@ -264,7 +264,7 @@ impl SegmentReader for CachedSegments {
         Ok(array)
     }
 
-    /// Cached: a block's ids never change, as its dimension's numbering never renumbers.
+    /// Cached: a block's ids in one numbering never change, as a numbering never renumbers.
     fn string_ids_of(
         &self,
         segment: &str,
@@ -274,7 +274,13 @@ impl SegmentReader for CachedSegments {
         column: usize,
         ids: &StringIds,
     ) -> Result<ArrayRef> {
-        let key = (segment.to_string(), cuboid, block, column, CachedForm::Ids);
+        let key = (
+            segment.to_string(),
+            cuboid,
+            block,
+            column,
+            CachedForm::Ids(ids.id()),
+        );
         if let Some((_, array)) = self.columns.get(&key) {
             return Ok(array);
         }

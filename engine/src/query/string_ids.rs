@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder, UInt32Array};
@@ -28,9 +29,21 @@ pub(crate) const STRING_OF: &str = "qilin_string_of";
 pub(crate) const MAX_NUMBERED_VALUES: usize = 1 << 20;
 
 /// The numbering of one dimension's values.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct StringIds {
+    /// Unique per numbering made: what cached ids are keyed by.
+    id: u64,
     inner: RwLock<Numbered>,
+}
+
+impl Default for StringIds {
+    fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        StringIds {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            inner: RwLock::default(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +72,11 @@ impl Numbered {
 const NULL_VALUE: u32 = u32::MAX;
 
 impl StringIds {
+    /// Which numbering this is (ids of different numberings never mix).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
     /// How many values are numbered.
     pub fn len(&self) -> usize {
         self.inner.read().expect("string ids").values.len()
@@ -356,5 +374,7 @@ mod tests {
         );
         assert_eq!(*f, *string_of(ids.clone()));
         assert_ne!(*f, *string_of(Arc::new(StringIds::default())));
+        // Cached ids are keyed by the numbering's id: no two numberings share one.
+        assert_ne!(ids.id(), StringIds::default().id());
     }
 }
