@@ -15,7 +15,9 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, StringArray,
+};
 use datafusion::arrow::buffer::BooleanBuffer;
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::catalog::Session;
@@ -181,21 +183,9 @@ impl StringFilter {
         let values = datafusion::arrow::compute::cast(dictionary.values(), &DataType::Utf8)?;
         let pass = self.passes(&values)?;
         let keys = dictionary.keys();
+        check_dictionary_ids(keys, pass.len())?;
         let ids = keys.values();
         let rows = ids.len();
-        // Every id of a row is checked once, so that the lookups below stay in range (a null
-        // row's id slot may hold anything).
-        let out_of_range = |i: usize| ids[i] < 0 || ids[i] as usize >= pass.len();
-        let bad = match keys.nulls() {
-            None => (0..rows).find(|&i| out_of_range(i)),
-            Some(nulls) => (0..rows).find(|&i| nulls.is_valid(i) && out_of_range(i)),
-        };
-        if let Some(i) = bad {
-            return Err(Error::Corrupt {
-                what: "a block's string column".into(),
-                detail: format!("dictionary id {} out of {} values", ids[i], pass.len()),
-            });
-        }
         let passing = pass.count_set_bits();
         let pass: Vec<bool> = pass.iter().collect();
         let value = |i: usize| pass[ids[i] as usize];
@@ -215,6 +205,25 @@ impl StringFilter {
 
     pub fn display(&self) -> &str {
         &self.display
+    }
+}
+
+/// Checks every non-null row's id of a block's dictionary column against its `values`
+/// distinct values, so that lookups by id stay in range (a null row's id slot may hold
+/// anything): an id past them is damaged data, an error rather than a wrong answer.
+pub(super) fn check_dictionary_ids(keys: &Int32Array, values: usize) -> Result<()> {
+    let ids = keys.values();
+    let out_of_range = |i: usize| ids[i] < 0 || ids[i] as usize >= values;
+    let bad = match keys.nulls() {
+        None => (0..ids.len()).find(|&i| out_of_range(i)),
+        Some(nulls) => (0..ids.len()).find(|&i| nulls.is_valid(i) && out_of_range(i)),
+    };
+    match bad {
+        Some(i) => Err(Error::Corrupt {
+            what: "a block's string column".into(),
+            detail: format!("dictionary id {} out of {values} values", ids[i]),
+        }),
+        None => Ok(()),
     }
 }
 

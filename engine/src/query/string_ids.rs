@@ -19,6 +19,7 @@ use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
+use super::string_filter::check_dictionary_ids;
 use crate::error::{Error, Result};
 
 /// The function that turns ids back into strings.
@@ -123,29 +124,13 @@ impl StringIds {
         let values = values.as_string::<i32>();
         let remap = self.ids_of_values(values)?;
         let keys = dictionary.keys();
-        // A negative key becomes a huge index: out of range like any other bad one. A null
-        // row's key slot may hold anything and maps to `NULL_VALUE`.
+        check_dictionary_ids(keys, remap.len())?;
+        // Only a null row's key slot can be out of range; its id is never read.
         let ids: Vec<u32> = keys
             .values()
             .iter()
             .map(|&key| remap.get(key as usize).copied().unwrap_or(NULL_VALUE))
             .collect();
-        let bad = ids.iter().enumerate().find(|&(row, &id)| {
-            id == NULL_VALUE && keys.is_valid(row) && {
-                let key = keys.values()[row];
-                remap.get(key as usize).is_none()
-            }
-        });
-        if let Some((row, _)) = bad {
-            return Err(Error::Corrupt {
-                what: "a block's string column".into(),
-                detail: format!(
-                    "dictionary id {} out of {} values",
-                    keys.values()[row],
-                    remap.len()
-                ),
-            });
-        }
         let nulls = if values.null_count() > 0 {
             dictionary.logical_nulls()
         } else {
@@ -237,7 +222,7 @@ impl ScalarUDFImpl for StringOf {
                 DataFusionError::Internal(format!("{STRING_OF} of {}", ids.data_type()))
             })?;
             Ok(Arc::new(
-                self.strings_of(ids).map_err(Error::into_datafusion)?,
+                self.ids.strings_of(ids).map_err(Error::into_datafusion)?,
             ))
         };
         match &args.args[..] {
@@ -252,12 +237,6 @@ impl ScalarUDFImpl for StringOf {
                 "{STRING_OF} takes one argument"
             ))),
         }
-    }
-}
-
-impl StringOf {
-    fn strings_of(&self, ids: &UInt32Array) -> Result<StringArray> {
-        self.ids.strings_of(ids)
     }
 }
 
