@@ -14,9 +14,9 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch};
 use datafusion::arrow::buffer::BooleanBuffer;
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::compute::{filter_record_batch, take, FilterBuilder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -34,6 +34,7 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 
+use super::lookup::{derived_field, DerivedLookup};
 use super::segments::SegmentReader;
 use super::string_filter::{string_filter_column, StringFilter};
 use super::string_ids::StringIds;
@@ -59,6 +60,10 @@ pub(crate) struct CuboidTable {
     reader: Arc<dyn SegmentReader>,
     /// Filters on derived columns that prune through a foreign key (see [`DerivedFilter`]).
     derived: Arc<[DerivedFilter]>,
+    /// Lookups whose columns the scan derives (see [`super::lookup`]).
+    lookups: Arc<[DerivedLookup]>,
+    /// For each schema column past the stored ones: its lookup and snapshot column.
+    derived_columns: Arc<[(usize, usize)]>,
     /// Stored rows over all segments, when the segment metadata says (no I/O at planning):
     /// the scan's statistics, so that a join builds its hash table on the smaller side.
     rows: Option<u64>,
@@ -130,6 +135,8 @@ impl CuboidTable {
             segments: segments.into(),
             reader,
             derived: Arc::new([]),
+            lookups: Arc::new([]),
+            derived_columns: Arc::new([]),
             rows: None,
         }
     }
@@ -150,19 +157,58 @@ impl CuboidTable {
     /// of their values, `UInt32`, for grouping (see [`super::string_ids`]). Filters on them
     /// are not applied by the scan, so no caller may filter on them.
     pub fn with_string_ids(mut self, ids: Vec<(usize, Arc<StringIds>)>) -> Self {
-        let fields: Vec<Field> = self
+        self.string_ids = ids.into();
+        self.rebuild_schema();
+        self
+    }
+
+    /// The table also returning every column of each of `lookups`' snapshots, named by
+    /// [`derived_field`], after its stored columns. Their keys must suit
+    /// ([`super::lookup::lookup_keys`]).
+    pub fn with_lookups(mut self, lookups: Vec<DerivedLookup>) -> Self {
+        self.derived_columns = lookups
+            .iter()
+            .enumerate()
+            .flat_map(|(l, lookup)| (0..lookup.snapshot.schema.fields().len()).map(move |c| (l, c)))
+            .collect();
+        self.lookups = lookups.into();
+        self.rebuild_schema();
+        self
+    }
+
+    /// The schema: the stored columns (string ids as `UInt32`), then the derived ones.
+    fn rebuild_schema(&mut self) {
+        let mut fields: Vec<Field> = self
             .stored
             .fields()
             .iter()
             .enumerate()
-            .map(|(i, f)| match ids.iter().any(|(c, _)| *c == i) {
-                true => Field::new(f.name(), DataType::UInt32, true),
-                false => f.as_ref().clone(),
-            })
+            .map(
+                |(i, f)| match self.string_ids.iter().any(|(c, _)| *c == i) {
+                    true => Field::new(f.name(), DataType::UInt32, true),
+                    false => f.as_ref().clone(),
+                },
+            )
             .collect();
+        for &(l, c) in self.derived_columns.iter() {
+            let f = self.lookups[l].snapshot.stored.field(c);
+            fields.push(Field::new(
+                derived_field(l, f.name()),
+                f.data_type().clone(),
+                true,
+            ));
+        }
         self.schema = Arc::new(Schema::new(fields));
-        self.string_ids = ids.into();
-        self
+    }
+
+    /// Every row of every block, unfiltered (a lookup snapshot's, say).
+    pub fn read_all(&self) -> Result<Vec<RecordBatch>> {
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let (blocks, _) = select(self, None, &[])?;
+        blocks
+            .iter()
+            .map(|b| read_block(self, &all, &self.schema, b, &[]))
+            .collect()
     }
 
     pub fn id(&self) -> u64 {
@@ -585,7 +631,37 @@ fn read_block(
             .find(|(i, _)| *i == c)
             .map(|(_, ids)| ids)
     };
-    let plain: Vec<usize> = columns
+    // The lookups this block needs: those of projected derived columns, and every inner one
+    // (it drops the rows whose key has no snapshot row).
+    let stored_len = table.stored.fields().len();
+    let derived = |c: usize| (c >= stored_len).then(|| table.derived_columns[c - stored_len]);
+    let used: Vec<usize> = (0..table.lookups.len())
+        .filter(|&l| {
+            table.lookups[l].inner
+                || columns
+                    .iter()
+                    .any(|&c| derived(c).is_some_and(|d| d.0 == l))
+        })
+        .collect();
+    // Stored columns to read: the projected ones, in order, then missing foreign keys.
+    let mut read: Vec<usize> = columns
+        .iter()
+        .copied()
+        .filter(|&c| c < stored_len)
+        .collect();
+    let projected = read.len();
+    let mut foreign_keys = Vec::with_capacity(used.len());
+    for &l in &used {
+        let fk = table.stored.index_of(&table.lookups[l].foreign_key)?;
+        foreign_keys.push(match read.iter().position(|&c| c == fk) {
+            Some(p) => p,
+            None => {
+                read.push(fk);
+                read.len() - 1
+            }
+        });
+    }
+    let plain: Vec<usize> = read
         .iter()
         .copied()
         .filter(|&c| numbering(c).is_none())
@@ -599,9 +675,9 @@ fn read_block(
     )?;
     let rows = batch.num_rows();
     let mut plain_columns = batch.columns().iter();
-    let mut arrays = Vec::with_capacity(columns.len());
-    for &c in columns {
-        arrays.push(match numbering(c) {
+    let mut stored: Vec<ArrayRef> = Vec::with_capacity(read.len());
+    for &c in &read {
+        stored.push(match numbering(c) {
             Some(ids) => table.reader.string_ids_of(
                 &table.segments[b.segment],
                 table.cuboid,
@@ -616,17 +692,56 @@ fn read_block(
                 .clone(),
         });
     }
+    // The string filters' rows first: lookups and the rest see only the rows that pass.
+    let mut rows = rows;
+    if let Some((keep, count)) = passing {
+        if count < rows || keep.len() != rows {
+            let keep = FilterBuilder::new(&BooleanArray::new(keep, None))
+                .optimize()
+                .build();
+            stored = stored
+                .iter()
+                .map(|a| keep.filter(a))
+                .collect::<std::result::Result<_, _>>()?;
+            rows = count;
+        }
+    }
+    // Each needed lookup's snapshot row per row; an inner one's missing rows are dropped.
+    let mut found = Vec::with_capacity(used.len());
+    let mut missing: Option<BooleanBuffer> = None;
+    for (&l, &fk) in used.iter().zip(&foreign_keys) {
+        let index = table.lookups[l].index()?;
+        let at = index.rows_of(&stored[fk])?;
+        if let (true, Some(nulls)) = (table.lookups[l].inner, at.nulls()) {
+            missing = Some(match missing {
+                Some(before) => &before & nulls.inner(),
+                None => nulls.inner().clone(),
+            });
+        }
+        found.push((index, at));
+    }
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(columns.len());
+    let mut stored = stored.into_iter().take(projected);
+    for &c in columns {
+        arrays.push(match derived(c) {
+            None => stored
+                .next()
+                .expect("one stored array per projected stored column"),
+            Some((l, column)) => {
+                let (index, at) = &found[used.iter().position(|&u| u == l).expect("used")];
+                take(index.rows.column(column), at, None)?
+            }
+        });
+    }
     // Stored blocks may differ from the table's schema in field nullability only.
     let batch = RecordBatch::try_new_with_options(
         schema.clone(),
         arrays,
         &datafusion::arrow::array::RecordBatchOptions::new().with_row_count(Some(rows)),
     )?;
-    match passing {
-        Some((rows, count)) if count < batch.num_rows() || rows.len() != batch.num_rows() => {
-            Ok(filter_record_batch(&batch, &BooleanArray::new(rows, None))?)
-        }
-        _ => Ok(batch),
+    match missing {
+        Some(keep) => Ok(filter_record_batch(&batch, &BooleanArray::new(keep, None))?),
+        None => Ok(batch),
     }
 }
 
@@ -782,11 +897,7 @@ impl DerivedKeys {
         let fk_type = t.schema.field(fk).data_type().clone();
         // Every key of the snapshot with whether its row passes.
         let mut keys: Vec<(datafusion::common::ScalarValue, bool)> = Vec::new();
-        let lookup = &self.lookup;
-        let all: Vec<usize> = (0..lookup.schema.fields().len()).collect();
-        let (blocks, _) = select(lookup, None, &[])?;
-        for b in &blocks {
-            let batch = read_block(lookup, &all, &lookup.schema, b, &[])?;
+        for batch in self.lookup.read_all()? {
             let passes = self.filter.evaluate(&batch)?.into_array(batch.num_rows())?;
             let Some(passes) = passes
                 .as_any()
@@ -1383,6 +1494,97 @@ mod tests {
                 }),
                 "{filter}"
             );
+        }
+    }
+
+    /// A lookup the scan derives itself gives what a join to the snapshot gives: an inner
+    /// lookup drops the rows whose key has no snapshot row, a left one gives them nulls;
+    /// blocks are pruned by filters on stored columns as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn derived_columns_equal_a_join() {
+        let data = rows();
+        // Every third day has no snapshot row.
+        let all = months();
+        let keep = BooleanArray::from_iter((0..all.num_rows()).map(|i| Some(i % 3 != 1)));
+        let lookup = filter_record_batch(&all, &keep).unwrap();
+        let (_dir, store, segments) = stored(&data, 3);
+        write_cuboid(
+            store.as_ref(),
+            "aa",
+            9,
+            &lookup.schema(),
+            std::slice::from_ref(&lookup),
+            2,
+            BLOCK_ROWS,
+        )
+        .unwrap();
+        let oracle = SessionContext::new();
+        oracle
+            .register_table(
+                "t",
+                Arc::new(MemTable::try_new(data.schema(), vec![vec![data.clone()]]).unwrap()),
+            )
+            .unwrap();
+        oracle
+            .register_table(
+                "l",
+                Arc::new(MemTable::try_new(lookup.schema(), vec![vec![lookup.clone()]]).unwrap()),
+            )
+            .unwrap();
+        for (inner, join) in [(true, "JOIN"), (false, "LEFT JOIN")] {
+            let snapshot = CuboidTable::with_schema(
+                lookup.schema(),
+                2,
+                9,
+                vec!["aa".into()],
+                segments.clone(),
+            );
+            let fact =
+                CuboidTable::with_schema(data.schema(), 3, 7, vec!["aa".into()], segments.clone())
+                    .with_lookups(vec![DerivedLookup::new(snapshot, "key", "day", inner)]);
+            let ctx = SessionContext::new();
+            ctx.register_table("t", Arc::new(fact)).unwrap();
+            let month = derived_field(0, "month");
+            let key = derived_field(0, "key");
+            for (ours, theirs) in [
+                (
+                    format!(
+                        "SELECT \"{month}\" AS m, count(*) AS n, sum(revenue) AS r FROM t \
+                         GROUP BY 1 ORDER BY 1 NULLS FIRST"
+                    ),
+                    format!(
+                        "SELECT month AS m, count(*) AS n, sum(revenue) AS r FROM t {join} l \
+                         ON day = key GROUP BY 1 ORDER BY 1 NULLS FIRST"
+                    ),
+                ),
+                (
+                    "SELECT count(*) AS n FROM t WHERE amount > 50".to_string(),
+                    format!("SELECT count(*) AS n FROM t {join} l ON day = key WHERE amount > 50"),
+                ),
+                (
+                    format!(
+                        "SELECT name, \"{key}\" AS k FROM t WHERE \"{month}\" LIKE '2020-03' \
+                         OR name < 'b' ORDER BY name"
+                    ),
+                    format!(
+                        "SELECT name, key AS k FROM t {join} l ON day = key \
+                         WHERE month LIKE '2020-03' OR name < 'b' ORDER BY name"
+                    ),
+                ),
+            ] {
+                let got = ctx.sql(&ours).await.unwrap().collect().await.unwrap();
+                let want = oracle.sql(&theirs).await.unwrap().collect().await.unwrap();
+                let text = |b: &[RecordBatch]| {
+                    datafusion::arrow::util::pretty::pretty_format_batches(b)
+                        .unwrap()
+                        .to_string()
+                };
+                assert_eq!(text(&got), text(&want), "{ours}");
+                assert!(
+                    got.iter().map(|b| b.num_rows()).sum::<usize>() > 0,
+                    "{ours}"
+                );
+            }
         }
     }
 

@@ -19,6 +19,7 @@ mod cuboid_scan;
 mod folding;
 pub mod history;
 mod keys;
+mod lookup;
 mod percentile;
 mod pruning;
 mod rewrite;

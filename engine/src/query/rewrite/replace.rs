@@ -23,6 +23,7 @@ use super::{detail, Realized, INTERNAL_PREFIX};
 use crate::error::Result;
 use crate::model::{JoinKind, StateKind};
 use crate::query::cuboid_scan::{CuboidTable, DerivedFilter};
+use crate::query::lookup::{derived_field, lookup_keys, DerivedLookup};
 use crate::query::segments::SegmentReader;
 use crate::query::string_ids::{string_of, StringIds, MAX_NUMBERED_VALUES};
 use crate::query::{percentile, sketch};
@@ -212,12 +213,65 @@ pub(super) fn source(
         lookups.push((dd, snapshot, segment, alias));
     }
     table = table.with_derived_filters(derived_filters);
+
+    // Lookups on one integer key the scan derives itself (see [`crate::query::lookup`]); the
+    // others are joined.
+    let mut derived_tables = Vec::new();
+    let mut in_scan = Vec::new();
+    let mut joined = Vec::new();
+    for (dd, snapshot, segment, alias) in lookups {
+        derived_tables.push(format!(
+            "{} (snapshot of {}.{} in segment {})",
+            dd.table, answer.project, dd.lookup_table, segment.name
+        ));
+        let key_type = |t: &CuboidTable, k: &str| {
+            t.schema_ref()
+                .field_with_name(k)
+                .map(|f| f.data_type().clone())
+                .ok()
+        };
+        match (dd.foreign_key.as_slice(), dd.primary_key.as_slice()) {
+            ([fk], [pk])
+                if key_type(&table, fk)
+                    .zip(key_type(&snapshot, pk))
+                    .is_some_and(|(f, p)| lookup_keys(&f, &p)) =>
+            {
+                let inner = dd.kind == JoinKind::Inner;
+                in_scan.push((alias, DerivedLookup::new(snapshot, pk, fk, inner)));
+            }
+            _ => joined.push((dd, snapshot, alias)),
+        }
+    }
+    let mut renamed = Vec::new();
+    if !in_scan.is_empty() {
+        let stored = table.schema_ref().fields().len();
+        let (aliases, lookups): (Vec<String>, Vec<DerivedLookup>) = in_scan.into_iter().unzip();
+        table = table.with_lookups(lookups);
+        let fields = table.schema_ref().fields();
+        renamed = fields[..stored]
+            .iter()
+            .map(|f| Expr::Column(Column::new(Some(CUBOID_ALIAS), f.name().as_str())))
+            .collect();
+        for (l, alias) in aliases.iter().enumerate() {
+            for f in fields[stored..].iter() {
+                let prefix = derived_field(l, "");
+                if let Some(name) = f.name().strip_prefix(&prefix) {
+                    renamed.push(
+                        Expr::Column(Column::new(Some(CUBOID_ALIAS), f.name().as_str()))
+                            .alias_qualified(Some(alias.as_str()), name),
+                    );
+                }
+            }
+        }
+    }
     let table = Arc::new(table);
 
     let mut builder =
         LogicalPlanBuilder::scan(CUBOID_ALIAS, provider_as_source(table.clone()), None)?;
-    let mut derived_tables = Vec::new();
-    for (dd, snapshot, segment, alias) in lookups {
+    if !renamed.is_empty() {
+        builder = builder.project(renamed)?;
+    }
+    for (dd, snapshot, alias) in joined {
         let right =
             LogicalPlanBuilder::scan(alias.as_str(), provider_as_source(Arc::new(snapshot)), None)?
                 .build()?;
@@ -236,10 +290,6 @@ pub(super) fn source(
             JoinKind::Left => JoinType::Left,
         };
         builder = builder.join(right, join, (left_keys, right_keys), None)?;
-        derived_tables.push(format!(
-            "{} (snapshot of {}.{} in segment {})",
-            dd.table, answer.project, dd.lookup_table, segment.name
-        ));
     }
     if let Some(p) = conjunction(residual) {
         builder = builder.filter(p)?;
