@@ -13,16 +13,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, AsArray, Int64Array, PrimitiveArray, RecordBatch,
-    UInt32Array,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, Int64Array, PrimitiveArray,
+    RecordBatch, UInt32Array,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Date64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type,
     UInt32Type, UInt8Type,
 };
-use datafusion::common::DataFusionError;
+use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, DataFusionError};
+use datafusion::logical_expr::Expr;
+use datafusion::physical_expr::PhysicalExpr;
 
 use super::cuboid_scan::CuboidTable;
 use crate::error::{Error, Result};
@@ -210,6 +214,85 @@ impl LookupIndex {
             None => keys.values().iter().map(|&k| row(k)).collect(),
             Some(_) => keys.iter().map(|k| k.map_or(NO_ROW, row)).collect(),
         }
+    }
+}
+
+/// A filter on the columns of one inner lookup, which the scan applies exactly: evaluated
+/// once per snapshot row, then each cuboid row passes as its snapshot row does (a row
+/// without one is dropped by the inner join anyway). Like [`super::string_filter`]'s, such
+/// filters are deterministic and cannot fail on a snapshot row no cuboid row references.
+#[derive(Debug)]
+pub(crate) struct LookupFilter {
+    /// The lookup's position in the table's lookups.
+    pub lookup: usize,
+    /// Over the snapshot's columns.
+    predicate: Arc<dyn PhysicalExpr>,
+    display: String,
+    /// Whether each snapshot row passes, computed when first needed.
+    passing: Mutex<Option<Arc<BooleanBuffer>>>,
+}
+
+impl LookupFilter {
+    /// Plans `filter`, over the unqualified columns of `snapshot`, for lookup `lookup`.
+    pub fn plan(
+        lookup: usize,
+        snapshot: &SchemaRef,
+        filter: &Expr,
+        state: &dyn Session,
+    ) -> Result<Self> {
+        let df_schema = DFSchema::try_from(snapshot.as_ref().clone())?;
+        Ok(LookupFilter {
+            lookup,
+            predicate: state.create_physical_expr(filter.clone(), &df_schema)?,
+            display: filter.to_string(),
+            passing: Mutex::default(),
+        })
+    }
+
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// Whether each row of the snapshot `index` passes (null = no).
+    pub fn passing(&self, index: &LookupIndex) -> Result<Arc<BooleanBuffer>> {
+        let mut slot = self.passing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = slot.as_ref() {
+            return Ok(p.clone());
+        }
+        let result = self
+            .predicate
+            .evaluate(&index.rows)?
+            .into_array(index.rows.num_rows())?;
+        let Some(result) = result.as_any().downcast_ref::<BooleanArray>() else {
+            return Err(Error::DataFusion(DataFusionError::Internal(format!(
+                "filter {} is {}, not boolean",
+                self.display,
+                result.data_type()
+            ))));
+        };
+        let p = Arc::new(match result.nulls() {
+            Some(nulls) => result.values() & nulls.inner(),
+            None => result.values().clone(),
+        });
+        *slot = Some(p.clone());
+        Ok(p)
+    }
+}
+
+/// The rows that found a snapshot row (`at` not null) that passes (`passing`, by snapshot
+/// row; every one when `None`).
+pub(crate) fn found_and_passing(
+    at: &UInt32Array,
+    passing: Option<&BooleanBuffer>,
+) -> BooleanBuffer {
+    let rows = at.values();
+    match (at.nulls(), passing) {
+        (None, None) => BooleanBuffer::new_set(rows.len()),
+        (Some(nulls), None) => nulls.inner().clone(),
+        (None, Some(p)) => BooleanBuffer::collect_bool(rows.len(), |i| p.value(rows[i] as usize)),
+        (Some(nulls), Some(p)) => BooleanBuffer::collect_bool(rows.len(), |i| {
+            nulls.is_valid(i) && p.value(rows[i] as usize)
+        }),
     }
 }
 

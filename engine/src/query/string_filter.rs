@@ -66,8 +66,9 @@ pub(crate) fn string_filter_column(schema: &Schema, dims: usize, filter: &Expr) 
     Some(index)
 }
 
-/// Whether `e` is a node a qualifying filter may contain.
-fn allowed(e: &Expr) -> bool {
+/// Whether `e` is a node a qualifying filter may contain: evaluated on a value no row holds,
+/// it cannot fail (the scan's lookup filters use it too).
+pub(super) fn allowed(e: &Expr) -> bool {
     match e {
         // Arithmetic can fail (division by zero) on a value whose rows another conjunct
         // would have ruled out first: only operators that cannot fail.
