@@ -254,6 +254,15 @@ impl CuboidTable {
         Some((l, over_snapshot))
     }
 
+    /// What the table reads: its segments and storage id.
+    pub fn storage_key(&self) -> String {
+        format!("{}/{}", self.segments.join(","), self.cuboid)
+    }
+
+    pub fn reader(&self) -> &Arc<dyn SegmentReader> {
+        &self.reader
+    }
+
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -1694,6 +1703,25 @@ mod tests {
             assert_eq!(text(&got), text(&want), "{ours}");
             assert!(!text(&got).contains("| 0 "), "{}", text(&got));
         }
+    }
+
+    /// Plans over the same snapshot share one index while one of them holds it.
+    #[test]
+    fn plans_share_a_lookup_index() {
+        let lookup = months();
+        let (_dir, store, segments) = stored(&lookup, 2);
+        let _ = store;
+        let snapshot =
+            || CuboidTable::with_schema(lookup.schema(), 2, 7, vec!["aa".into()], segments.clone());
+        let first = DerivedLookup::new(snapshot(), "key", "day", true);
+        let second = DerivedLookup::new(snapshot(), "key", "day", true);
+        let index = first.index().unwrap();
+        assert_eq!(index.rows.num_rows(), lookup.num_rows());
+        assert!(Arc::ptr_eq(&index, &second.index().unwrap()));
+        // Once no plan holds it, it is freed and read again.
+        drop((index, first, second));
+        let third = DerivedLookup::new(snapshot(), "key", "day", true);
+        assert_eq!(Arc::strong_count(&third.index().unwrap()), 2);
     }
 
     /// With row counts known, a join to a lookup builds its hash table on the lookup and the

@@ -106,13 +106,18 @@ impl DerivedLookup {
         }
     }
 
-    /// The snapshot's rows and key index, read on first use.
+    /// The snapshot's rows and key index, read on first use (or shared with the other plans
+    /// over the same snapshot, through the segment reader).
     pub fn index(&self) -> Result<Arc<LookupIndex>> {
         let mut slot = self.index.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(index) = slot.as_ref() {
             return Ok(index.clone());
         }
-        let index = Arc::new(self.build()?);
+        let key = format!("{}/{}", self.snapshot.storage_key(), self.primary_key);
+        let index = self
+            .snapshot
+            .reader()
+            .lookup_index(&key, &mut || self.build().map(Arc::new))?;
         *slot = Some(index.clone());
         Ok(index)
     }

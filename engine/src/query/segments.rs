@@ -3,12 +3,13 @@
 //! cuboid scan take a [`SegmentReader`], not the whole query engine.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 
 use super::cache::LruCache;
+use super::lookup::LookupIndex;
 use super::pruning::BlockStats;
 use super::string_ids::{Numberings, StringIds};
 use crate::error::Result;
@@ -72,6 +73,17 @@ pub(crate) trait SegmentReader: Send + Sync + std::fmt::Debug {
         let _ = dimension;
         Arc::new(StringIds::default())
     }
+    /// The index of the lookup snapshot `key` names (see [`super::lookup`]), made by `build`
+    /// unless a plan still holds one, so that the plans using a snapshot share one copy; a
+    /// reader without a registry builds it per call.
+    fn lookup_index(
+        &self,
+        key: &str,
+        build: &mut dyn FnMut() -> Result<Arc<LookupIndex>>,
+    ) -> Result<Arc<LookupIndex>> {
+        let _ = key;
+        build()
+    }
 }
 
 /// One decoded column of one block, in one form: queries reading different columns of the
@@ -97,6 +109,8 @@ pub(crate) struct CachedSegments {
     stats: Mutex<HashMap<(String, CuboidId), Arc<BlockStats>>>,
     columns: LruCache<ColumnKey, (FieldRef, ArrayRef)>,
     numberings: Numberings,
+    /// Lookup indexes by snapshot, while some plan holds them.
+    lookups: Mutex<HashMap<String, Weak<LookupIndex>>>,
 }
 
 impl std::fmt::Debug for CachedSegments {
@@ -113,6 +127,7 @@ impl CachedSegments {
             stats: Mutex::new(HashMap::new()),
             columns: LruCache::new(BLOCK_CACHE_BYTES),
             numberings: Numberings::default(),
+            lookups: Mutex::default(),
         }
     }
 
@@ -296,6 +311,22 @@ impl SegmentReader for CachedSegments {
 
     fn string_ids(&self, dimension: &str) -> Arc<StringIds> {
         self.numberings.of(dimension)
+    }
+
+    fn lookup_index(
+        &self,
+        key: &str,
+        build: &mut dyn FnMut() -> Result<Arc<LookupIndex>>,
+    ) -> Result<Arc<LookupIndex>> {
+        // Held while building: a second query wanting the same index waits for it.
+        let mut indexes = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(index) = indexes.get(key).and_then(Weak::upgrade) {
+            return Ok(index);
+        }
+        let index = build()?;
+        indexes.retain(|_, w| w.strong_count() > 0);
+        indexes.insert(key.to_string(), Arc::downgrade(&index));
+        Ok(index)
     }
 }
 
