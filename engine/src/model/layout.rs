@@ -328,7 +328,8 @@ pub fn sql_type_name(dt: &DataType) -> Option<String> {
     })
 }
 
-fn is_int(dt: &DataType) -> bool {
+/// Integer types whose values all fit an `i64` (join keys of different such types match).
+pub(crate) fn is_int(dt: &DataType) -> bool {
     matches!(
         dt,
         DataType::Int8

@@ -1401,6 +1401,20 @@ mod tests {
         (dir, store.clone(), Arc::new(CachedSegments::new(store)))
     }
 
+    /// Writes `lookup` (key first, two dimension columns) as storage id 9 of segment "aa".
+    fn store_snapshot(store: &LocalSegmentStore, lookup: &RecordBatch) {
+        write_cuboid(
+            store,
+            "aa",
+            9,
+            &lookup.schema(),
+            std::slice::from_ref(lookup),
+            2,
+            BLOCK_ROWS,
+        )
+        .unwrap();
+    }
+
     #[test]
     fn projected_reads_equal_full_reads() {
         let data = rows();
@@ -1492,16 +1506,7 @@ mod tests {
         let data = rows();
         let lookup = months();
         let (_dir, store, segments) = stored(&data, 3);
-        write_cuboid(
-            store.as_ref(),
-            "aa",
-            9,
-            &lookup.schema(),
-            std::slice::from_ref(&lookup),
-            2,
-            BLOCK_ROWS,
-        )
-        .unwrap();
+        store_snapshot(&store, &lookup);
         let snapshot =
             CuboidTable::with_schema(lookup.schema(), 2, 9, vec!["aa".into()], segments.clone());
         let counting = Arc::new(Counting {
@@ -1599,16 +1604,7 @@ mod tests {
         let keep = BooleanArray::from_iter((0..all.num_rows()).map(|i| Some(i % 3 != 1)));
         let lookup = filter_record_batch(&all, &keep).unwrap();
         let (_dir, store, segments) = stored(&data, 3);
-        write_cuboid(
-            store.as_ref(),
-            "aa",
-            9,
-            &lookup.schema(),
-            std::slice::from_ref(&lookup),
-            2,
-            BLOCK_ROWS,
-        )
-        .unwrap();
+        store_snapshot(&store, &lookup);
         let oracle = SessionContext::new();
         oracle
             .register_table(
@@ -1732,16 +1728,7 @@ mod tests {
         let data = rows();
         let lookup = months();
         let (_dir, store, segments) = stored(&data, 3);
-        write_cuboid(
-            store.as_ref(),
-            "aa",
-            9,
-            &lookup.schema(),
-            std::slice::from_ref(&lookup),
-            2,
-            BLOCK_ROWS,
-        )
-        .unwrap();
+        store_snapshot(&store, &lookup);
         let fact =
             CuboidTable::with_schema(data.schema(), 3, 7, vec!["aa".into()], segments.clone())
                 .with_rows(6_000_000);

@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, Int64Array, PrimitiveArray,
-    RecordBatch, UInt32Array,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, PrimitiveArray, RecordBatch,
+    UInt32Array,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
-use datafusion::arrow::compute::{cast, concat_batches};
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Date64Type, Int16Type, Int32Type, Int64Type, Int8Type, UInt16Type,
@@ -30,6 +30,7 @@ use datafusion::physical_expr::PhysicalExpr;
 
 use super::cuboid_scan::CuboidTable;
 use crate::error::{Error, Result};
+use crate::model::layout::is_int;
 
 /// A key range at most this many times the snapshot's rows (or [`DENSE_FLOOR`]) is indexed
 /// by an array: 4 bytes per possible key, one load per row.
@@ -39,24 +40,11 @@ const DENSE_FLOOR: i64 = 1 << 20;
 /// Whether a foreign key of type `fk` can be looked up in a primary key of type `pk`:
 /// integers that fit an `i64`, or dates of the same type.
 pub(crate) fn lookup_keys(fk: &DataType, pk: &DataType) -> bool {
-    (integer(fk) && integer(pk)) || (fk == pk && key_type(fk))
+    (is_int(fk) && is_int(pk)) || (fk == pk && key_type(fk))
 }
 
 fn key_type(t: &DataType) -> bool {
-    integer(t) || matches!(t, DataType::Date32 | DataType::Date64)
-}
-
-fn integer(t: &DataType) -> bool {
-    matches!(
-        t,
-        DataType::Int8
-            | DataType::Int16
-            | DataType::Int32
-            | DataType::Int64
-            | DataType::UInt8
-            | DataType::UInt16
-            | DataType::UInt32
-    )
+    is_int(t) || matches!(t, DataType::Date32 | DataType::Date64)
 }
 
 /// One lookup table's columns, derived through a foreign key of the cuboid.
@@ -136,10 +124,7 @@ impl DerivedLookup {
 impl LookupIndex {
     /// The index of `rows` by their column `key`; a key found twice is an error.
     fn new(rows: RecordBatch, key: usize) -> std::result::Result<Self, String> {
-        let keys: Vec<Option<i64>> = as_i64(rows.column(key))
-            .map_err(|e| e.to_string())?
-            .iter()
-            .collect();
+        let keys = map_keys(rows.column(key), None, Some).map_err(|e| e.to_string())?;
         if keys.len() >= NO_ROW as usize {
             return Err(format!("{} rows are too many to index", keys.len()));
         }
@@ -179,47 +164,55 @@ impl LookupIndex {
     /// The snapshot row of each foreign key in `keys`, null where there is none (a null key
     /// has none).
     pub fn rows_of(&self, keys: &ArrayRef) -> Result<UInt32Array> {
-        let rows = match keys.data_type() {
-            DataType::Int8 => self.rows_of_keys(keys.as_primitive::<Int8Type>()),
-            DataType::Int16 => self.rows_of_keys(keys.as_primitive::<Int16Type>()),
-            DataType::Int32 => self.rows_of_keys(keys.as_primitive::<Int32Type>()),
-            DataType::Int64 => self.rows_of_keys(keys.as_primitive::<Int64Type>()),
-            DataType::UInt8 => self.rows_of_keys(keys.as_primitive::<UInt8Type>()),
-            DataType::UInt16 => self.rows_of_keys(keys.as_primitive::<UInt16Type>()),
-            DataType::UInt32 => self.rows_of_keys(keys.as_primitive::<UInt32Type>()),
-            DataType::Date32 => self.rows_of_keys(keys.as_primitive::<Date32Type>()),
-            DataType::Date64 => self.rows_of_keys(keys.as_primitive::<Date64Type>()),
-            other => {
-                return Err(Error::DataFusion(DataFusionError::Internal(format!(
-                    "a lookup key of type {other}"
-                ))))
-            }
-        };
+        let rows = map_keys(keys, NO_ROW, |key| match &self.keys {
+            KeyIndex::Dense { min, rows } => key
+                .checked_sub(*min)
+                .and_then(|i| usize::try_from(i).ok())
+                .and_then(|i| rows.get(i).copied())
+                .unwrap_or(NO_ROW),
+            KeyIndex::Sparse(map) => map.get(&key).copied().unwrap_or(NO_ROW),
+        })?;
         let found = BooleanBuffer::collect_bool(rows.len(), |i| rows[i] != NO_ROW);
         let nulls = (found.count_set_bits() < rows.len()).then(|| NullBuffer::new(found));
         Ok(UInt32Array::new(ScalarBuffer::from(rows), nulls))
     }
+}
 
-    fn rows_of_keys<T: ArrowPrimitiveType>(&self, keys: &PrimitiveArray<T>) -> Vec<u32>
+/// `f` of each key of a key column (see [`lookup_keys`]) as an `i64`, `null` for null keys;
+/// compiled per key type, so no per-row dispatch or copy.
+fn map_keys<R: Copy>(keys: &ArrayRef, null: R, f: impl Fn(i64) -> R) -> Result<Vec<R>> {
+    fn each<T: ArrowPrimitiveType, R: Copy>(
+        keys: &PrimitiveArray<T>,
+        null: R,
+        f: impl Fn(i64) -> R,
+    ) -> Vec<R>
     where
         T::Native: Into<i64>,
     {
-        let row = |key: T::Native| {
-            let key: i64 = key.into();
-            match &self.keys {
-                KeyIndex::Dense { min, rows } => key
-                    .checked_sub(*min)
-                    .and_then(|i| usize::try_from(i).ok())
-                    .and_then(|i| rows.get(i).copied())
-                    .unwrap_or(NO_ROW),
-                KeyIndex::Sparse(map) => map.get(&key).copied().unwrap_or(NO_ROW),
-            }
-        };
         match keys.nulls() {
-            None => keys.values().iter().map(|&k| row(k)).collect(),
-            Some(_) => keys.iter().map(|k| k.map_or(NO_ROW, row)).collect(),
+            None => keys.values().iter().map(|&k| f(k.into())).collect(),
+            Some(_) => keys
+                .iter()
+                .map(|k| k.map_or(null, |k| f(k.into())))
+                .collect(),
         }
     }
+    Ok(match keys.data_type() {
+        DataType::Int8 => each(keys.as_primitive::<Int8Type>(), null, f),
+        DataType::Int16 => each(keys.as_primitive::<Int16Type>(), null, f),
+        DataType::Int32 => each(keys.as_primitive::<Int32Type>(), null, f),
+        DataType::Int64 => each(keys.as_primitive::<Int64Type>(), null, f),
+        DataType::UInt8 => each(keys.as_primitive::<UInt8Type>(), null, f),
+        DataType::UInt16 => each(keys.as_primitive::<UInt16Type>(), null, f),
+        DataType::UInt32 => each(keys.as_primitive::<UInt32Type>(), null, f),
+        DataType::Date32 => each(keys.as_primitive::<Date32Type>(), null, f),
+        DataType::Date64 => each(keys.as_primitive::<Date64Type>(), null, f),
+        other => {
+            return Err(Error::DataFusion(DataFusionError::Internal(format!(
+                "a lookup key of type {other}"
+            ))))
+        }
+    })
 }
 
 /// A filter on the columns of one inner lookup, which the scan applies exactly: evaluated
@@ -299,19 +292,6 @@ pub(crate) fn found_and_passing(
             nulls.is_valid(i) && p.value(rows[i] as usize)
         }),
     }
-}
-
-/// A key column as `i64`s (one vectorized cast; no key type overflows it).
-fn as_i64(keys: &ArrayRef) -> Result<Int64Array> {
-    if !key_type(keys.data_type()) {
-        return Err(Error::DataFusion(DataFusionError::Internal(format!(
-            "a lookup key of type {}",
-            keys.data_type()
-        ))));
-    }
-    Ok(cast(keys, &DataType::Int64)?
-        .as_primitive::<Int64Type>()
-        .clone())
 }
 
 /// The name of snapshot column `column` of the scan's `lookup`th lookup in the scan's

@@ -242,27 +242,24 @@ pub(super) fn source(
             _ => joined.push((dd, snapshot, alias)),
         }
     }
+    // The scan's derived columns renamed to the lookup's columns the answer maps to.
     let mut renamed = Vec::new();
     if !in_scan.is_empty() {
-        let stored = table.schema_ref().fields().len();
-        let (aliases, lookups): (Vec<String>, Vec<DerivedLookup>) = in_scan.into_iter().unzip();
-        table = table.with_lookups(lookups);
-        let fields = table.schema_ref().fields();
-        renamed = fields[..stored]
+        renamed = table
+            .schema_ref()
+            .fields()
             .iter()
             .map(|f| Expr::Column(Column::new(Some(CUBOID_ALIAS), f.name().as_str())))
             .collect();
-        for (l, alias) in aliases.iter().enumerate() {
-            for f in fields[stored..].iter() {
-                let prefix = derived_field(l, "");
-                if let Some(name) = f.name().strip_prefix(&prefix) {
-                    renamed.push(
-                        Expr::Column(Column::new(Some(CUBOID_ALIAS), f.name().as_str()))
-                            .alias_qualified(Some(alias.as_str()), name),
-                    );
-                }
+        for (l, (alias, lookup)) in in_scan.iter().enumerate() {
+            for f in lookup.snapshot.schema_ref().fields() {
+                renamed.push(
+                    Expr::Column(Column::new(Some(CUBOID_ALIAS), derived_field(l, f.name())))
+                        .alias_qualified(Some(alias.as_str()), f.name()),
+                );
             }
         }
+        table = table.with_lookups(in_scan.into_iter().map(|(_, lookup)| lookup).collect());
     }
     let table = Arc::new(table);
 
