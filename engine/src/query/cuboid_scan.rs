@@ -1,9 +1,11 @@
 //! The cuboid as a DataFusion table: [`CuboidTable`] is the `TableProvider` a rewritten query
 //! scans, over one cuboid of a cube's READY segments. Planning does no I/O: the provider
 //! turns the pushed filters into a [`PruningPredicate`] and accepts them as `Inexact` (the
-//! `Filter` above it stays, so results never depend on pruning), except filters on one string
-//! dimension, which the scan applies to every block's rows itself through the block's
-//! dictionary ([`super::string_filter`]). [`CuboidScanExec`] reads
+//! `Filter` above it stays, so results never depend on pruning), except the filters the scan
+//! applies to every block's rows itself: on one string dimension through the block's
+//! dictionary ([`super::string_filter`]), on stored non-string dimensions row by row
+//! ([`super::dimension_filter`]), on one inner lookup's columns through its snapshot rows
+//! ([`super::lookup`]). [`CuboidScanExec`] reads
 //! the manifests when it executes, keeps the blocks the predicate cannot rule out, spreads
 //! them over its partitions, and decodes only the projected columns of each, a few blocks
 //! ahead of the consumer on tokio's blocking pool. A cached plan therefore holds segment ids
@@ -34,6 +36,7 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 
+use super::dimension_filter::{dimension_filter_columns, DimensionFilter};
 use super::lookup::{derived_field, found_and_passing, DerivedLookup, LookupFilter};
 use super::segments::SegmentReader;
 use super::string_filter::{allowed, string_filter_column, StringFilter};
@@ -299,8 +302,10 @@ impl TableProvider for CuboidTable {
         TableType::Base
     }
 
-    /// Every filter helps pruning. Filters on one string dimension the scan applies itself
-    /// (see [`super::string_filter`]) are exact; for the others the `Filter` stays above.
+    /// Every filter helps pruning. Filters the scan applies itself are exact: on one string
+    /// dimension ([`super::string_filter`]), on stored non-string dimensions
+    /// ([`super::dimension_filter`]), on one inner lookup's columns ([`super::lookup`]). For
+    /// the others the `Filter` stays above.
     fn supports_filters_pushdown(
         &self,
         filters: &[&Expr],
@@ -310,6 +315,7 @@ impl TableProvider for CuboidTable {
             .map(|f| {
                 let f = unqualified(f);
                 match string_filter_column(&self.schema, self.dims, &f).is_some()
+                    || dimension_filter_columns(&self.schema, &self.stored, self.dims, &f).is_some()
                     || self.lookup_filter(&f).is_some()
                 {
                     true => TableProviderFilterPushDown::Exact,
@@ -352,6 +358,16 @@ impl TableProvider for CuboidTable {
                 string_filters.push(planned);
             }
         }
+        let mut dimension_filters = Vec::new();
+        for f in filters.iter().map(unqualified) {
+            if let Some(columns) =
+                dimension_filter_columns(&self.schema, &self.stored, self.dims, &f)
+            {
+                let planned = DimensionFilter::plan(&self.stored, columns, &f, state)
+                    .map_err(Error::into_datafusion)?;
+                dimension_filters.push(planned);
+            }
+        }
         let mut lookup_filters = Vec::new();
         for f in filters.iter().map(unqualified) {
             if let Some((l, over_snapshot)) = self.lookup_filter(&f) {
@@ -366,6 +382,7 @@ impl TableProvider for CuboidTable {
         scan.derived = derived.into();
         scan.filters = RowFilters {
             strings: string_filters.into(),
+            dimensions: dimension_filters.into(),
             lookups: lookup_filters.into(),
         };
         // DataFusion passes a limit only when no filter stays above the scan: any `limit`
@@ -395,6 +412,8 @@ fn unqualified(e: &Expr) -> Expr {
 struct RowFilters {
     /// On one string dimension each, through the block's dictionary.
     strings: Arc<[StringFilter]>,
+    /// On stored non-string dimensions, row by row before anything else is taken.
+    dimensions: Arc<[DimensionFilter]>,
     /// On the columns of one inner lookup each, through the snapshot rows.
     lookups: Arc<[LookupFilter]>,
 }
@@ -544,6 +563,9 @@ impl DisplayAs for CuboidScanExec {
                     )?;
                 }
                 for s in self.filters.strings.iter() {
+                    write!(f, ", filter={}", s.display())?;
+                }
+                for s in self.filters.dimensions.iter() {
                     write!(f, ", filter={}", s.display())?;
                 }
                 for s in self.filters.lookups.iter() {
@@ -729,17 +751,25 @@ fn read_block(
         .filter(|&c| c < stored_len)
         .collect();
     let projected = read.len();
+    // Where stored column `c` is in `read`, added when missing.
+    let mut position = |c: usize| match read.iter().position(|&r| r == c) {
+        Some(p) => p,
+        None => {
+            read.push(c);
+            read.len() - 1
+        }
+    };
     let mut foreign_keys = Vec::with_capacity(used.len());
     for &l in &used {
-        let fk = table.stored.index_of(&table.lookups[l].foreign_key)?;
-        foreign_keys.push(match read.iter().position(|&c| c == fk) {
-            Some(p) => p,
-            None => {
-                read.push(fk);
-                read.len() - 1
-            }
-        });
+        foreign_keys.push(position(
+            table.stored.index_of(&table.lookups[l].foreign_key)?,
+        ));
     }
+    let dimension_inputs: Vec<Vec<usize>> = filters
+        .dimensions
+        .iter()
+        .map(|f| f.columns.iter().map(|&c| position(c)).collect())
+        .collect();
     let plain: Vec<usize> = read
         .iter()
         .copied()
@@ -771,7 +801,20 @@ fn read_block(
                 .clone(),
         });
     }
-    // The string filters' rows first: lookups and the rest see only the rows that pass.
+    for (f, inputs) in filters.dimensions.iter().zip(&dimension_inputs) {
+        let arrays = inputs.iter().map(|&p| stored[p].clone()).collect();
+        let pass = f.rows(arrays, rows)?;
+        let pass = match passing {
+            Some((before, _)) => &before & &pass,
+            None => pass,
+        };
+        let count = pass.count_set_bits();
+        if count == 0 {
+            return Ok(RecordBatch::new_empty(schema.clone()));
+        }
+        passing = Some((pass, count));
+    }
+    // The filtered rows first: lookups and the rest see only the rows that pass.
     let mut rows = rows;
     if let Some((keep, count)) = passing {
         if count < rows || keep.len() != rows {
@@ -1299,7 +1342,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn string_dimension_filters_are_applied_by_the_scan_itself() {
+    async fn dimension_filters_are_applied_by_the_scan_itself() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(LocalSegmentStore::open(dir.path()).unwrap());
         let data = rows();
@@ -1328,6 +1371,17 @@ mod tests {
             ("name = 'nothing'", false),
             ("name IN ('b-0051', 'c-0100') AND revenue > 60", true),
             ("name = 'b-0051' OR revenue < 3", true),
+            // Non-string dimensions, one or several per filter, alone or with a string one.
+            ("day >= DATE '2020-03-01' AND amount < 500", false),
+            ("day = DATE '2020-02-01' OR amount > 900.5", false),
+            ("amount BETWEEN 100 AND 200 AND name LIKE 'b%'", false),
+            (
+                "day IN (DATE '2020-01-07', DATE '2021-01-01') OR day IS NULL",
+                false,
+            ),
+            ("name = 'b-0051' OR day < DATE '2020-01-05'", true),
+            ("amount * 2 > 100", true),
+            ("day > DATE '2020-01-10' AND revenue > 60", true),
         ] {
             let sql = format!("{sum} WHERE {filter} GROUP BY name ORDER BY name");
             read(&sql, &segments, &data).await;

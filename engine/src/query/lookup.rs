@@ -13,8 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, PrimitiveArray, RecordBatch,
-    UInt32Array,
+    Array, ArrayRef, ArrowPrimitiveType, AsArray, PrimitiveArray, RecordBatch, UInt32Array,
 };
 use datafusion::arrow::buffer::{BooleanBuffer, NullBuffer, ScalarBuffer};
 use datafusion::arrow::compute::concat_batches;
@@ -29,6 +28,7 @@ use datafusion::logical_expr::Expr;
 use datafusion::physical_expr::PhysicalExpr;
 
 use super::cuboid_scan::CuboidTable;
+use super::string_filter::passing_rows;
 use crate::error::{Error, Result};
 use crate::model::layout::is_int;
 
@@ -257,21 +257,11 @@ impl LookupFilter {
         if let Some(p) = slot.as_ref() {
             return Ok(p.clone());
         }
-        let result = self
-            .predicate
-            .evaluate(&index.rows)?
-            .into_array(index.rows.num_rows())?;
-        let Some(result) = result.as_any().downcast_ref::<BooleanArray>() else {
-            return Err(Error::DataFusion(DataFusionError::Internal(format!(
-                "filter {} is {}, not boolean",
-                self.display,
-                result.data_type()
-            ))));
-        };
-        let p = Arc::new(match result.nulls() {
-            Some(nulls) => result.values() & nulls.inner(),
-            None => result.values().clone(),
-        });
+        let p = Arc::new(passing_rows(
+            self.predicate.as_ref(),
+            &index.rows,
+            &self.display,
+        )?);
         *slot = Some(p.clone());
         Ok(p)
     }

@@ -16,6 +16,7 @@ mod cache;
 mod canonical;
 mod catalog;
 mod cuboid_scan;
+mod dimension_filter;
 mod folding;
 pub mod history;
 mod keys;

@@ -160,18 +160,7 @@ impl StringFilter {
     /// Whether each of `values` passes (null = no).
     fn passes(&self, values: &ArrayRef) -> Result<BooleanBuffer> {
         let batch = RecordBatch::try_new(self.schema.clone(), vec![values.clone()])?;
-        let result = self.predicate.evaluate(&batch)?.into_array(values.len())?;
-        let Some(result) = result.as_any().downcast_ref::<BooleanArray>() else {
-            return Err(Error::DataFusion(DataFusionError::Internal(format!(
-                "filter {} is {}, not boolean",
-                self.display,
-                result.data_type()
-            ))));
-        };
-        Ok(match result.nulls() {
-            Some(nulls) => result.values() & nulls.inner(),
-            None => result.values().clone(),
-        })
+        passing_rows(self.predicate.as_ref(), &batch, &self.display)
     }
 
     /// Which rows of a block pass, given the block's column: one evaluation per distinct
@@ -207,6 +196,25 @@ impl StringFilter {
     pub fn display(&self) -> &str {
         &self.display
     }
+}
+
+/// Which rows of `batch` pass `predicate` (a filter displayed as `display`); null = no.
+pub(super) fn passing_rows(
+    predicate: &dyn PhysicalExpr,
+    batch: &RecordBatch,
+    display: &str,
+) -> Result<BooleanBuffer> {
+    let result = predicate.evaluate(batch)?.into_array(batch.num_rows())?;
+    let Some(result) = result.as_any().downcast_ref::<BooleanArray>() else {
+        return Err(Error::DataFusion(DataFusionError::Internal(format!(
+            "filter {display} is {}, not boolean",
+            result.data_type()
+        ))));
+    };
+    Ok(match result.nulls() {
+        Some(nulls) => result.values() & nulls.inner(),
+        None => result.values().clone(),
+    })
 }
 
 /// Checks every non-null row's id of a block's dictionary column against its `values`
