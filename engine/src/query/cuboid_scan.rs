@@ -714,16 +714,9 @@ fn read_block(
             &b.meta,
             f.column,
         )?;
-        let rows = f.rows(&column)?;
-        let rows = match passing {
-            Some((before, _)) => &before & &rows,
-            None => rows,
-        };
-        let count = rows.count_set_bits();
-        if count == 0 {
+        if !narrow(&mut passing, f.rows(&column)?) {
             return Ok(RecordBatch::new_empty(schema.clone()));
         }
-        passing = Some((rows, count));
     }
     let numbering = |c: usize| {
         table
@@ -803,16 +796,9 @@ fn read_block(
     }
     for (f, inputs) in filters.dimensions.iter().zip(&dimension_inputs) {
         let arrays = inputs.iter().map(|&p| stored[p].clone()).collect();
-        let pass = f.rows(arrays, rows)?;
-        let pass = match passing {
-            Some((before, _)) => &before & &pass,
-            None => pass,
-        };
-        let count = pass.count_set_bits();
-        if count == 0 {
+        if !narrow(&mut passing, f.rows(arrays, rows)?) {
             return Ok(RecordBatch::new_empty(schema.clone()));
         }
-        passing = Some((pass, count));
     }
     // The filtered rows first: lookups and the rest see only the rows that pass.
     let mut rows = rows;
@@ -877,6 +863,17 @@ fn read_block(
         }
         _ => Ok(batch),
     }
+}
+
+/// ANDs `rows` into a block's `passing` rows (kept with their count); false when none pass.
+fn narrow(passing: &mut Option<(BooleanBuffer, usize)>, rows: BooleanBuffer) -> bool {
+    let rows = match passing.take() {
+        Some((before, _)) => &before & &rows,
+        None => rows,
+    };
+    let count = rows.count_set_bits();
+    *passing = Some((rows, count));
+    count > 0
 }
 
 impl PartitionBlocks {
