@@ -292,17 +292,60 @@ pub struct BitmapMerge {
     set: DistinctBitmap,
     /// Stored values not yet in `set`: unsorted, possibly repeated.
     pending: Vec<u64>,
+    /// Membership bits of a few 2^16-value ranges of a large set (see [`DenseRange`]).
+    dense: Vec<DenseRange>,
+}
+
+/// Sets of at least this many values get [`DenseRange`]s...
+const DENSE_MIN: u64 = 512;
+/// ...at most this many each (8 KiB apiece, at most 32 bytes per value of the set).
+const DENSE_MAX: usize = 2;
+
+/// The values of one 2^16-value range (a roaring container's) that are in a merge's set or
+/// pending, as plain bits. Most values a large set receives from a near-base cuboid are
+/// already in it, and testing a bit costs far less than searching the set's containers
+/// (which, profiled on an exact distinct count over 6 M rows, took half the query). A bit is
+/// only ever set for a value in the set or pending, so a missing bit costs a search, never a
+/// wrong answer.
+#[derive(Clone, Debug)]
+struct DenseRange {
+    /// The values' bits above the low 16.
+    high: u64,
+    bits: Box<[u64; 1024]>,
+}
+
+impl DenseRange {
+    /// Marks `v` (in this range); `true` if it was not marked yet.
+    fn insert(&mut self, v: u64) -> bool {
+        let (word, bit) = (((v >> 6) & 1023) as usize, 1u64 << (v & 63));
+        let new = self.bits[word] & bit == 0;
+        self.bits[word] |= bit;
+        new
+    }
 }
 
 impl BitmapMerge {
     /// Unions a serialized set (as [`DistinctBitmap::merge_from_bytes`]).
     pub fn merge_from_bytes(&mut self, bytes: &[u8]) -> Result<(), SketchError> {
-        if matches!(self.set.values, Values::Few(_)) {
+        let Values::Many(set) = &self.set.values else {
             return self.set.merge_from_bytes(bytes);
-        }
+        };
         // As in `DistinctBitmap::merge_from_bytes`, values visited before `read_few` gives
-        // up are members whenever the general reader accepts the set.
-        if !read_few(bytes, |v| self.pending.push(v)) {
+        // up are members whenever the general reader accepts the set. Once a group's set is
+        // large, most incoming values are already in it (a near-base cuboid repeats each
+        // value in many rows): a membership test is far cheaper than buffering, sorting and
+        // unioning them again.
+        let (pending, dense) = (&mut self.pending, &mut self.dense);
+        let read = read_few(bytes, |v| {
+            let new = match dense.iter_mut().find(|d| d.high == v >> 16) {
+                Some(range) => range.insert(v),
+                None => !set.contains(v),
+            };
+            if new {
+                pending.push(v);
+            }
+        });
+        if !read {
             self.set.merge(&DistinctBitmap::from_bytes(bytes)?);
         }
         if self.pending.len() >= PENDING_MAX {
@@ -312,12 +355,39 @@ impl BitmapMerge {
     }
 
     fn flush(&mut self) {
-        if !self.pending.is_empty() {
-            self.pending.sort_unstable();
-            self.pending.dedup();
-            self.set.merge_sorted(&self.pending);
-            self.pending.clear();
+        if self.pending.is_empty() {
+            return;
         }
+        self.pending.sort_unstable();
+        self.pending.dedup();
+        self.set.merge_sorted(&self.pending);
+        // Ranges that just took new values are where the next ones are likely to fall.
+        if self.dense.len() < DENSE_MAX && self.set.cardinality() >= DENSE_MIN {
+            let mut highs: Vec<u64> = self.pending.iter().map(|v| v >> 16).collect();
+            highs.dedup();
+            for high in highs {
+                if self.dense.len() == DENSE_MAX {
+                    break;
+                }
+                if self.dense.iter().any(|d| d.high == high) {
+                    continue;
+                }
+                let mut range = DenseRange {
+                    high,
+                    bits: Box::new([0; 1024]),
+                };
+                if let Values::Many(set) = &self.set.values {
+                    let (bucket, low) = ((high >> 16) as u32, (high as u32 & 0xffff) << 16);
+                    for (_, bitmap) in set.bitmaps().filter(|(b, _)| *b == bucket) {
+                        for v in bitmap.range(low..=low | 0xffff) {
+                            range.insert(u64::from(bucket) << 32 | u64::from(v));
+                        }
+                    }
+                }
+                self.dense.push(range);
+            }
+        }
+        self.pending.clear();
     }
 
     /// The merged set.
@@ -328,7 +398,10 @@ impl BitmapMerge {
 
     /// Approximate bytes of memory held (see [`DistinctBitmap::memory_size`]).
     pub fn memory_size(&self) -> usize {
-        self.set.memory_size() + self.pending.capacity() * std::mem::size_of::<u64>()
+        self.set.memory_size()
+            + self.pending.capacity() * std::mem::size_of::<u64>()
+            + self.dense.capacity() * std::mem::size_of::<DenseRange>()
+            + self.dense.len() * std::mem::size_of::<[u64; 1024]>()
     }
 }
 
@@ -781,6 +854,38 @@ mod tests {
             assert_eq!(merged.to_bytes(), added.to_bytes());
             assert_eq!(buffered.finish().to_bytes(), added.to_bytes());
         }
+    }
+
+    /// A large merge keeps bits of the ranges its values fall in; with values repeated,
+    /// spread over three ranges, both signs (two buckets) and large states merged in between
+    /// (which bypass the bits), the result is still exactly the union.
+    #[test]
+    fn dense_ranges_of_a_large_merge_change_nothing_but_speed() {
+        let mut rng = Rng(19);
+        let mut buffered = BitmapMerge::default();
+        let mut added = DistinctBitmap::new();
+        for round in 0..40_000 {
+            let size = if round % 997 == 0 { 300 } else { 1 };
+            let values: Vec<i64> = (0..size)
+                .map(|_| match rng.below(4) {
+                    0 => rng.below(3000) as i64,
+                    1 => 65_536 + rng.below(2000) as i64,
+                    2 => 200_000 + rng.below(500) as i64,
+                    _ => -(rng.below(1000) as i64) - 1,
+                })
+                .collect();
+            values.iter().for_each(|&v| added.add_i64(v));
+            buffered
+                .merge_from_bytes(&bitmap_of(values).to_bytes())
+                .unwrap();
+        }
+        assert_eq!(
+            buffered.dense.len(),
+            DENSE_MAX,
+            "the merge used dense ranges"
+        );
+        assert!(buffered.memory_size() > DENSE_MAX * 8192);
+        assert_eq!(buffered.finish().to_bytes(), added.to_bytes());
     }
 
     /// Small sets (the sorted-vector form) write exactly the bytes of their roaring form,
