@@ -202,6 +202,8 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
     // 2-3. Qilin through its server.
     let server = procs::Server::start(&server_exe, &conf)?;
     eprintln!("qilin-server listening on {}", server.addr);
+    let waited = server.wait_for_warm_up();
+    eprintln!("qilin-server warmed up in {:.1}s", waited.as_secs_f64());
     if args.adhoc_only {
         let list = adhoc_queries.unwrap_or_default();
         return adhoc_only(

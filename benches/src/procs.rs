@@ -15,6 +15,11 @@ use anyhow::{bail, Context};
 pub const LISTENING_PREFIX: &str = "qilin-server listening on ";
 /// How long the server may take to start.
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a server's first warm-up may take before timing starts anyway.
+pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(120);
+/// Log lines that end a server's first warm-up: done, off, or failed (see
+/// `flight-server/src/warm.rs`).
+const WARM_UP_ENDS: [&str; 3] = ["warm-up done: ", "warm-up off", "warm-up: "];
 /// Interval of the `/proc/<pid>/status` polling.
 pub const POLL: Duration = Duration::from_millis(100);
 const BUILD_HINT: &str = "build it with `cargo build --release -p qilin-server -p qilin-jobs`";
@@ -146,6 +151,8 @@ pub struct Server {
     pub addr: String,
     peak: Arc<AtomicU64>,
     stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Its log lines, until [`Server::wait_for_warm_up`] stops listening.
+    log: Mutex<Option<mpsc::Receiver<String>>>,
 }
 
 impl Server {
@@ -182,10 +189,11 @@ impl Server {
             tail.clone(),
             Some(tx),
         );
+        let (log_tx, log_rx) = mpsc::channel();
         drain(
             child.stderr.take().context("piped stderr")?,
             tail.clone(),
-            None,
+            Some(log_tx),
         );
         let deadline = Instant::now() + START_TIMEOUT;
         let addr = loop {
@@ -216,7 +224,37 @@ impl Server {
             addr,
             peak,
             stop,
+            log: Mutex::new(Some(log_rx)),
         })
+    }
+
+    /// Waits until the server's first background warm-up ended (it answers queries before
+    /// that, but its warm-up shares the cores with them): hot figures are then hot. Returns
+    /// how long it waited; gives up after [`WARM_UP_TIMEOUT`] with a warning. The first run
+    /// after a start is measured on servers of its own (`adbc::cold`), without waiting.
+    pub fn wait_for_warm_up(&self) -> Duration {
+        let start = Instant::now();
+        let deadline = start + WARM_UP_TIMEOUT;
+        // Taken: once the wait is over nobody reads the log, and its lines are dropped.
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(log) = log else {
+            return Duration::ZERO;
+        };
+        loop {
+            match log.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(line) if WARM_UP_ENDS.iter().any(|end| line.contains(end)) => break,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    eprintln!(
+                        "qilin-server's warm-up did not end within {WARM_UP_TIMEOUT:?}: timing anyway"
+                    );
+                    break;
+                }
+                // The server's log closed: it exited, and the first query will say why.
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        start.elapsed()
     }
 
     /// The server's peak RSS so far (its `VmHWM`, and the polled maximum).

@@ -198,6 +198,7 @@ pub async fn run(
     };
 
     let server = procs::Server::start(server_exe, &conf)?;
+    server.wait_for_warm_up();
     match realization(&server.addr, STATEMENT).await {
         Ok(rows) => report.realization = rows,
         Err(e) => {
