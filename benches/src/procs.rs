@@ -17,9 +17,9 @@ pub const LISTENING_PREFIX: &str = "qilin-server listening on ";
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long a server's first warm-up may take before timing starts anyway.
 pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(120);
-/// Log lines that end a server's first warm-up: done, off, or failed (see
-/// `flight-server/src/warm.rs`).
-const WARM_UP_ENDS: [&str; 3] = ["warm-up done: ", "warm-up off", "warm-up: "];
+/// Log lines that end a server's first warm-up: done, off, or failed (`WARM_DONE`, the
+/// "warm-up off" lines and `WARM_FAILED` of `flight-server/src/warm.rs`).
+const WARM_UP_ENDS: [&str; 3] = ["warm-up done: ", "warm-up off", "warm-up failed: "];
 /// Interval of the `/proc/<pid>/status` polling.
 pub const POLL: Duration = Duration::from_millis(100);
 const BUILD_HINT: &str = "build it with `cargo build --release -p qilin-server -p qilin-jobs`";

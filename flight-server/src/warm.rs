@@ -14,6 +14,8 @@ use qilin_engine::query::{QueryEngine, WarmUp};
 
 /// What the log line of a finished warm-up starts with (tests wait for it).
 pub const WARM_DONE: &str = "warm-up done: ";
+/// What the log line of a failed warm-up starts with (the server keeps answering queries).
+pub const WARM_FAILED: &str = "warm-up failed: ";
 
 /// Wakes the warm-up thread; cheap to clone and call from anywhere. A no-op when warming is
 /// off.
@@ -52,7 +54,7 @@ impl Warmer {
                     match runtime.block_on(engine.warm_up(&mut state)) {
                         Ok(Some(report)) => log::info!("{WARM_DONE}{report}"),
                         Ok(None) => {}
-                        Err(e) => log::warn!("warm-up: {e}"),
+                        Err(e) => log::warn!("{WARM_FAILED}{e}"),
                     }
                     match rx.recv_timeout(every) {
                         Ok(()) => while rx.try_recv().is_ok() {},

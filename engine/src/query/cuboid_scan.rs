@@ -958,6 +958,7 @@ impl PartitionBlocks {
                 Some(handle) => match handle.await {
                     Ok(Ok(batches)) => {
                         self.ready.extend(batches);
+                        // Keep reads under way while the consumer works on these.
                         self.read_ahead();
                     }
                     Ok(Err(e)) => break Err(e),
@@ -976,7 +977,6 @@ impl PartitionBlocks {
                 }
             }
         };
-        self.read_ahead();
         let batch = batch.map_err(Error::into_datafusion);
         if let (Some(r), Ok(batch)) = (self.remaining.as_mut(), &batch) {
             *r = r.saturating_sub(batch.num_rows());
