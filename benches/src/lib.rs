@@ -419,8 +419,13 @@ async fn adhoc_only(
     .await?;
     let machine = report::machine();
     println!(
-        "\nSSB scale {} (--adhoc-only) - {} cores, {}\nthe 13 hot: rust client {:.2} ms, ADBC {:.2} ms (sums of medians of {} runs)",
-        args.scale, machine.cores, machine.model, rust_hot_ms, adbc_hot.total_median_ms, args.runs
+        "\nSSB scale {} (--adhoc-only) - {} cores, {}\nthe 13 hot, rust client: {:.2} ms (sum of medians of {} runs)\n{}",
+        args.scale,
+        machine.cores,
+        machine.model,
+        rust_hot_ms,
+        args.runs,
+        adbc_hot.line()
     );
     print!("{}{}{}", cuboid_bytes.table(), cold.table(), adhoc.table());
     let json = serde_json::json!({

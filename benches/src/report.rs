@@ -309,6 +309,9 @@ impl Report {
         if let Some(c) = &self.cuboid_bytes {
             s.push_str(&c.table());
         }
+        if let Some(a) = &self.adbc {
+            s.push_str(&a.line());
+        }
         if let Some(c) = &self.cold_first_run {
             s.push_str(&c.table());
         }
