@@ -775,10 +775,11 @@ pub async fn plan_cube(
                     // Header, extremes, and a mean plus a one- or two-byte weight per
                     // centroid: one per value while few, at most about `compression`.
                     StateKind::Percentile(c) => 25.0 + 10.0 * per_row.min(f64::from(c)),
-                    // Header, then per counter two f64s, a tag, a length and the key text
-                    // (guessed at 16 bytes); at most the capacity (`measure::topn`).
+                    // Header, then per counter two varints, the part of the key text not
+                    // shared with the key before it (the text guessed at 16 bytes, half
+                    // shared) and a varint sum; at most the capacity (`measure::topn`).
                     StateKind::TopN(n) => {
-                        17.0 + 37.0 * distinct.min(crate::measure::topn::capacity_of(n) as f64)
+                        14.0 + 15.0 * distinct.min(crate::measure::topn::capacity_of(n) as f64)
                     }
                     _ => 8.0,
                 }
