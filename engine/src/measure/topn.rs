@@ -348,6 +348,8 @@ impl TopNCounter {
         if null {
             keys.push(None);
         }
+        // The last key read; each key is rebuilt in place from it (no allocation but the
+        // key's own `String`).
         let mut previous: Vec<u8> = Vec::new();
         let mut first_text = true;
         while keys.len() < k {
@@ -359,19 +361,19 @@ impl TopNCounter {
                     format!("a key shares {shared} bytes with one of {}", previous.len()),
                 ));
             }
+            let shared = shared as usize;
             let rest = r.take(usize::try_from(rest).unwrap_or(usize::MAX))?;
-            let mut key = previous[..shared as usize].to_vec();
-            key.extend_from_slice(rest);
-            // The first text key may be empty; every later one must be greater.
-            if !first_text && key <= previous {
+            // Both share `shared` bytes, so the new key is greater exactly when its rest is
+            // greater than the previous key's (the first text key may be anything, even "").
+            if !first_text && rest <= &previous[shared..] {
                 return Err(Error::corrupt(WHAT, "keys out of order or listed twice"));
             }
             first_text = false;
-            let text = std::str::from_utf8(&key)
-                .map_err(|_| Error::corrupt(WHAT, "a key is not UTF-8"))?
-                .to_string();
-            previous = key;
-            keys.push(Some(text));
+            previous.truncate(shared);
+            previous.extend_from_slice(rest);
+            let text = std::str::from_utf8(&previous)
+                .map_err(|_| Error::corrupt(WHAT, "a key is not UTF-8"))?;
+            keys.push(Some(text.to_owned()));
         }
         let mut sums = Vec::with_capacity(k);
         for _ in 0..k {
