@@ -836,7 +836,7 @@ mod tests {
             patched(11, &[NULL_KEY | 8]),  // unknown flag
             patched(16, &[3, 1]),          // a key sharing more than the last has
             patched(17, &[1, b'b']),       // "ab" then "ab": listed twice
-            patched(18, &[b'a']),          // "ab" then "aa": out of order
+            patched(18, b"a"),             // "ab" then "aa": out of order
             patched(13, &[2, 0xff, 0xfe]), // not UTF-8
         ]);
         // A huge integer sum, a NaN float sum, a negative error, a varint over 64 bits.

@@ -108,6 +108,14 @@ fn adhoc_mode() {
         "adbc in {text}"
     );
     ms(&adbc["total_median_ms"], "adbc total");
+    // The same 13 in rounds through one kept cursor.
+    assert_eq!(
+        adbc["reused_cursor"].as_object().map(|q| q.len()),
+        Some(13),
+        "adbc.reused_cursor in {text}"
+    );
+    let kept = ms(&adbc["reused_cursor_total_median_ms"], "kept cursor total");
+    assert!(stdout.contains(&format!("{kept:.2} ms in rounds through one kept cursor")));
     for q in report["queries"].as_array().expect("queries") {
         ms(&q["adbc"]["median_ms"], "adbc median");
         assert_eq!(adbc["rows"][q["name"].as_str().unwrap()], q["rows"]);
