@@ -316,19 +316,7 @@ impl TopNCounter {
     }
 
     fn read_v2(r: &mut Reader) -> Result<TopNCounter> {
-        let capacity = r.varint()?;
-        if capacity == 0 || capacity > u64::from(MAX_CAPACITY) {
-            return Err(Error::corrupt(WHAT, format!("capacity {capacity}")));
-        }
-        let missed = read_missed(r)?;
-        let k = r.varint()?;
-        if k > capacity {
-            return Err(Error::corrupt(
-                WHAT,
-                format!("{k} counters over capacity {capacity}"),
-            ));
-        }
-        let k = k as usize;
+        let (capacity, missed, k) = read_header(r, |r| r.varint())?;
         let flags = r.u8()?;
         if flags & !(NULL_KEY | ERRORS | FLOAT_SUMS) != 0 {
             return Err(Error::corrupt(WHAT, format!("flags {flags:#x}")));
@@ -401,33 +389,22 @@ impl TopNCounter {
             counters.insert(key, Counter { sum, error });
         }
         Ok(TopNCounter {
-            capacity: capacity as u32,
+            capacity,
             counters,
             missed,
         })
     }
 
     fn read_v1(r: &mut Reader) -> Result<TopNCounter> {
-        let capacity = r.u32()?;
-        if capacity == 0 || capacity > MAX_CAPACITY {
-            return Err(Error::corrupt(WHAT, format!("capacity {capacity}")));
-        }
-        let missed = read_missed(r)?;
-        let k = r.u32()?;
-        if k > capacity {
-            return Err(Error::corrupt(
-                WHAT,
-                format!("{k} counters over capacity {capacity}"),
-            ));
-        }
+        let (capacity, missed, k) = read_header(r, |r| r.u32().map(u64::from))?;
         // Each counter takes at least 17 bytes: a bad count cannot allocate much.
-        if (k as usize).saturating_mul(17) > r.bytes.len() {
+        if k.saturating_mul(17) > r.bytes.len() {
             return Err(Error::corrupt(
                 WHAT,
                 format!("{k} counters in {} bytes", r.bytes.len()),
             ));
         }
-        let mut counters = HashMap::with_capacity(k as usize);
+        let mut counters = HashMap::with_capacity(k);
         for _ in 0..k {
             let sum = r.f64()?;
             let error = r.f64()?;
@@ -539,12 +516,28 @@ fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
-fn read_missed(r: &mut Reader) -> Result<f64> {
+/// Capacity, missed bound and counter count, checked; both versions store them in this order,
+/// the integers as `read_int` reads them.
+fn read_header(
+    r: &mut Reader,
+    read_int: impl Fn(&mut Reader<'_>) -> Result<u64>,
+) -> Result<(u32, f64, usize)> {
+    let capacity = read_int(r)?;
+    if capacity == 0 || capacity > u64::from(MAX_CAPACITY) {
+        return Err(Error::corrupt(WHAT, format!("capacity {capacity}")));
+    }
     let missed = r.f64()?;
     if !missed.is_finite() || missed < 0.0 {
         return Err(Error::corrupt(WHAT, format!("missed bound {missed}")));
     }
-    Ok(missed)
+    let k = read_int(r)?;
+    if k > capacity {
+        return Err(Error::corrupt(
+            WHAT,
+            format!("{k} counters over capacity {capacity}"),
+        ));
+    }
+    Ok((capacity as u32, missed, k as usize))
 }
 
 /// The TOP_N states of a build's groups.
