@@ -13,6 +13,7 @@ pub mod runner;
 pub mod source;
 pub mod spill;
 pub mod stored;
+pub mod streaming;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -46,6 +46,7 @@ use serde::{Deserialize, Serialize};
 
 use super::aggregate::Mode;
 use super::spill::{SpillOptions, SpillingAggregator};
+use super::streaming::PrefixAggregator;
 use crate::dict::{measure_dict_name, GlobalDict};
 use crate::error::{Error, Result};
 use crate::model::{CubeLayout, CuboidId, StateKind};
@@ -235,6 +236,11 @@ struct AggregateSpec {
     /// Memory budget of each partition's aggregator, in bytes.
     memory_bytes: usize,
     batch_rows: usize,
+    /// The input arrives sorted on its first `sorted_prefix` dimensions (one partition
+    /// reading one parent): groups are emitted as each prefix value ends
+    /// ([`PrefixAggregator`]). Absent in plans of older job engines: 0.
+    #[serde(default)]
+    sorted_prefix: usize,
 }
 
 impl AggregateSpec {
@@ -270,6 +276,19 @@ impl AggregateSpec {
             self.batch_rows,
         )
     }
+
+    /// The aggregation of one partition: emitting as the sorted prefix's values end.
+    fn prefix_aggregator(&self, input: &SchemaRef, spill_dir: PathBuf) -> Result<PrefixAggregator> {
+        let prefix: Vec<Field> = input.fields()[..self.sorted_prefix.min(self.dims)]
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let (spec, input) = (self.clone(), input.clone());
+        PrefixAggregator::new(
+            &prefix,
+            Box::new(move || spec.aggregator(&input, spill_dir.clone())),
+        )
+    }
 }
 
 impl CuboidAggregateExec {
@@ -300,10 +319,15 @@ impl CuboidAggregateExec {
             Some(o) => EquivalenceProperties::new_with_orderings(schema.clone(), [o]),
             None => EquivalenceProperties::new(schema.clone()),
         };
+        let emission = if spec.sorted_prefix > 0 {
+            EmissionType::Incremental
+        } else {
+            EmissionType::Final
+        };
         let properties = Arc::new(PlanProperties::new(
             eq,
             Partitioning::UnknownPartitioning(input.output_partitioning().partition_count()),
-            EmissionType::Final,
+            emission,
             Boundedness::Bounded,
         ));
         Ok(CuboidAggregateExec {
@@ -332,7 +356,11 @@ impl DisplayAs for CuboidAggregateExec {
             self.spec.mode(),
             self.spec.dims,
             self.spec.measures.len()
-        )
+        )?;
+        if self.spec.sorted_prefix > 0 {
+            write!(f, ", sorted_prefix={}", self.spec.sorted_prefix)?;
+        }
+        Ok(())
     }
 }
 
@@ -383,7 +411,7 @@ impl ExecutionPlan for CuboidAggregateExec {
         let mut input = self.input.execute(partition, context)?;
         let mut agg = self
             .spec
-            .aggregator(&self.input.schema(), self.spill_dir.clone())
+            .prefix_aggregator(&self.input.schema(), self.spill_dir.clone())
             .map_err(Error::into_datafusion)?;
         let spec = self.spec.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<DfResult<RecordBatch>>(2);
@@ -395,6 +423,10 @@ impl ExecutionPlan for CuboidAggregateExec {
         let (feed, mut fed_rx) = tokio::sync::mpsc::channel::<Option<RecordBatch>>(2);
         let emit = tx.clone();
         let aggregating = tokio::task::spawn_blocking(move || -> Result<()> {
+            let mut sink = |b| {
+                emit.blocking_send(Ok(b))
+                    .map_err(|_| Error::Refused("the cuboid aggregation's consumer stopped".into()))
+            };
             loop {
                 match fed_rx.blocking_recv() {
                     Some(Some(batch)) => {
@@ -404,7 +436,7 @@ impl ExecutionPlan for CuboidAggregateExec {
                             .iter()
                             .map(|i| i.map(|i| batch.column(i).clone()))
                             .collect();
-                        agg.update(&dims, &inputs, batch.num_rows())?;
+                        agg.update(&dims, &inputs, batch.num_rows(), &mut sink)?;
                     }
                     Some(None) => break,
                     None => {
@@ -414,10 +446,7 @@ impl ExecutionPlan for CuboidAggregateExec {
                     }
                 }
             }
-            agg.finish_each(|b| {
-                emit.blocking_send(Ok(b))
-                    .map_err(|_| Error::Refused("the cuboid aggregation's consumer stopped".into()))
-            })
+            agg.finish(&mut sink)
         });
         tokio::spawn(async move {
             let forwarded = async {
@@ -849,6 +878,7 @@ pub fn child_cuboid_plan(
     );
     let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(fields));
     let dims = child_cols.len();
+    let segments_read = segments.len();
     let scan: Arc<dyn ExecutionPlan> = Arc::new(StoredCuboidExec::new(
         store,
         segments,
@@ -857,7 +887,18 @@ pub fn child_cuboid_plan(
         schema.clone(),
     ));
     let inputs = (0..layout.measures.len()).map(|m| Some(dims + m)).collect();
-    aggregated(layout, scan, dims, true, inputs, opts)
+    // One parent's blocks arrive in its rowkey order, so sorted on the dimensions the child's
+    // rowkey starts with too; several segments' blocks (a merge) are sorted each on its own.
+    let sorted_prefix = if segments_read == 1 {
+        child_cols
+            .iter()
+            .zip(&parent_cols)
+            .take_while(|(c, p)| c == p)
+            .count()
+    } else {
+        0
+    };
+    aggregated(layout, scan, dims, true, inputs, sorted_prefix, opts)
 }
 
 /// The plan that aggregates the base cuboid from the flat table: `flat` is the physical plan
@@ -901,21 +942,30 @@ pub fn base_cuboid_plan(
     } else {
         Arc::new(GlobalDictIdsExec::try_new(flat, dict_columns, store)?)
     };
-    aggregated(layout, input, dims, false, inputs, opts)
+    aggregated(layout, input, dims, false, inputs, 0, opts)
 }
 
 /// `input` (its first `dims` columns the dimensions) hash-partitioned by the dimensions over
 /// `opts.partitions` (one partition without dimensions), each partition aggregated, merged in
-/// rowkey order. `merge`: the inputs are stored states; `inputs[m]`: measure `m`'s column.
+/// rowkey order. `merge`: the inputs are stored states; `inputs[m]`: measure `m`'s column;
+/// `sorted_prefix`: how many leading dimensions the input (one partition) is sorted on, kept
+/// only when no repartition reorders it.
 fn aggregated(
     layout: &CubeLayout,
     input: Arc<dyn ExecutionPlan>,
     dims: usize,
     merge: bool,
     inputs: Vec<Option<usize>>,
+    sorted_prefix: usize,
     opts: &PlanOptions,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let partitions = opts.partitions.max(1);
+    let sorted_prefix =
+        if input.output_partitioning().partition_count() == 1 && (dims == 0 || partitions == 1) {
+            sorted_prefix.min(dims)
+        } else {
+            0
+        };
     let input: Arc<dyn ExecutionPlan> = if dims > 0 && partitions > 1 {
         let schema = input.schema();
         let keys = (0..dims)
@@ -940,6 +990,7 @@ fn aggregated(
         inputs,
         memory_bytes: opts.memory_bytes_per_partition,
         batch_rows: opts.batch_rows.max(1),
+        sorted_prefix,
     };
     sorted(
         CuboidAggregateExec::try_new(input, spec, opts.spill_dir.clone())?,
@@ -1260,8 +1311,9 @@ mod tests {
                     assert_eq!(*n, expected, "cuboid (c) row {r}");
                 }
             }
-            // 4 KiB per partition spills runs; 64 MiB does not.
-            for memory in [4 << 10, 64 << 20] {
+            // 4 KiB per partition spills runs; 64 MiB does not. One partition streams the
+            // child (a, c) on its parent's sorted prefix (a), spilling within a value of a.
+            for (partitions, memory) in [(3, 4 << 10), (3, 64 << 20), (1, 4 << 10)] {
                 let runs_before = crate::build::spill::runs_written();
                 let plan = child_cuboid_plan(
                     &layout,
@@ -1269,9 +1321,17 @@ mod tests {
                     vec![segment.into()],
                     child,
                     0b111,
-                    &plan_opts(3, memory),
+                    &plan_opts(partitions, memory),
                 )
                 .unwrap();
+                let shown = datafusion::physical_plan::displayable(plan.as_ref())
+                    .indent(false)
+                    .to_string();
+                assert_eq!(
+                    shown.contains("sorted_prefix=1"),
+                    child == 0b101 && partitions == 1,
+                    "{shown}"
+                );
                 let codec = BuildPlanCodec::new(store.clone(), dir.path().into());
                 let bytes =
                     physical_plan_to_bytes_with_extension_codec(plan.clone(), &codec).unwrap();
@@ -1289,7 +1349,7 @@ mod tests {
                 }
                 // The small budget spills (but not the one-group apex); the large one does
                 // not. Other tests of this process spill too: only "spilled" is certain.
-                if memory < 1 << 20 && child != 0 {
+                if memory < 1 << 20 && child != 0 && partitions > 1 {
                     assert!(
                         crate::build::spill::runs_written() > runs_before,
                         "cuboid {child}"
