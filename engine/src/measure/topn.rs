@@ -115,11 +115,15 @@ pub struct Counter {
     pub error: f64,
 }
 
+/// A state's counters by key. foldhash, not std's SipHash: a build merges the counters of
+/// every parent row's state into its group's (SipHash alone was 5 % of an SSB build's CPU).
+type Counters = HashMap<Option<String>, Counter, foldhash::fast::RandomState>;
+
 /// A space-saving TOP_N state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopNCounter {
     capacity: u32,
-    counters: HashMap<Option<String>, Counter>,
+    counters: Counters,
     missed: f64,
 }
 
@@ -127,7 +131,7 @@ impl TopNCounter {
     pub fn new(capacity: u32) -> Self {
         TopNCounter {
             capacity: capacity.clamp(1, MAX_CAPACITY),
-            counters: HashMap::new(),
+            counters: Counters::default(),
             missed: 0.0,
         }
     }
@@ -175,8 +179,16 @@ impl TopNCounter {
         }
     }
 
-    /// Merges `other` into `self` (Kylin's `TopNCounter.merge`), then truncates.
-    pub fn merge(&mut self, other: &TopNCounter) {
+    /// Merges `other` into `self` (Kylin's `TopNCounter.merge`), then truncates. `other` is
+    /// taken by value: its keys move instead of being copied, and a first merge into an empty
+    /// state (every group of a build starts so) takes `other`'s table whole.
+    pub fn merge(&mut self, mut other: TopNCounter) {
+        if self.counters.is_empty() && self.missed == 0.0 {
+            other.capacity = self.capacity;
+            *self = other;
+            self.truncate();
+            return;
+        }
         let (mine, theirs) = (self.missed, other.missed);
         if theirs != 0.0 {
             // Keys `other` does not list may have had up to `theirs` there.
@@ -187,15 +199,15 @@ impl TopNCounter {
                 }
             }
         }
-        for (k, o) in &other.counters {
-            match self.counters.get_mut(k) {
+        for (k, o) in other.counters {
+            match self.counters.get_mut(&k) {
                 Some(c) => {
                     c.sum += o.sum;
                     c.error += o.error;
                 }
                 None => {
                     self.counters.insert(
-                        k.clone(),
+                        k,
                         Counter {
                             sum: o.sum + mine,
                             error: o.error + mine,
@@ -380,7 +392,7 @@ impl TopNCounter {
             }
             sums.push(sum);
         }
-        let mut counters = HashMap::with_capacity(k);
+        let mut counters = Counters::with_capacity_and_hasher(k, Default::default());
         for (key, sum) in keys.into_iter().zip(sums) {
             let error = if flags & ERRORS != 0 { r.f64()? } else { 0.0 };
             if !error.is_finite() || error < 0.0 {
@@ -404,7 +416,7 @@ impl TopNCounter {
                 format!("{k} counters in {} bytes", r.bytes.len()),
             ));
         }
-        let mut counters = HashMap::with_capacity(k);
+        let mut counters = Counters::with_capacity_and_hasher(k, Default::default());
         for _ in 0..k {
             let sum = r.f64()?;
             let error = r.f64()?;
@@ -436,7 +448,7 @@ impl TopNCounter {
     pub fn merge_bytes(into: &mut Option<TopNCounter>, bytes: &[u8]) -> Result<()> {
         let other = TopNCounter::from_bytes(bytes)?;
         match into {
-            Some(s) => s.merge(&other),
+            Some(s) => s.merge(other),
             None => *into = Some(other),
         }
         Ok(())
@@ -597,7 +609,7 @@ impl GroupStates for TopNStates {
                 continue;
             }
             let other = TopNCounter::from_bytes(states.value(i))?;
-            self.groups[g as usize].merge(&other);
+            self.groups[g as usize].merge(other);
         }
         Ok(())
     }
@@ -605,9 +617,15 @@ impl GroupStates for TopNStates {
     fn finish(&self, groups: &[usize]) -> Result<ArrayRef> {
         let mut b = BinaryBuilder::new();
         for &g in groups {
-            let mut s = self.groups[g].clone();
-            s.truncate_to_capacity();
-            b.append_value(s.to_bytes());
+            let state = &self.groups[g];
+            // Merged states are truncated already; raw ones hold up to twice the capacity.
+            if state.len() <= state.capacity as usize {
+                b.append_value(state.to_bytes());
+            } else {
+                let mut s = state.clone();
+                s.truncate_to_capacity();
+                b.append_value(s.to_bytes());
+            }
         }
         Ok(Arc::new(b.finish()))
     }
@@ -671,12 +689,12 @@ mod tests {
         let b = counter(10, &[("b", 3.0), ("c", 4.0)]);
         let c = counter(10, &[("a", 5.0), ("d", 6.0)]);
         let mut ab_c = a.clone();
-        ab_c.merge(&b);
-        ab_c.merge(&c);
+        ab_c.merge(b.clone());
+        ab_c.merge(c.clone());
         let mut bc = b.clone();
-        bc.merge(&c);
+        bc.merge(c);
         let mut a_bc = a.clone();
-        a_bc.merge(&bc);
+        a_bc.merge(bc);
         assert_eq!(ab_c, a_bc);
         assert!(ab_c.is_exact());
         assert_eq!(
@@ -787,7 +805,7 @@ mod tests {
     fn with_error() -> TopNCounter {
         TopNCounter {
             capacity: 2,
-            counters: HashMap::from([
+            counters: [
                 (
                     Some("a".to_string()),
                     Counter {
@@ -802,9 +820,39 @@ mod tests {
                         error: 1.5,
                     },
                 ),
-            ]),
+            ]
+            .into_iter()
+            .collect(),
             missed: 1.5,
         }
+    }
+
+    /// The first merge into an empty state takes the merged state whole, under the
+    /// measure's capacity: as merging its counters one by one would.
+    #[test]
+    fn a_first_merge_takes_the_state_under_its_own_capacity() {
+        let mut wide = TopNCounter::new(4);
+        wide.merge(with_error());
+        let mut want = with_error();
+        want.capacity = 4;
+        assert_eq!(wide, want);
+        let mut narrow = TopNCounter::new(1);
+        narrow.merge(with_error());
+        assert_eq!(narrow.capacity(), 1);
+        assert_eq!(sums(&narrow), vec![("a".into(), 5.0, 0.0)]);
+        // "b" (3.0) was dropped: a key not listed may have had up to 3.0.
+        assert_eq!(narrow.missed(), 3.0);
+        // Merging into a state that is not empty still adds the other's missed bound.
+        let mut both = counter(4, &[("c", 1.0)]);
+        both.merge(with_error());
+        assert_eq!(
+            sums(&both),
+            vec![
+                ("a".into(), 5.0, 0.0),
+                ("b".into(), 3.0, 1.5),
+                ("c".into(), 2.5, 1.5)
+            ]
+        );
     }
 
     #[test]
@@ -895,7 +943,7 @@ mod tests {
             parts.push(c);
         }
         let mut all = TopNCounter::new(5);
-        for p in parts.iter().rev() {
+        for p in parts.into_iter().rev() {
             all.merge(p);
         }
         assert_eq!(all.len(), 5);
