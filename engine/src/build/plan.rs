@@ -11,7 +11,9 @@
 //!
 //! Each partition aggregates its groups with the build's own [`SpillingAggregator`] (the
 //! stored state bytes, spilling under its share of the budget) and emits them in
-//! rowkey order; the merge yields the cuboid in rowkey order. Ballista cuts stages at the
+//! rowkey order; the merge yields the cuboid in rowkey order. A child built in one partition
+//! from a parent whose rowkey starts with the child's first dimensions is aggregated one
+//! value of those dimensions at a time ([`PrefixAggregator`], `sorted_prefix` in EXPLAIN). Ballista cuts stages at the
 //! repartition and the merge, so the shuffle between them crosses executors.
 //!
 //! The aggregation is the build's aggregator behind a plan node rather than DataFusion
