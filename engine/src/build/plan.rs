@@ -13,8 +13,9 @@
 //! stored state bytes, spilling under its share of the budget) and emits them in
 //! rowkey order; the merge yields the cuboid in rowkey order. A child built in one partition
 //! from a parent whose rowkey starts with the child's first dimensions is aggregated one
-//! value of those dimensions at a time ([`PrefixAggregator`], `sorted_prefix` in EXPLAIN). Ballista cuts stages at the
-//! repartition and the merge, so the shuffle between them crosses executors.
+//! value of those dimensions at a time ([`PrefixAggregator`], `sorted_prefix` in EXPLAIN).
+//! Ballista cuts stages at the repartition and the merge, so the shuffle between them
+//! crosses executors.
 //!
 //! The aggregation is the build's aggregator behind a plan node rather than DataFusion
 //! aggregates with user-defined accumulators: it already produces the stored state format for
@@ -421,7 +422,9 @@ impl ExecutionPlan for CuboidAggregateExec {
         // on the blocking pool, never on the async workers, which must stay free for the
         // rest of the process (in a job engine: renewing its lease). The async task only
         // forwards the input; `None` marks its end, so an input that fails or is dropped
-        // never emits a partial aggregation.
+        // never finishes the aggregation. Groups complete before the end (a sorted prefix)
+        // may be emitted already; then the failed input's error ends the stream, and the
+        // sink writes a manifest only for a stream that ended without one.
         let (feed, mut fed_rx) = tokio::sync::mpsc::channel::<Option<RecordBatch>>(2);
         let emit = tx.clone();
         let aggregating = tokio::task::spawn_blocking(move || -> Result<()> {
@@ -1418,6 +1421,44 @@ mod tests {
             .await
             .is_err());
         assert!(crate::storage::block::read_manifest(store.as_ref(), "7e8", 0b101).is_err());
+        // A parent whose tenth block is damaged fails a streaming child (one partition, the
+        // sorted prefix a) part-way, after the groups of whole values of a may have gone to
+        // the sink: still no manifest.
+        let manifest = store.get_manifest(segment, 0b111).unwrap();
+        let blocks = crate::storage::block::read_manifest(store.as_ref(), segment, 0b111)
+            .unwrap()
+            .blocks
+            .len() as u32;
+        assert!(blocks > 10, "{blocks} blocks");
+        for b in 0..blocks {
+            let mut data = store.get_block(segment, 0b111, b).unwrap();
+            if b == 9 {
+                let last = data.len() - 1;
+                data[last] ^= 0xff;
+            }
+            store.put_block("6e6", 0b111, b, &data).unwrap();
+        }
+        store.put_manifest("6e6", 0b111, &manifest).unwrap();
+        let plan = child_cuboid_plan(
+            &layout,
+            store.clone(),
+            vec!["6e6".into()],
+            0b101,
+            0b111,
+            &PlanOptions {
+                partitions: 1,
+                ..plan_opts.clone()
+            },
+        )
+        .unwrap();
+        let sink =
+            Arc::new(CuboidSinkExec::try_new(plan, store.clone(), "7e6", 0b101, 2, 8).unwrap());
+        let e = datafusion::physical_plan::collect(sink, ctx.task_ctx())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("checksum") || e.contains("corrupt"), "{e}");
+        assert!(crate::storage::block::read_manifest(store.as_ref(), "7e6", 0b101).is_err());
         // A cuboid the parent does not cover is refused when the plan is made.
         let e = child_cuboid_plan(
             &layout,
