@@ -965,12 +965,11 @@ fn aggregated(
     opts: &PlanOptions,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let partitions = opts.partitions.max(1);
-    let sorted_prefix =
-        if input.output_partitioning().partition_count() == 1 && (dims == 0 || partitions == 1) {
-            sorted_prefix.min(dims)
-        } else {
-            0
-        };
+    let sorted_prefix = if input.output_partitioning().partition_count() == 1 && partitions == 1 {
+        sorted_prefix.min(dims)
+    } else {
+        0
+    };
     let input: Arc<dyn ExecutionPlan> = if dims > 0 && partitions > 1 {
         let schema = input.schema();
         let keys = (0..dims)
@@ -1404,26 +1403,9 @@ mod tests {
                 );
             }
         }
-        let plan_opts = plan_opts(3, 64 << 20);
-        // A failed input leaves no manifest: the cuboid was not written.
-        let plan = child_cuboid_plan(
-            &layout,
-            store.clone(),
-            vec!["dead".into()],
-            0b101,
-            0b111,
-            &plan_opts,
-        )
-        .unwrap();
-        let sink =
-            Arc::new(CuboidSinkExec::try_new(plan, store.clone(), "7e8", 0b101, 2, 64).unwrap());
-        assert!(datafusion::physical_plan::collect(sink, ctx.task_ctx())
-            .await
-            .is_err());
-        assert!(crate::storage::block::read_manifest(store.as_ref(), "7e8", 0b101).is_err());
         // A parent whose tenth block is damaged fails a streaming child (one partition, the
         // sorted prefix a) part-way, after the groups of whole values of a may have gone to
-        // the sink: still no manifest.
+        // the sink.
         let manifest = store.get_manifest(segment, 0b111).unwrap();
         let blocks = crate::storage::block::read_manifest(store.as_ref(), segment, 0b111)
             .unwrap()
@@ -1439,26 +1421,35 @@ mod tests {
             store.put_block("6e6", 0b111, b, &data).unwrap();
         }
         store.put_manifest("6e6", 0b111, &manifest).unwrap();
-        let plan = child_cuboid_plan(
-            &layout,
-            store.clone(),
-            vec!["6e6".into()],
-            0b101,
-            0b111,
-            &PlanOptions {
-                partitions: 1,
-                ..plan_opts.clone()
-            },
-        )
-        .unwrap();
-        let sink =
-            Arc::new(CuboidSinkExec::try_new(plan, store.clone(), "7e6", 0b101, 2, 8).unwrap());
-        let e = datafusion::physical_plan::collect(sink, ctx.task_ctx())
-            .await
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("checksum") || e.contains("corrupt"), "{e}");
-        assert!(crate::storage::block::read_manifest(store.as_ref(), "7e6", 0b101).is_err());
+        // A failed input leaves no manifest: the cuboid was not written. A missing parent
+        // fails before anything is read; the damaged one part-way.
+        for (source, target, partitions, block_rows) in
+            [("dead", "7e8", 3, 64), ("6e6", "7e6", 1, 8)]
+        {
+            let plan = child_cuboid_plan(
+                &layout,
+                store.clone(),
+                vec![source.into()],
+                0b101,
+                0b111,
+                &plan_opts(partitions, 64 << 20),
+            )
+            .unwrap();
+            let sink = Arc::new(
+                CuboidSinkExec::try_new(plan, store.clone(), target, 0b101, 2, block_rows).unwrap(),
+            );
+            let e = datafusion::physical_plan::collect(sink, ctx.task_ctx())
+                .await
+                .unwrap_err()
+                .to_string();
+            if source == "6e6" {
+                assert!(e.contains("checksum") || e.contains("corrupt"), "{e}");
+            }
+            assert!(
+                crate::storage::block::read_manifest(store.as_ref(), target, 0b101).is_err(),
+                "{source}"
+            );
+        }
         // A cuboid the parent does not cover is refused when the plan is made.
         let e = child_cuboid_plan(
             &layout,

@@ -116,7 +116,7 @@ pub struct Counter {
 }
 
 /// A state's counters by key. foldhash, not std's SipHash: a build merges the counters of
-/// every parent row's state into its group's (SipHash alone was 5 % of an SSB build's CPU).
+/// every parent row's state into its group's (SipHash alone was 5.6 % of an SSB build's CPU).
 type Counters = HashMap<Option<String>, Counter, foldhash::fast::RandomState>;
 
 /// A space-saving TOP_N state.
