@@ -43,8 +43,10 @@ pub(crate) trait SegmentReader: Send + Sync + std::fmt::Debug {
         meta: &BlockMeta,
         columns: Option<&[usize]>,
     ) -> Result<RecordBatch>;
-    /// The stored string column `column` of one block as `Dictionary(Int32, Utf8)`: ids into
-    /// the block's distinct values, so a filter on it costs one evaluation per value.
+    /// The stored string column `column` of one block as a dictionary: ids into the block's
+    /// distinct values, so a filter on it costs one evaluation per value. The ids have the
+    /// narrowest type the values allow (`UInt8`, `UInt16`, else `Int32`; see
+    /// [`crate::storage::block::decode_block_columns_as`]).
     fn string_dictionary(
         &self,
         segment: &str,

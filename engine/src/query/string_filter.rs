@@ -16,10 +16,14 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Int32Array, RecordBatch, StringArray,
+    Array, ArrayRef, AsArray, BooleanArray, DictionaryArray, PrimitiveArray, RecordBatch,
+    StringArray,
 };
 use datafusion::arrow::buffer::BooleanBuffer;
-use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{
+    ArrowDictionaryKeyType, ArrowNativeType, ArrowPrimitiveType, DataType, Field, Int32Type,
+    Schema, SchemaRef, UInt16Type, UInt8Type,
+};
 use datafusion::catalog::Session;
 use datafusion::common::tree_node::TreeNode;
 use datafusion::common::{DFSchema, DataFusionError};
@@ -166,30 +170,57 @@ impl StringFilter {
     /// Which rows of a block pass, given the block's column: one evaluation per distinct
     /// value when it is a dictionary, per row otherwise.
     pub fn rows(&self, column: &ArrayRef) -> Result<BooleanBuffer> {
-        let Some(dictionary) = column.as_dictionary_opt::<Int32Type>() else {
-            let plain = datafusion::arrow::compute::cast(column, &DataType::Utf8)?;
-            return self.passes(&plain);
-        };
+        match dictionary_key(column) {
+            Some(DataType::UInt8) => self.rows_by_id(column.as_dictionary::<UInt8Type>()),
+            Some(DataType::UInt16) => self.rows_by_id(column.as_dictionary::<UInt16Type>()),
+            Some(DataType::Int32) => self.rows_by_id(column.as_dictionary::<Int32Type>()),
+            _ => {
+                let plain = datafusion::arrow::compute::cast(column, &DataType::Utf8)?;
+                self.passes(&plain)
+            }
+        }
+    }
+
+    fn rows_by_id<K: ArrowDictionaryKeyType>(
+        &self,
+        dictionary: &DictionaryArray<K>,
+    ) -> Result<BooleanBuffer> {
         let values = datafusion::arrow::compute::cast(dictionary.values(), &DataType::Utf8)?;
         let pass = self.passes(&values)?;
         let keys = dictionary.keys();
-        check_dictionary_ids(keys, pass.len())?;
-        let ids = keys.values();
-        let rows = ids.len();
+        let rows = keys.len();
         let passing = pass.count_set_bits();
-        let pass: Vec<bool> = pass.iter().collect();
-        let value = |i: usize| pass[ids[i] as usize];
-        Ok(match keys.nulls() {
-            None if passing == 0 => BooleanBuffer::new_unset(rows),
-            None if passing == pass.len() => BooleanBuffer::new_set(rows),
-            None => BooleanBuffer::collect_bool(rows, value),
-            Some(nulls) => BooleanBuffer::collect_bool(rows, |i| {
-                if nulls.is_valid(i) {
-                    value(i)
-                } else {
-                    self.null_passes
+        let by_id = if passing == 0 || passing == pass.len() {
+            check_dictionary_ids(keys, pass.len())?;
+            if passing == 0 {
+                BooleanBuffer::new_unset(rows)
+            } else {
+                BooleanBuffer::new_set(rows)
+            }
+        } else {
+            let pass: Vec<bool> = pass.iter().collect();
+            let ids = keys.values();
+            // The ids are checked in the same pass that reads them (a base cuboid's column
+            // is millions of ids, read from memory once instead of twice). A null row's id
+            // slot may hold anything: `get` keeps it from panicking, its answer is replaced
+            // below, and the exact check tells it from damage.
+            let mut out_of_range = false;
+            let by_id = BooleanBuffer::collect_bool(rows, |i| match pass.get(ids[i].as_usize()) {
+                Some(&p) => p,
+                None => {
+                    out_of_range = true;
+                    false
                 }
-            }),
+            });
+            if out_of_range {
+                check_dictionary_ids(keys, pass.len())?;
+            }
+            by_id
+        };
+        Ok(match keys.nulls() {
+            None => by_id,
+            Some(nulls) if self.null_passes => &(&by_id & nulls.inner()) | &!nulls.inner(),
+            Some(nulls) => &by_id & nulls.inner(),
         })
     }
 
@@ -217,29 +248,31 @@ pub(super) fn passing_rows(
     })
 }
 
-/// Checks every non-null row's id of a block's dictionary column against its `values`
-/// distinct values, so that lookups by id stay in range (a null row's id slot may hold
-/// anything): an id past them is damaged data, an error rather than a wrong answer.
-pub(super) fn check_dictionary_ids(keys: &Int32Array, values: usize) -> Result<()> {
-    let ids = keys.values();
-    let out_of_range = |i: usize| ids[i] < 0 || ids[i] as usize >= values;
-    let bad = match keys.nulls() {
-        None => (0..ids.len()).find(|&i| out_of_range(i)),
-        Some(nulls) => (0..ids.len()).find(|&i| nulls.is_valid(i) && out_of_range(i)),
-    };
-    match bad {
-        Some(i) => Err(Error::Corrupt {
-            what: "a block's string column".into(),
-            detail: format!("dictionary id {} out of {values} values", ids[i]),
-        }),
-        None => Ok(()),
+/// [`crate::storage::block::check_dictionary_ids`] as this module's error.
+pub(super) fn check_dictionary_ids<K: ArrowPrimitiveType>(
+    keys: &PrimitiveArray<K>,
+    values: usize,
+) -> Result<()> {
+    crate::storage::block::check_dictionary_ids(keys, values).map_err(|detail| Error::Corrupt {
+        what: "a block's string column".into(),
+        detail,
+    })
+}
+
+/// The key type of a block's string column read as a dictionary (the segment reader gives
+/// the narrowest: `UInt8`, `UInt16` or `Int32`); `None` for a plain column.
+pub(super) fn dictionary_key(column: &ArrayRef) -> Option<&DataType> {
+    match column.data_type() {
+        DataType::Dictionary(key, _) => Some(key.as_ref()),
+        _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::DictionaryArray;
+    use datafusion::arrow::array::Int32Array;
+    use datafusion::arrow::buffer::{NullBuffer, ScalarBuffer};
     use datafusion::logical_expr::{col, lit};
     use datafusion::prelude::SessionContext;
 
@@ -337,5 +370,34 @@ mod tests {
         let f = StringFilter::plan(&s, 0, &col("city").eq(lit("a")), &state).unwrap();
         let err = f.rows(&bad).unwrap_err().to_string();
         assert!(err.contains("dictionary id 7 out of 2 values"), "{err}");
+        // A negative id too; a null row's slot may hold any id and gets the null's answer.
+        let values: ArrayRef = Arc::new(StringArray::from(vec!["a", "b"]));
+        let negative = Int32Array::from(vec![0, -3]);
+        // SAFETY: as above.
+        let bad: ArrayRef =
+            Arc::new(unsafe { DictionaryArray::new_unchecked(negative, values.clone()) });
+        let err = f.rows(&bad).unwrap_err().to_string();
+        assert!(err.contains("dictionary id -3 out of 2 values"), "{err}");
+        let slots = ScalarBuffer::from(vec![1, 99, 0, -5, 1]);
+        let nulls = NullBuffer::from(vec![true, false, true, false, true]);
+        let keys = Int32Array::new(slots, Some(nulls));
+        // SAFETY: as above.
+        let column: ArrayRef = Arc::new(unsafe { DictionaryArray::new_unchecked(keys, values) });
+        for (expr, want) in [
+            (col("city").eq(lit("b")), [true, false, false, false, true]),
+            (col("city").is_null(), [false, true, false, true, false]),
+            (
+                col("city").is_null().or(col("city").eq(lit("a"))),
+                [false, true, true, true, false],
+            ),
+            (
+                col("city").is_null().or(col("city").is_not_null()),
+                [true; 5],
+            ),
+        ] {
+            let f = StringFilter::plan(&s, 0, &expr, &state).unwrap();
+            let got: Vec<bool> = f.rows(&column).unwrap().iter().collect();
+            assert_eq!(got, want, "{expr}");
+        }
     }
 }

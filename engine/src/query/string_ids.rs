@@ -11,15 +11,19 @@ use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringArray, StringBuilder, UInt32Array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, StringArray, StringBuilder, UInt32Array,
+};
 use datafusion::arrow::buffer::ScalarBuffer;
-use datafusion::arrow::datatypes::{DataType, Int32Type};
+use datafusion::arrow::datatypes::{
+    ArrowDictionaryKeyType, ArrowNativeType, DataType, Int32Type, UInt16Type, UInt8Type,
+};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
 
-use super::string_filter::check_dictionary_ids;
+use super::string_filter::{check_dictionary_ids, dictionary_key};
 use crate::error::{Error, Result};
 
 /// The function that turns ids back into strings.
@@ -111,15 +115,26 @@ impl StringIds {
     /// A block's string column as ids: through its dictionary when it has one (one lookup per
     /// distinct value), value by value otherwise.
     pub fn ids_of(&self, column: &ArrayRef) -> Result<UInt32Array> {
-        let Some(dictionary) = column.as_dictionary_opt::<Int32Type>() else {
-            let plain = datafusion::arrow::compute::cast(column, &DataType::Utf8)?;
-            let plain = plain.as_string::<i32>();
-            let ids = self.ids_of_values(plain)?;
-            return Ok(UInt32Array::new(
-                ScalarBuffer::from(ids),
-                plain.nulls().cloned(),
-            ));
-        };
+        match dictionary_key(column) {
+            Some(DataType::UInt8) => self.ids_by_key(column.as_dictionary::<UInt8Type>()),
+            Some(DataType::UInt16) => self.ids_by_key(column.as_dictionary::<UInt16Type>()),
+            Some(DataType::Int32) => self.ids_by_key(column.as_dictionary::<Int32Type>()),
+            _ => {
+                let plain = datafusion::arrow::compute::cast(column, &DataType::Utf8)?;
+                let plain = plain.as_string::<i32>();
+                let ids = self.ids_of_values(plain)?;
+                Ok(UInt32Array::new(
+                    ScalarBuffer::from(ids),
+                    plain.nulls().cloned(),
+                ))
+            }
+        }
+    }
+
+    fn ids_by_key<K: ArrowDictionaryKeyType>(
+        &self,
+        dictionary: &DictionaryArray<K>,
+    ) -> Result<UInt32Array> {
         let values = datafusion::arrow::compute::cast(dictionary.values(), &DataType::Utf8)?;
         let values = values.as_string::<i32>();
         let remap = self.ids_of_values(values)?;
@@ -129,7 +144,7 @@ impl StringIds {
         let ids: Vec<u32> = keys
             .values()
             .iter()
-            .map(|&key| remap.get(key as usize).copied().unwrap_or(NULL_VALUE))
+            .map(|key| remap.get(key.as_usize()).copied().unwrap_or(NULL_VALUE))
             .collect();
         let nulls = if values.null_count() > 0 {
             dictionary.logical_nulls()
