@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use bytes::Bytes;
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::datatypes::{Field, FieldRef, Schema};
 
@@ -16,7 +17,7 @@ use crate::error::Result;
 use crate::model::cuboid::TABLE_INDEX_ID;
 use crate::model::CuboidId;
 use crate::storage::block::{
-    decode_block_columns, decode_block_columns_as, read_manifest, StringForm,
+    decode_block_columns, decode_verified_block_columns_as, read_manifest, verify_block, StringForm,
 };
 use crate::storage::{BlockMeta, CuboidManifest, SegmentStore};
 
@@ -103,6 +104,12 @@ enum CachedForm {
 /// Decoded blocks kept in memory.
 const BLOCK_CACHE_BYTES: u64 = 1 << 30;
 
+/// Stored bytes of the blocks read last, checked against their manifests. A scan decodes a
+/// block's filter columns, its other columns and its string ids in separate calls; without
+/// these each call read the whole block file again and checksummed it again (a third of a
+/// base-cuboid query's first run went to reading, page faults and checksums).
+const RAW_BLOCK_CACHE_BYTES: u64 = 64 << 20;
+
 /// A [`SegmentReader`] over a [`SegmentStore`] with caches: segments are immutable once READY,
 /// so nothing cached here goes stale; [`CachedSegments::clear`] only frees memory.
 pub(crate) struct CachedSegments {
@@ -110,6 +117,7 @@ pub(crate) struct CachedSegments {
     manifests: Mutex<HashMap<(String, CuboidId), Arc<CuboidManifest>>>,
     stats: Mutex<HashMap<(String, CuboidId), Arc<BlockStats>>>,
     columns: LruCache<ColumnKey, (FieldRef, ArrayRef)>,
+    raw: LruCache<(String, CuboidId, u32), Bytes>,
     numberings: Numberings,
     /// Lookup indexes by snapshot, while some plan holds them.
     lookups: Mutex<HashMap<String, Weak<LookupIndex>>>,
@@ -128,6 +136,7 @@ impl CachedSegments {
             manifests: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
             columns: LruCache::new(BLOCK_CACHE_BYTES),
+            raw: LruCache::new(RAW_BLOCK_CACHE_BYTES),
             numberings: Numberings::default(),
             lookups: Mutex::default(),
         }
@@ -221,8 +230,16 @@ impl SegmentReader for CachedSegments {
         }
         if !missing.is_empty() {
             missing.sort_unstable();
-            let bytes = self.store.get_block(segment, cuboid, block)?;
-            let batch = decode_block_columns(&bytes, meta, segment, cuboid, block, Some(&missing))?;
+            let bytes = self.verified_bytes(segment, cuboid, block, meta)?;
+            let batch = decode_verified_block_columns_as(
+                &bytes,
+                meta,
+                segment,
+                cuboid,
+                block,
+                Some(&missing),
+                StringForm::Plain,
+            )?;
             for (i, &c) in missing.iter().enumerate() {
                 let field = batch.schema().fields()[i].clone();
                 let array = batch.column(i).clone();
@@ -262,8 +279,8 @@ impl SegmentReader for CachedSegments {
         if let Some((_, array)) = self.columns.get(&key) {
             return Ok(array);
         }
-        let bytes = self.store.get_block(segment, cuboid, block)?;
-        let batch = decode_block_columns_as(
+        let bytes = self.verified_bytes(segment, cuboid, block, meta)?;
+        let batch = decode_verified_block_columns_as(
             &bytes,
             meta,
             segment,
@@ -333,6 +350,29 @@ impl SegmentReader for CachedSegments {
 }
 
 impl CachedSegments {
+    /// A block's stored bytes, checked against `meta`: from the raw-block cache, else read
+    /// and checked (see [`RAW_BLOCK_CACHE_BYTES`]).
+    fn verified_bytes(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        block: u32,
+        meta: &BlockMeta,
+    ) -> Result<Bytes> {
+        let key = (segment.to_string(), cuboid, block);
+        if let Some(bytes) = self.raw.get(&key) {
+            return Ok(bytes);
+        }
+        let bytes = self.store.get_block(segment, cuboid, block)?;
+        verify_block(&bytes, meta, segment, cuboid, block)?;
+        let bytes = Bytes::from(bytes);
+        // Table-index blocks stream through, as in `block`.
+        if cuboid != TABLE_INDEX_ID {
+            self.raw.insert(key, bytes.clone(), bytes.len() as u64);
+        }
+        Ok(bytes)
+    }
+
     /// Every column of a block (how many there are is known once it is decoded), cached
     /// column by column.
     fn whole_block(
@@ -342,8 +382,16 @@ impl CachedSegments {
         block: u32,
         meta: &BlockMeta,
     ) -> Result<RecordBatch> {
-        let bytes = self.store.get_block(segment, cuboid, block)?;
-        let batch = decode_block_columns(&bytes, meta, segment, cuboid, block, None)?;
+        let bytes = self.verified_bytes(segment, cuboid, block, meta)?;
+        let batch = decode_verified_block_columns_as(
+            &bytes,
+            meta,
+            segment,
+            cuboid,
+            block,
+            None,
+            StringForm::Plain,
+        )?;
         for (c, (field, array)) in batch
             .schema()
             .fields()
@@ -364,5 +412,65 @@ impl CachedSegments {
             );
         }
         Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::block::write_cuboid;
+    use crate::storage::LocalSegmentStore;
+    use datafusion::arrow::array::{Int64Array, StringArray};
+
+    #[test]
+    fn a_block_is_read_and_checked_once_for_all_its_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(LocalSegmentStore::open(dir.path()).unwrap());
+        let names = StringArray::from_iter_values((0..100).map(|i| format!("n{}", i % 9)));
+        let batch = RecordBatch::try_from_iter([
+            ("name", Arc::new(names) as ArrayRef),
+            (
+                "n",
+                Arc::new(Int64Array::from_iter_values(0..100)) as ArrayRef,
+            ),
+        ])
+        .unwrap();
+        write_cuboid(store.as_ref(), "aa", 7, &batch.schema(), &[batch], 1, 50).unwrap();
+        let file = dir.path().join("aa/7/1.arrow");
+        let stored = std::fs::read(&file).unwrap();
+
+        // A damaged block is an error every time it is read, never kept.
+        let mut damaged = stored.clone();
+        let last = damaged.len() - 1;
+        damaged[last] ^= 1;
+        std::fs::write(&file, &damaged).unwrap();
+        let reader = CachedSegments::new(store);
+        let meta = reader.manifest("aa", 7).unwrap().blocks[1].clone();
+        for _ in 0..2 {
+            let err = reader.string_dictionary("aa", 7, 1, &meta, 0).unwrap_err();
+            assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        }
+        std::fs::write(&file, &stored).unwrap();
+        let names = reader.string_dictionary("aa", 7, 1, &meta, 0).unwrap();
+        assert_eq!(names.len(), 50);
+        // Its other columns come from the bytes already read and checked: the file is gone.
+        std::fs::remove_file(&file).unwrap();
+        let n = reader.block("aa", 7, 1, &meta, Some(&[1])).unwrap();
+        let n = n.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(n.values().to_vec(), (50..100).collect::<Vec<i64>>());
+        let whole = reader.block("aa", 7, 1, &meta, None).unwrap();
+        assert_eq!(whole.num_columns(), 2);
+        // Another block still reads its own file.
+        assert_eq!(
+            reader
+                .block("aa", 7, 0, &meta_of(&reader, 0), Some(&[1]))
+                .unwrap()
+                .num_rows(),
+            50
+        );
+    }
+
+    fn meta_of(reader: &CachedSegments, block: usize) -> BlockMeta {
+        reader.manifest("aa", 7).unwrap().blocks[block].clone()
     }
 }

@@ -10,6 +10,7 @@ use datafusion::arrow::array::{
 };
 use std::sync::Arc;
 
+use bytes::Bytes;
 use datafusion::arrow::buffer::ScalarBuffer;
 use datafusion::arrow::compute::{cast, concat_batches, max, max_string, min, min_string};
 use datafusion::arrow::datatypes::{
@@ -192,11 +193,22 @@ pub fn decode_block_columns_as(
     columns: Option<&[usize]>,
     strings: StringForm,
 ) -> Result<RecordBatch> {
-    let dictionary = strings == StringForm::Dictionary;
-    let what = || format!("block {block} of cuboid {cuboid} in segment {segment}");
+    verify_block(bytes, meta, segment, cuboid, block)?;
+    let bytes = Bytes::copy_from_slice(bytes);
+    decode_verified_block_columns_as(&bytes, meta, segment, cuboid, block, columns, strings)
+}
+
+/// Checks a block's stored bytes against its manifest entry: their size and checksum.
+pub fn verify_block(
+    bytes: &[u8],
+    meta: &BlockMeta,
+    segment: &str,
+    cuboid: CuboidId,
+    block: u32,
+) -> Result<()> {
     if bytes.len() as u64 != meta.bytes || crc32fast::hash(bytes) != meta.crc32 {
         return Err(Error::corrupt(
-            what(),
+            format!("block {block} of cuboid {cuboid} in segment {segment}"),
             format!(
                 "checksum mismatch (stored {} bytes crc {:08x}, expected {} bytes crc {:08x})",
                 bytes.len(),
@@ -206,8 +218,24 @@ pub fn decode_block_columns_as(
             ),
         ));
     }
+    Ok(())
+}
+
+/// [`decode_block_columns_as`] of bytes [`verify_block`] has passed: a reader that keeps
+/// checked bytes decodes more of their columns without checksumming (or copying) them again.
+pub fn decode_verified_block_columns_as(
+    bytes: &Bytes,
+    meta: &BlockMeta,
+    segment: &str,
+    cuboid: CuboidId,
+    block: u32,
+    columns: Option<&[usize]>,
+    strings: StringForm,
+) -> Result<RecordBatch> {
+    let dictionary = strings == StringForm::Dictionary;
+    let what = || format!("block {block} of cuboid {cuboid} in segment {segment}");
     let batch = if super::parquet_block::is_parquet(bytes) {
-        super::parquet_block::decode(bytes, columns, dictionary)
+        super::parquet_block::decode(bytes.clone(), columns, dictionary)
             .map_err(|e| Error::corrupt(what(), e))?
     } else {
         decode_ipc(bytes, columns, dictionary).map_err(|e| Error::corrupt(what(), e.to_string()))?

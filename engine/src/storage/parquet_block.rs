@@ -209,11 +209,12 @@ pub fn encode(batch: &RecordBatch) -> Result<Vec<u8>> {
 
 /// Decodes the columns `columns` (stored schema indexes, in the order wanted; `None` = all) of
 /// a Parquet block. Columns not asked for (and not needed as a difference's reference) are
-/// neither read nor decompressed. Errors are plain strings: the caller names the block.
+/// neither read nor decompressed. Errors are plain strings: the caller names the block. The
+/// reader shares `bytes` (a reference count), never copies them.
 /// With `strings_as_dictionary`, string columns come back as `Dictionary(Int32, Utf8)`: the
 /// page's dictionary and its ids as stored, no string copied per row.
 pub fn decode(
-    bytes: &[u8],
+    bytes: Bytes,
     columns: Option<&[usize]>,
     strings_as_dictionary: bool,
 ) -> std::result::Result<RecordBatch, String> {
@@ -227,11 +228,10 @@ pub fn decode(
 }
 
 fn decode_unchecked(
-    bytes: &[u8],
+    bytes: Bytes,
     columns: Option<&[usize]>,
     strings_as_dictionary: bool,
 ) -> std::result::Result<RecordBatch, String> {
-    let bytes = Bytes::copy_from_slice(bytes);
     let mut builder =
         ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| e.to_string())?;
     if strings_as_dictionary {
