@@ -1560,75 +1560,62 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn parallel_decode_returns_every_block_once() {
         let data = rows();
-        let (_dir, _, segments) = stored(&data, 3);
-        let reader = Arc::new(Counting {
-            inner: segments,
-            blocks: AtomicU64::new(0),
-        });
-        for partitions in [1, 3, 8, 13] {
-            let table =
-                CuboidTable::with_schema(data.schema(), 3, 7, vec!["aa".into()], reader.clone());
-            let config =
-                datafusion::prelude::SessionConfig::new().with_target_partitions(partitions);
-            let ctx = SessionContext::new_with_config(config);
-            ctx.register_table("t", Arc::new(table)).unwrap();
-            reader.blocks.store(0, Ordering::Relaxed);
-            let got = ctx
-                .sql("SELECT revenue FROM t")
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
-            let mut revenue: Vec<i64> = got
-                .iter()
-                .flat_map(|b| {
-                    b.column(0)
-                        .as_any()
-                        .downcast_ref::<Int64Array>()
-                        .unwrap()
-                        .values()
-                        .to_vec()
-                })
-                .collect();
-            revenue.sort_unstable();
-            assert_eq!(revenue, (0..ROWS).collect::<Vec<_>>(), "{partitions}");
-            assert_eq!(reader.blocks.load(Ordering::Relaxed), 8, "{partitions}");
-        }
-        // 200 blocks of two rows: a filter passing few rows makes later reads larger (see
-        // `blocks_per_read`); every passing row is still returned once.
-        let (_dir, _, segments) = stored_in_blocks(&data, 3, 2);
-        let reader = Arc::new(Counting {
-            inner: segments,
-            blocks: AtomicU64::new(0),
-        });
-        for partitions in [1, 3] {
-            let table =
-                CuboidTable::with_schema(data.schema(), 3, 7, vec!["aa".into()], reader.clone());
-            let config =
-                datafusion::prelude::SessionConfig::new().with_target_partitions(partitions);
-            let ctx = SessionContext::new_with_config(config);
-            ctx.register_table("t", Arc::new(table)).unwrap();
-            reader.blocks.store(0, Ordering::Relaxed);
-            let got = ctx
-                .sql("SELECT revenue FROM t WHERE name LIKE '%0' OR name IS NULL")
-                .await
-                .unwrap()
-                .collect()
-                .await
-                .unwrap();
-            let mut revenue: Vec<i64> = got
-                .iter()
-                .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
-                .collect();
-            revenue.sort_unstable();
-            let want: Vec<i64> = (0..ROWS)
-                .filter(|i| i % 10 == 0 || (150..200).contains(i))
-                .collect();
-            assert_eq!(revenue, want, "{partitions}");
-            // Decoded past the filter's column: the 35 blocks holding a multiple of ten
-            // outside rows 150..200, and the 25 blocks of rows 150..200 (null names).
-            assert_eq!(reader.blocks.load(Ordering::Relaxed), 60, "{partitions}");
+        let multiples_of_ten_or_null: Vec<i64> = (0..ROWS)
+            .filter(|i| i % 10 == 0 || (150..200).contains(i))
+            .collect();
+        // (rows per block, partitions, query, revenues returned, blocks decoded past the
+        // filter's column). 200 blocks of two rows under a filter passing few rows make
+        // later reads larger (see `blocks_per_read`); every passing row is still returned
+        // once. Decoded there: the 35 blocks holding a multiple of ten outside rows 150..200,
+        // and the 25 blocks of rows 150..200 (null names).
+        let cases = [
+            (
+                BLOCK_ROWS,
+                &[1, 3, 8, 13][..],
+                "SELECT revenue FROM t",
+                (0..ROWS).collect(),
+                8,
+            ),
+            (
+                2,
+                &[1, 3][..],
+                "SELECT revenue FROM t WHERE name LIKE '%0' OR name IS NULL",
+                multiples_of_ten_or_null,
+                60,
+            ),
+        ];
+        for (block_rows, partitions, sql, want, decoded) in cases {
+            let (_dir, _, segments) = stored_in_blocks(&data, 3, block_rows);
+            let reader = Arc::new(Counting {
+                inner: segments,
+                blocks: AtomicU64::new(0),
+            });
+            for &partitions in partitions {
+                let table = CuboidTable::with_schema(
+                    data.schema(),
+                    3,
+                    7,
+                    vec!["aa".into()],
+                    reader.clone(),
+                );
+                let config =
+                    datafusion::prelude::SessionConfig::new().with_target_partitions(partitions);
+                let ctx = SessionContext::new_with_config(config);
+                ctx.register_table("t", Arc::new(table)).unwrap();
+                reader.blocks.store(0, Ordering::Relaxed);
+                let got = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+                let mut revenue: Vec<i64> = got
+                    .iter()
+                    .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+                    .collect();
+                revenue.sort_unstable();
+                assert_eq!(revenue, want, "{sql} in {partitions}");
+                assert_eq!(
+                    reader.blocks.load(Ordering::Relaxed),
+                    decoded,
+                    "{sql} in {partitions}"
+                );
+            }
         }
     }
 

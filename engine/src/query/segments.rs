@@ -230,13 +230,11 @@ impl SegmentReader for CachedSegments {
         }
         if !missing.is_empty() {
             missing.sort_unstable();
-            let bytes = self.verified_bytes(segment, cuboid, block, meta)?;
-            let batch = decode_verified_block_columns_as(
-                &bytes,
-                meta,
+            let batch = self.decode(
                 segment,
                 cuboid,
                 block,
+                meta,
                 Some(&missing),
                 StringForm::Plain,
             )?;
@@ -279,13 +277,11 @@ impl SegmentReader for CachedSegments {
         if let Some((_, array)) = self.columns.get(&key) {
             return Ok(array);
         }
-        let bytes = self.verified_bytes(segment, cuboid, block, meta)?;
-        let batch = decode_verified_block_columns_as(
-            &bytes,
-            meta,
+        let batch = self.decode(
             segment,
             cuboid,
             block,
+            meta,
             Some(&[column]),
             StringForm::Dictionary,
         )?;
@@ -350,27 +346,33 @@ impl SegmentReader for CachedSegments {
 }
 
 impl CachedSegments {
-    /// A block's stored bytes, checked against `meta`: from the raw-block cache, else read
-    /// and checked (see [`RAW_BLOCK_CACHE_BYTES`]).
-    fn verified_bytes(
+    /// Decodes `columns` of a block in the form `strings`, from its stored bytes checked
+    /// against `meta`: those of the raw-block cache, else read, checked and kept there (see
+    /// [`RAW_BLOCK_CACHE_BYTES`]).
+    fn decode(
         &self,
         segment: &str,
         cuboid: CuboidId,
         block: u32,
         meta: &BlockMeta,
-    ) -> Result<Bytes> {
+        columns: Option<&[usize]>,
+        strings: StringForm,
+    ) -> Result<RecordBatch> {
         let key = (segment.to_string(), cuboid, block);
-        if let Some(bytes) = self.raw.get(&key) {
-            return Ok(bytes);
-        }
-        let bytes = self.store.get_block(segment, cuboid, block)?;
-        verify_block(&bytes, meta, segment, cuboid, block)?;
-        let bytes = Bytes::from(bytes);
-        // Table-index blocks stream through, as in `block`.
-        if cuboid != TABLE_INDEX_ID {
-            self.raw.insert(key, bytes.clone(), bytes.len() as u64);
-        }
-        Ok(bytes)
+        let bytes = match self.raw.get(&key) {
+            Some(bytes) => bytes,
+            None => {
+                let bytes = self.store.get_block(segment, cuboid, block)?;
+                verify_block(&bytes, meta, segment, cuboid, block)?;
+                let bytes = Bytes::from(bytes);
+                // Table-index blocks stream through, as in `block`.
+                if cuboid != TABLE_INDEX_ID {
+                    self.raw.insert(key, bytes.clone(), bytes.len() as u64);
+                }
+                bytes
+            }
+        };
+        decode_verified_block_columns_as(&bytes, meta, segment, cuboid, block, columns, strings)
     }
 
     /// Every column of a block (how many there are is known once it is decoded), cached
@@ -382,16 +384,7 @@ impl CachedSegments {
         block: u32,
         meta: &BlockMeta,
     ) -> Result<RecordBatch> {
-        let bytes = self.verified_bytes(segment, cuboid, block, meta)?;
-        let batch = decode_verified_block_columns_as(
-            &bytes,
-            meta,
-            segment,
-            cuboid,
-            block,
-            None,
-            StringForm::Plain,
-        )?;
+        let batch = self.decode(segment, cuboid, block, meta, None, StringForm::Plain)?;
         for (c, (field, array)) in batch
             .schema()
             .fields()
