@@ -21,7 +21,7 @@ use datafusion::prelude::SessionConfig;
 use super::canonical::canonical;
 use super::folding::{FoldedCatalog, FoldedSchema};
 use super::keys::{foreign_keys, ForeignKey};
-use super::{percentile, sketch};
+use super::{dense_aggregate, percentile, sketch};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::metadata::managers::Metadata;
@@ -115,6 +115,9 @@ fn session_state(default_project: &str, runtime: Arc<RuntimeEnv>) -> SessionStat
         .with_config(config)
         .with_runtime_env(runtime)
         .with_default_features()
+        // Re-aggregation by dimension ids: an array index, not a hash table (last, after
+        // DataFusion has placed and combined its aggregations).
+        .with_physical_optimizer_rule(Arc::new(dense_aggregate::DenseAggregation))
         .build();
     let _ = state.register_udf(Arc::new(version_udf()));
     for udaf in [

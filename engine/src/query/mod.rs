@@ -16,6 +16,7 @@ mod cache;
 mod canonical;
 mod catalog;
 mod cuboid_scan;
+mod dense_aggregate;
 mod dimension_filter;
 mod folding;
 pub mod history;
