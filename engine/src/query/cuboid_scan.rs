@@ -26,7 +26,8 @@ use datafusion::common::{Column, DFSchema, DataFusionError};
 use datafusion::datasource::TableType;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::logical_expr::{Expr, Operator, TableProviderFilterPushDown};
+use datafusion::physical_expr::expressions::BinaryExpr;
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::pruning::{PruningPredicate, PruningPredicateBuilder};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -57,6 +58,9 @@ pub(crate) struct CuboidTable {
     stored: SchemaRef,
     /// String dimension columns the scan returns as ids of these numberings.
     string_ids: Arc<[(usize, Arc<StringIds>)]>,
+    /// Filters on one string dimension each (unqualified, over its strings) that every scan
+    /// applies through the blocks' dictionaries: how a column returned as ids is filtered.
+    string_filters: Arc<[Expr]>,
     dims: usize,
     cuboid: CuboidId,
     segments: Arc<[String]>,
@@ -133,6 +137,7 @@ impl CuboidTable {
             stored: schema.clone(),
             schema,
             string_ids: Arc::new([]),
+            string_filters: Arc::new([]),
             dims,
             cuboid,
             segments: segments.into(),
@@ -157,12 +162,26 @@ impl CuboidTable {
     }
 
     /// The table returning string dimension columns `ids` (column index, numbering) as ids
-    /// of their values, `UInt32`, for grouping (see [`super::string_ids`]). Filters on them
-    /// are not applied by the scan, so no caller may filter on them.
+    /// of their values, `UInt32`, for grouping (see [`super::string_ids`]). A filter above
+    /// the scan would see ids: filter them with [`Self::with_string_filters`] instead.
     pub fn with_string_ids(mut self, ids: Vec<(usize, Arc<StringIds>)>) -> Self {
         self.string_ids = ids.into();
         self.rebuild_schema();
         self
+    }
+
+    /// The table applying `filters` in every scan (and pruning by them): each unqualified,
+    /// on one string dimension, of the form [`string_filter_column`] accepts over the
+    /// column's strings, also when the scan returns the column as ids.
+    pub fn with_string_filters(mut self, filters: Vec<Expr>) -> Result<Self> {
+        for f in &filters {
+            if string_filter_column(&self.stored, self.dims, f).is_none() {
+                let message = format!("not a filter on one string dimension: {f}");
+                return Err(DataFusionError::Internal(message).into());
+            }
+        }
+        self.string_filters = filters.into();
+        Ok(self)
     }
 
     /// The table also returning every column of each of `lookups`' snapshots, named by
@@ -202,6 +221,28 @@ impl CuboidTable {
             ));
         }
         self.schema = Arc::new(Schema::new(fields));
+    }
+
+    /// The filters every scan applies itself (see [`Self::with_string_filters`]).
+    pub fn string_filters(&self) -> &[Expr] {
+        &self.string_filters
+    }
+
+    /// The schema with the columns returned as ids in their stored type (`Utf8`).
+    fn stored_types(&self) -> SchemaRef {
+        if self.string_ids.is_empty() {
+            return self.schema.clone();
+        }
+        let mut fields: Vec<Field> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        for (c, _) in self.string_ids.iter() {
+            fields[*c] = self.stored.field(*c).clone();
+        }
+        Arc::new(Schema::new(fields))
     }
 
     /// Every row of every block, unfiltered (a lookup snapshot's, say).
@@ -332,17 +373,35 @@ impl TableProvider for CuboidTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let pruning = match conjunction(filters.iter().map(unqualified).collect::<Vec<_>>()) {
-            Some(predicate) => {
-                let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
-                let physical = state.create_physical_expr(predicate, &df_schema)?;
+        let filters: Vec<Expr> = filters.iter().map(unqualified).collect();
+        // DataFusion's filters are typed by the schema (ids as `UInt32`), the table's own
+        // string filters by the stored types: each planned over its own, pruning over the
+        // stored types, which block statistics describe.
+        let stored_types = self.stored_types();
+        let mut predicates: Vec<Arc<dyn PhysicalExpr>> = Vec::new();
+        for (exprs, schema) in [
+            (filters.clone(), &self.schema),
+            (self.string_filters.to_vec(), &stored_types),
+        ] {
+            if let Some(predicate) = conjunction(exprs) {
+                let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+                predicates.push(state.create_physical_expr(predicate, &df_schema)?);
+            }
+        }
+        // (Without string filters of its own, exactly as DataFusion typed its filters.)
+        let pruning_schema = match self.string_filters.is_empty() {
+            true => self.schema.clone(),
+            false => stored_types.clone(),
+        };
+        let pruning = predicates
+            .into_iter()
+            .reduce(|a, b| Arc::new(BinaryExpr::new(a, Operator::And, b)))
+            .and_then(|predicate| {
                 // Statistics exist for dimension columns only; measure columns read as unknown.
                 PruningPredicateBuilder::new()
-                    .with_file_schema(self.schema.clone())
-                    .build(physical)
-            }
-            None => None,
-        };
+                    .with_file_schema(pruning_schema)
+                    .build(predicate)
+            });
         let mut derived = Vec::new();
         for d in self.derived.iter() {
             if let Some(keys) = DerivedKeys::plan(self, d, state)? {
@@ -351,26 +410,27 @@ impl TableProvider for CuboidTable {
         }
         // The filters reported exact must be applied here, every one of them.
         let mut string_filters = Vec::new();
-        for f in filters.iter().map(unqualified) {
-            if let Some(column) = string_filter_column(&self.schema, self.dims, &f) {
-                let planned = StringFilter::plan(&self.schema, column, &f, state)
-                    .map_err(Error::into_datafusion)?;
+        let own = self.string_filters.iter().map(|f| (f, &stored_types));
+        for (f, schema) in filters.iter().map(|f| (f, &self.schema)).chain(own) {
+            if let Some(column) = string_filter_column(schema, self.dims, f) {
+                let planned =
+                    StringFilter::plan(schema, column, f, state).map_err(Error::into_datafusion)?;
                 string_filters.push(planned);
             }
         }
         let mut dimension_filters = Vec::new();
-        for f in filters.iter().map(unqualified) {
+        for f in &filters {
             if let Some(columns) =
-                dimension_filter_columns(&self.schema, &self.stored, self.dims, &f)
+                dimension_filter_columns(&self.schema, &self.stored, self.dims, f)
             {
-                let planned = DimensionFilter::plan(&self.stored, columns, &f, state)
+                let planned = DimensionFilter::plan(&self.stored, columns, f, state)
                     .map_err(Error::into_datafusion)?;
                 dimension_filters.push(planned);
             }
         }
         let mut lookup_filters = Vec::new();
-        for f in filters.iter().map(unqualified) {
-            if let Some((l, over_snapshot)) = self.lookup_filter(&f) {
+        for f in &filters {
+            if let Some((l, over_snapshot)) = self.lookup_filter(f) {
                 let snapshot = self.lookups[l].snapshot.schema_ref();
                 let planned = LookupFilter::plan(l, snapshot, &over_snapshot, state)
                     .map_err(Error::into_datafusion)?;

@@ -1149,6 +1149,17 @@ fn explain_rows(
         }
         rows.push(("segments".into(), r.segments.join(", ")));
         rows.push(("blocks".into(), format!("read {} of {}", b.read, b.total)));
+        let filters = r.table.string_filters();
+        if !filters.is_empty() {
+            let filters: Vec<String> = filters.iter().map(|f| f.to_string()).collect();
+            rows.push((
+                "scan_filters".into(),
+                format!(
+                    "{} (on the strings of keys grouped by id, in the scan)",
+                    filters.join(" AND ")
+                ),
+            ));
+        }
         if !r.derived_tables.is_empty() {
             rows.push((
                 "derived".into(),

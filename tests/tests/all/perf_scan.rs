@@ -85,8 +85,9 @@ async fn base_cuboid_scans_equal_the_oracle_and_prune_on_derived_filters() {
 }
 
 /// String group keys nothing else reads are grouped as ids of their values and turned back
-/// into strings after the aggregate (EXPLAIN shows `qilin_string_of`); keys a filter, an
-/// aggregate or a HAVING reads are not, and every answer equals the oracle's.
+/// into strings after the aggregate (EXPLAIN shows `qilin_string_of`), also when filtered by
+/// a filter the scan applies to their strings; keys another filter, an aggregate or a HAVING
+/// reads are not, and every answer equals the oracle's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn string_group_keys_grouped_by_id_equal_the_oracle() {
     let ssb = SsbServer::start("").await;
@@ -101,10 +102,22 @@ async fn string_group_keys_grouped_by_id_equal_the_oracle() {
             "SELECT d_daynuminweek, s_city, p_category, sum(lo_quantity) {lineorder} \
              GROUP BY d_daynuminweek, s_city, p_category"
         ),
-        // The grouped key is also filtered: it stays a string (the scan filters it).
+        // The grouped key is also filtered: grouped by id, the scan filters its strings.
         format!(
             "SELECT c_city, s_nation, count(*) {lineorder} WHERE c_city LIKE 'UNITED%' \
              GROUP BY c_city, s_nation"
+        ),
+        // The ad-hoc shape (A050): a filtered key among ids, a derived filter, two sums.
+        format!(
+            "SELECT s_nation, s_city, c_region, sum(lo_revenue), \
+             sum(lo_extendedprice * lo_discount) {lineorder} \
+             WHERE d_daynuminmonth >= 26 AND c_region IN ('AFRICA', 'ASIA', 'EUROPE') \
+             AND c_region <> 'EUROPE' GROUP BY s_nation, s_city, c_region"
+        ),
+        // A filter reading another column too: the key stays a string.
+        format!(
+            "SELECT c_region, count(*) {lineorder} \
+             WHERE c_region = 'ASIA' OR c_nation = 'CHINA' GROUP BY c_region"
         ),
         // HAVING on a grouped key, ORDER BY and LIMIT over the decoded strings.
         format!(
@@ -147,16 +160,35 @@ async fn string_group_keys_grouped_by_id_equal_the_oracle() {
         );
         assert!(explain.contains("cube ssb_cube"), "{sql}: {explain}");
     }
+    // (query, key, grouped by id)
+    for (q, key, by_id) in [
+        (0, "s_city", true),
+        (1, "c_city", true),
+        (2, "c_region", true),
+        (2, "s_nation", true),
+        (3, "c_region", false),
+        (5, "s_region", false),
+    ] {
+        let explain = explain_text(
+            &run_query(&mut client, &format!("EXPLAIN {}", queries[q]))
+                .await
+                .unwrap(),
+        );
+        // `CAST(qilin_string_of(__g1) AS Utf8) AS s_city` or `CAST(__g1 AS Utf8) AS s_city`.
+        let end = explain
+            .find(&format!(" AS Utf8) AS {key}"))
+            .unwrap_or_else(|| panic!("{key} in {explain}"));
+        let cast = &explain[explain[..end].rfind("CAST(").unwrap()..end];
+        assert_eq!(cast.contains("qilin_string_of("), by_id, "{key}: {explain}");
+    }
+    // The filter on a key grouped by id shows where it is applied.
     let explain = explain_text(
-        &run_query(&mut client, &format!("EXPLAIN {}", queries[0]))
+        &run_query(&mut client, &format!("EXPLAIN {}", queries[1]))
             .await
             .unwrap(),
     );
-    assert!(explain.contains("qilin_string_of"), "{explain}");
-    let explain = explain_text(
-        &run_query(&mut client, &format!("EXPLAIN {}", queries[3]))
-            .await
-            .unwrap(),
+    assert!(
+        explain.contains("scan_filters") && explain.contains("c_city LIKE Utf8(\"UNITED%\")"),
+        "{explain}"
     );
-    assert!(!explain.contains("qilin_string_of"), "{explain}");
 }

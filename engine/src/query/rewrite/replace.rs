@@ -5,7 +5,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, ScalarValue};
 use datafusion::datasource::provider_as_source;
@@ -25,6 +25,7 @@ use crate::model::{JoinKind, StateKind};
 use crate::query::cuboid_scan::{CuboidTable, DerivedFilter};
 use crate::query::lookup::{derived_field, lookup_keys, DerivedLookup};
 use crate::query::segments::SegmentReader;
+use crate::query::string_filter::string_filter_column;
 use crate::query::string_ids::{string_of, StringIds, MAX_NUMBERED_VALUES};
 use crate::query::{percentile, sketch};
 
@@ -85,9 +86,40 @@ pub(super) fn state_column(answer: &Answer, m: usize) -> Expr {
     ))
 }
 
+/// The string rowkey column a residual conjunct `e` filters alone, and `e` over that cuboid
+/// column unqualified, when the scan can apply it through block dictionaries
+/// ([`string_filter_column`]): such a filter reads the column's strings, never its ids.
+fn string_filter_on(answer: &Answer, e: &Expr) -> Result<Option<(usize, Expr)>> {
+    let layout = &answer.real.layout;
+    let columns = e.column_refs();
+    let [c] = columns.into_iter().collect::<Vec<_>>()[..] else {
+        return Ok(None);
+    };
+    let target = resolve_scan(&answer.scans, c)
+        .and_then(|scan| answer.targets.get(&key(&answer.aliases[scan], &c.name)));
+    let Some(Target::Rowkey(i)) = target else {
+        return Ok(None);
+    };
+    let column = &layout.rowkey[*i];
+    if column.source.data_type != DataType::Utf8 {
+        return Ok(None);
+    }
+    let unqualified = map_expr(answer, e)?
+        .transform(|x| match x {
+            Expr::Column(c) => Ok(Transformed::yes(Expr::Column(Column::new_unqualified(
+                c.name,
+            )))),
+            x => Ok(Transformed::no(x)),
+        })?
+        .data;
+    let one = Schema::new(vec![Field::new(&column.name, DataType::Utf8, true)]);
+    Ok(string_filter_column(&one, 1, &unqualified).map(|_| (*i, unqualified)))
+}
+
 /// Rowkey columns worth grouping by id (see [`crate::query::string_ids`]): string
-/// dimensions that are plain group keys and that nothing else reads — no filter, no
-/// aggregate, no other group key, no join — so no expression ever sees the ids.
+/// dimensions that are plain group keys and that nothing else reads — no aggregate, no other
+/// group key, no join, no filter but those the scan applies to the strings itself
+/// ([`string_filter_on`]) — so no expression ever sees the ids.
 fn grouped_by_id(answer: &Answer) -> Result<BTreeSet<usize>> {
     let layout = &answer.real.layout;
     let mut candidates = BTreeSet::new();
@@ -105,7 +137,12 @@ fn grouped_by_id(answer: &Answer) -> Result<BTreeSet<usize>> {
             _ => elsewhere.push(g.clone()),
         }
     }
-    elsewhere.extend(answer.residual.iter().cloned());
+    for e in answer.residual.iter().flat_map(split_conjunction) {
+        match string_filter_on(answer, e)? {
+            Some((i, _)) if candidates.contains(&i) => {}
+            _ => elsewhere.push(e.clone()),
+        }
+    }
     let mut read: HashSet<String> = HashSet::new();
     for a in &answer.aggs {
         match a {
@@ -136,11 +173,6 @@ pub(super) fn source(
     by_id: &BTreeSet<usize>,
 ) -> Result<Source> {
     let layout = &answer.real.layout;
-    let residual: Vec<Expr> = answer
-        .residual
-        .iter()
-        .map(|e| map_expr(answer, e))
-        .collect::<Result<_>>()?;
 
     // The cuboid over every READY segment; it prunes blocks by the filters pushed into it
     // when it runs, not here.
@@ -164,6 +196,19 @@ pub(super) fn source(
     }
     if !id_columns.is_empty() {
         table = table.with_string_ids(id_columns);
+    }
+    // Filters on a column returned as ids go into the scan, which applies them to the
+    // strings; the others stay above it.
+    let mut residual = Vec::new();
+    let mut on_ids = Vec::new();
+    for e in answer.residual.iter().flat_map(split_conjunction) {
+        match string_filter_on(answer, e)? {
+            Some((i, filter)) if numbered.contains_key(&i) => on_ids.push(filter),
+            _ => residual.push(map_expr(answer, e)?),
+        }
+    }
+    if !on_ids.is_empty() {
+        table = table.with_string_filters(on_ids)?;
     }
 
     // Derived columns come from the lookup's snapshot in the newest READY segment, never
