@@ -483,7 +483,8 @@ struct DenseGroups {
     slots: Vec<u32>,
     /// Group number → its array index under `ranges`.
     groups: Vec<u64>,
-    indices: Vec<u64>,
+    /// Each row's array index (below [`MAX_SLOTS`], so 32 bits: twice the rows per vector).
+    indices: Vec<u32>,
     group_indices: Vec<usize>,
     reservation: MemoryReservation,
 }
@@ -558,7 +559,7 @@ impl DenseGroups {
         for &index in &self.indices {
             let slot = &mut self.slots[index as usize];
             if *slot == 0 {
-                self.groups.push(index);
+                self.groups.push(u64::from(index));
                 *slot = self.groups.len() as u32;
             }
             self.group_indices.push(*slot as usize - 1);
@@ -658,7 +659,7 @@ impl DenseGroups {
     fn size(&self) -> usize {
         self.slots.capacity() * 4
             + self.groups.capacity() * 8
-            + self.indices.capacity() * 8
+            + self.indices.capacity() * 4
             + self.group_indices.capacity() * 8
             + self.accumulators.iter().map(|a| a.size()).sum::<usize>()
     }
@@ -743,20 +744,22 @@ fn key_bounds<K: DenseKey>(key: &ArrayRef) -> Result<Option<(i64, i64)>> {
 }
 
 /// Adds each row's code in `range`, times its stride, to `indices`.
-fn add_codes<K: DenseKey>(key: &ArrayRef, range: &KeyRange, indices: &mut [u64]) -> Result<()> {
+fn add_codes<K: DenseKey>(key: &ArrayRef, range: &KeyRange, indices: &mut [u32]) -> Result<()> {
     let key = primitive::<K>(key)?;
-    let (lo, stride) = (range.min, range.stride);
+    // Every value is within the range and the array has at most MAX_SLOTS (< 2^32) entries:
+    // codes, strides and indices fit in 32 bits.
+    let (lo, stride) = (range.min, range.stride as u32);
     let values = key.values().iter();
     match key.nulls().filter(|n| n.null_count() > 0) {
         None => {
             for (index, &v) in indices.iter_mut().zip(values) {
-                *index += ((K::to_i64(v) - lo) as u64 + 1) * stride;
+                *index += ((K::to_i64(v) - lo) as u32 + 1) * stride;
             }
         }
         Some(nulls) => {
             for ((index, &v), valid) in indices.iter_mut().zip(values).zip(nulls.iter()) {
                 if valid {
-                    *index += ((K::to_i64(v) - lo) as u64 + 1) * stride;
+                    *index += ((K::to_i64(v) - lo) as u32 + 1) * stride;
                 }
             }
         }
