@@ -185,6 +185,12 @@ pub const KEYS: &[KeySpec] = &[
         doc: "rotated query-history files kept per cube (older ones are deleted; at least 1)",
     },
     KeySpec {
+        key: "kylin.query.dense-aggregation.enabled",
+        alias: None,
+        default: "true",
+        doc: "re-aggregate by array index when every group key is an integer or a date (string keys grouped by id included) instead of hashing; past 4M array entries or when the memory pool refuses the array, a query goes on with hash aggregation by itself. Off: hash aggregation always",
+    },
+    KeySpec {
         key: "kylin.query.warm-up.enabled",
         alias: None,
         default: "true",
@@ -404,6 +410,8 @@ pub struct QueryConfig {
     pub history_max_bytes: u64,
     /// Rotated query-history files kept per cube.
     pub history_max_files: usize,
+    /// Re-aggregate by array index over integer keys (`query::dense_aggregate`).
+    pub dense_aggregation_enabled: bool,
     /// Warm caches in the background at start and when segments turn READY.
     pub warm_up_enabled: bool,
     /// Decoded block bytes one warm-up decodes at most.
@@ -700,6 +708,10 @@ impl Config {
                 history_enabled: parse_bool(&get, "kylin.query.history.enabled")?,
                 history_max_bytes,
                 history_max_files,
+                dense_aggregation_enabled: parse_bool(
+                    &get,
+                    "kylin.query.dense-aggregation.enabled",
+                )?,
                 warm_up_enabled: parse_bool(&get, "kylin.query.warm-up.enabled")?,
                 warm_up_max_bytes: parse_key(&get, "kylin.query.warm-up.max-bytes")?,
             },

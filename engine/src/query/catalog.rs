@@ -94,7 +94,11 @@ fn version_udf() -> ScalarUDF {
 /// The session every query plans in: catalog `qilin`, default schema = the default project,
 /// `information_schema` (which reads the catalog, not source data), executing in `runtime`
 /// (the engine's memory pool and spill directory, shared by every snapshot).
-fn session_state(default_project: &str, runtime: Arc<RuntimeEnv>) -> SessionState {
+fn session_state(
+    default_project: &str,
+    runtime: Arc<RuntimeEnv>,
+    dense_aggregation: bool,
+) -> SessionState {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG, default_project)
         .with_create_default_catalog_and_schema(false)
@@ -111,14 +115,16 @@ fn session_state(default_project: &str, runtime: Arc<RuntimeEnv>) -> SessionStat
         .execution
         .parquet
         .schema_force_view_types = false;
-    let mut state = SessionStateBuilder::new()
+    let mut builder = SessionStateBuilder::new()
         .with_config(config)
         .with_runtime_env(runtime)
-        .with_default_features()
+        .with_default_features();
+    if dense_aggregation {
         // Re-aggregation by dimension ids: an array index, not a hash table (last, after
         // DataFusion has placed and combined its aggregations).
-        .with_physical_optimizer_rule(Arc::new(dense_aggregate::DenseAggregation))
-        .build();
+        builder = builder.with_physical_optimizer_rule(Arc::new(dense_aggregate::DenseAggregation));
+    }
+    let mut state = builder.build();
     let _ = state.register_udf(Arc::new(version_udf()));
     for udaf in [
         sketch::hll_count(),
@@ -162,7 +168,11 @@ pub(crate) fn load(
     } else {
         projects[0].name.clone()
     };
-    let state = session_state(&default_project, runtime);
+    let state = session_state(
+        &default_project,
+        runtime,
+        config.query.dense_aggregation_enabled,
+    );
     let catalog = Arc::new(MemoryCatalogProvider::new());
     let mut providers = HashMap::new();
     for p in &projects {
@@ -310,4 +320,27 @@ fn measure_inputs(state: &SessionState, layout: &CubeLayout) -> Result<Vec<Optio
             }))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+
+    #[test]
+    fn dense_aggregation_runs_last_and_only_when_enabled() {
+        let rule_names = |enabled| {
+            let runtime = RuntimeEnvBuilder::new().build_arc().unwrap();
+            session_state("ssb", runtime, enabled)
+                .physical_optimizers()
+                .iter()
+                .map(|r| r.name().to_string())
+                .collect::<Vec<_>>()
+        };
+        let on = rule_names(true);
+        assert_eq!(on.last().map(String::as_str), Some("dense_aggregation"));
+        let off = rule_names(false);
+        assert!(!off.iter().any(|n| n == "dense_aggregation"), "{off:?}");
+        assert_eq!(on.len(), off.len() + 1);
+    }
 }
