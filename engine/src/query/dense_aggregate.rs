@@ -42,7 +42,9 @@ use datafusion::physical_plan::aggregates::{
     aggregate_expressions, evaluate_many, AggregateExec, AggregateMode, PhysicalGroupBy,
 };
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
-use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::metrics::{
+    Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -267,13 +269,13 @@ impl ExecutionPlan for DenseAggregateExec {
         let aggregate = self.aggregate.clone();
         let schema = aggregate.schema();
         let handed_over = MetricBuilder::new(&self.metrics).counter("handed_over", partition);
-        let output = futures::stream::once(async move {
-            let output = aggregate_input(aggregate, input, partition, context).await?;
-            if let Output::HandedOver(_) = &output {
-                handed_over.add(1);
-            }
-            Ok::<_, DataFusionError>(output.into_stream())
-        })
+        let output = futures::stream::once(aggregate_input(
+            aggregate,
+            input,
+            partition,
+            context,
+            handed_over,
+        ))
         .try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, output)))
     }
@@ -283,28 +285,15 @@ fn internal(message: &str) -> DataFusionError {
     DataFusionError::Internal(format!("DenseAggregateExec: {message}"))
 }
 
-/// A partition's output: aggregated here, or by DataFusion from where the array stopped.
-enum Output {
-    Dense(SendableRecordBatchStream),
-    HandedOver(SendableRecordBatchStream),
-}
-
-impl Output {
-    fn into_stream(self) -> SendableRecordBatchStream {
-        match self {
-            Output::Dense(s) | Output::HandedOver(s) => s,
-        }
-    }
-}
-
 /// Aggregates a partition's input by array index, or hands it to DataFusion when it does not
-/// fit.
+/// fit (counted in `handed_over`).
 async fn aggregate_input(
     aggregate: AggregateExec,
     mut input: SendableRecordBatchStream,
     partition: usize,
     context: Arc<TaskContext>,
-) -> Result<Output> {
+    handed_over: Count,
+) -> Result<SendableRecordBatchStream> {
     let mut groups = DenseGroups::new(&aggregate, partition, &context)?;
     while let Some(batch) = input.next().await {
         let batch = batch?;
@@ -315,16 +304,16 @@ async fn aggregate_input(
         } else {
             continue;
         };
-        let rest = hand_over(aggregate, groups, pending, input, partition, context)?;
-        return Ok(Output::HandedOver(rest));
+        handed_over.add(1);
+        return hand_over(aggregate, groups, pending, input, partition, context);
     }
     let final_values = matches!(aggregate.mode(), AggregateMode::Single);
     let batches = groups.emit(final_values, aggregate.schema(), &context)?;
     let stream = futures::stream::iter(batches.into_iter().map(Ok));
-    Ok(Output::Dense(Box::pin(RecordBatchStreamAdapter::new(
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
         aggregate.schema(),
         stream,
-    ))))
+    )))
 }
 
 /// Continues with DataFusion's hash aggregation: `pending` (a batch not yet counted) and the
