@@ -269,6 +269,7 @@ fn bench_block(c: &mut Criterion) {
     let ipc_meta = BlockMeta {
         bytes: ipc.len() as u64,
         crc32: checksum(&ipc),
+        sections: None,
         ..meta.clone()
     };
     eprintln!("block: {} bytes as IPC (store version 3)", ipc.len());
@@ -323,6 +324,7 @@ fn manifest_of(keys: &[Vec<Value>], dims: usize) -> CuboidManifest {
                 min: (0..dims).map(|d| stat(d, false)).collect(),
                 max: (0..dims).map(|d| stat(d, true)).collect(),
                 nulls: vec![0; dims],
+                sections: None,
             }
         })
         .collect();

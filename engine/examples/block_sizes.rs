@@ -53,6 +53,7 @@ fn meta_of(bytes: &[u8], rows: u32) -> BlockMeta {
         min: vec![],
         max: vec![],
         nulls: vec![],
+        sections: None,
     }
 }
 

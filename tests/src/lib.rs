@@ -224,7 +224,8 @@ impl TestEnv {
             .expect("list segments")
     }
 
-    /// Flips a byte in the middle of a stored block, behind Qilin's back.
+    /// Damages a stored block behind Qilin's back: locally one byte in the middle of each
+    /// column chunk, in HBase its cell.
     pub fn corrupt_block(&self, segment: &str, cuboid: u64, block: u32) {
         match &self.hbase {
             None => {
@@ -233,8 +234,13 @@ impl TestEnv {
                     .join(cuboid.to_string())
                     .join(format!("{block}.arrow"));
                 let mut bytes = std::fs::read(&file).expect("read block file");
-                let mid = bytes.len() / 2;
-                bytes[mid] ^= 0xA5;
+                // One byte in the middle of every column chunk: a local store reads only the
+                // chunks a query decodes, and each must meet the damage.
+                let (_, chunks) = qilin_engine::storage::parquet_block::sections(&bytes)
+                    .expect("a Parquet block");
+                for (at, len) in chunks {
+                    bytes[(at + len / 2) as usize] ^= 0xA5;
+                }
                 std::fs::write(&file, bytes).expect("write block file");
             }
             Some(emulator) => hbase_raw::corrupt_cell(

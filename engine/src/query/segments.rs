@@ -17,8 +17,10 @@ use crate::error::Result;
 use crate::model::cuboid::TABLE_INDEX_ID;
 use crate::model::CuboidId;
 use crate::storage::block::{
-    decode_block_columns, decode_verified_block_columns_as, read_manifest, verify_block, StringForm,
+    decode_block_columns, decode_verified_block_columns_as, read_block_columns_as, read_footer,
+    read_manifest, verify_block, StringForm,
 };
+use crate::storage::parquet_block::Footer;
 use crate::storage::{BlockMeta, CuboidManifest, SegmentStore};
 
 /// Reads stored cuboids for queries. Blocking (a remote store is a network call): call it
@@ -104,11 +106,19 @@ enum CachedForm {
 /// Decoded blocks kept in memory.
 const BLOCK_CACHE_BYTES: u64 = 1 << 30;
 
-/// Stored bytes of the blocks read last, checked against their manifests. A scan decodes a
+/// Stored bytes of the blocks read whole last (by stores that do not read byte ranges, or
+/// with manifests written before [`crate::storage::BlockSections`]), checked against their
+/// manifests. A scan decodes a
 /// block's filter columns, its other columns and its string ids in separate calls; without
 /// these each call read the whole block file again and checksummed it again (a third of a
 /// base-cuboid query's first run went to reading, page faults and checksums).
 const RAW_BLOCK_CACHE_BYTES: u64 = 64 << 20;
+
+/// Parsed footers of the blocks read last by byte range. A scan decodes a block's filter
+/// columns, its other columns and its string ids in separate calls, each reading only the
+/// column chunks it decodes (a cuboid block's sketch states are most of its bytes and few
+/// queries read them); the footer that locates the chunks is read and parsed once.
+const FOOTER_CACHE_BYTES: u64 = 64 << 20;
 
 /// A [`SegmentReader`] over a [`SegmentStore`] with caches: segments are immutable once READY,
 /// so nothing cached here goes stale; [`CachedSegments::clear`] only frees memory.
@@ -118,6 +128,8 @@ pub(crate) struct CachedSegments {
     stats: Mutex<HashMap<(String, CuboidId), Arc<BlockStats>>>,
     columns: LruCache<ColumnKey, (FieldRef, ArrayRef)>,
     raw: LruCache<(String, CuboidId, u32), Bytes>,
+    /// Parsed footers of blocks read by byte range (see [`FOOTER_CACHE_BYTES`]).
+    footers: LruCache<(String, CuboidId, u32), Arc<Footer>>,
     numberings: Numberings,
     /// Lookup indexes by snapshot, while some plan holds them.
     lookups: Mutex<HashMap<String, Weak<LookupIndex>>>,
@@ -137,6 +149,7 @@ impl CachedSegments {
             stats: Mutex::new(HashMap::new()),
             columns: LruCache::new(BLOCK_CACHE_BYTES),
             raw: LruCache::new(RAW_BLOCK_CACHE_BYTES),
+            footers: LruCache::new(FOOTER_CACHE_BYTES),
             numberings: Numberings::default(),
             lookups: Mutex::default(),
         }
@@ -200,6 +213,19 @@ impl SegmentReader for CachedSegments {
         // and caching it would hold the table in memory and evict the cuboid blocks that
         // repeated queries reuse.
         if cuboid == TABLE_INDEX_ID {
+            if self.by_ranges(meta, columns) {
+                let footer = read_footer(self.store.as_ref(), segment, cuboid, block, meta)?;
+                return read_block_columns_as(
+                    self.store.as_ref(),
+                    segment,
+                    cuboid,
+                    block,
+                    meta,
+                    &footer,
+                    columns,
+                    StringForm::Plain,
+                );
+            }
             let bytes = self.store.get_block(segment, cuboid, block)?;
             return decode_block_columns(&bytes, meta, segment, cuboid, block, columns);
         }
@@ -359,6 +385,19 @@ impl CachedSegments {
         strings: StringForm,
     ) -> Result<RecordBatch> {
         let key = (segment.to_string(), cuboid, block);
+        if self.by_ranges(meta, columns) {
+            let footer = self.footer(segment, cuboid, block, meta)?;
+            return read_block_columns_as(
+                self.store.as_ref(),
+                segment,
+                cuboid,
+                block,
+                meta,
+                &footer,
+                columns,
+                strings,
+            );
+        }
         let bytes = match self.raw.get(&key) {
             Some(bytes) => bytes,
             None => {
@@ -373,6 +412,37 @@ impl CachedSegments {
             }
         };
         decode_verified_block_columns_as(&bytes, meta, segment, cuboid, block, columns, strings)
+    }
+
+    /// Whether some columns of a block are read by byte range (only their column chunks and
+    /// the footer) rather than the whole block: when the store reads ranges and the manifest
+    /// entry has the sections' checksums.
+    fn by_ranges(&self, meta: &BlockMeta, columns: Option<&[usize]>) -> bool {
+        columns.is_some() && meta.sections.is_some() && self.store.reads_ranges()
+    }
+
+    /// A block's parsed footer: from the footer cache, else read, checked and kept there.
+    fn footer(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        block: u32,
+        meta: &BlockMeta,
+    ) -> Result<Arc<Footer>> {
+        let key = (segment.to_string(), cuboid, block);
+        if let Some(footer) = self.footers.get(&key) {
+            return Ok(footer);
+        }
+        let footer = Arc::new(read_footer(
+            self.store.as_ref(),
+            segment,
+            cuboid,
+            block,
+            meta,
+        )?);
+        let bytes = footer.memory_size() as u64;
+        self.footers.insert(key, footer.clone(), bytes);
+        Ok(footer)
     }
 
     /// Every column of a block (how many there are is known once it is decoded), cached
@@ -413,12 +483,238 @@ mod tests {
     use super::*;
     use crate::storage::block::write_cuboid;
     use crate::storage::LocalSegmentStore;
-    use datafusion::arrow::array::{Int64Array, StringArray};
+    use datafusion::arrow::array::{BinaryArray, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// A local store that counts the block bytes it returns and reads byte ranges or not.
+    #[derive(Debug)]
+    struct Counting {
+        inner: LocalSegmentStore,
+        ranges: bool,
+        read: AtomicU64,
+    }
+
+    impl Counting {
+        fn open(dir: &std::path::Path, ranges: bool) -> Arc<Counting> {
+            Arc::new(Counting {
+                inner: LocalSegmentStore::open(dir).unwrap(),
+                ranges,
+                read: AtomicU64::new(0),
+            })
+        }
+
+        fn taken(&self) -> u64 {
+            self.read.swap(0, Ordering::SeqCst)
+        }
+    }
+
+    impl SegmentStore for Counting {
+        fn put_block(&self, s: &str, c: CuboidId, b: u32, data: &[u8]) -> Result<()> {
+            self.inner.put_block(s, c, b, data)
+        }
+        fn get_block(&self, s: &str, c: CuboidId, b: u32) -> Result<Vec<u8>> {
+            let bytes = self.inner.get_block(s, c, b)?;
+            self.read.fetch_add(bytes.len() as u64, Ordering::SeqCst);
+            Ok(bytes)
+        }
+        fn get_block_ranges(
+            &self,
+            s: &str,
+            c: CuboidId,
+            b: u32,
+            ranges: &[(u64, u64)],
+        ) -> Result<Vec<Bytes>> {
+            assert!(
+                self.ranges,
+                "a store that reads no ranges was asked for some"
+            );
+            let parts = self.inner.get_block_ranges(s, c, b, ranges)?;
+            let n: usize = parts.iter().map(Bytes::len).sum();
+            self.read.fetch_add(n as u64, Ordering::SeqCst);
+            Ok(parts)
+        }
+        fn reads_ranges(&self) -> bool {
+            self.ranges
+        }
+        fn put_manifest(&self, s: &str, c: CuboidId, data: &[u8]) -> Result<()> {
+            self.inner.put_manifest(s, c, data)
+        }
+        fn get_manifest(&self, s: &str, c: CuboidId) -> Result<Vec<u8>> {
+            self.inner.get_manifest(s, c)
+        }
+        fn sync_segment(&self, s: &str) -> Result<()> {
+            self.inner.sync_segment(s)
+        }
+        fn delete_segment(&self, s: &str) -> Result<()> {
+            self.inner.delete_segment(s)
+        }
+        fn list_segments(&self) -> Result<Vec<String>> {
+            self.inner.list_segments()
+        }
+        fn put_dict_object(&self, d: &str, n: &str, data: &[u8]) -> Result<()> {
+            self.inner.put_dict_object(d, n, data)
+        }
+        fn get_dict_object(&self, d: &str, n: &str) -> Result<Vec<u8>> {
+            self.inner.get_dict_object(d, n)
+        }
+        fn get_dict_manifest(&self, d: &str) -> Result<Option<Vec<u8>>> {
+            self.inner.get_dict_manifest(d)
+        }
+        fn swap_dict_manifest(&self, d: &str, old: Option<&[u8]>, new: &[u8]) -> Result<bool> {
+            self.inner.swap_dict_manifest(d, old, new)
+        }
+        fn describe(&self) -> String {
+            self.inner.describe()
+        }
+    }
+
+    /// Two blocks of 500 rows: a string dimension, `n`, `m` (equal to `n` in most rows:
+    /// stored as a difference to it) and a large binary state no query below reads.
+    fn sketch_cuboid(store: &dyn SegmentStore) -> RecordBatch {
+        let rows = 1000i64;
+        let names = StringArray::from_iter_values((0..rows).map(|i| format!("n{}", i % 9)));
+        let n = Int64Array::from_iter_values((0..rows).map(|i| i * 7));
+        let m = Int64Array::from_iter_values((0..rows).map(|i| i * 7 + i64::from(i % 4 == 0)));
+        // Incompressible: a sketch state's bytes.
+        let mut x = 0x9e37_79b9_u64;
+        let states = BinaryArray::from_iter_values((0..rows).map(|_| {
+            (0..512)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect::<Vec<u8>>()
+        }));
+        let batch = RecordBatch::try_from_iter([
+            ("name", Arc::new(names) as ArrayRef),
+            ("n", Arc::new(n) as ArrayRef),
+            ("m", Arc::new(m) as ArrayRef),
+            ("state", Arc::new(states) as ArrayRef),
+        ])
+        .unwrap();
+        write_cuboid(
+            store,
+            "bb",
+            9,
+            &batch.schema(),
+            std::slice::from_ref(&batch),
+            1,
+            500,
+        )
+        .unwrap();
+        batch
+    }
+
+    #[test]
+    fn columns_are_read_by_range_and_checked_chunk_by_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Counting::open(dir.path(), true);
+        let batch = sketch_cuboid(store.as_ref());
+        let reader = CachedSegments::new(store.clone());
+        let manifest = reader.manifest("bb", 9).unwrap();
+        let meta = manifest.blocks[1].clone();
+        let sections = meta.sections.clone().expect("a new manifest has sections");
+        assert_eq!(sections.column_crc32.len(), 4);
+        let expected = batch.slice(500, 500);
+
+        // `m` alone reads its chunk, `n`'s (its reference) and the footer: a small part.
+        let m = reader.block("bb", 9, 1, &meta, Some(&[2])).unwrap();
+        assert_eq!(m.column(0), expected.column(2));
+        let read = store.taken();
+        assert!(
+            read > 0 && read * 20 < meta.bytes,
+            "{read} of {}",
+            meta.bytes
+        );
+        // The footer is parsed once: `n` then reads its chunk only.
+        let n = reader.block("bb", 9, 1, &meta, Some(&[1])).unwrap();
+        assert_eq!(n.column(0), expected.column(1));
+        let n_chunk = store.taken();
+        assert!(n_chunk > 0 && n_chunk < read, "{n_chunk} then {read}");
+        let names = reader.string_dictionary("bb", 9, 1, &meta, 0).unwrap();
+        let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8).unwrap();
+        assert_eq!(&names, expected.column(0));
+        // Everything, in another order, equals what was written.
+        let all = reader
+            .block("bb", 9, 1, &meta, Some(&[3, 0, 2, 1]))
+            .unwrap();
+        for (got, want) in all.columns().iter().zip([3, 0, 2, 1]) {
+            assert_eq!(got, expected.column(want));
+        }
+        assert!(store.taken() > meta.bytes / 2);
+
+        // Damage inside the state chunk fails only the reads of that chunk, as corrupt.
+        let file = dir.path().join("bb/9/0.arrow");
+        let stored = std::fs::read(&file).unwrap();
+        let meta0 = manifest.blocks[0].clone();
+        let (at, _) = Footer::parse(
+            &stored[stored.len() - meta0.sections.as_ref().unwrap().footer_bytes as usize..],
+        )
+        .unwrap()
+        .chunks()[3];
+        let mut damaged = stored.clone();
+        damaged[at as usize + 100] ^= 1;
+        std::fs::write(&file, &damaged).unwrap();
+        let reader = CachedSegments::new(store.clone());
+        let n = reader.block("bb", 9, 0, &meta0, Some(&[0, 1, 2])).unwrap();
+        assert_eq!(n.num_rows(), 500);
+        let err = reader.block("bb", 9, 0, &meta0, Some(&[3])).unwrap_err();
+        assert!(matches!(err, crate::Error::Corrupt { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("checksum mismatch in its column chunk 3"),
+            "{err}"
+        );
+        // Damage in the footer fails every read of the block, and is never cached.
+        let mut damaged = stored.clone();
+        let last = damaged.len() - 20;
+        damaged[last] ^= 1;
+        std::fs::write(&file, &damaged).unwrap();
+        let reader = CachedSegments::new(store.clone());
+        for _ in 0..2 {
+            let err = reader.block("bb", 9, 0, &meta0, Some(&[1])).unwrap_err();
+            assert!(
+                err.to_string().contains("checksum mismatch in its footer"),
+                "{err}"
+            );
+        }
+        std::fs::write(&file, &stored).unwrap();
+        assert_eq!(
+            reader
+                .block("bb", 9, 0, &meta0, Some(&[1]))
+                .unwrap()
+                .column(0),
+            batch.slice(0, 500).column(1)
+        );
+        // A truncated block: its chunks come back short, a checksum error rather than a
+        // wrong answer.
+        std::fs::write(&file, &stored[..stored.len() / 2]).unwrap();
+        let err = CachedSegments::new(store.clone())
+            .block("bb", 9, 0, &meta0, Some(&[1]))
+            .unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+
+        // A manifest entry written before sections: the block is read whole, same answer.
+        let old = BlockMeta {
+            sections: None,
+            ..meta.clone()
+        };
+        store.taken();
+        let m = CachedSegments::new(store.clone())
+            .block("bb", 9, 1, &old, Some(&[2]))
+            .unwrap();
+        assert_eq!(m.column(0), expected.column(2));
+        assert_eq!(store.taken(), meta.bytes);
+    }
 
     #[test]
     fn a_block_is_read_and_checked_once_for_all_its_columns() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(LocalSegmentStore::open(dir.path()).unwrap());
+        // A store that reads blocks whole (HBase's cells).
+        let store = Counting::open(dir.path(), false);
         let names = StringArray::from_iter_values((0..100).map(|i| format!("n{}", i % 9)));
         let batch = RecordBatch::try_from_iter([
             ("name", Arc::new(names) as ArrayRef),

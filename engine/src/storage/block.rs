@@ -25,6 +25,7 @@ use datafusion::arrow::ipc::CompressionType;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::parquet_block::Footer;
 use super::SegmentStore;
 use crate::error::{Error, Result};
 use crate::model::CuboidId;
@@ -46,6 +47,44 @@ pub struct BlockMeta {
     /// written before null counts were kept, which then prune no `IS [NOT] NULL`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nulls: Vec<u64>,
+    /// Where the block's parts are and their checksums, so that a reader fetches and checks
+    /// only the column chunks it decodes; `None` in manifests written before (and for Arrow
+    /// IPC blocks), whose blocks are read whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sections: Option<BlockSections>,
+}
+
+/// The checksummed parts of a Parquet block: its footer (the last `footer_bytes` bytes) and
+/// its column chunks (their byte ranges are in the footer).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockSections {
+    pub footer_bytes: u64,
+    /// CRC-32 (IEEE) of the footer bytes.
+    pub footer_crc32: u32,
+    /// CRC-32 of each column chunk, in the footer's order (row group by row group).
+    pub column_crc32: Vec<u32>,
+}
+
+impl BlockSections {
+    /// The sections of an encoded block (`None` for an Arrow IPC block).
+    pub fn of(bytes: &[u8]) -> Result<Option<BlockSections>> {
+        if !super::parquet_block::is_parquet(bytes) {
+            return Ok(None);
+        }
+        let (footer_bytes, chunks) = super::parquet_block::sections(bytes)
+            .map_err(|e| Error::invalid("block", format!("an encoded block's footer: {e}")))?;
+        let crc = |(at, len): (u64, u64)| {
+            bytes
+                .get(at as usize..(at + len) as usize)
+                .map(crc32fast::hash)
+                .ok_or_else(|| Error::invalid("block", "a column chunk past the block's end"))
+        };
+        Ok(Some(BlockSections {
+            footer_bytes,
+            footer_crc32: crc((bytes.len() as u64 - footer_bytes, footer_bytes))?,
+            column_crc32: chunks.into_iter().map(crc).collect::<Result<_>>()?,
+        }))
+    }
 }
 
 /// The manifest of one stored cuboid.
@@ -240,6 +279,126 @@ pub fn decode_verified_block_columns_as(
     } else {
         decode_ipc(bytes, columns, dictionary).map_err(|e| Error::corrupt(what(), e.to_string()))?
     };
+    checked_decoded(batch, meta, dictionary, &what)
+}
+
+/// The footer of a block whose manifest entry has [`BlockSections`], read by range and
+/// checked against its checksum; errors name the segment, cuboid and block.
+pub fn read_footer(
+    store: &dyn SegmentStore,
+    segment: &str,
+    cuboid: CuboidId,
+    block: u32,
+    meta: &BlockMeta,
+) -> Result<Footer> {
+    let what = || format!("block {block} of cuboid {cuboid} in segment {segment}");
+    let sections = meta
+        .sections
+        .as_ref()
+        .ok_or_else(|| Error::corrupt(what(), "its manifest entry has no sections"))?;
+    let footer_bytes = sections.footer_bytes;
+    if footer_bytes < 8 || footer_bytes > meta.bytes {
+        return Err(Error::corrupt(
+            what(),
+            format!("a footer of {footer_bytes} bytes in {} bytes", meta.bytes),
+        ));
+    }
+    let at = meta.bytes - footer_bytes;
+    let bytes = store
+        .get_block_ranges(segment, cuboid, block, &[(at, footer_bytes)])?
+        .pop()
+        .unwrap_or_default();
+    check_part(&bytes, footer_bytes, sections.footer_crc32, "footer", &what)?;
+    let footer = Footer::parse(&bytes).map_err(|e| Error::corrupt(what(), e))?;
+    let chunks = footer.chunks();
+    if chunks.len() != sections.column_crc32.len() {
+        return Err(Error::corrupt(
+            what(),
+            format!(
+                "{} column chunks, the manifest has {} checksums",
+                chunks.len(),
+                sections.column_crc32.len()
+            ),
+        ));
+    }
+    if let Some(&(o, l)) = chunks.iter().find(|&&(o, l)| o.saturating_add(l) > at) {
+        return Err(Error::corrupt(
+            what(),
+            format!(
+                "a column chunk at {o}..{} overlaps the footer at {at}",
+                o + l
+            ),
+        ));
+    }
+    Ok(footer)
+}
+
+/// Decodes the columns `columns` of a block (see [`decode_block_columns_as`]) reading only the
+/// column chunks they need, each checked against its checksum; `footer` is the block's
+/// [`read_footer`].
+#[allow(clippy::too_many_arguments)]
+pub fn read_block_columns_as(
+    store: &dyn SegmentStore,
+    segment: &str,
+    cuboid: CuboidId,
+    block: u32,
+    meta: &BlockMeta,
+    footer: &Footer,
+    columns: Option<&[usize]>,
+    strings: StringForm,
+) -> Result<RecordBatch> {
+    let what = || format!("block {block} of cuboid {cuboid} in segment {segment}");
+    let crcs = meta
+        .sections
+        .as_ref()
+        .map(|s| s.column_crc32.as_slice())
+        .unwrap_or_default();
+    let chunks = footer.chunks();
+    let wanted = footer
+        .chunks_for(columns)
+        .map_err(|e| Error::corrupt(what(), e))?;
+    let ranges: Vec<(u64, u64)> = wanted.iter().map(|&i| chunks[i]).collect();
+    let read = store.get_block_ranges(segment, cuboid, block, &ranges)?;
+    let mut parts = Vec::with_capacity(read.len());
+    for ((&i, &(at, len)), bytes) in wanted.iter().zip(&ranges).zip(read) {
+        let crc = crcs.get(i).copied().unwrap_or_default();
+        check_part(&bytes, len, crc, &format!("column chunk {i}"), &what)?;
+        parts.push((at, bytes));
+    }
+    let dictionary = strings == StringForm::Dictionary;
+    let batch = super::parquet_block::decode_parts(footer, meta.bytes, parts, columns, dictionary)
+        .map_err(|e| Error::corrupt(what(), e))?;
+    checked_decoded(batch, meta, dictionary, &what)
+}
+
+fn check_part(
+    bytes: &[u8],
+    len: u64,
+    crc: u32,
+    part: &str,
+    what: &dyn Fn() -> String,
+) -> Result<()> {
+    if bytes.len() as u64 != len || crc32fast::hash(bytes) != crc {
+        return Err(Error::corrupt(
+            what(),
+            format!(
+                "checksum mismatch in its {part} (read {} bytes crc {:08x}, expected {len} bytes crc {crc:08x})",
+                bytes.len(),
+                crc32fast::hash(bytes),
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A decoded block checked against its manifest entry's row count, string dictionaries
+/// narrowed (see [`StringForm::Dictionary`]).
+fn checked_decoded(
+    batch: RecordBatch,
+    meta: &BlockMeta,
+    dictionary: bool,
+    what: &dyn Fn() -> String,
+) -> Result<RecordBatch> {
     if batch.num_rows() as u32 != meta.rows {
         return Err(Error::corrupt(
             what(),
@@ -518,6 +677,7 @@ impl<'a> CuboidWriter<'a> {
             min: cols.iter().map(|c| stat(c, true)).collect(),
             max: cols.iter().map(|c| stat(c, false)).collect(),
             nulls: cols.iter().map(|c| c.null_count() as u64).collect(),
+            sections: BlockSections::of(&bytes)?,
         });
         self.store.put_block(
             &self.segment,
@@ -688,6 +848,7 @@ mod tests {
             min: vec![],
             max: vec![],
             nulls: vec![],
+            sections: None,
         };
         let got = decode_block_columns(&bytes, &meta, "abc", 7, 0, Some(&[2, 1])).unwrap();
         assert_eq!(got, b.project(&[2, 1]).unwrap());
@@ -719,6 +880,7 @@ mod tests {
             min: vec![],
             max: vec![],
             nulls: vec![],
+            sections: None,
         };
         let err = decode_block(b"xyz", &meta, "abc", 7, 0).unwrap_err();
         assert!(matches!(err, Error::Corrupt { .. }), "{err}");
@@ -732,6 +894,7 @@ mod tests {
             min: vec![],
             max: vec![],
             nulls: vec![],
+            sections: None,
         }
     }
 

@@ -21,10 +21,12 @@ pub mod parquet_block;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::error::{Error, Result};
 use crate::model::CuboidId;
 
-pub use block::{BlockMeta, CuboidManifest};
+pub use block::{BlockMeta, BlockSections, CuboidManifest};
 pub use hbase::HBaseSegmentStore;
 pub use local::LocalSegmentStore;
 
@@ -34,6 +36,32 @@ pub trait SegmentStore: Send + Sync + std::fmt::Debug {
     fn put_block(&self, segment: &str, cuboid: CuboidId, block: u32, data: &[u8]) -> Result<()>;
     /// The block's bytes, or [`Error::NotFound`] naming segment, cuboid and block.
     fn get_block(&self, segment: &str, cuboid: CuboidId, block: u32) -> Result<Vec<u8>>;
+    /// Byte ranges `(offset, length)` of one block, in the order asked; a range past the
+    /// block's end comes back short (the caller's checksum fails), a missing block is
+    /// [`Error::NotFound`]. This default reads the whole block: see
+    /// [`SegmentStore::reads_ranges`].
+    fn get_block_ranges(
+        &self,
+        segment: &str,
+        cuboid: CuboidId,
+        block: u32,
+        ranges: &[(u64, u64)],
+    ) -> Result<Vec<Bytes>> {
+        let whole = Bytes::from(self.get_block(segment, cuboid, block)?);
+        Ok(ranges
+            .iter()
+            .map(|&(at, len)| {
+                let start = (at as usize).min(whole.len());
+                let end = (at.saturating_add(len) as usize).min(whole.len());
+                whole.slice(start..end)
+            })
+            .collect())
+    }
+    /// Whether [`SegmentStore::get_block_ranges`] reads only the bytes asked for; when not,
+    /// readers fetch a block whole once rather than once per column.
+    fn reads_ranges(&self) -> bool {
+        false
+    }
     fn put_manifest(&self, segment: &str, cuboid: CuboidId, data: &[u8]) -> Result<()>;
     fn get_manifest(&self, segment: &str, cuboid: CuboidId) -> Result<Vec<u8>>;
     /// Makes everything written for `segment` durable.

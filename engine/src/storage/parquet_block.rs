@@ -17,7 +17,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::compute::kernels::numeric::{add_wrapping, sub_wrapping};
@@ -27,8 +27,11 @@ use parquet::arrow::arrow_reader::{
 };
 use parquet::arrow::{ArrowWriter, ProjectionMask};
 use parquet::basic::{Compression, Encoding, ZstdLevel};
-use parquet::file::metadata::KeyValue;
+use parquet::errors::ParquetError;
+use parquet::file::metadata::{FooterTail, KeyValue, ParquetMetaData, ParquetMetaDataReader};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterVersion};
+use parquet::file::reader::{ChunkReader, Length};
+use parquet::file::FOOTER_SIZE;
 use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, Result};
@@ -221,23 +224,231 @@ pub fn decode(
     // The Parquet and Arrow readers check what they parse but are not proven panic-free on
     // every damaged input (a block is CRC-checked before, so this takes bytes written
     // corrupt): a panic becomes a corrupt-block error, never a crashed query.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        decode_unchecked(bytes, columns, strings_as_dictionary)
-    }))
-    .unwrap_or_else(|_| Err("the Parquet reader failed on damaged bytes".to_string()))
+    guarded(|| {
+        let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())
+            .map_err(|e| e.to_string())?
+            .metadata()
+            .clone();
+        decode_with(metadata, bytes, columns, strings_as_dictionary)
+    })
 }
 
-fn decode_unchecked(
-    bytes: Bytes,
+fn guarded<T>(
+    f: impl FnOnce() -> std::result::Result<T, String>,
+) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err("the Parquet reader failed on damaged bytes".to_string()))
+}
+
+/// A block's footer (its Parquet metadata), parsed: what reading only some of its column
+/// chunks by byte range needs (see [`Footer::chunks_for`] and [`decode_parts`]).
+#[derive(Debug)]
+pub struct Footer {
+    metadata: Arc<ParquetMetaData>,
+    schema: SchemaRef,
+    pairs: Vec<(usize, usize)>,
+}
+
+impl Footer {
+    /// Parses a block's last bytes: the Thrift metadata, its 4-byte length and the magic.
+    pub fn parse(footer: &[u8]) -> std::result::Result<Footer, String> {
+        guarded(|| {
+            let split = footer
+                .len()
+                .checked_sub(FOOTER_SIZE)
+                .ok_or_else(|| format!("a footer of {} bytes", footer.len()))?;
+            let tail: &[u8; FOOTER_SIZE] = footer[split..].try_into().expect("8 bytes");
+            let tail = FooterTail::try_new(tail).map_err(|e| e.to_string())?;
+            if tail.is_encrypted_footer() || tail.metadata_length() != split {
+                return Err(format!(
+                    "the footer says {} bytes of metadata, {split} stored",
+                    tail.metadata_length()
+                ));
+            }
+            let metadata = Arc::new(
+                ParquetMetaDataReader::decode_metadata(&footer[..split])
+                    .map_err(|e| e.to_string())?,
+            );
+            let arrow = ArrowReaderMetadata::try_new(metadata.clone(), ArrowReaderOptions::new())
+                .map_err(|e| e.to_string())?;
+            let schema: SchemaRef = Arc::new(Schema::new(arrow.schema().fields().clone()));
+            let pairs = minus_of(&metadata, &schema)?;
+            Ok(Footer {
+                metadata,
+                schema,
+                pairs,
+            })
+        })
+    }
+
+    /// Heap bytes the parsed footer holds (for cache accounting).
+    pub fn memory_size(&self) -> usize {
+        self.metadata.memory_size()
+    }
+
+    /// Byte ranges `(offset, length)` of every column chunk: row group by row group, column
+    /// by column (a block has one row group, or none when it has no rows).
+    pub fn chunks(&self) -> Vec<(u64, u64)> {
+        self.metadata
+            .row_groups()
+            .iter()
+            .flat_map(|rg| rg.columns().iter().map(|c| c.byte_range()))
+            .collect()
+    }
+
+    /// Indexes into [`Footer::chunks`] of the chunks decoding `columns` reads (their own and
+    /// those of the references of columns stored as differences).
+    pub fn chunks_for(&self, columns: Option<&[usize]>) -> std::result::Result<Vec<usize>, String> {
+        let (_, read) = columns_to_read(&self.schema, &self.pairs, columns)?;
+        let per_group = self.schema.fields().len();
+        Ok((0..self.metadata.num_row_groups())
+            .flat_map(|rg| read.iter().map(move |&c| rg * per_group + c))
+            .collect())
+    }
+}
+
+/// Decodes `columns` of a block of `len` bytes of which only `parts` (`(offset, bytes)`, the
+/// chunks [`Footer::chunks_for`] names) were read; see [`decode`].
+pub fn decode_parts(
+    footer: &Footer,
+    len: u64,
+    parts: Vec<(u64, Bytes)>,
     columns: Option<&[usize]>,
     strings_as_dictionary: bool,
 ) -> std::result::Result<RecordBatch, String> {
-    let mut builder =
-        ParquetRecordBatchReaderBuilder::try_new(bytes.clone()).map_err(|e| e.to_string())?;
-    if strings_as_dictionary {
+    guarded(|| {
+        decode_with(
+            footer.metadata.clone(),
+            Parts { len, parts },
+            columns,
+            strings_as_dictionary,
+        )
+    })
+}
+
+/// The byte ranges of a block that were read: the Parquet reader asks only for the column
+/// chunks of its projection, each inside one part; anything else is an error, never a read.
+struct Parts {
+    len: u64,
+    parts: Vec<(u64, Bytes)>,
+}
+
+impl Parts {
+    fn part(&self, start: u64, length: u64) -> parquet::errors::Result<Bytes> {
+        self.parts
+            .iter()
+            .find(|(at, b)| *at <= start && start + length <= at + b.len() as u64)
+            .map(|(at, b)| b.slice((start - at) as usize..(start - at + length) as usize))
+            .ok_or_else(|| {
+                ParquetError::General(format!(
+                    "bytes {start}..{} of the block were not read",
+                    start + length
+                ))
+            })
+    }
+}
+
+impl Length for Parts {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for Parts {
+    type T = bytes::buf::Reader<Bytes>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        let (at, b) = self
+            .parts
+            .iter()
+            .find(|(at, b)| *at <= start && start < at + b.len() as u64)
+            .ok_or_else(|| {
+                ParquetError::General(format!("byte {start} of the block was not read"))
+            })?;
+        Ok(b.slice((start - at) as usize..).reader())
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<Bytes> {
+        self.part(start, length as u64)
+    }
+}
+
+/// The footer length and column chunk ranges of an encoded block (what its manifest entry
+/// records so that readers can fetch only the chunks they decode).
+pub fn sections(bytes: &[u8]) -> std::result::Result<(u64, Vec<(u64, u64)>), String> {
+    let split = bytes
+        .len()
+        .checked_sub(FOOTER_SIZE)
+        .ok_or("a block shorter than a footer")?;
+    let tail: &[u8; FOOTER_SIZE] = bytes[split..].try_into().expect("8 bytes");
+    let footer = (FooterTail::try_new(tail)
+        .map_err(|e| e.to_string())?
+        .metadata_length()
+        + FOOTER_SIZE) as u64;
+    if footer > bytes.len() as u64 {
+        return Err(format!(
+            "a footer of {footer} bytes in {} bytes",
+            bytes.len()
+        ));
+    }
+    let parsed = Footer::parse(&bytes[bytes.len() - footer as usize..])?;
+    Ok((footer, parsed.chunks()))
+}
+
+/// The stored columns `columns` asks for (all when `None`), checked, and the columns reading
+/// them decodes, in file order (the differences' references added).
+fn columns_to_read(
+    schema: &SchemaRef,
+    pairs: &[(usize, usize)],
+    columns: Option<&[usize]>,
+) -> std::result::Result<(Vec<usize>, Vec<usize>), String> {
+    let n = schema.fields().len();
+    let wanted: Vec<usize> = match columns {
+        Some(c) => c.to_vec(),
+        None => (0..n).collect(),
+    };
+    if let Some(bad) = wanted.iter().find(|&&i| i >= n) {
+        return Err(format!("column {bad} asked for, the block has {n}"));
+    }
+    let mut read: Vec<usize> = wanted.clone();
+    for &w in &wanted {
+        if let Some(&(_, r)) = pairs.iter().find(|(d, _)| *d == w) {
+            read.push(r);
+        }
+    }
+    read.sort_unstable();
+    read.dedup();
+    Ok((wanted, read))
+}
+
+fn minus_of(
+    metadata: &ParquetMetaData,
+    schema: &SchemaRef,
+) -> std::result::Result<Vec<(usize, usize)>, String> {
+    parse_minus(
+        metadata
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|kv| kv.key == MINUS_KEY))
+            .and_then(|kv| kv.value.as_deref()),
+        schema,
+    )
+}
+
+fn decode_with<R: ChunkReader + 'static>(
+    metadata: Arc<ParquetMetaData>,
+    input: R,
+    columns: Option<&[usize]>,
+    strings_as_dictionary: bool,
+) -> std::result::Result<RecordBatch, String> {
+    let plain = ArrowReaderMetadata::try_new(metadata.clone(), ArrowReaderOptions::new())
+        .map_err(|e| e.to_string())?;
+    // The reader copies the file's key-value metadata into the schema: the stored schema had
+    // none (cuboid schemas carry no metadata), so none is given back.
+    let schema: SchemaRef = Arc::new(Schema::new(plain.schema().fields().clone()));
+    let arrow = if strings_as_dictionary {
         let hint = Schema::new(
-            builder
-                .schema()
+            schema
                 .fields()
                 .iter()
                 .map(|f| match f.data_type() {
@@ -249,46 +460,18 @@ fn decode_unchecked(
                 .collect::<Vec<_>>(),
         );
         let options = ArrowReaderOptions::new().with_schema(Arc::new(hint));
-        let metadata = ArrowReaderMetadata::try_new(builder.metadata().clone(), options)
-            .map_err(|e| e.to_string())?;
-        builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata);
-    }
-    // The reader copies the file's key-value metadata into the schema: the stored schema had
-    // none (cuboid schemas carry no metadata), so none is given back.
-    let schema: SchemaRef = Arc::new(Schema::new(builder.schema().fields().clone()));
-    let n = schema.fields().len();
-    let pairs = parse_minus(
-        builder
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .and_then(|kv| kv.iter().find(|kv| kv.key == MINUS_KEY))
-            .and_then(|kv| kv.value.as_deref()),
-        &schema,
-    )?;
-    let wanted: Vec<usize> = match columns {
-        Some(c) => c.to_vec(),
-        None => (0..n).collect(),
+        ArrowReaderMetadata::try_new(metadata.clone(), options).map_err(|e| e.to_string())?
+    } else {
+        plain
     };
-    if let Some(bad) = wanted.iter().find(|&&i| i >= n) {
-        return Err(format!("column {bad} asked for, the block has {n}"));
-    }
+    let schema: SchemaRef = Arc::new(Schema::new(arrow.schema().fields().clone()));
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(input, arrow);
+    let pairs = minus_of(&metadata, &schema)?;
     // What to read: the wanted columns and the references of wanted differences, in file order.
-    let mut read: Vec<usize> = wanted.clone();
-    for &w in &wanted {
-        if let Some(&(_, r)) = pairs.iter().find(|(d, _)| *d == w) {
-            read.push(r);
-        }
-    }
-    read.sort_unstable();
-    read.dedup();
+    let (wanted, read) = columns_to_read(&schema, &pairs, columns)?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), read.iter().copied());
     // Bounded: a damaged footer must not make the reader reserve memory for its row count.
-    let rows = builder
-        .metadata()
-        .file_metadata()
-        .num_rows()
-        .clamp(1, 1 << 20) as usize;
+    let rows = metadata.file_metadata().num_rows().clamp(1, 1 << 20) as usize;
     let reader = builder
         .with_projection(mask)
         .with_batch_size(rows)
