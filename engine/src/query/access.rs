@@ -464,6 +464,58 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_client_statement_holds_the_warm_up_until_its_stream_is_dropped() {
+        let (_dir, engine) = engine();
+        let bob = user("bob", &[]);
+        assert!(!engine.clients_running());
+        let started = std::time::Instant::now();
+        engine.pause_for_clients();
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        // Planned and streaming, not yet read: the warm-up waits for it, bounded.
+        let stream = engine
+            .execute_stream_as(&bob, "SELECT * FROM sales", None)
+            .await
+            .unwrap();
+        assert!(engine.clients_running());
+        let started = std::time::Instant::now();
+        engine.pause_for_clients();
+        let waited = started.elapsed();
+        assert!(
+            waited >= std::time::Duration::from_millis(200)
+                && waited < std::time::Duration::from_secs(2),
+            "{waited:?}"
+        );
+        // Read to the end, it still counts until dropped (a client may stop reading).
+        let batches: Vec<_> = futures::TryStreamExt::try_collect(stream.batches)
+            .await
+            .unwrap();
+        assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+        assert!(
+            !engine.clients_running(),
+            "the collected stream was dropped"
+        );
+        // A failed statement leaves no count behind; the warm-up's own statements never count.
+        assert!(engine
+            .execute_stream_as(&bob, "SELECT nope FROM sales", None)
+            .await
+            .is_err());
+        assert!(!engine.clients_running());
+        let snap = engine.current().unwrap();
+        let own = engine
+            .execute_stream_in(
+                &snap,
+                None,
+                "SELECT * FROM shop.sales",
+                None,
+                super::super::Recording::Off,
+            )
+            .await
+            .unwrap();
+        assert!(!engine.clients_running());
+        drop(own);
+    }
+
+    #[tokio::test]
     async fn other_projects_do_not_exist_for_the_caller() {
         let (_dir, engine) = engine();
         let bob = user("bob", &[]);

@@ -39,7 +39,7 @@ pub use warm::{WarmReport, WarmUp};
 
 use std::borrow::Cow;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -203,6 +203,9 @@ pub struct QueryEngine {
     /// Statements parsed and planned, and plans rewritten (see [`QueryEngine::planning`]).
     parsed: AtomicU64,
     rewritten_count: AtomicU64,
+    /// Client statements being planned or streamed (not the warm-up's own): the background
+    /// warm-up waits for them between its steps (see `warm`).
+    client_queries: Arc<AtomicUsize>,
 }
 
 /// How much planning the engine has done since it started: a statement prepared, described
@@ -222,6 +225,22 @@ impl std::fmt::Debug for QueryEngine {
             .field("metadata", &self.meta.store().describe())
             .field("storage", &self.segments.describe())
             .finish()
+    }
+}
+
+/// One client statement counted in [`QueryEngine::client_queries`] while alive.
+struct ClientQuery(Arc<AtomicUsize>);
+
+impl ClientQuery {
+    fn begin(count: &Arc<AtomicUsize>) -> ClientQuery {
+        count.fetch_add(1, Ordering::Relaxed);
+        ClientQuery(count.clone())
+    }
+}
+
+impl Drop for ClientQuery {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -313,6 +332,7 @@ impl QueryEngine {
             meta,
             parsed: AtomicU64::new(0),
             rewritten_count: AtomicU64::new(0),
+            client_queries: Arc::default(),
         }
     }
 
@@ -633,7 +653,35 @@ impl QueryEngine {
             .await
     }
 
+    /// Runs `sql`; a client's statement (`Recording::On`) counts in `client_queries` from
+    /// here until its stream is dropped.
     async fn execute_stream_in(
+        &self,
+        snap: &Snapshot,
+        scope: Option<Scope<'_>>,
+        sql: &str,
+        params: Option<&RecordBatch>,
+        recording: Recording,
+    ) -> Result<QueryStream> {
+        let running =
+            (recording == Recording::On).then(|| ClientQuery::begin(&self.client_queries));
+        let mut out = self
+            .execute_stream_counted(snap, scope, sql, params, recording)
+            .await?;
+        if let Some(running) = running {
+            out.batches = Box::pin(futures::StreamExt::inspect(out.batches, move |_| {
+                let _ = &running;
+            }));
+        }
+        Ok(out)
+    }
+
+    /// Whether client statements are running (see `client_queries`).
+    pub(crate) fn clients_running(&self) -> bool {
+        self.client_queries.load(Ordering::Relaxed) > 0
+    }
+
+    async fn execute_stream_counted(
         &self,
         snap: &Snapshot,
         scope: Option<Scope<'_>>,

@@ -20,8 +20,10 @@
 //!    decoded-block cache, so warming neither evicts itself nor what queries read.
 //!
 //! [`QueryEngine::warm_up`] blocks (it reads storage) and takes seconds: run it on a thread of
-//! its own. Queries are answered meanwhile; a block both want is decoded by whichever comes
-//! first (the cache keeps one).
+//! its own. Queries are answered meanwhile: before each statement and each block the warm-up
+//! waits while client statements run (at most 200 ms each time), so that it does not take
+//! the cores from the first queries it is there to help; a block both want is decoded by
+//! whichever comes first (the cache keeps one).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -126,7 +128,23 @@ struct Candidate {
     columns: Option<Vec<usize>>,
 }
 
+/// How long the warm-up waits at most, before one of its steps, for client statements to end.
+const MAX_PAUSE: Duration = Duration::from_millis(200);
+/// How often it looks while waiting.
+const PAUSE_POLL: Duration = Duration::from_millis(1);
+
 impl QueryEngine {
+    /// Waits (blocking, bounded by [`MAX_PAUSE`]) while client statements run: the warm-up
+    /// exists to make queries faster, and on a small machine its own statements and block
+    /// decodes would take the cores the first client queries need. Under constant load it
+    /// still advances, one step per pause.
+    pub(crate) fn pause_for_clients(&self) {
+        let started = Instant::now();
+        while self.clients_running() && started.elapsed() < MAX_PAUSE {
+            std::thread::sleep(PAUSE_POLL);
+        }
+    }
+
     /// Warms what changed since the last call with the same `state` (see the module
     /// comment); `None` when nothing did. Blocking and slow: call it from a thread of its own.
     pub async fn warm_up(&self, state: &mut WarmUp) -> Result<Option<WarmReport>> {
@@ -203,6 +221,7 @@ impl QueryEngine {
                 .filter(|r| !r.segments.is_empty())
             {
                 let sql = warm_statement(&project.name, real);
+                self.pause_for_clients();
                 match self.warm_statement(snap, &sql).await {
                     Ok(true) => ran += 1,
                     Ok(false) => log::debug!("warm-up: no cube answers {sql}"),
@@ -240,6 +259,7 @@ impl QueryEngine {
                 );
                 break;
             }
+            self.pause_for_clients();
             match self.warm_statement(snap, sql).await {
                 Ok(true) => ran += 1,
                 Ok(false) => log::debug!("warm-up: no cube answers the recorded {sql}"),
@@ -314,6 +334,7 @@ impl QueryEngine {
                     if meta.rows == 0 {
                         continue;
                     }
+                    self.pause_for_clients();
                     let bytes = warm_block(
                         &self.segments,
                         seg,
