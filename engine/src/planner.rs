@@ -33,7 +33,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::measure::hll::HyperLogLog;
 use crate::model::{cuboid, CubeInstance, CubeLayout, CuboidId, Segment};
-use crate::storage::block::{decode_block_columns, read_manifest};
+use crate::storage::block::{read_block_columns, read_manifest};
 use crate::storage::SegmentStore;
 
 /// Distinct combinations counted exactly per segment and candidate before switching to a
@@ -255,9 +255,8 @@ pub fn estimate_rows(
             })
             .collect();
         for (b, meta) in manifest.blocks.iter().enumerate() {
-            let bytes = store.get_block(&seg.id, base, b as u32)?;
-            let batch =
-                decode_block_columns(&bytes, meta, &seg.id, base, b as u32, Some(&columns))?;
+            // The dimensions only: by column chunk, the measure states are never read.
+            let batch = read_block_columns(store, &seg.id, base, b as u32, meta, Some(&columns))?;
             if batch.num_rows() == 0 {
                 continue;
             }

@@ -17,8 +17,8 @@ use crate::error::Result;
 use crate::model::cuboid::TABLE_INDEX_ID;
 use crate::model::CuboidId;
 use crate::storage::block::{
-    decode_block_columns, decode_verified_block_columns_as, read_block_columns_as, read_footer,
-    read_manifest, verify_block, StringForm,
+    decode_verified_block_columns_as, read_block_columns, read_block_columns_as, read_footer,
+    read_manifest, reads_by_chunk, verify_block, StringForm,
 };
 use crate::storage::parquet_block::Footer;
 use crate::storage::{BlockMeta, CuboidManifest, SegmentStore};
@@ -108,10 +108,10 @@ const BLOCK_CACHE_BYTES: u64 = 1 << 30;
 
 /// Stored bytes of the blocks read whole last (by stores that do not read byte ranges, or
 /// with manifests written before [`crate::storage::BlockSections`]), checked against their
-/// manifests. A scan decodes a
-/// block's filter columns, its other columns and its string ids in separate calls; without
-/// these each call read the whole block file again and checksummed it again (a third of a
-/// base-cuboid query's first run went to reading, page faults and checksums).
+/// manifests. A scan decodes a block's filter columns, its other columns and its string ids
+/// in separate calls; without these each call read the whole block file again and
+/// checksummed it again (a third of a base-cuboid query's first run went to reading, page
+/// faults and checksums).
 const RAW_BLOCK_CACHE_BYTES: u64 = 64 << 20;
 
 /// Parsed footers of the blocks read last by byte range. A scan decodes a block's filter
@@ -213,21 +213,7 @@ impl SegmentReader for CachedSegments {
         // and caching it would hold the table in memory and evict the cuboid blocks that
         // repeated queries reuse.
         if cuboid == TABLE_INDEX_ID {
-            if self.by_ranges(meta, columns) {
-                let footer = read_footer(self.store.as_ref(), segment, cuboid, block, meta)?;
-                return read_block_columns_as(
-                    self.store.as_ref(),
-                    segment,
-                    cuboid,
-                    block,
-                    meta,
-                    &footer,
-                    columns,
-                    StringForm::Plain,
-                );
-            }
-            let bytes = self.store.get_block(segment, cuboid, block)?;
-            return decode_block_columns(&bytes, meta, segment, cuboid, block, columns);
+            return read_block_columns(self.store.as_ref(), segment, cuboid, block, meta, columns);
         }
         let Some(columns) = columns else {
             return self.whole_block(segment, cuboid, block, meta);
@@ -385,7 +371,7 @@ impl CachedSegments {
         strings: StringForm,
     ) -> Result<RecordBatch> {
         let key = (segment.to_string(), cuboid, block);
-        if self.by_ranges(meta, columns) {
+        if reads_by_chunk(self.store.as_ref(), meta, columns) {
             let footer = self.footer(segment, cuboid, block, meta)?;
             return read_block_columns_as(
                 self.store.as_ref(),
@@ -412,13 +398,6 @@ impl CachedSegments {
             }
         };
         decode_verified_block_columns_as(&bytes, meta, segment, cuboid, block, columns, strings)
-    }
-
-    /// Whether some columns of a block are read by byte range (only their column chunks and
-    /// the footer) rather than the whole block: when the store reads ranges and the manifest
-    /// entry has the sections' checksums.
-    fn by_ranges(&self, meta: &BlockMeta, columns: Option<&[usize]>) -> bool {
-        columns.is_some() && meta.sections.is_some() && self.store.reads_ranges()
     }
 
     /// A block's parsed footer: from the footer cache, else read, checked and kept there.

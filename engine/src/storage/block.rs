@@ -282,6 +282,44 @@ pub fn decode_verified_block_columns_as(
     checked_decoded(batch, meta, dictionary, &what)
 }
 
+/// Whether reading `columns` of a block goes by column chunk (its footer and the chunks the
+/// columns need, [`read_block_columns_as`]) rather than the whole block: when some columns
+/// are asked for, the manifest entry has [`BlockSections`] and the store reads byte ranges.
+pub fn reads_by_chunk(
+    store: &dyn SegmentStore,
+    meta: &BlockMeta,
+    columns: Option<&[usize]>,
+) -> bool {
+    columns.is_some() && meta.sections.is_some() && store.reads_ranges()
+}
+
+/// The columns `columns` of one block (`None`: all), decoded and checked, read the cheapest
+/// way the store and the manifest entry allow (see [`reads_by_chunk`]); nothing cached.
+pub fn read_block_columns(
+    store: &dyn SegmentStore,
+    segment: &str,
+    cuboid: CuboidId,
+    block: u32,
+    meta: &BlockMeta,
+    columns: Option<&[usize]>,
+) -> Result<RecordBatch> {
+    if reads_by_chunk(store, meta, columns) {
+        let footer = read_footer(store, segment, cuboid, block, meta)?;
+        return read_block_columns_as(
+            store,
+            segment,
+            cuboid,
+            block,
+            meta,
+            &footer,
+            columns,
+            StringForm::Plain,
+        );
+    }
+    let bytes = store.get_block(segment, cuboid, block)?;
+    decode_block_columns(&bytes, meta, segment, cuboid, block, columns)
+}
+
 /// The footer of a block whose manifest entry has [`BlockSections`], read by range and
 /// checked against its checksum; errors name the segment, cuboid and block.
 pub fn read_footer(
@@ -326,7 +364,7 @@ pub fn read_footer(
             what(),
             format!(
                 "a column chunk at {o}..{} overlaps the footer at {at}",
-                o + l
+                o.saturating_add(l)
             ),
         ));
     }

@@ -301,6 +301,18 @@ impl Footer {
     pub fn chunks_for(&self, columns: Option<&[usize]>) -> std::result::Result<Vec<usize>, String> {
         let (_, read) = columns_to_read(&self.schema, &self.pairs, columns)?;
         let per_group = self.schema.fields().len();
+        // Blocks hold flat columns: one chunk per column and row group.
+        if let Some(rg) = self
+            .metadata
+            .row_groups()
+            .iter()
+            .find(|rg| rg.num_columns() != per_group)
+        {
+            return Err(format!(
+                "a row group of {} column chunks for {per_group} columns",
+                rg.num_columns()
+            ));
+        }
         Ok((0..self.metadata.num_row_groups())
             .flat_map(|rg| read.iter().map(move |&c| rg * per_group + c))
             .collect())
