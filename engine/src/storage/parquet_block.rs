@@ -347,15 +347,13 @@ struct Parts {
 
 impl Parts {
     fn part(&self, start: u64, length: u64) -> parquet::errors::Result<Bytes> {
+        let end = start.saturating_add(length);
         self.parts
             .iter()
-            .find(|(at, b)| *at <= start && start + length <= at + b.len() as u64)
-            .map(|(at, b)| b.slice((start - at) as usize..(start - at + length) as usize))
+            .find(|(at, b)| *at <= start && end <= at + b.len() as u64)
+            .map(|(at, b)| b.slice((start - at) as usize..(end - at) as usize))
             .ok_or_else(|| {
-                ParquetError::General(format!(
-                    "bytes {start}..{} of the block were not read",
-                    start + length
-                ))
+                ParquetError::General(format!("bytes {start}..{end} of the block were not read"))
             })
     }
 }
