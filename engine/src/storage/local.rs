@@ -58,33 +58,45 @@ impl LocalSegmentStore {
     }
 
     fn read(&self, path: &Path, what: impl FnOnce() -> String) -> Result<Vec<u8>> {
-        fs::read(path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::NotFound {
-                    kind: "stored",
-                    name: what(),
-                }
-            } else {
-                Error::io_path("read", path, e)
-            }
-        })
+        fs::read(path).map_err(|e| missing_or_io("read", path, e, what))
     }
+
+    fn block_path(&self, segment: &str, cuboid: CuboidId, block: u32) -> Result<PathBuf> {
+        Ok(self
+            .cuboid_dir(segment, cuboid)?
+            .join(format!("{block}.arrow")))
+    }
+}
+
+/// A missing file is [`Error::NotFound`] naming `what`; any other failure an I/O error.
+fn missing_or_io(
+    action: &'static str,
+    path: &Path,
+    e: std::io::Error,
+    what: impl FnOnce() -> String,
+) -> Error {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Error::NotFound {
+            kind: "stored",
+            name: what(),
+        }
+    } else {
+        Error::io_path(action, path, e)
+    }
+}
+
+fn block_name(segment: &str, cuboid: CuboidId, block: u32) -> String {
+    format!("block {block} of cuboid {cuboid} in segment {segment}")
 }
 
 impl SegmentStore for LocalSegmentStore {
     fn put_block(&self, segment: &str, cuboid: CuboidId, block: u32, data: &[u8]) -> Result<()> {
-        let p = self
-            .cuboid_dir(segment, cuboid)?
-            .join(format!("{block}.arrow"));
-        write_atomic_with(&p, data, false)
+        write_atomic_with(&self.block_path(segment, cuboid, block)?, data, false)
     }
 
     fn get_block(&self, segment: &str, cuboid: CuboidId, block: u32) -> Result<Vec<u8>> {
-        let p = self
-            .cuboid_dir(segment, cuboid)?
-            .join(format!("{block}.arrow"));
-        self.read(&p, || {
-            format!("block {block} of cuboid {cuboid} in segment {segment}")
+        self.read(&self.block_path(segment, cuboid, block)?, || {
+            block_name(segment, cuboid, block)
         })
     }
 
@@ -95,19 +107,9 @@ impl SegmentStore for LocalSegmentStore {
         block: u32,
         ranges: &[(u64, u64)],
     ) -> Result<Vec<Bytes>> {
-        let p = self
-            .cuboid_dir(segment, cuboid)?
-            .join(format!("{block}.arrow"));
-        let file = fs::File::open(&p).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                Error::NotFound {
-                    kind: "stored",
-                    name: format!("block {block} of cuboid {cuboid} in segment {segment}"),
-                }
-            } else {
-                Error::io_path("open", &p, e)
-            }
-        })?;
+        let p = self.block_path(segment, cuboid, block)?;
+        let file = fs::File::open(&p)
+            .map_err(|e| missing_or_io("open", &p, e, || block_name(segment, cuboid, block)))?;
         let size = file
             .metadata()
             .map_err(|e| Error::io_path("stat", &p, e))?
