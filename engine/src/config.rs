@@ -200,7 +200,13 @@ pub const KEYS: &[KeySpec] = &[
         key: "kylin.query.warm-up.max-bytes",
         alias: None,
         default: "268435456",
-        doc: "decoded block bytes one warm-up fills the block cache with at most (capped at half of the 1 GiB cache)",
+        doc: "decoded block bytes one warm-up fills the block cache with at most (capped at half of `kylin.query.block-cache-mb`)",
+    },
+    KeySpec {
+        key: "kylin.query.block-cache-mb",
+        alias: None,
+        default: "auto",
+        doc: "decoded cuboid blocks kept in memory, in MiB (least recently used dropped first): queries that read the same columns again skip reading and decoding them; `auto` = a quarter of the machine's memory (of the cgroup's memory limit where that is lower), at least 1024; `0` = no cache",
     },
     KeySpec {
         key: "kylin.security.users",
@@ -416,6 +422,8 @@ pub struct QueryConfig {
     pub warm_up_enabled: bool,
     /// Decoded block bytes one warm-up decodes at most.
     pub warm_up_max_bytes: u64,
+    /// Bound of the decoded-block cache in bytes (`kylin.query.block-cache-mb`, resolved).
+    pub block_cache_bytes: u64,
 }
 
 /// The job engine (`kylin.job.*`).
@@ -714,6 +722,7 @@ impl Config {
                 )?,
                 warm_up_enabled: parse_bool(&get, "kylin.query.warm-up.enabled")?,
                 warm_up_max_bytes: parse_key(&get, "kylin.query.warm-up.max-bytes")?,
+                block_cache_bytes: parse_block_cache(&get, "kylin.query.block-cache-mb")?,
             },
             jobs: JobsConfig {
                 heartbeat_seconds: parse_key(&get, "kylin.job.heartbeat-seconds")?,
@@ -812,6 +821,50 @@ where
 {
     let v = get(key);
     v.parse::<T>().map_err(|e| invalid(key, &v, &e.to_string()))
+}
+
+/// `auto` or a size in MiB, as bytes.
+fn parse_block_cache(get: &impl Fn(&str) -> String, key: &str) -> Result<u64, ConfigError> {
+    let v = get(key);
+    if v.eq_ignore_ascii_case("auto") {
+        return Ok(auto_block_cache_bytes(machine_memory_bytes()));
+    }
+    let mb: u64 = v.parse().map_err(|e: std::num::ParseIntError| {
+        invalid(key, &v, &format!("expected `auto` or MiB: {e}"))
+    })?;
+    mb.checked_mul(1 << 20)
+        .ok_or_else(|| invalid(key, &v, "too large"))
+}
+
+/// The decoded-block cache of `kylin.query.block-cache-mb=auto`: a quarter of the memory the
+/// process may use, at least 1 GiB (the fixed size before the key existed; also what an
+/// unknown memory size gets). At SF 10 one base-cuboid column decodes to up to 480 MB, so a
+/// fixed 1 GiB cache dropped a query's columns before its next run read them.
+fn auto_block_cache_bytes(memory: Option<u64>) -> u64 {
+    const FLOOR: u64 = 1 << 30;
+    memory.map_or(FLOOR, |m| (m / 4).max(FLOOR))
+}
+
+/// The memory this process may use: the machine's (`/proc/meminfo`), or its cgroup's limit
+/// (`/sys/fs/cgroup/memory.max`, cgroup v2) where lower; `None` where neither can be read.
+fn machine_memory_bytes() -> Option<u64> {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|rest| rest.trim().strip_suffix("kB"))
+                .and_then(|kb| kb.trim().parse::<u64>().ok())
+                .map(|kb| kb.saturating_mul(1024))
+        });
+    // "max" (no limit) does not parse and leaves the machine's total.
+    let limit = std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok());
+    match (total, limit) {
+        (Some(t), Some(l)) => Some(t.min(l)),
+        (t, l) => t.or(l),
+    }
 }
 
 fn parse_bool(get: &impl Fn(&str) -> String, key: &str) -> Result<bool, ConfigError> {
@@ -931,6 +984,31 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Config::from_parts(text, "test", |k| env.get(k).cloned())
+    }
+
+    #[test]
+    fn the_block_cache_is_sized_in_mib_or_from_the_machine() {
+        let c = load("kylin.query.block-cache-mb=4096", &[]).unwrap();
+        assert_eq!(c.query.block_cache_bytes, 4096 << 20);
+        assert_eq!(
+            load("kylin.query.block-cache-mb=0", &[])
+                .unwrap()
+                .query
+                .block_cache_bytes,
+            0
+        );
+        let auto = load("", &[]).unwrap().query.block_cache_bytes;
+        assert_eq!(auto, auto_block_cache_bytes(machine_memory_bytes()));
+        assert!(auto >= 1 << 30, "auto is at least 1 GiB, got {auto}");
+        assert_eq!(auto_block_cache_bytes(Some(24 << 30)), 6 << 30);
+        assert_eq!(auto_block_cache_bytes(Some(2 << 30)), 1 << 30);
+        assert_eq!(auto_block_cache_bytes(None), 1 << 30);
+        for bad in ["-1", "1.5", "lots", "18446744073709551615"] {
+            let err = load(&format!("kylin.query.block-cache-mb={bad}"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("kylin.query.block-cache-mb"), "{bad}: {err}");
+        }
     }
 
     #[test]

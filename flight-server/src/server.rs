@@ -165,6 +165,10 @@ pub async fn serve(
     out.flush()?;
     drop(out);
     log::info!(
+        "decoded-block cache: {} MiB (kylin.query.block-cache-mb)",
+        config.query.block_cache_bytes >> 20
+    );
+    log::info!(
         "serving Flight SQL on {local}{}",
         match &tls {
             Some(t) if t.mutual() => " (TLS, node certificates accepted)",

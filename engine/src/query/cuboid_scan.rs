@@ -1376,7 +1376,10 @@ mod tests {
         )
         .unwrap();
         let reader = Arc::new(Counting {
-            inner: Arc::new(CachedSegments::new(store)),
+            inner: Arc::new(CachedSegments::new(
+                store,
+                crate::query::segments::TEST_BLOCK_CACHE,
+            )),
             blocks: AtomicU64::new(0),
         });
         let table =
@@ -1422,7 +1425,10 @@ mod tests {
             )
             .unwrap();
         }
-        let segments = Arc::new(CachedSegments::new(store));
+        let segments = Arc::new(CachedSegments::new(
+            store,
+            crate::query::segments::TEST_BLOCK_CACHE,
+        ));
         let all = BlocksRead {
             read: 16,
             total: 16,
@@ -1472,7 +1478,10 @@ mod tests {
             )
             .unwrap();
         }
-        let segments = Arc::new(CachedSegments::new(store));
+        let segments = Arc::new(CachedSegments::new(
+            store,
+            crate::query::segments::TEST_BLOCK_CACHE,
+        ));
         let sum = "SELECT name, sum(revenue), count(*) FROM t";
         // (filter, whether a Filter stays above the scan)
         for (filter, filter_above) in [
@@ -1578,7 +1587,14 @@ mod tests {
             block_rows,
         )
         .unwrap();
-        (dir, store.clone(), Arc::new(CachedSegments::new(store)))
+        (
+            dir,
+            store.clone(),
+            Arc::new(CachedSegments::new(
+                store,
+                crate::query::segments::TEST_BLOCK_CACHE,
+            )),
+        )
     }
 
     /// Writes `lookup` (key first, two dimension columns) as storage id 9 of segment "aa".

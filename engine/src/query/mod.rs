@@ -315,7 +315,7 @@ impl QueryEngine {
         };
         QueryEngine {
             config: config.clone(),
-            segments: Arc::new(CachedSegments::new(store)),
+            segments: Arc::new(CachedSegments::new(store, config.query.block_cache_bytes)),
             snapshot: RwLock::new(None),
             reload: Mutex::new(()),
             results: Arc::new(LruCache::new(result_cache_bytes)),

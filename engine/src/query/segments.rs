@@ -103,9 +103,6 @@ enum CachedForm {
     Ids(u64),
 }
 
-/// Decoded blocks kept in memory.
-const BLOCK_CACHE_BYTES: u64 = 1 << 30;
-
 /// Stored bytes of the blocks read whole last (by stores that do not read byte ranges, or
 /// with manifests written before [`crate::storage::BlockSections`]), checked against their
 /// manifests. A scan decodes a block's filter columns, its other columns and its string ids
@@ -113,6 +110,10 @@ const BLOCK_CACHE_BYTES: u64 = 1 << 30;
 /// checksummed it again (a third of a base-cuboid query's first run went to reading, page
 /// faults and checksums).
 const RAW_BLOCK_CACHE_BYTES: u64 = 64 << 20;
+
+/// The decoded-block cache of unit tests (`kylin.query.block-cache-mb`'s floor).
+#[cfg(test)]
+pub(crate) const TEST_BLOCK_CACHE: u64 = 1 << 30;
 
 /// Parsed footers of the blocks read last by byte range. A scan decodes a block's filter
 /// columns, its other columns and its string ids in separate calls, each reading only the
@@ -142,12 +143,13 @@ impl std::fmt::Debug for CachedSegments {
 }
 
 impl CachedSegments {
-    pub fn new(store: Arc<dyn SegmentStore>) -> Self {
+    /// Keeps up to `block_cache_bytes` of decoded columns (`kylin.query.block-cache-mb`).
+    pub fn new(store: Arc<dyn SegmentStore>, block_cache_bytes: u64) -> Self {
         CachedSegments {
             store,
             manifests: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
-            columns: LruCache::new(BLOCK_CACHE_BYTES),
+            columns: LruCache::new(block_cache_bytes),
             raw: LruCache::new(RAW_BLOCK_CACHE_BYTES),
             footers: LruCache::new(FOOTER_CACHE_BYTES),
             numberings: Numberings::default(),
@@ -592,7 +594,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Counting::open(dir.path(), true);
         let batch = sketch_cuboid(store.as_ref());
-        let reader = CachedSegments::new(store.clone());
+        let reader = CachedSegments::new(store.clone(), TEST_BLOCK_CACHE);
         let manifest = reader.manifest("bb", 9).unwrap();
         let meta = manifest.blocks[1].clone();
         let sections = meta.sections.clone().expect("a new manifest has sections");
@@ -637,7 +639,7 @@ mod tests {
         let mut damaged = stored.clone();
         damaged[at as usize + 100] ^= 1;
         std::fs::write(&file, &damaged).unwrap();
-        let reader = CachedSegments::new(store.clone());
+        let reader = CachedSegments::new(store.clone(), TEST_BLOCK_CACHE);
         let n = reader.block("bb", 9, 0, &meta0, Some(&[0, 1, 2])).unwrap();
         assert_eq!(n.num_rows(), 500);
         let err = reader.block("bb", 9, 0, &meta0, Some(&[3])).unwrap_err();
@@ -652,7 +654,7 @@ mod tests {
         let last = damaged.len() - 20;
         damaged[last] ^= 1;
         std::fs::write(&file, &damaged).unwrap();
-        let reader = CachedSegments::new(store.clone());
+        let reader = CachedSegments::new(store.clone(), TEST_BLOCK_CACHE);
         for _ in 0..2 {
             let err = reader.block("bb", 9, 0, &meta0, Some(&[1])).unwrap_err();
             assert!(
@@ -671,7 +673,7 @@ mod tests {
         // A truncated block: its chunks come back short, a checksum error rather than a
         // wrong answer.
         std::fs::write(&file, &stored[..stored.len() / 2]).unwrap();
-        let err = CachedSegments::new(store.clone())
+        let err = CachedSegments::new(store.clone(), TEST_BLOCK_CACHE)
             .block("bb", 9, 0, &meta0, Some(&[1]))
             .unwrap_err();
         assert!(err.to_string().contains("checksum mismatch"), "{err}");
@@ -682,7 +684,7 @@ mod tests {
             ..meta.clone()
         };
         store.taken();
-        let m = CachedSegments::new(store.clone())
+        let m = CachedSegments::new(store.clone(), TEST_BLOCK_CACHE)
             .block("bb", 9, 1, &old, Some(&[2]))
             .unwrap();
         assert_eq!(m.column(0), expected.column(2));
@@ -712,7 +714,7 @@ mod tests {
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
         std::fs::write(&file, &damaged).unwrap();
-        let reader = CachedSegments::new(store);
+        let reader = CachedSegments::new(store, TEST_BLOCK_CACHE);
         let meta = reader.manifest("aa", 7).unwrap().blocks[1].clone();
         for _ in 0..2 {
             let err = reader.string_dictionary("aa", 7, 1, &meta, 0).unwrap_err();

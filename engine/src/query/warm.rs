@@ -44,9 +44,6 @@ use crate::metadata::ResourceStore;
 use crate::model::{CuboidId, JoinKind};
 use crate::storage::BlockMeta;
 
-/// The decoded-block cache's bound (see `segments`); warming takes at most half of it.
-const BLOCK_CACHE_SHARE: u64 = (1 << 30) / 2;
-
 /// What has been warmed so far; one per server, handed to every [`QueryEngine::warm_up`].
 #[derive(Debug)]
 pub struct WarmUp {
@@ -58,10 +55,14 @@ pub struct WarmUp {
 }
 
 impl WarmUp {
-    /// Bounded by `kylin.query.warm-up.max-bytes` (and half the decoded-block cache).
+    /// Bounded by `kylin.query.warm-up.max-bytes` and half the decoded-block cache
+    /// (`kylin.query.block-cache-mb`): queries keep the other half.
     pub fn new(config: &Config) -> WarmUp {
         WarmUp {
-            max_bytes: config.query.warm_up_max_bytes.min(BLOCK_CACHE_SHARE),
+            max_bytes: config
+                .query
+                .warm_up_max_bytes
+                .min(config.query.block_cache_bytes / 2),
             warmed: HashSet::new(),
             statements_done: false,
         }
