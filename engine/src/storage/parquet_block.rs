@@ -15,7 +15,7 @@
 //! derived column was asked for).
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::{Buf, Bytes};
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, RecordBatchOptions};
@@ -225,11 +225,9 @@ pub fn decode(
     // every damaged input (a block is CRC-checked before, so this takes bytes written
     // corrupt): a panic becomes a corrupt-block error, never a crashed query.
     guarded(|| {
-        let metadata = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())
-            .map_err(|e| e.to_string())?
-            .metadata()
-            .clone();
-        decode_with(metadata, bytes, columns, strings_as_dictionary)
+        let arrow = ArrowReaderMetadata::load(&bytes, ArrowReaderOptions::new())
+            .map_err(|e| e.to_string())?;
+        decode_with(&Footer::of(arrow)?, bytes, columns, strings_as_dictionary)
     })
 }
 
@@ -242,11 +240,35 @@ fn guarded<T>(
 
 /// A block's footer (its Parquet metadata), parsed: what reading only some of its column
 /// chunks by byte range needs (see [`Footer::chunks_for`] and [`decode_parts`]).
+///
+/// It keeps the Arrow readers' view of the block too: converting the Arrow schema embedded in
+/// the metadata and building the readers' field tree cost more than decoding a small column
+/// chunk (a tenth of an uncached base-cuboid scan at SF 10), so they happen once per footer,
+/// not once per read.
 #[derive(Debug)]
 pub struct Footer {
     metadata: Arc<ParquetMetaData>,
-    schema: SchemaRef,
+    /// The columns as stored.
+    plain: ArrowView,
+    /// String columns as dictionaries (`strings_as_dictionary`), built on first use.
+    as_dictionary: OnceLock<std::result::Result<ArrowView, String>>,
     pairs: Vec<(usize, usize)>,
+}
+
+/// One way of reading a block into Arrow: the reader's metadata and the schema it gives.
+#[derive(Debug, Clone)]
+struct ArrowView {
+    arrow: ArrowReaderMetadata,
+    schema: SchemaRef,
+}
+
+impl ArrowView {
+    fn of(arrow: ArrowReaderMetadata) -> ArrowView {
+        // The reader copies the file's key-value metadata into the schema: the stored schema
+        // had none (cuboid schemas carry no metadata), so none is given back.
+        let schema: SchemaRef = Arc::new(Schema::new(arrow.schema().fields().clone()));
+        ArrowView { arrow, schema }
+    }
 }
 
 impl Footer {
@@ -269,16 +291,55 @@ impl Footer {
                 ParquetMetaDataReader::decode_metadata(&footer[..split])
                     .map_err(|e| e.to_string())?,
             );
-            let arrow = ArrowReaderMetadata::try_new(metadata.clone(), ArrowReaderOptions::new())
+            let arrow = ArrowReaderMetadata::try_new(metadata, ArrowReaderOptions::new())
                 .map_err(|e| e.to_string())?;
-            let schema: SchemaRef = Arc::new(Schema::new(arrow.schema().fields().clone()));
-            let pairs = minus_of(&metadata, &schema)?;
-            Ok(Footer {
-                metadata,
-                schema,
-                pairs,
-            })
+            Footer::of(arrow)
         })
+    }
+
+    /// The footer of a block whose metadata the Arrow reader parsed.
+    fn of(arrow: ArrowReaderMetadata) -> std::result::Result<Footer, String> {
+        let metadata = arrow.metadata().clone();
+        let plain = ArrowView::of(arrow);
+        let pairs = minus_of(&metadata, &plain.schema)?;
+        Ok(Footer {
+            metadata,
+            plain,
+            as_dictionary: OnceLock::new(),
+            pairs,
+        })
+    }
+
+    /// The Arrow view a read asks for.
+    fn view(&self, strings_as_dictionary: bool) -> std::result::Result<&ArrowView, String> {
+        if !strings_as_dictionary {
+            return Ok(&self.plain);
+        }
+        self.as_dictionary
+            .get_or_init(|| {
+                let hint = Schema::new(
+                    self.plain
+                        .schema
+                        .fields()
+                        .iter()
+                        .map(|f| match f.data_type() {
+                            DataType::Utf8 => {
+                                Arc::new(f.as_ref().clone().with_data_type(DataType::Dictionary(
+                                    Box::new(DataType::Int32),
+                                    Box::new(DataType::Utf8),
+                                )))
+                            }
+                            _ => f.clone(),
+                        })
+                        .collect::<Vec<_>>(),
+                );
+                let options = ArrowReaderOptions::new().with_schema(Arc::new(hint));
+                ArrowReaderMetadata::try_new(self.metadata.clone(), options)
+                    .map(ArrowView::of)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Heap bytes the parsed footer holds (for cache accounting).
@@ -299,8 +360,8 @@ impl Footer {
     /// Indexes into [`Footer::chunks`] of the chunks decoding `columns` reads (their own and
     /// those of the references of columns stored as differences).
     pub fn chunks_for(&self, columns: Option<&[usize]>) -> std::result::Result<Vec<usize>, String> {
-        let (_, read) = columns_to_read(&self.schema, &self.pairs, columns)?;
-        let per_group = self.schema.fields().len();
+        let (_, read) = columns_to_read(&self.plain.schema, &self.pairs, columns)?;
+        let per_group = self.plain.schema.fields().len();
         // Blocks hold flat columns: one chunk per column and row group.
         if let Some(rg) = self
             .metadata
@@ -328,14 +389,7 @@ pub fn decode_parts(
     columns: Option<&[usize]>,
     strings_as_dictionary: bool,
 ) -> std::result::Result<RecordBatch, String> {
-    guarded(|| {
-        decode_with(
-            footer.metadata.clone(),
-            Parts { len, parts },
-            columns,
-            strings_as_dictionary,
-        )
-    })
+    guarded(|| decode_with(footer, Parts { len, parts }, columns, strings_as_dictionary))
 }
 
 /// The byte ranges of a block that were read: the Parquet reader asks only for the column
@@ -446,42 +500,19 @@ fn minus_of(
 }
 
 fn decode_with<R: ChunkReader + 'static>(
-    metadata: Arc<ParquetMetaData>,
+    footer: &Footer,
     input: R,
     columns: Option<&[usize]>,
     strings_as_dictionary: bool,
 ) -> std::result::Result<RecordBatch, String> {
-    let plain = ArrowReaderMetadata::try_new(metadata.clone(), ArrowReaderOptions::new())
-        .map_err(|e| e.to_string())?;
-    // The reader copies the file's key-value metadata into the schema: the stored schema had
-    // none (cuboid schemas carry no metadata), so none is given back.
-    let schema: SchemaRef = Arc::new(Schema::new(plain.schema().fields().clone()));
-    let arrow = if strings_as_dictionary {
-        let hint = Schema::new(
-            schema
-                .fields()
-                .iter()
-                .map(|f| match f.data_type() {
-                    DataType::Utf8 => Arc::new(f.as_ref().clone().with_data_type(
-                        DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8)),
-                    )),
-                    _ => f.clone(),
-                })
-                .collect::<Vec<_>>(),
-        );
-        let options = ArrowReaderOptions::new().with_schema(Arc::new(hint));
-        ArrowReaderMetadata::try_new(metadata.clone(), options).map_err(|e| e.to_string())?
-    } else {
-        plain
-    };
-    let schema: SchemaRef = Arc::new(Schema::new(arrow.schema().fields().clone()));
-    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(input, arrow);
-    let pairs = minus_of(&metadata, &schema)?;
+    let ArrowView { arrow, schema } = footer.view(strings_as_dictionary)?;
+    let builder = ParquetRecordBatchReaderBuilder::new_with_metadata(input, arrow.clone());
+    let pairs = &footer.pairs;
     // What to read: the wanted columns and the references of wanted differences, in file order.
-    let (wanted, read) = columns_to_read(&schema, &pairs, columns)?;
+    let (wanted, read) = columns_to_read(schema, pairs, columns)?;
     let mask = ProjectionMask::roots(builder.parquet_schema(), read.iter().copied());
     // Bounded: a damaged footer must not make the reader reserve memory for its row count.
-    let rows = metadata.file_metadata().num_rows().clamp(1, 1 << 20) as usize;
+    let rows = footer.metadata.file_metadata().num_rows().clamp(1, 1 << 20) as usize;
     let reader = builder
         .with_projection(mask)
         .with_batch_size(rows)
