@@ -98,9 +98,11 @@ pub struct SsbArgs {
     #[arg(long, default_value_t = 1)]
     pub adhoc_runs: usize,
     /// Only the Qilin side and the ad-hoc mode: the 13 hot (Rust client and ADBC), the cold
-    /// first run, bytes per cuboid row and `--adhoc` (100 by default); no DataFusion, no DuckDB
-    /// run of the 13, no build baseline, no detail scan, no per-measure sizes. For quick
-    /// before/after figures; the JSON has `adbc`, `cold_first_run`, `cuboid_bytes`, `adhoc`.
+    /// first run, bytes per cuboid row, `--adhoc` (100 by default) and `--concurrency` when
+    /// given; no DataFusion, no DuckDB run of the 13, no build baseline, no detail scan, no
+    /// per-measure sizes. For quick before/after figures; the JSON has `build` (timed when
+    /// this run built the cube), `concurrency`, `adbc`, `cold_first_run`, `cuboid_bytes`,
+    /// `adhoc`.
     #[arg(long)]
     pub adhoc_only: bool,
     /// The qilin-server executable (default: next to qilin-bench).
@@ -208,6 +210,7 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
         let list = adhoc_queries.unwrap_or_default();
         return adhoc_only(
             &args,
+            build,
             server,
             &server_exe,
             &conf,
@@ -374,6 +377,7 @@ async fn ssb_bench(args: SsbArgs) -> anyhow::Result<()> {
 #[allow(clippy::too_many_arguments)]
 async fn adhoc_only(
     args: &SsbArgs,
+    build: BuildReport,
     server: procs::Server,
     server_exe: &Path,
     conf: &Path,
@@ -397,6 +401,10 @@ async fn adhoc_only(
         .with_context(|| format!("qilin {name}"))?;
         rust_hot_ms += m.stats.median_ms;
     }
+    let concurrency = match args.concurrency {
+        Some(c) => Some(workload::concurrent(&server.addr, queries, c, args.runs).await?),
+        None => None,
+    };
     let adbc_hot = adbc::hot(&server.addr, queries, args.runs)?;
     let adhoc = adhoc::run(
         &server.addr,
@@ -427,12 +435,31 @@ async fn adhoc_only(
         args.runs,
         adbc_hot.line()
     );
+    if let Some(s) = build.seconds {
+        println!(
+            "build: {s:.1} s, peak RSS {}",
+            build
+                .peak_rss_bytes
+                .map_or("unknown".to_string(), |b| format!(
+                    "{:.2} GiB",
+                    b as f64 / (1u64 << 30) as f64
+                ))
+        );
+    }
+    if let Some(c) = &concurrency {
+        println!(
+            "concurrency {}: {} queries in {:.2}s = {:.1} QPS, p50 {:.2} ms, p99 {:.2} ms",
+            c.clients, c.queries, c.seconds, c.qps, c.p50_ms, c.p99_ms
+        );
+    }
     print!("{}{}{}", cuboid_bytes.table(), cold.table(), adhoc.table());
     let json = serde_json::json!({
         "scale": args.scale,
         "runs": args.runs,
         "machine": machine,
         "qilin_version": env!("CARGO_PKG_VERSION"),
+        "build": build,
+        "concurrency": concurrency,
         "rust_client_hot_total_median_ms": rust_hot_ms,
         "adbc": adbc_hot,
         "cold_first_run": cold,
